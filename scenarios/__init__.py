@@ -1,0 +1,1 @@
+"""scenarios: replay concurrent load and faults against a live ring and report what held."""

@@ -1,0 +1,109 @@
+"""ring.toml: a good file parses into values; each kind of bad file is refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenring.config import ConfigError, load
+
+GOOD = """
+[consortium]
+name = "demo"
+secret_env = "CONSORTIUM_SECRET"
+data_dir = "var"
+
+[token]
+hold_max_ms = 25
+
+[[banks]]
+id = "alfa"
+name = "Banco Alfa"
+url = "http://127.0.0.1:8101"
+
+[[banks]]
+id = "beta"
+name = "Banco Beta"
+url = "http://127.0.0.1:8102"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ring.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_file_parses_in_ring_order(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD))
+    assert config.name == "demo"
+    assert config.member_ids == ("alfa", "beta")
+    assert config.token.hold_max_ms == 25
+    assert config.token.loss_timeout_ms is None
+    assert config.data_dir == (tmp_path / "var").resolve()
+    assert config.bank("beta").port == 8102
+
+
+def test_repository_ring_toml_is_valid() -> None:
+    config = load(Path(__file__).parent.parent / "ring.toml")
+    assert config.member_ids == ("alfa", "beta", "gama")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "problem"),
+    [
+        ('name = "demo"', 'name = "demo"\ncolour = "red"', "consortium.colour", "unknown key"),
+        ("hold_max_ms = 25", "hold_max_ms = 25\nspeed = 1", "token.speed", "unknown key"),
+        ('id = "beta"', 'id = "alfa"', "banks[1].id", "duplicate id"),
+        ("8102", "8101", "banks[1].url", "duplicate url"),
+        ("http://127.0.0.1:8102", "ftp://127.0.0.1:8102", "banks[1].url", "http://"),
+        ("http://127.0.0.1:8102", "http://127.0.0.1", "banks[1].url", "port"),
+        ('id = "beta"', 'id = "Beta!"', "banks[1].id", "[a-z0-9-]+"),
+        ("hold_max_ms = 25", "hold_max_ms = 0", "token.hold_max_ms", "positive"),
+        ("hold_max_ms = 25", "hold_max_ms = -3", "token.hold_max_ms", "positive"),
+        ("hold_max_ms = 25", "hold_max_ms = 2.5", "token.hold_max_ms", "integer"),
+        ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 0", "token.loss_timeout_ms",
+         "positive"),
+        ("hold_max_ms = 25", "", "token.hold_max_ms", "missing"),
+        ('secret_env = "CONSORTIUM_SECRET"', 'secret_env = "not a var"', "consortium.secret_env",
+         "environment variable"),
+    ],
+)
+def test_bad_file_is_refused_naming_file_and_key(
+    tmp_path: Path, old: str, new: str, key: str, problem: str
+) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"{path}: {key}: ")
+    assert problem in line
+
+
+def test_empty_ring_is_refused(tmp_path: Path) -> None:
+    text = "banks = []\n" + GOOD.split("[[banks]]")[0]
+    with pytest.raises(ConfigError, match="banks: empty"):
+        load(write(tmp_path, text))
+
+
+def test_missing_file_and_bad_toml_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[consortium\n"))
+
+
+def test_unset_secret_is_refused_and_set_secret_is_read(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="CONSORTIUM_SECRET is not set"):
+        config.secret({})
+    assert config.secret({"CONSORTIUM_SECRET": "k"}) == b"k"
+
+
+def test_unknown_bank_names_the_known_ones(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="known: alfa, beta"):
+        config.bank("zeta")
