@@ -36,13 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     scenario = commands.add_parser("scenario", help="replay load and faults against a ring")
-    scenario.add_argument("name", nargs="?", help="the scenario to run")
-    scenario.add_argument("--list", action="store_true", help="name the scenarios")
+    from scenarios.cli import add_arguments as add_scenario_arguments
+
+    add_scenario_arguments(scenario)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "scenario":
+        from scenarios.cli import run as run_scenario
+
+        return run_scenario(args)
     try:
         if args.command in ("up", "bank", "status"):
             load(args.config)
