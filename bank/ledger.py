@@ -1,0 +1,1377 @@
+"""The bank's durable ledger: one SQLite database, all of the bank's SQL, one writer thread.
+
+Place in the design: the client API (``bank.api``) and the cross-bank transfer code call this
+module's async face, :class:`Ledger`; nothing else opens the database. It keeps customers,
+sessions, accounts, an append-only journal of entries, holds, transfer records and idempotency
+keys, in ``<data_dir>/<bank id>.sqlite3`` (WAL, ``synchronous=FULL``).
+
+Money rules (DESIGN.md). Every movement of money is one journal transaction whose entries sum
+to zero; an entry credits (+) or debits (-) one bucket of one account: ``available`` (the
+balance) or ``held``. Deposits and withdrawals balance against the bank's own cash account, so
+``-cash`` is deposits minus withdrawals ever made. Money leaving for another bank is credited to
+the settlement account and money arriving debits it: each bank's journal sums to zero on its
+own, and across the consortium the settlement accounts net to zero once every transfer is
+complete. A hold moves money from an account's available bucket to its held bucket; committing
+moves it from held to the settlement account (or to a local destination), releasing moves it
+back. The stored balances are a cache of the journal; :meth:`Ledger.check` recomputes them.
+
+Concurrency. One dedicated writer thread owns the writing connection and drains a bounded
+queue: it takes up to ``batch_operations_max`` queued operations, runs each inside its own
+savepoint of one transaction, commits once (one fsync for the group) and only then answers
+every caller. Reads run on a second thread with its own connection; WAL lets them proceed while
+the writer commits, and they only ever see committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import attrs
+import structlog
+
+from bank.errors import Refusal
+
+__all__ = [
+    "AMOUNT_CENTS_MAX",
+    "BALANCE_CENTS_MAX",
+    "BATCH_OPERATIONS_MAX",
+    "CASH_ACCOUNT",
+    "QUEUE_OPERATIONS_MAX",
+    "SETTLEMENT_ACCOUNT",
+    "Account",
+    "Answer",
+    "CheckReport",
+    "Customer",
+    "Hold",
+    "Idempotency",
+    "Ledger",
+    "LedgerClosed",
+    "Transfer",
+    "request_fingerprint",
+]
+
+log = structlog.get_logger("bank.ledger")
+
+AMOUNT_CENTS_MAX = 1_000_000_000_00
+"""The largest amount one deposit, withdrawal, transfer source or hold may carry (1e9 units)."""
+BALANCE_CENTS_MAX = 1_000_000_000_000_00
+"""The largest balance an account may reach; deposits and credits beyond it are refused."""
+QUEUE_OPERATIONS_MAX = 4096
+"""Operations waiting for the writer thread; callers beyond it wait their turn."""
+BATCH_OPERATIONS_MAX = 256
+"""Operations committed together in one transaction (group commit)."""
+READERS_MAX = 1
+"""Threads serving reads, each with its own connection."""
+CLOSE_WAIT_S_MAX = 30.0
+"""How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
+TRANSFER_ID_CHARS_MAX = 100
+"""Longest transfer id accepted by the hold operations."""
+IDEMPOTENCY_KEY_CHARS_MAX = 255
+"""Longest ``Idempotency-Key`` accepted."""
+
+CASH_ACCOUNT = -1
+"""The bank's own cash: debited by deposits, credited by withdrawals (so it is negative)."""
+SETTLEMENT_ACCOUNT = -2
+"""Clearing with other banks: credited when money leaves, debited when money arrives."""
+
+AccountKind = Literal["individual", "joint", "corporate"]
+HoldOutcome = Literal[
+    "ok",
+    "insufficient_funds",
+    "unknown_account",
+    "forbidden",
+    "decided",
+    "no_hold",
+    "committed",
+    "released",
+    "balance_limit",
+]
+TransferStatus = Literal["pending", "committed", "aborted"]
+
+T = TypeVar("T")
+
+
+class LedgerClosed(Exception):
+    """The ledger was closed (or its writer stopped) before the operation could run."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Account:
+    """A customer account as the client API shows it."""
+
+    bank: str
+    """The bank that keeps it."""
+    number: int
+    """Its number, unique within the bank (positive)."""
+    kind: AccountKind
+    """individual (one CPF), joint (two or more CPFs) or corporate (one CNPJ)."""
+    owners: tuple[str, ...]
+    """The owners' documents, sorted."""
+    balance_cents: int
+    """Available money."""
+    held_cents: int
+    """Money held for unfinished transfers."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank,
+            "account": self.number,
+            "kind": self.kind,
+            "owners": list(self.owners),
+            "balance_cents": self.balance_cents,
+            "held_cents": self.held_cents,
+        }
+
+
+@attrs.frozen
+class Customer:
+    """A customer of this bank."""
+
+    document: str
+    """CPF or CNPJ, digits only."""
+    name: str
+    """The customer's name."""
+    password_hash: str
+    """``bank.auth.hash_password``'s output; never the password."""
+
+
+@attrs.frozen
+class Hold:
+    """Money held in one account for one transfer."""
+
+    transfer_id: str
+    """The transfer that placed it."""
+    account: int
+    """The account it is held in."""
+    amount_cents: int
+    """How much."""
+    state: Literal["held", "committed", "released"]
+    """held until the transfer's decision; then committed or released."""
+    destination: int | None
+    """Where a committed hold went: a local account, or :data:`SETTLEMENT_ACCOUNT`."""
+
+
+@attrs.frozen
+class Transfer:
+    """A transfer record, as ``GET /api/v1/transfers/{id}`` shows it."""
+
+    id: str
+    """Unique in the consortium: starts with the id of the bank that took the request."""
+    requested_by: str
+    """The document of the customer who asked."""
+    status: TransferStatus
+    """pending, then committed or aborted."""
+    reason: str | None
+    """Why it was aborted (an error code), else ``None``."""
+    request: dict[str, Any]
+    """The request's ``sources`` and ``destination``."""
+    created_at_ms: int
+    """When it was recorded (Unix ms)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "reason": self.reason,
+            "sources": self.request.get("sources", []),
+            "destination": self.request.get("destination"),
+            "created_at_ms": self.created_at_ms,
+        }
+
+
+@attrs.frozen
+class Answer:
+    """A client write's answer: what the API sends, and what an idempotent retry gets again."""
+
+    status: int
+    """The HTTP status."""
+    body: dict[str, Any]
+    """The JSON body."""
+    replayed: bool = False
+    """True when this is the stored first answer of an earlier request with the same key."""
+
+    @classmethod
+    def refused(cls, code: str, message: str) -> Answer:
+        refusal = Refusal(code, message)
+        return cls(refusal.status, refusal.body())
+
+
+@attrs.frozen
+class Idempotency:
+    """The ``Idempotency-Key`` of one client write."""
+
+    scope: str
+    """Whose key it is: the caller's document (keys of different customers never collide)."""
+    key: str
+    """The header's value."""
+    fingerprint: str
+    """:func:`request_fingerprint` of the request, to catch a key reused for another request."""
+
+
+@attrs.frozen
+class CheckReport:
+    """What :meth:`Ledger.check` found when it recomputed everything from the journal."""
+
+    problems: tuple[str, ...]
+    """One line per disagreement; empty when the ledger is consistent."""
+    journal_sum_cents: int
+    """The sum of every entry ever written; always zero in a sound ledger."""
+    entries: int
+    """How many entries the journal holds."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def request_fingerprint(method: str, path: str, body: Any) -> str:
+    """A stable digest of a request, to tell a retry from another request with the same key."""
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------
+
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        f"""
+        CREATE TABLE customers (
+            document TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            document TEXT NOT NULL REFERENCES customers(document),
+            expires_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX sessions_by_expiry ON sessions(expires_at_ms);
+
+        -- System accounts (cash, settlement) have negative numbers and may go negative;
+        -- customer accounts never may.
+        CREATE TABLE accounts (
+            number INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL
+                CHECK (kind IN ('individual', 'joint', 'corporate', 'cash', 'settlement')),
+            balance_cents INTEGER NOT NULL DEFAULT 0,
+            held_cents INTEGER NOT NULL DEFAULT 0 CHECK (held_cents >= 0),
+            created_at_ms INTEGER NOT NULL,
+            CHECK ((number < 0) = (kind IN ('cash', 'settlement'))),
+            CHECK (number < 0 OR balance_cents >= 0)
+        );
+        INSERT INTO accounts (number, kind, created_at_ms) VALUES ({CASH_ACCOUNT}, 'cash', 0);
+        INSERT INTO accounts (number, kind, created_at_ms)
+            VALUES ({SETTLEMENT_ACCOUNT}, 'settlement', 0);
+
+        CREATE TABLE account_owners (
+            account INTEGER NOT NULL REFERENCES accounts(number),
+            document TEXT NOT NULL REFERENCES customers(document),
+            PRIMARY KEY (account, document)
+        ) WITHOUT ROWID;
+        CREATE INDEX account_owners_by_document ON account_owners(document, account);
+
+        -- The journal: one row per movement of money, entries that sum to zero per row.
+        CREATE TABLE journal (
+            txn INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            transfer_id TEXT,
+            at_ms INTEGER NOT NULL
+        );
+        CREATE TABLE entries (
+            id INTEGER PRIMARY KEY,
+            txn INTEGER NOT NULL REFERENCES journal(txn),
+            account INTEGER NOT NULL REFERENCES accounts(number),
+            bucket TEXT NOT NULL CHECK (bucket IN ('available', 'held')),
+            amount_cents INTEGER NOT NULL CHECK (amount_cents != 0)
+        );
+        CREATE INDEX entries_by_account ON entries(account);
+        CREATE TRIGGER journal_append_only_update BEFORE UPDATE ON journal
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        CREATE TRIGGER journal_append_only_delete BEFORE DELETE ON journal
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+        CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+            BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+
+        CREATE TABLE holds (
+            transfer_id TEXT NOT NULL,
+            account INTEGER NOT NULL REFERENCES accounts(number),
+            amount_cents INTEGER NOT NULL CHECK (amount_cents > 0),
+            state TEXT NOT NULL CHECK (state IN ('held', 'committed', 'released')),
+            destination INTEGER REFERENCES accounts(number),
+            placed_at_ms INTEGER NOT NULL,
+            decided_at_ms INTEGER,
+            PRIMARY KEY (transfer_id, account)
+        ) WITHOUT ROWID;
+
+        -- The first outcome of every hold operation: a repeat answers it again.
+        CREATE TABLE hold_operations (
+            operation TEXT NOT NULL CHECK (operation IN ('place', 'commit', 'release', 'credit')),
+            transfer_id TEXT NOT NULL,
+            account INTEGER NOT NULL,
+            outcome TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (operation, transfer_id, account)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE transfers (
+            id TEXT PRIMARY KEY,
+            requested_by TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'committed', 'aborted')),
+            reason TEXT,
+            request TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            decided_at_ms INTEGER
+        ) WITHOUT ROWID;
+
+        CREATE TABLE idempotency (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            PRIMARY KEY (scope, key)
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a group commit is one
+    # transaction and nothing commits behind our back.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; each migration runs once, in its own transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, script in _MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in _split_sql(script):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            current = version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    assert current == SCHEMA_VERSION, f"schema at {current}, code expects {SCHEMA_VERSION}"
+    return current
+
+
+def _split_sql(script: str) -> Iterable[str]:
+    # executescript() would COMMIT on its own; split into statements so a migration stays
+    # one transaction. Triggers contain ';' inside BEGIN ... END, so join until complete.
+    buffer = ""
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    assert not buffer.strip(), f"incomplete SQL statement: {buffer!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer thread
+# ---------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Job:
+    """One queued write: a function of the connection, and the future its caller awaits."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+class _Writer:
+    """Owns the writing connection; runs queued jobs in group-committed batches."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        name: str,
+        queue_operations_max: int,
+        batch_operations_max: int,
+    ) -> None:
+        assert queue_operations_max > 0 and batch_operations_max > 0
+        self.conn = conn
+        self.loop = loop
+        self.batch_operations_max = batch_operations_max
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_operations_max + 1)
+        self.batches = 0
+        self.operations = 0
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                first = self.queue.get()
+                jobs: list[_Job] = []
+                item = first
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    else:
+                        jobs.append(item)
+                    if stopping or len(jobs) >= self.batch_operations_max:
+                        break
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if jobs:
+                    self._run_batch(jobs)
+        finally:
+            self.conn.close()
+            # Anything queued after the stop (a caller racing close) learns it is closed.
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    self._settle(item.future, None, LedgerClosed("the ledger is closed"))
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                # Each job in its own savepoint: one job's failure undoes only that job.
+                self.conn.execute("SAVEPOINT job")
+                try:
+                    value = job.run(self.conn)
+                except Exception as error:  # noqa: BLE001 - delivered to the caller
+                    self.conn.execute("ROLLBACK TO job")
+                    self.conn.execute("RELEASE job")
+                    results.append((job, None, error))
+                else:
+                    self.conn.execute("RELEASE job")
+                    results.append((job, value, None))
+            self.conn.execute("COMMIT")
+        except Exception as error:  # noqa: BLE001 - the whole batch failed to commit
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            log.error("ledger_batch_failed", error=repr(error), jobs=len(jobs))
+            results = [(job, None, error) for job in jobs]
+        self.batches += 1
+        self.operations += len(jobs)
+        # Answers leave only now, after the COMMIT made the whole batch durable.
+        for job, value, job_error in results:
+            self._settle(job.future, value, job_error)
+
+    def _settle(self, future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+        def settle() -> None:
+            if future.done():  # the caller was cancelled; the write stands regardless
+                return
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+# ---------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """One bank's ledger; open it with ``await Ledger.open(path)``, end with ``await close()``.
+
+    Every method is a coroutine that never blocks the event loop. Writes are queued to the
+    writer thread and answered after their group's COMMIT; reads run on the reader thread.
+    ``clock`` gives the time in seconds (tests move it forward to expire sessions).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        bank_id: str,
+        writer: _Writer,
+        reader_conn: sqlite3.Connection,
+        reader: concurrent.futures.ThreadPoolExecutor,
+        *,
+        queue_operations_max: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.bank_id = bank_id
+        self.clock = clock
+        self._writer = writer
+        self._reader_conn = reader_conn
+        self._reader = reader
+        self._slots = asyncio.Semaphore(queue_operations_max)
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        bank_id: str | None = None,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        queue_operations_max: int = QUEUE_OPERATIONS_MAX,
+        batch_operations_max: int = BATCH_OPERATIONS_MAX,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
+        """Open (creating and migrating when needed) the database at ``path``.
+
+        ``bank_id`` defaults to the file's stem (``var/alfa.sqlite3`` is bank ``alfa``).
+        """
+        file = Path(path)
+        loop = asyncio.get_running_loop()
+
+        def prepare() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            writer_conn = _connect(file, synchronous)
+            try:
+                _migrate(writer_conn)
+            except BaseException:
+                writer_conn.close()
+                raise
+            return writer_conn, _connect(file, synchronous)
+
+        writer_conn, reader_conn = await asyncio.to_thread(prepare)
+        bank = bank_id or file.name.split(".")[0]
+        writer = _Writer(
+            writer_conn,
+            loop,
+            name=f"ledger-writer-{bank}",
+            queue_operations_max=queue_operations_max,
+            batch_operations_max=batch_operations_max,
+        )
+        reader = concurrent.futures.ThreadPoolExecutor(
+            max_workers=READERS_MAX, thread_name_prefix=f"ledger-reader-{bank}"
+        )
+        log.info("ledger_opened", path=str(file), bank=bank, schema_version=SCHEMA_VERSION)
+        return cls(
+            file,
+            bank,
+            writer,
+            reader_conn,
+            reader,
+            queue_operations_max=queue_operations_max,
+            clock=clock,
+        )
+
+    async def close(self) -> None:
+        """Finish every queued write, then close both connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.queue.put(_STOP)
+        await asyncio.to_thread(self._writer.thread.join, CLOSE_WAIT_S_MAX)
+        assert not self._writer.thread.is_alive(), "the ledger writer did not stop in time"
+        self._reader.shutdown(wait=True)
+        self._reader_conn.close()
+
+    @property
+    def batches(self) -> int:
+        """Transactions committed so far by the writer (for benchmarks and metrics)."""
+        return self._writer.batches
+
+    @property
+    def operations(self) -> int:
+        """Write operations run so far by the writer."""
+        return self._writer.operations
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def _write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LedgerClosed("the ledger is closed")
+        async with self._slots:
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            # The semaphore keeps the queue below its bound, so this never blocks the loop.
+            self._writer.queue.put_nowait(_Job(run, future))
+            return await future
+
+    async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LedgerClosed("the ledger is closed")
+        conn = self._reader_conn
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run, conn)
+
+    # -- customers and sessions -----------------------------------------------------------
+
+    async def create_customer(
+        self,
+        document: str,
+        name: str,
+        password_hash: str,
+        *,
+        idempotency: Idempotency | None = None,
+    ) -> Answer:
+        """201 ``{"document", "name"}``, or 409 ``customer_exists``."""
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            def apply() -> Answer:
+                if _customer(conn, document) is not None:
+                    return Answer.refused("customer_exists", "a customer with this document exists")
+                conn.execute(
+                    "INSERT INTO customers (document, name, password_hash, created_at_ms)"
+                    " VALUES (?, ?, ?, ?)",
+                    (document, name, password_hash, now),
+                )
+                return Answer(201, {"document": document, "name": name})
+
+            return _idempotent(conn, idempotency, now, apply)
+
+        return await self._write(run)
+
+    async def customer(self, document: str) -> Customer | None:
+        return await self._read(lambda conn: _customer(conn, document))
+
+    async def create_session(self, token_hash: str, document: str, expires_at_ms: int) -> None:
+        """Store a session (by its token's hash); expired sessions are pruned on the way."""
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sessions WHERE expires_at_ms <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions (token_hash, document, expires_at_ms) VALUES (?, ?, ?)",
+                (token_hash, document, expires_at_ms),
+            )
+
+        await self._write(run)
+
+    async def session_document(self, token_hash: str) -> str | None:
+        """The document of the live session with this token hash, else ``None``."""
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT document FROM sessions WHERE token_hash = ? AND expires_at_ms > ?",
+                (token_hash, now),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    async def delete_session(self, token_hash: str) -> bool:
+        """End a session; whether it existed."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+            return cursor.rowcount > 0
+
+        return await self._write(run)
+
+    # -- accounts -------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        kind: AccountKind,
+        owners: Sequence[str],
+        *,
+        idempotency: Idempotency | None = None,
+    ) -> Answer:
+        """201 account, or 422 ``unknown_customer`` when an owner is not a customer here.
+
+        The kind's rules (how many owners, CPF or CNPJ) and the caller's ownership are the
+        API's to check before calling.
+        """
+        assert kind in ("individual", "joint", "corporate")
+        assert owners and len(set(owners)) == len(owners), "owners are distinct, at least one"
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            def apply() -> Answer:
+                for document in owners:
+                    if _customer(conn, document) is None:
+                        return Answer.refused(
+                            "unknown_customer", f"owner {document} is not a customer of this bank"
+                        )
+                # Numbers count from 1 (the system accounts are negative); one writer, no race.
+                number = conn.execute(
+                    "SELECT MAX(MAX(number), 0) + 1 FROM accounts"
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO accounts (number, kind, created_at_ms) VALUES (?, ?, ?)",
+                    (number, kind, now),
+                )
+                assert number > 0
+                conn.executemany(
+                    "INSERT INTO account_owners (account, document) VALUES (?, ?)",
+                    [(number, document) for document in owners],
+                )
+                account = _account(conn, self.bank_id, number)
+                assert account is not None
+                return Answer(201, account.to_json())
+
+            return _idempotent(conn, idempotency, now, apply)
+
+        return await self._write(run)
+
+    async def account(self, number: int) -> Account | None:
+        """A customer account by number (system accounts are not customer accounts)."""
+        return await self._read(lambda conn: _account(conn, self.bank_id, number))
+
+    async def accounts_of(self, document: str) -> list[Account]:
+        """Every account ``document`` owns here, by number."""
+
+        def run(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute(
+                "SELECT account FROM account_owners WHERE document = ? ORDER BY account",
+                (document,),
+            ).fetchall()
+            accounts = [_account(conn, self.bank_id, row[0]) for row in rows]
+            return [account for account in accounts if account is not None]
+
+        return await self._read(run)
+
+    async def all_accounts(self) -> list[Account]:
+        """Every customer account of the bank (for checks, tests and benchmarks)."""
+
+        def run(conn: sqlite3.Connection) -> list[Account]:
+            rows = conn.execute("SELECT number FROM accounts WHERE number > 0 ORDER BY number")
+            accounts = [_account(conn, self.bank_id, row[0]) for row in rows.fetchall()]
+            return [account for account in accounts if account is not None]
+
+        return await self._read(run)
+
+    # -- local money movements ------------------------------------------------------------
+
+    async def deposit(
+        self,
+        account: int,
+        amount_cents: int,
+        *,
+        document: str,
+        idempotency: Idempotency | None = None,
+    ) -> Answer:
+        """Cash in: 201 account; 404 ``unknown_account``, 403 ``forbidden``, 409 ``balance_limit``."""
+        _assert_amount(amount_cents)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            def apply() -> Answer:
+                found = _owned_account(conn, self.bank_id, account, document)
+                if isinstance(found, Answer):
+                    return found
+                if found.balance_cents + amount_cents > BALANCE_CENTS_MAX:
+                    return Answer.refused(
+                        "balance_limit", f"the balance would exceed {BALANCE_CENTS_MAX} cents"
+                    )
+                _post(
+                    conn,
+                    "deposit",
+                    None,
+                    now,
+                    [(account, "available", amount_cents), (CASH_ACCOUNT, "available", -amount_cents)],
+                )
+                return Answer(201, _must_account(conn, self.bank_id, account).to_json())
+
+            return _idempotent(conn, idempotency, now, apply)
+
+        return await self._write(run)
+
+    async def withdraw(
+        self,
+        account: int,
+        amount_cents: int,
+        *,
+        document: str,
+        idempotency: Idempotency | None = None,
+    ) -> Answer:
+        """Cash out: 201 account; 404, 403, or 409 ``insufficient_funds``."""
+        _assert_amount(amount_cents)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            def apply() -> Answer:
+                found = _owned_account(conn, self.bank_id, account, document)
+                if isinstance(found, Answer):
+                    return found
+                if found.balance_cents < amount_cents:
+                    return Answer.refused(
+                        "insufficient_funds",
+                        f"account {account} has {found.balance_cents} cents available",
+                    )
+                _post(
+                    conn,
+                    "withdrawal",
+                    None,
+                    now,
+                    [(account, "available", -amount_cents), (CASH_ACCOUNT, "available", amount_cents)],
+                )
+                return Answer(201, _must_account(conn, self.bank_id, account).to_json())
+
+            return _idempotent(conn, idempotency, now, apply)
+
+        return await self._write(run)
+
+    async def transfer_local(
+        self,
+        sources: Sequence[tuple[int, int]],
+        destination: int,
+        *,
+        document: str,
+        request: dict[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> Answer:
+        """A transfer whose sources ``(account, amount_cents)`` and destination are all here.
+
+        Committed at once: 202 ``{"id", "status": "committed"}``, or 202 with status
+        ``aborted`` and a ``reason`` (``insufficient_funds``, ``balance_limit``); either way it
+        is recorded for ``GET /api/v1/transfers/{id}``. A source the caller does not own (403)
+        or an unknown account (404) is refused and nothing is recorded.
+        """
+        assert sources, "a transfer has at least one source"
+        assert len({account for account, _ in sources}) == len(sources), "distinct sources"
+        assert destination not in {account for account, _ in sources}
+        for _, amount in sources:
+            _assert_amount(amount)
+        now = self.now_ms()
+        transfer_id = f"{self.bank_id}-{secrets.token_hex(8)}"
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            def apply() -> Answer:
+                found: list[tuple[Account, int]] = []
+                for account, amount in sources:
+                    owned = _owned_account(conn, self.bank_id, account, document)
+                    if isinstance(owned, Answer):
+                        return owned
+                    found.append((owned, amount))
+                target = _account(conn, self.bank_id, destination)
+                if target is None:
+                    return Answer.refused("unknown_account", f"no account {destination} here")
+                total = sum(amount for _, amount in sources)
+                reason: str | None = None
+                for owned, amount in found:
+                    if owned.balance_cents < amount:
+                        reason = "insufficient_funds"
+                if reason is None and target.balance_cents + total > BALANCE_CENTS_MAX:
+                    reason = "balance_limit"
+                if reason is None:
+                    entries = [(account, "available", -amount) for account, amount in sources]
+                    entries.append((destination, "available", total))
+                    _post(conn, "transfer", transfer_id, now, entries)
+                status = "committed" if reason is None else "aborted"
+                conn.execute(
+                    "INSERT INTO transfers (id, requested_by, status, reason, request,"
+                    " created_at_ms, decided_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (transfer_id, document, status, reason, json.dumps(request), now, now),
+                )
+                body: dict[str, Any] = {"id": transfer_id, "status": status}
+                if reason is not None:
+                    body["reason"] = reason
+                return Answer(202, body)
+
+            return _idempotent(conn, idempotency, now, apply)
+
+        return await self._write(run)
+
+    async def transfer(self, transfer_id: str) -> Transfer | None:
+        """The record of a transfer taken by this bank."""
+
+        def run(conn: sqlite3.Connection) -> Transfer | None:
+            row = conn.execute(
+                "SELECT id, requested_by, status, reason, request, created_at_ms"
+                " FROM transfers WHERE id = ?",
+                (transfer_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return Transfer(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+
+        return await self._read(run)
+
+    # -- holds: the participant's side of a cross-bank transfer ---------------------------
+
+    async def place_hold(
+        self, transfer_id: str, account: int, amount_cents: int, owner_document: str
+    ) -> HoldOutcome:
+        """Move ``amount_cents`` of ``account`` from available to held for ``transfer_id``.
+
+        Outcomes: ``ok``; ``unknown_account``; ``forbidden`` (``owner_document`` does not own
+        it); ``insufficient_funds``; ``decided`` (this transfer's hold here was already
+        committed or released, so a late prepare must not hold money again). Applied at most
+        once per ``(transfer_id, account)``: a repeat answers the first outcome.
+        """
+        _assert_transfer_id(transfer_id)
+        _assert_amount(amount_cents)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> HoldOutcome:
+            first = _hold_operation(conn, "place", transfer_id, account)
+            if first is not None:
+                return first
+            outcome: HoldOutcome
+            decided = conn.execute(
+                "SELECT 1 FROM hold_operations WHERE transfer_id = ? AND account = ?"
+                " AND operation IN ('commit', 'release')",
+                (transfer_id, account),
+            ).fetchone()
+            found = _owned_account(conn, self.bank_id, account, owner_document)
+            if decided is not None:
+                outcome = "decided"
+            elif isinstance(found, Answer):
+                outcome = "unknown_account" if found.status == 404 else "forbidden"
+            elif found.balance_cents < amount_cents:
+                outcome = "insufficient_funds"
+            else:
+                _post(
+                    conn,
+                    "hold",
+                    transfer_id,
+                    now,
+                    [(account, "available", -amount_cents), (account, "held", amount_cents)],
+                )
+                conn.execute(
+                    "INSERT INTO holds (transfer_id, account, amount_cents, state, placed_at_ms)"
+                    " VALUES (?, ?, ?, 'held', ?)",
+                    (transfer_id, account, amount_cents, now),
+                )
+                outcome = "ok"
+            _record_hold_operation(conn, "place", transfer_id, account, outcome, now)
+            return outcome
+
+        return await self._write(run)
+
+    async def commit_hold(
+        self, transfer_id: str, account: int, *, destination: int | None = None
+    ) -> HoldOutcome:
+        """Turn the hold into a debit: to ``destination`` (a local account) or, by default,
+        to the settlement account (the money leaves for another bank).
+
+        Outcomes: ``ok``; ``no_hold`` (none was placed); ``released`` (it was released
+        already); ``unknown_account`` (no such destination; nothing recorded, may be retried).
+        At most once: a repeat answers the first outcome.
+        """
+        _assert_transfer_id(transfer_id)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> HoldOutcome:
+            first = _hold_operation(conn, "commit", transfer_id, account)
+            if first is not None:
+                return first
+            target = SETTLEMENT_ACCOUNT if destination is None else destination
+            if destination is not None and _account(conn, self.bank_id, destination) is None:
+                return "unknown_account"
+            hold = _hold(conn, transfer_id, account)
+            outcome: HoldOutcome
+            if hold is None:
+                outcome = "no_hold"
+            elif hold.state != "held":
+                outcome = hold.state
+            else:
+                _post(
+                    conn,
+                    "commit",
+                    transfer_id,
+                    now,
+                    [(account, "held", -hold.amount_cents), (target, "available", hold.amount_cents)],
+                )
+                conn.execute(
+                    "UPDATE holds SET state = 'committed', destination = ?, decided_at_ms = ?"
+                    " WHERE transfer_id = ? AND account = ?",
+                    (target, now, transfer_id, account),
+                )
+                outcome = "ok"
+            _record_hold_operation(conn, "commit", transfer_id, account, outcome, now)
+            return outcome
+
+        return await self._write(run)
+
+    async def release_hold(self, transfer_id: str, account: int) -> HoldOutcome:
+        """Give the held money back to the account's available balance.
+
+        Outcomes: ``ok``; ``no_hold`` (none was placed: a later place is then refused as
+        ``decided``); ``committed`` (too late: it was committed). At most once.
+        """
+        _assert_transfer_id(transfer_id)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> HoldOutcome:
+            first = _hold_operation(conn, "release", transfer_id, account)
+            if first is not None:
+                return first
+            hold = _hold(conn, transfer_id, account)
+            outcome: HoldOutcome
+            if hold is None:
+                outcome = "no_hold"
+            elif hold.state != "held":
+                outcome = hold.state
+            else:
+                _post(
+                    conn,
+                    "release",
+                    transfer_id,
+                    now,
+                    [(account, "held", -hold.amount_cents), (account, "available", hold.amount_cents)],
+                )
+                conn.execute(
+                    "UPDATE holds SET state = 'released', decided_at_ms = ?"
+                    " WHERE transfer_id = ? AND account = ?",
+                    (now, transfer_id, account),
+                )
+                outcome = "ok"
+            _record_hold_operation(conn, "release", transfer_id, account, outcome, now)
+            return outcome
+
+        return await self._write(run)
+
+    async def credit(self, transfer_id: str, account: int, amount_cents: int) -> HoldOutcome:
+        """Money arriving from another bank: debit settlement, credit ``account``.
+
+        Outcomes: ``ok``; ``unknown_account``; ``balance_limit``. At most once per
+        ``(transfer_id, account)``: a repeat answers the first outcome and moves nothing.
+        """
+        _assert_transfer_id(transfer_id)
+        _assert_amount(amount_cents)
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> HoldOutcome:
+            first = _hold_operation(conn, "credit", transfer_id, account)
+            if first is not None:
+                return first
+            target = _account(conn, self.bank_id, account)
+            outcome: HoldOutcome
+            if target is None:
+                outcome = "unknown_account"
+            elif target.balance_cents + amount_cents > BALANCE_CENTS_MAX:
+                outcome = "balance_limit"
+            else:
+                _post(
+                    conn,
+                    "credit",
+                    transfer_id,
+                    now,
+                    [(SETTLEMENT_ACCOUNT, "available", -amount_cents), (account, "available", amount_cents)],
+                )
+                outcome = "ok"
+            _record_hold_operation(conn, "credit", transfer_id, account, outcome, now)
+            return outcome
+
+        return await self._write(run)
+
+    async def holds(self, transfer_id: str) -> list[Hold]:
+        """Every hold placed here for ``transfer_id``, by account."""
+
+        def run(conn: sqlite3.Connection) -> list[Hold]:
+            rows = conn.execute(
+                "SELECT transfer_id, account, amount_cents, state, destination FROM holds"
+                " WHERE transfer_id = ? ORDER BY account",
+                (transfer_id,),
+            ).fetchall()
+            return [Hold(*row) for row in rows]
+
+        return await self._read(run)
+
+    async def open_holds(self) -> list[Hold]:
+        """Every hold still waiting for its transfer's decision (for recovery after a crash)."""
+
+        def run(conn: sqlite3.Connection) -> list[Hold]:
+            rows = conn.execute(
+                "SELECT transfer_id, account, amount_cents, state, destination FROM holds"
+                " WHERE state = 'held' ORDER BY transfer_id, account"
+            ).fetchall()
+            return [Hold(*row) for row in rows]
+
+        return await self._read(run)
+
+    # -- audit and check ------------------------------------------------------------------
+
+    async def audit(self) -> dict[str, Any]:
+        """This bank's totals, read in one snapshot (``GET /api/v1/audit``)."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            conn.execute("BEGIN")
+            try:
+                balance, held, count = conn.execute(
+                    "SELECT COALESCE(SUM(balance_cents), 0), COALESCE(SUM(held_cents), 0),"
+                    " COUNT(*) FROM accounts WHERE number > 0"
+                ).fetchone()
+                cash = _system_balance(conn, CASH_ACCOUNT)
+                settlement = _system_balance(conn, SETTLEMENT_ACCOUNT)
+                customers = conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+                entries = conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+                transfers = conn.execute("SELECT COUNT(*) FROM transfers").fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return {
+                "bank": self.bank_id,
+                "balance_cents": balance,
+                "held_cents": held,
+                "accounts": count,
+                "customers": customers,
+                "deposited_net_cents": -cash,
+                "settlement_cents": settlement,
+                "journal_entries": entries,
+                "transfers": transfers,
+            }
+
+        return await self._read(run)
+
+    async def check(self) -> CheckReport:
+        """Recompute every balance and hold from the journal and compare with the stored ones."""
+
+        def run(conn: sqlite3.Connection) -> CheckReport:
+            conn.execute("BEGIN")
+            try:
+                return _check(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL helpers (run on the writer or reader thread)
+# ---------------------------------------------------------------------------------------------
+
+
+def _assert_amount(amount_cents: int) -> None:
+    assert type(amount_cents) is int, f"amounts are int cents, not {type(amount_cents)}"
+    assert 0 < amount_cents <= AMOUNT_CENTS_MAX, f"amount {amount_cents} out of range"
+
+
+def _assert_transfer_id(transfer_id: str) -> None:
+    assert isinstance(transfer_id, str) and 0 < len(transfer_id) <= TRANSFER_ID_CHARS_MAX
+
+
+def _customer(conn: sqlite3.Connection, document: str) -> Customer | None:
+    row = conn.execute(
+        "SELECT document, name, password_hash FROM customers WHERE document = ?", (document,)
+    ).fetchone()
+    return None if row is None else Customer(*row)
+
+
+def _account(conn: sqlite3.Connection, bank_id: str, number: int) -> Account | None:
+    if number <= 0:  # system accounts are not customers' to see
+        return None
+    row = conn.execute(
+        "SELECT kind, balance_cents, held_cents FROM accounts WHERE number = ?", (number,)
+    ).fetchone()
+    if row is None:
+        return None
+    owners = tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT document FROM account_owners WHERE account = ? ORDER BY document", (number,)
+        )
+    )
+    return Account(bank_id, number, row[0], owners, row[1], row[2])
+
+
+def _must_account(conn: sqlite3.Connection, bank_id: str, number: int) -> Account:
+    account = _account(conn, bank_id, number)
+    assert account is not None, f"account {number} vanished inside its own transaction"
+    return account
+
+
+def _owned_account(
+    conn: sqlite3.Connection, bank_id: str, number: int, document: str
+) -> Account | Answer:
+    account = _account(conn, bank_id, number)
+    if account is None:
+        return Answer.refused("unknown_account", f"no account {number} at bank {bank_id}")
+    if document not in account.owners:
+        return Answer.refused("forbidden", f"account {number} is not yours")
+    return account
+
+
+def _system_balance(conn: sqlite3.Connection, number: int) -> int:
+    row = conn.execute("SELECT balance_cents FROM accounts WHERE number = ?", (number,)).fetchone()
+    return int(row[0])
+
+
+def _post(
+    conn: sqlite3.Connection,
+    kind: str,
+    transfer_id: str | None,
+    now_ms: int,
+    entries: Sequence[tuple[int, str, int]],
+) -> int:
+    """Append one journal transaction and apply it to the stored balances."""
+    assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
+    txn = conn.execute(
+        "INSERT INTO journal (kind, transfer_id, at_ms) VALUES (?, ?, ?)",
+        (kind, transfer_id, now_ms),
+    ).lastrowid
+    assert txn is not None
+    conn.executemany(
+        "INSERT INTO entries (txn, account, bucket, amount_cents) VALUES (?, ?, ?, ?)",
+        [(txn, account, bucket, amount) for account, bucket, amount in entries],
+    )
+    for account, bucket, amount in entries:
+        column = "balance_cents" if bucket == "available" else "held_cents"
+        # The CHECK constraints refuse a negative customer balance or hold: a programmer
+        # error here, since every caller checked funds first.
+        cursor = conn.execute(
+            f"UPDATE accounts SET {column} = {column} + ? WHERE number = ?", (amount, account)
+        )
+        assert cursor.rowcount == 1, f"no account {account}"
+    return txn
+
+
+def _idempotent(
+    conn: sqlite3.Connection,
+    idempotency: Idempotency | None,
+    now_ms: int,
+    apply: Callable[[], Answer],
+) -> Answer:
+    """Run ``apply`` at most once per key; a retry gets the stored first answer."""
+    if idempotency is None:
+        return apply()
+    row = conn.execute(
+        "SELECT fingerprint, status, body FROM idempotency WHERE scope = ? AND key = ?",
+        (idempotency.scope, idempotency.key),
+    ).fetchone()
+    if row is not None:
+        if row[0] != idempotency.fingerprint:
+            return Answer.refused(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            )
+        return Answer(row[1], json.loads(row[2]), replayed=True)
+    answer = apply()
+    # The answer is stored in the same transaction as the effect: both or neither survive.
+    conn.execute(
+        "INSERT INTO idempotency (scope, key, fingerprint, status, body, at_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            idempotency.scope,
+            idempotency.key,
+            idempotency.fingerprint,
+            answer.status,
+            json.dumps(answer.body),
+            now_ms,
+        ),
+    )
+    return answer
+
+
+def _hold_operation(
+    conn: sqlite3.Connection, operation: str, transfer_id: str, account: int
+) -> Any:
+    row = conn.execute(
+        "SELECT outcome FROM hold_operations WHERE operation = ? AND transfer_id = ?"
+        " AND account = ?",
+        (operation, transfer_id, account),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def _record_hold_operation(
+    conn: sqlite3.Connection,
+    operation: str,
+    transfer_id: str,
+    account: int,
+    outcome: str,
+    now_ms: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO hold_operations (operation, transfer_id, account, outcome, at_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (operation, transfer_id, account, outcome, now_ms),
+    )
+
+
+def _hold(conn: sqlite3.Connection, transfer_id: str, account: int) -> Hold | None:
+    row = conn.execute(
+        "SELECT transfer_id, account, amount_cents, state, destination FROM holds"
+        " WHERE transfer_id = ? AND account = ?",
+        (transfer_id, account),
+    ).fetchone()
+    return None if row is None else Hold(*row)
+
+
+def _check(conn: sqlite3.Connection) -> CheckReport:
+    problems: list[str] = []
+    total, entries = conn.execute(
+        "SELECT COALESCE(SUM(amount_cents), 0), COUNT(*) FROM entries"
+    ).fetchone()
+    if total != 0:
+        problems.append(f"the journal sums to {total} cents, not zero")
+    for txn, txn_sum in conn.execute(
+        "SELECT txn, SUM(amount_cents) FROM entries GROUP BY txn HAVING SUM(amount_cents) != 0"
+    ):
+        problems.append(f"journal transaction {txn} sums to {txn_sum} cents")
+    recomputed: dict[tuple[int, str], int] = {
+        (account, bucket): amount
+        for account, bucket, amount in conn.execute(
+            "SELECT account, bucket, SUM(amount_cents) FROM entries GROUP BY account, bucket"
+        )
+    }
+    held_by_holds: dict[int, int] = dict(
+        conn.execute(
+            "SELECT account, SUM(amount_cents) FROM holds WHERE state = 'held' GROUP BY account"
+        ).fetchall()
+    )
+    for number, balance, held in conn.execute(
+        "SELECT number, balance_cents, held_cents FROM accounts"
+    ):
+        if balance != recomputed.get((number, "available"), 0):
+            problems.append(
+                f"account {number}: stored balance {balance},"
+                f" journal says {recomputed.get((number, 'available'), 0)}"
+            )
+        if held != recomputed.get((number, "held"), 0):
+            problems.append(
+                f"account {number}: stored held {held},"
+                f" journal says {recomputed.get((number, 'held'), 0)}"
+            )
+        if held != held_by_holds.get(number, 0):
+            problems.append(
+                f"account {number}: stored held {held}, open holds say"
+                f" {held_by_holds.get(number, 0)}"
+            )
+        if number > 0 and (balance < 0 or held < 0):
+            problems.append(f"account {number} is negative: {balance} / {held}")
+    return CheckReport(tuple(problems), int(total), int(entries))
