@@ -1,0 +1,639 @@
+// The web terminal: views, forms and their wiring to the client API.
+//
+// One page, one view at a time, chosen by the URL's hash (#/accounts, #/money, #/transfer,
+// #/ring, #/login), so that the browser's back button and bookmarks work and the ring view
+// can be projected on its own. Everything the customer sees comes from this bank's client
+// API; the ring view comes from its server-sent events.
+
+import * as api from "./api.js";
+import { digitsOnly, documentKind, formatDocument } from "./documents.js";
+import { applyTo, errorKnown, errorText, initialLang, lang, setLang, t } from "./i18n.js";
+import { formatMoney, parseMoney } from "./money.js";
+import { RingView } from "./ring.js";
+
+export const SOURCES_MAX = 8; // rows in the transfer builder; the bank enforces its own maximum
+const FOLLOW_INTERVAL_MS = 400;
+const FOLLOW_MS_MAX = 60_000; // after this the page stops asking; the transfer still ends
+const NOTICE_MS = 6_000;
+const PASSWORD_LENGTH_MIN = 8;
+const TYPED = "__typed__";
+
+const consortium = JSON.parse(document.getElementById("consortium").textContent || "{}");
+const state = {
+  listing: null, // the last GET /api/v1/accounts?scope=consortium
+  accountNumbersAreNumbers: false, // learnt from the listing; typed numbers are sent alike
+  review: null, // the transfer being confirmed: {sources, destination, key}
+  followToken: 0,
+};
+const ring = new RingView(document.querySelector("[data-ring]"), { selfId: consortium.bank });
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+function banks() {
+  if (consortium.banks?.length) return consortium.banks;
+  return (state.listing?.banks || []).map((b) => ({ id: b.bank, name: b.name || b.bank }));
+}
+
+function bankName(id) {
+  return banks().find((b) => b.id === id)?.name || id;
+}
+
+function accountValue(text) {
+  const typed = String(text).trim();
+  return state.accountNumbersAreNumbers && /^\d+$/.test(typed) ? Number(typed) : typed;
+}
+
+function myAccounts() {
+  const out = [];
+  for (const group of state.listing?.banks || []) {
+    for (const account of group.accounts || []) out.push({ ...account, bank: account.bank || group.bank });
+  }
+  return out;
+}
+
+// ---- messages ----------------------------------------------------------------------------
+
+let noticeTimer = null;
+function notice(text, kind = "info") {
+  const box = $("[data-notice]");
+  box.textContent = text;
+  box.className = `notice ${kind}`;
+  box.hidden = !text;
+  clearTimeout(noticeTimer);
+  if (text) noticeTimer = setTimeout(() => (box.hidden = true), NOTICE_MS);
+}
+
+function describe(error) {
+  if (error instanceof api.ApiError) {
+    if (error.status === 0 && error.code === "network") return t("error_network");
+    return errorText(error.code, error.message);
+  }
+  return t("error_unknown", { code: "client", message: String(error) });
+}
+
+function showError(root, textOrError) {
+  const box = $("[data-error]", root);
+  const text = typeof textOrError === "string" ? textOrError : describe(textOrError);
+  box.textContent = text;
+  if (textOrError instanceof api.ApiError) box.dataset.code = textOrError.code;
+  else delete box.dataset.code;
+}
+
+function clearMessages(root) {
+  for (const box of $$("[data-error], [data-success]", root)) {
+    box.textContent = "";
+    delete box.dataset.code;
+  }
+}
+
+async function busy(button, work) {
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  try {
+    return await work();
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+const VIEWS = ["login", "accounts", "money", "transfer", "ring"];
+const PUBLIC_VIEWS = new Set(["login", "ring"]);
+
+function route() {
+  const wanted = (location.hash.replace(/^#\/?/, "") || "").split("?")[0];
+  const signedIn = Boolean(api.session()?.token);
+  let view = VIEWS.includes(wanted) ? wanted : signedIn ? "accounts" : "login";
+  if (!signedIn && !PUBLIC_VIEWS.has(view)) view = "login";
+  if (signedIn && view === "login") view = "accounts";
+  for (const section of $$("[data-view]")) section.hidden = section.dataset.view !== view;
+  for (const link of $$("[data-nav]")) {
+    if (link.dataset.nav === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  for (const node of $$("[data-needs-session]")) node.hidden = !signedIn;
+  for (const node of $$("[data-needs-no-session]")) node.hidden = signedIn;
+  $("[data-who]").textContent = signedIn ? formatDocument(api.session().document) : "";
+  document.body.dataset.view = view;
+  if (view === "ring") ring.start();
+  else ring.stop();
+  if (["accounts", "money", "transfer"].includes(view)) loadAccounts();
+  const heading = $(`[data-view="${view}"] h1`);
+  if (heading && document.activeElement === document.body) heading.focus?.();
+}
+
+// ---- accounts ----------------------------------------------------------------------------
+
+async function loadAccounts() {
+  const section = $('[data-view="accounts"]');
+  const list = $("[data-banks]", section);
+  list.setAttribute("aria-busy", "true");
+  if (!state.listing) list.textContent = t("loading");
+  try {
+    state.listing = await api.consortiumAccounts();
+    const first = myAccounts()[0];
+    if (first) state.accountNumbersAreNumbers = typeof first.account === "number";
+    showError(section, "");
+  } catch (error) {
+    showError(section, error);
+  } finally {
+    list.setAttribute("aria-busy", "false");
+  }
+  renderAccounts();
+  renderPickers();
+}
+
+function kindLabel(kind) {
+  return t(`kind_${kind}`) === `kind_${kind}` ? kind : t(`kind_${kind}`);
+}
+
+function renderAccounts() {
+  const list = $("[data-banks]");
+  const listing = state.listing;
+  if (!listing) return;
+  list.replaceChildren();
+  let balance = 0n;
+  let held = 0n;
+  const groups = new Map((listing.banks || []).map((g) => [g.bank, g]));
+  const unavailable = new Set(listing.unavailable || []);
+  const order = banks().map((b) => b.id);
+  for (const id of [...groups.keys(), ...unavailable]) if (!order.includes(id)) order.push(id);
+  let any = false;
+  for (const id of order) {
+    const group = groups.get(id);
+    if (!group && !unavailable.has(id)) continue;
+    const card = document.createElement("article");
+    card.className = "bank-card";
+    card.dataset.bank = id;
+    const title = document.createElement("h2");
+    title.textContent = group?.name || bankName(id);
+    if (id === consortium.bank) {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = t("this_bank");
+      title.append(" ", tag);
+    }
+    card.append(title);
+    if (unavailable.has(id)) {
+      card.classList.add("unavailable");
+      const p = document.createElement("p");
+      p.className = "unavailable-note";
+      p.textContent = t("bank_unavailable");
+      card.append(p);
+    } else if (!group.accounts?.length) {
+      const p = document.createElement("p");
+      p.className = "muted";
+      p.textContent = t("no_accounts_here");
+      card.append(p);
+    } else {
+      const table = document.createElement("table");
+      const head = table.createTHead().insertRow();
+      for (const key of ["account_number", "kind", "owners", "balance", "held"]) {
+        const th = document.createElement("th");
+        th.scope = "col";
+        th.textContent = t(key);
+        if (key === "balance" || key === "held") th.className = "num";
+        head.append(th);
+      }
+      const body = table.createTBody();
+      for (const account of group.accounts) {
+        any = true;
+        balance += BigInt(account.balance_cents ?? 0);
+        held += BigInt(account.held_cents ?? 0);
+        const row = body.insertRow();
+        row.dataset.account = String(account.account);
+        row.insertCell().textContent = String(account.account);
+        row.insertCell().textContent = kindLabel(account.kind);
+        row.insertCell().textContent = (account.owners || []).map(formatDocument).join(", ");
+        const b = row.insertCell();
+        b.className = "num";
+        b.dataset.balance = String(account.balance_cents);
+        b.textContent = formatMoney(account.balance_cents ?? 0, lang());
+        const h = row.insertCell();
+        h.className = "num";
+        h.dataset.held = String(account.held_cents ?? 0);
+        h.textContent = formatMoney(account.held_cents ?? 0, lang());
+      }
+      card.append(table);
+    }
+    list.append(card);
+  }
+  if (!any && unavailable.size === 0) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = t("no_accounts");
+    list.append(p);
+  }
+  $("[data-total-balance]").textContent = formatMoney(balance, lang());
+  $("[data-total-held]").textContent = formatMoney(held, lang());
+}
+
+function describeAccount(account) {
+  return `${bankName(account.bank)} · ${t("account_number")} ${account.account} · ${formatMoney(account.balance_cents ?? 0, lang())}`;
+}
+
+function renderPickers() {
+  for (const select of $$("select[data-bank-picker]")) {
+    const chosen = select.value;
+    select.replaceChildren(
+      ...banks().map((b) => new Option(`${b.name} (${b.id})`, b.id, false, b.id === chosen)),
+    );
+    if (!chosen && consortium.bank) select.value = consortium.bank;
+  }
+  for (const select of $$("select[data-account-picker]")) {
+    const chosen = select.value;
+    const options = [new Option(t("choose_account"), "")];
+    for (const account of myAccounts()) {
+      options.push(new Option(describeAccount(account), JSON.stringify([account.bank, account.account])));
+    }
+    if (!select.hasAttribute("data-no-typed")) options.push(new Option(t("other_account"), TYPED));
+    select.replaceChildren(...options);
+    select.value = options.some((o) => o.value === chosen) ? chosen : "";
+    syncTyped(select);
+  }
+  updateTotal();
+}
+
+// A picker's "another account" choice shows the bank and number inputs beside it.
+function syncTyped(select) {
+  const typed = select.parentElement.querySelector("[data-typed-account]");
+  if (typed) typed.hidden = select.value !== TYPED;
+}
+
+function pickedAccount(select, bankSelect, numberInput) {
+  if (select.value === TYPED) {
+    const number = numberInput.value.trim();
+    if (!number) return null;
+    return { bank: bankSelect.value, account: accountValue(number) };
+  }
+  if (!select.value) return null;
+  const [bank, account] = JSON.parse(select.value);
+  return { bank, account };
+}
+
+async function openAccount(form) {
+  const session = api.session();
+  const kind = new FormData(form).get("kind");
+  const mine = digitsOnly(session.document);
+  const myKind = documentKind(mine);
+  let owners = [mine];
+  if (kind === "corporate" && myKind !== "cnpj") return showError(form, t("kind_needs_cnpj"));
+  if (kind !== "corporate" && myKind !== "cpf") return showError(form, t("kind_needs_cpf"));
+  if (kind === "joint") {
+    const others = form.co_owners.value.split(/[\s,;]+/).map(digitsOnly).filter(Boolean);
+    for (const other of others) {
+      if (documentKind(other) !== "cpf") return showError(form, t("co_owner_invalid", { document: other }));
+    }
+    const unique = [...new Set(others)].filter((d) => d !== mine);
+    if (!unique.length) return showError(form, t("co_owners_missing"));
+    owners = owners.concat(unique);
+  }
+  const key = form.dataset.key || (form.dataset.key = api.newIdempotencyKey());
+  try {
+    const account = await api.openAccount(kind, owners, key);
+    delete form.dataset.key;
+    form.reset();
+    syncKind(form);
+    notice(t("opened", { account: account.account, bank: bankName(account.bank || consortium.bank) }), "success");
+    await loadAccounts();
+  } catch (error) {
+    if (error instanceof api.ApiError && error.status && error.status < 500) delete form.dataset.key;
+    showError(form, error);
+  }
+}
+
+function syncKind(form) {
+  $("[data-co-owners]", form).hidden = new FormData(form).get("kind") !== "joint";
+}
+
+// ---- deposit and withdraw ----------------------------------------------------------------
+
+async function moveMoney(form) {
+  const target = pickedAccount(form.mine, form.bank, form.account);
+  if (!target) return showError(form, t("account_missing"));
+  const amount = parseMoney(form.amount.value, lang());
+  if (amount.error) {
+    form.amount.setAttribute("aria-invalid", "true");
+    return showError(form, t(amount.error));
+  }
+  form.amount.removeAttribute("aria-invalid");
+  const operation = new FormData(form).get("operation");
+  // One key per filled-in form: a resubmission after a lost answer is the same request.
+  const fingerprint = JSON.stringify([operation, target, amount.cents]);
+  if (form.dataset.fingerprint !== fingerprint) {
+    form.dataset.fingerprint = fingerprint;
+    form.dataset.key = api.newIdempotencyKey();
+  }
+  try {
+    const call = operation === "withdraw" ? api.withdraw : api.deposit;
+    const answer = await call(target.bank, target.account, amount.cents, form.dataset.key);
+    delete form.dataset.fingerprint;
+    const balance = answer?.balance_cents;
+    $("[data-success]", form).textContent =
+      balance === undefined
+        ? t("done")
+        : t(operation === "withdraw" ? "withdrawn" : "deposited", {
+            account: target.account,
+            bank: bankName(target.bank),
+            balance: formatMoney(balance, lang()),
+          });
+    form.amount.value = "";
+    await loadAccounts();
+  } catch (error) {
+    // A refusal is final for this content; only an unanswered request keeps its key.
+    if (error instanceof api.ApiError && error.status && error.status < 500) delete form.dataset.fingerprint;
+    showError(form, error);
+  }
+}
+
+// ---- transfer ----------------------------------------------------------------------------
+
+function addSourceRow() {
+  const list = $("[data-sources]");
+  if (list.children.length >= SOURCES_MAX) {
+    showError($('[data-form="transfer"]'), t("sources_max", { n: SOURCES_MAX }));
+    return null;
+  }
+  const row = $("#source-row").content.firstElementChild.cloneNode(true);
+  const n = list.children.length + 1;
+  const id = `source-${Date.now().toString(36)}-${n}`;
+  const select = $("select", row);
+  const amount = $("input", row);
+  select.id = `${id}-account`;
+  amount.id = `${id}-amount`;
+  $("[data-source-label]", row).htmlFor = select.id;
+  $("[data-amount-label]", row).htmlFor = amount.id;
+  list.append(row);
+  applyTo(row);
+  renumberSources();
+  renderPickers();
+  return row;
+}
+
+function renumberSources() {
+  $$("[data-sources] > li").forEach((row, index) => {
+    $("[data-source-label]", row).textContent = t("source_n", { n: index + 1 });
+    $("[data-action=remove-source]", row).hidden = index === 0;
+  });
+}
+
+function collectTransfer(form) {
+  const sources = [];
+  for (const row of $$("[data-sources] > li", form)) {
+    const picked = pickedAccount($("select", row), null, null);
+    if (!picked) return { error: t("source_missing") };
+    const amount = parseMoney($("input", row).value, lang());
+    if (amount.error) return { error: t(amount.error), field: $("input", row) };
+    sources.push({ bank: picked.bank, account: picked.account, amount_cents: amount.cents });
+  }
+  const seen = new Set(sources.map((s) => JSON.stringify([s.bank, s.account])));
+  if (seen.size !== sources.length) return { error: t("source_duplicate") };
+  const destination = pickedAccount(form.destination_mine, form.destination_bank, form.destination_account);
+  if (!destination) return { error: t("destination_missing") };
+  if (seen.has(JSON.stringify([destination.bank, destination.account]))) {
+    return { error: t("destination_is_source") };
+  }
+  return { sources, destination };
+}
+
+function updateTotal() {
+  const out = $("[data-transfer-total]");
+  let total = 0n;
+  for (const input of $$("[data-sources] input[data-money]")) {
+    const amount = parseMoney(input.value, lang());
+    if (amount.cents) total += BigInt(amount.cents);
+  }
+  out.textContent = formatMoney(total, lang());
+}
+
+function review(form) {
+  const collected = collectTransfer(form);
+  if (collected.error) {
+    collected.field?.focus();
+    return showError(form, collected.error);
+  }
+  const fingerprint = JSON.stringify(collected);
+  // The same reviewed content keeps its key: confirming twice sends one transfer.
+  const key = state.review?.fingerprint === fingerprint ? state.review.key : api.newIdempotencyKey();
+  state.review = { ...collected, fingerprint, key };
+  const summary = $("[data-summary]");
+  summary.replaceChildren();
+  const add = (term, text) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = text;
+    summary.append(dt, dd);
+  };
+  let total = 0n;
+  for (const s of collected.sources) {
+    total += BigInt(s.amount_cents);
+    add(t("from"), `${bankName(s.bank)} · ${t("account_number")} ${s.account} · ${formatMoney(s.amount_cents, lang())}`);
+  }
+  add(t("to"), `${bankName(collected.destination.bank)} · ${t("account_number")} ${collected.destination.account}`);
+  add(t("total"), formatMoney(total, lang()));
+  form.hidden = true;
+  const confirm = $("[data-confirm]");
+  clearMessages(confirm);
+  confirm.hidden = false;
+  confirm.focus();
+}
+
+async function confirmTransfer(button) {
+  const confirm = $("[data-confirm]");
+  const pending = state.review;
+  if (!pending) return;
+  try {
+    const answer = await api.submitTransfer(pending.sources, pending.destination, pending.key);
+    confirm.hidden = true;
+    follow(answer.id, answer.status);
+  } catch (error) {
+    showError(confirm, error);
+  }
+}
+
+function showOutcome(id, status, reason) {
+  const box = $("[data-follow]");
+  box.dataset.status = status;
+  $("[data-follow-id]", box).textContent = t("transfer_id", { id });
+  const pending = $('[data-step="pending"]', box);
+  const outcome = $('[data-step="outcome"]', box);
+  pending.classList.toggle("current", status === "pending");
+  pending.classList.toggle("passed", status !== "pending");
+  outcome.hidden = status === "pending";
+  outcome.className = status;
+  outcome.textContent = status === "pending" ? "" : t(`status_${status}`);
+  // The reason may be an error code the page knows (said in the reader's language) or text.
+  const known = reason ? errorKnown(reason) : null;
+  $("[data-follow-reason]", box).textContent = reason
+    ? t("reason", { reason: known ? `${known} (${reason})` : reason })
+    : "";
+}
+
+async function follow(id, status) {
+  const box = $("[data-follow]");
+  box.hidden = false;
+  box.focus();
+  const token = ++state.followToken;
+  showOutcome(id, status || "pending", null);
+  const started = performance.now();
+  while (token === state.followToken && performance.now() - started < FOLLOW_MS_MAX) {
+    try {
+      const answer = await api.transfer(id);
+      showOutcome(id, answer.status, answer.reason);
+      if (answer.status !== "pending") {
+        await loadAccounts();
+        return;
+      }
+    } catch (error) {
+      $("[data-follow-reason]", box).textContent = describe(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS));
+  }
+  if (token === state.followToken) {
+    $("[data-follow-reason]", box).textContent = t("follow_gave_up", { seconds: FOLLOW_MS_MAX / 1000 });
+  }
+}
+
+function resetTransfer() {
+  state.followToken += 1;
+  state.review = null;
+  const form = $('[data-form="transfer"]');
+  form.reset();
+  $("[data-sources]", form).replaceChildren();
+  addSourceRow();
+  form.hidden = false;
+  $("[data-confirm]").hidden = true;
+  $("[data-follow]").hidden = true;
+  clearMessages(form);
+  $("select", form).focus();
+}
+
+// ---- sign in, register, sign out ---------------------------------------------------------
+
+async function signIn(form) {
+  const documentDigits = digitsOnly(form.document.value);
+  if (!documentKind(documentDigits)) return showError(form, t("document_invalid"));
+  try {
+    await api.login(documentDigits, form.password.value);
+    form.reset();
+    state.listing = null;
+    location.hash = "#/accounts";
+    route();
+  } catch (error) {
+    showError(form, error);
+  }
+}
+
+async function registerCustomer(form) {
+  const documentDigits = digitsOnly(form.document.value);
+  if (!documentKind(documentDigits)) return showError(form, t("document_invalid"));
+  const name = form.name.value.trim();
+  if (!name) return showError(form, t("name_missing"));
+  if (form.password.value.length < PASSWORD_LENGTH_MIN) return showError(form, t("password_short"));
+  try {
+    await api.register(documentDigits, name, form.password.value);
+    const login = $('[data-form="login"]');
+    login.document.value = formatDocument(documentDigits);
+    form.reset();
+    notice(t("registered", { name }), "success");
+    login.password.focus();
+  } catch (error) {
+    showError(form, error);
+  }
+}
+
+async function signOut() {
+  try {
+    await api.logout();
+  } catch {
+    // The session is forgotten here whatever the bank answered.
+  }
+  state.listing = null;
+  location.hash = "#/login";
+  route();
+  notice(t("logged_out"));
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+const FORMS = {
+  login: signIn,
+  register: registerCustomer,
+  open: openAccount,
+  money: moveMoney,
+  transfer: async (form) => review(form),
+};
+
+function wire() {
+  for (const form of $$("form[data-form]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearMessages(form);
+      const button = $("button[type=submit]", form);
+      await busy(button, () => FORMS[form.dataset.form](form));
+    });
+  }
+  document.addEventListener("change", (event) => {
+    const target = event.target;
+    if (target.matches("select[data-account-picker]")) syncTyped(target);
+    if (target.name === "kind") syncKind(target.form);
+  });
+  document.addEventListener("input", (event) => {
+    if (event.target.matches("[data-sources] input[data-money]")) updateTotal();
+  });
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-action]");
+    if (!button) return;
+    const action = button.dataset.action;
+    if (action === "lang") {
+      setLang(lang() === "pt" ? "en" : "pt");
+      renumberSources();
+      renderAccounts();
+      renderPickers();
+      ring.relabel();
+    } else if (action === "logout") await signOut();
+    else if (action === "refresh") await busy(button, loadAccounts);
+    else if (action === "add-source") {
+      const row = addSourceRow();
+      $("select", row || document)?.focus();
+    } else if (action === "remove-source") {
+      button.closest("li").remove();
+      renumberSources();
+      updateTotal();
+    } else if (action === "confirm") await busy(button, () => confirmTransfer(button));
+    else if (action === "edit") {
+      $("[data-confirm]").hidden = true;
+      $('[data-form="transfer"]').hidden = false;
+      $('[data-form="transfer"] select').focus();
+    } else if (action === "new-transfer") resetTransfer();
+    else if (action === "fullscreen") {
+      const stage = $("[data-view=ring]");
+      if (document.fullscreenElement) document.exitFullscreen();
+      else stage.requestFullscreen?.();
+    }
+  });
+  window.addEventListener("hashchange", route);
+  api.whenSessionLost(() => {
+    state.listing = null;
+    location.hash = "#/login";
+    notice(t("error_session"), "error");
+  });
+}
+
+function start() {
+  setLang(initialLang());
+  const here = banks().find((b) => b.id === consortium.bank);
+  $("[data-bank-name]").textContent = here ? here.name : consortium.bank || "";
+  if (here) document.title = `${here.name} · ${t("brand")}`;
+  wire();
+  addSourceRow();
+  syncKind($('[data-form="open"]'));
+  route();
+  document.body.dataset.ready = "true";
+}
+
+start();
