@@ -1,18 +1,42 @@
 """The ``consortium`` command line: ``up``, ``bank``, ``status`` and ``scenario``.
 
 Each subcommand is a small function; argument parsing lives in :func:`build_parser` so that
-``consortium --help`` describes everything in one place.
+``consortium --help`` describes everything in one place. ``up`` starts every bank of the ring
+file as a child process (:mod:`bank.process`) and stops them all on Ctrl-C or SIGTERM; ``bank``
+runs one bank in this process (:mod:`bank.server`); ``status`` asks every bank for its
+``/ring/status`` twice and prints a table (or JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
-from tokenring.config import ConfigError, load
+from tokenring.config import ConfigError, RingConfig, load
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "STATUS_INTERVAL_S_DEFAULT",
+    "STATUS_TIMEOUT_S",
+    "UP_POLL_S",
+    "build_parser",
+    "collect_status",
+    "main",
+]
+
+STATUS_INTERVAL_S_DEFAULT = 1.0
+"""``consortium status`` samples every bank twice, this far apart, for visits per second."""
+STATUS_TIMEOUT_S = 1.0
+"""How long ``consortium status`` waits for one bank's answer before calling it down."""
+UP_POLL_S = 0.2
+"""How often ``consortium up`` looks for a signal or a bank that exited."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,10 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(commands.add_parser("up", help="start every bank of the file on this machine"))
     bank = with_config(commands.add_parser("bank", help="run one bank (what a container runs)"))
     bank.add_argument("id", help="the bank's id in the ring file")
+    bank.add_argument(
+        "--host",
+        default=None,
+        help="the address to listen on (default: the host of the bank's url; "
+        "a container uses 0.0.0.0)",
+    )
+    bank.add_argument(
+        "--log-level", default="info", help="debug, info, warning or error (default: info)"
+    )
     status = with_config(
         commands.add_parser("status", help="each bank up or down, the token's holder")
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=STATUS_INTERVAL_S_DEFAULT,
+        help="seconds between the two samples that give visits per second (default: 1)",
+    )
     scenario = commands.add_parser("scenario", help="replay load and faults against a ring")
     from scenarios.cli import add_arguments as add_scenario_arguments
 
@@ -49,13 +88,202 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_scenario(args)
     try:
-        if args.command in ("up", "bank", "status"):
-            load(args.config)
+        config = load(args.config)
+        if args.command == "bank":
+            config.bank(args.id)
+            secret = config.secret()
     except ConfigError as error:
         print(f"consortium: {error}", file=sys.stderr)
         return 2
-    print(f"consortium {args.command}: not available yet", file=sys.stderr)
-    return 1
+    if args.command == "up":
+        return run_up(config)
+    if args.command == "bank":
+        return run_bank(config, args.id, secret, host=args.host, log_level=args.log_level)
+    assert args.command == "status", args.command
+    if not 0 < args.interval <= 60:
+        print("consortium: --interval must be between 0 and 60 seconds", file=sys.stderr)
+        return 2
+    return run_status(config, as_json=args.json, interval_s=args.interval)
+
+
+# --- consortium bank ID -----------------------------------------------------------------------
+
+
+def run_bank(
+    config: RingConfig, bank_id: str, secret: bytes, *, host: str | None, log_level: str
+) -> int:
+    """Serve one bank until SIGTERM or Ctrl-C."""
+    from bank.process import ENV_PARENT_PID
+    from bank.server import build_app, serve
+    from tokenring import logs
+
+    logs.configure(log_level)
+    bank = config.bank(bank_id)
+    parent = os.environ.get(ENV_PARENT_PID)
+    parent_pid = int(parent) if parent and parent.isdigit() else None
+    app = build_app(config, bank_id, secret=secret)
+    try:
+        asyncio.run(serve(app, host or bank.host, bank.port, parent_pid=parent_pid))
+    except OSError as error:
+        # The port is taken, or the address is not this machine's: one line, not a trace.
+        print(f"consortium: bank {bank_id}: cannot serve {bank.url}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- consortium up ----------------------------------------------------------------------------
+
+
+def run_up(config: RingConfig) -> int:
+    """Start every bank as a child, print where they are, stop them all on a signal."""
+    from bank.process import Consortium
+
+    secret = os.environ.get(config.secret_env, "")
+    if not secret:
+        secret = secrets.token_hex(32)
+        print(f"No {config.secret_env} in the environment: made a secret for this run.")
+    log_dir = config.data_dir / "logs"
+    consortium = Consortium(config, secret=secret, log_dir=log_dir, parent_watch=True)
+
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {
+        signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        try:
+            consortium.start()
+        except RuntimeError as error:
+            print(f"consortium: {error}", file=sys.stderr)
+            return 1
+        print(f"Consortium {config.name!r}: {len(config.banks)} banks (logs in {log_dir})")
+        for bank in config.banks:
+            print(f"  {bank.id:<12} {bank.name:<24} {bank.url}   web terminal: {bank.url}/")
+        print("Ctrl-C stops every bank.", flush=True)
+        while not stopping:
+            for bank_id, process in consortium.banks.items():
+                if process.process is not None and not process.alive():
+                    code = process.process.returncode
+                    print(f"bank {bank_id} exited (code {code}); the ring goes on without it")
+                    process.process = None
+            time.sleep(UP_POLL_S)
+        print("Stopping every bank...", flush=True)
+    finally:
+        codes = consortium.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    unclean = {bank_id: code for bank_id, code in codes.items() if code not in (None, 0)}
+    if unclean:
+        print(f"Stopped; exit codes other than 0: {unclean}")
+    else:
+        print("Stopped.")
+    return 0
+
+
+# --- consortium status ------------------------------------------------------------------------
+
+
+async def _sample(config: RingConfig, timeout_s: float) -> dict[str, Any]:
+    import aiohttp
+
+    async def one(session: aiohttp.ClientSession, url: str) -> Any:
+        try:
+            async with session.get(url + "/ring/status") as response:
+                if response.status != 200:
+                    return None
+                return await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        answers = await asyncio.gather(*(one(session, bank.url) for bank in config.banks))
+    return {bank.id: answer for bank, answer in zip(config.banks, answers, strict=True)}
+
+
+def collect_status(
+    config: RingConfig,
+    *,
+    interval_s: float = STATUS_INTERVAL_S_DEFAULT,
+    timeout_s: float = STATUS_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Sample every bank twice, ``interval_s`` apart; the ``status --json`` document."""
+    first_at = time.monotonic()
+    first = asyncio.run(_sample(config, timeout_s))
+    time.sleep(interval_s)
+    second_at = time.monotonic()
+    second = asyncio.run(_sample(config, timeout_s))
+    elapsed_s = max(second_at - first_at, 1e-3)
+    banks = []
+    for bank in config.banks:
+        now, before = second[bank.id], first[bank.id]
+        doc: dict[str, Any] = {"bank": bank.id, "name": bank.name, "url": bank.url}
+        if now is None:
+            doc.update(up=False, holding=False, generation=None, seq=None, visits_per_s=None)
+        else:
+            rate = None
+            if before is not None and isinstance(before.get("visits"), int):
+                rate = round((now["visits"] - before["visits"]) / elapsed_s, 2)
+            doc.update(
+                up=True,
+                holding=bool(now.get("holding")),
+                generation=now.get("generation"),
+                seq=now.get("seq"),
+                successor=now.get("successor"),
+                members=now.get("members"),
+                visits=now.get("visits"),
+                visits_per_s=rate,
+            )
+        banks.append(doc)
+    holders = [doc["bank"] for doc in banks if doc["holding"]]
+    return {
+        "ring": config.name,
+        "banks": banks,
+        "holders": holders,
+        "up": sum(1 for doc in banks if doc["up"]),
+        "interval_s": round(elapsed_s, 3),
+    }
+
+
+def run_status(config: RingConfig, *, as_json: bool, interval_s: float) -> int:
+    report = collect_status(config, interval_s=interval_s)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    # A script can tell "the ring answered" from "nothing is running".
+    return 0 if report["up"] else 1
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ring {report['ring']}: {report['up']}/{len(report['banks'])} up")
+    for column in ("bank", "url", "state", "token", "generation", "seq", "visits/s", "sees down"):
+        table.add_column(column, justify="right" if column in ("generation", "seq") else "left")
+    for doc in report["banks"]:
+        if not doc["up"]:
+            table.add_row(doc["bank"], doc["url"], "[red]down[/red]", "", "", "", "", "")
+            continue
+        down = [m for m, state in (doc.get("members") or {}).items() if state == "down"]
+        rate = doc["visits_per_s"]
+        table.add_row(
+            doc["bank"],
+            doc["url"],
+            "[green]up[/green]",
+            "[bold yellow]holds[/bold yellow]" if doc["holding"] else "",
+            str(doc["generation"]),
+            str(doc["seq"]),
+            "" if rate is None else f"{rate:.1f}",
+            ", ".join(down),
+        )
+    Console().print(table)
+    if not report["holders"]:
+        print("No bank held the token at the moment of the sample (it may be in transit).")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""A bank's aiohttp application and the loop that serves it until told to stop.
+
+:func:`build_app` makes the application every bank process serves: the ring member mounted
+(``/ring/...``; every path under ``/ring/`` and ``/interbank/`` must be signed except
+``GET /ring/status``), ``GET /healthz`` and ``GET /metrics``. The client API and the web
+terminal are added at the one marked place. :func:`serve` runs it on the bank's address and,
+on SIGTERM or SIGINT, leaves the ring (handing the token on) while the server still answers,
+and only then stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bank.keys import BANK_ID, CONFIG, RING
+from tokenring.config import RingConfig
+from tokenring.ring import Ring
+from tokenring.signing import SIGNED_PREFIXES
+
+__all__ = ["PARENT_POLL_S", "SHUTDOWN_TIMEOUT_S", "build_app", "serve"]
+
+SHUTDOWN_TIMEOUT_S = 3.0
+"""How long open requests may take to finish once the bank stops serving."""
+PARENT_POLL_S = 1.0
+"""How often a bank started by ``consortium up`` looks whether its parent is still there."""
+
+log = structlog.get_logger("bank.server")
+
+
+def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Application:
+    """The application of bank ``bank_id``; the ring member starts when the app starts."""
+    config.bank(bank_id)  # ConfigError when the id is not in the file
+    app = web.Application()
+    app[CONFIG] = config
+    app[BANK_ID] = bank_id
+    ring = Ring(config, bank_id, secret=secret)
+    app[RING] = ring
+    # One signature middleware guards both the ring's messages and the inter-bank API.
+    ring.mount(app, signed_prefixes=SIGNED_PREFIXES)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+
+    # ---- Integration point: the bank's own parts install themselves here (issues 4-6). ----
+    #   bank.api.install(app)   the client API under /api/v1/ and the inter-bank API under
+    #                           /interbank/ (already signed by the middleware above; the
+    #                           verified sender is request[tokenring.signing.SIGNED_SENDER])
+    #   bank.web.install(app)   the web terminal at /
+    # The ring is app[RING]: ring.on_token, ring.holding(), ring.admit(fence), ring.client.
+    # ---------------------------------------------------------------------------------------
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "bank": request.app[BANK_ID]})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    ring: Ring = request.app[RING]
+    return web.Response(body=ring.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event | None = None,
+    parent_pid: int | None = None,
+    shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM, SIGINT, ``stop`` or the parent's exit.
+
+    ``parent_pid``: stop when this process is no longer our parent (the ``consortium up``
+    that started us has gone), so that no bank outlives the command that started it.
+    """
+    stop = asyncio.Event() if stop is None else stop
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    watcher: asyncio.Task[None] | None = None
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("bank.serving", bank=app[BANK_ID], url=f"http://{host}:{port}", pid=os.getpid())
+        if on_ready is not None:
+            on_ready()
+        if parent_pid is not None:
+            watcher = loop.create_task(_watch_parent(parent_pid, stop))
+        await stop.wait()
+        log.info("bank.stopping", bank=app[BANK_ID])
+        # Leave while the server still answers, so the successor's acknowledgement arrives.
+        ring: Ring = app[RING]
+        await ring.leave()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+        log.info("bank.stopped", bank=app[BANK_ID])
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("bank.parent_gone", parent_pid=parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_POLL_S)

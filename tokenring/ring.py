@@ -1,0 +1,596 @@
+"""The ``Ring``: the asyncio face of one ring member, for any aiohttp program.
+
+A :class:`Ring` owns a pure core member (``tokenring.core.Member``) and the
+:class:`~tokenring.transport.Transport` that drives it, and turns the core's ``Grant`` and
+``Revoke`` into something an application can use:
+
+- ``async with ring.holding() as fence:`` waits until this member holds the token and runs the
+  block while it is held. Blocks of one process run one at a time, so the block is mutually
+  exclusive with every other block in the whole ring. The ``fence`` names the visit; work that
+  other members check (a cross-bank prepare) carries it, and a member refuses a fence below
+  the highest it has seen (:meth:`Ring.admit`, ``POST /ring/fence``).
+- ``on_token(fence, deadline)`` is awaited each time the token arrives, with ``deadline`` in
+  the event loop's clock (``loop.time()``; use ``asyncio.timeout_at(deadline)``).
+
+**At the deadline** (``hold_max_ms`` after the token arrived) the core takes the token away and
+hands it on whether or not the block has finished. Python cannot safely interrupt arbitrary
+code, so the block is not cancelled: it goes on running, but from that moment it no longer has
+the ring's exclusion, and ``ring.holds(fence)`` turns false. Anything that matters must be
+fenced: a peer that has seen a newer fence refuses the old one. Keep blocks well inside the
+deadline; a block that overran is logged (``ring.hold_overrun``).
+
+**Release.** When a block or the callback used the visit, the token is released (handed on
+early) as soon as the callback and every block of the visit are done. A visit nobody used is
+kept until the deadline: that paces an idle ring at one hand-off per ``hold_max_ms`` instead of
+letting it spin as fast as HTTP allows. ``on_token`` may return ``False`` to say "nothing to
+do"; the visit then counts as unused.
+
+The ring runs standalone (``await ring.start()`` / ``await ring.stop()``, serving only the
+``/ring/`` routes at the member's URL) or mounted into any aiohttp application
+(``ring.mount(app)``: the routes, the signature middleware for them and a ``cleanup_ctx`` that
+starts the member when the application starts and leaves the ring when it stops). This module
+never imports ``bank``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+import aiohttp
+import attrs
+import structlog
+from aiohttp import web
+
+from tokenring import core
+from tokenring.config import RingConfig
+from tokenring.metrics import RingMetrics
+from tokenring.signing import (
+    SIGNED_SENDER,
+    SignedClient,
+    Verifier,
+    error_body,
+    signature_middleware,
+)
+from tokenring.transport import (
+    RING_MESSAGE_PATH,
+    SEND_TIMEOUT_MS_DEFAULT,
+    SENDS_IN_FLIGHT_MAX,
+    Transport,
+    monotonic_ms,
+)
+
+__all__ = [
+    "CONNECTIONS_MAX",
+    "HOLDS_KEPT_MAX",
+    "LEAVE_TIMEOUT_S",
+    "Hold",
+    "OnToken",
+    "Ring",
+    "RingClosed",
+]
+
+OnToken = Callable[[core.Fence, float], Awaitable[bool | None]]
+"""``async def on_token(fence, deadline) -> bool | None``; ``False`` means "nothing to do"."""
+
+LEAVE_TIMEOUT_S = 2.0
+"""How long a graceful leave waits for the successor to acknowledge the token."""
+HOLDS_KEPT_MAX = 256
+"""How many past visits :meth:`Ring.holds_recent` remembers."""
+CONNECTIONS_MAX = 32
+"""Open connections of this member's HTTP client (to every peer together)."""
+LEAVE_POLL_S = 0.01
+"""While leaving without the token, how often to look whether the last sends have ended."""
+
+
+class RingClosed(Exception):
+    """The ring member has left or stopped: it will not hold the token again."""
+
+
+@attrs.frozen
+class Hold:
+    """One visit of the token to this member, as this member saw it."""
+
+    fence: core.Fence
+    """The fence of the visit."""
+    from_ms: int
+    """When the token arrived (``Grant``), on the ring's monotonic clock."""
+    to_ms: int
+    """When it was released or revoked, on the same clock."""
+    released: bool
+    """Whether the application released it early (else the deadline or a newer token ended it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fence": self.fence.to_dict(),
+            "from_ms": self.from_ms,
+            "to_ms": self.to_ms,
+            "released": self.released,
+        }
+
+
+class Ring:
+    """One member of a token ring (see the module's documentation)."""
+
+    def __init__(
+        self,
+        config: RingConfig,
+        member_id: str,
+        *,
+        secret: bytes,
+        on_token: OnToken | None = None,
+        metrics: RingMetrics | None = None,
+        clock_ms: Callable[[], int] = monotonic_ms,
+        send_timeout_ms: int = SEND_TIMEOUT_MS_DEFAULT,
+        sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX,
+        connections_max: int = CONNECTIONS_MAX,
+        holds_kept_max: int = HOLDS_KEPT_MAX,
+    ) -> None:
+        assert secret, "the ring needs its signing key"
+        self.config = config
+        self.member_id = member_id
+        self.bank = config.bank(member_id)  # ConfigError when unknown
+        self.peers = {b.id: b.url for b in config.banks if b.id != member_id}
+        self.metrics = RingMetrics() if metrics is None else metrics
+        self.verifier = Verifier(secret, members=frozenset(config.member_ids))
+        self._secret = secret
+        self._on_token = on_token
+        self._clock_ms = clock_ms
+        self._send_timeout_ms = send_timeout_ms
+        self._sends_in_flight_max = sends_in_flight_max
+        self._connections_max = connections_max
+        self._log = structlog.get_logger("tokenring.ring").bind(bank=member_id)
+
+        self._session: aiohttp.ClientSession | None = None
+        self._client: SignedClient | None = None
+        self._member: core.Member | None = None
+        self._transport: Transport | None = None
+        self._runner: web.AppRunner | None = None
+        self._left = False
+        self._closed = False
+
+        # The current visit, if the token is here.
+        self._grant: core.Fence | None = None
+        self._grant_until_ms = 0
+        self._grant_from_ms = 0
+        self._used = False
+        self._granted = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._active = 0
+        self._waiting = 0
+        self._callback_running = False
+        self._releasing: core.Fence | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._handoff_acked = asyncio.Event()
+        self._fence_admitted: core.Fence | None = None
+        self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
+
+    def __repr__(self) -> str:
+        return f"Ring(member_id={self.member_id!r}, members={list(self.config.member_ids)!r})"
+
+    # --- the application's face -------------------------------------------------------------
+
+    @property
+    def on_token(self) -> OnToken | None:
+        """The callback awaited at each visit; may be set until the token first arrives."""
+        return self._on_token
+
+    @on_token.setter
+    def on_token(self, callback: OnToken | None) -> None:
+        self._on_token = callback
+
+    @property
+    def client(self) -> SignedClient:
+        """The signed HTTP client of this member (the bank's inter-bank calls reuse it)."""
+        if self._client is None:
+            raise RingClosed("the ring member has not started")
+        return self._client
+
+    def current_fence(self) -> core.Fence | None:
+        """The fence of the visit in progress here, or ``None`` when the token is elsewhere."""
+        return self._grant
+
+    def holds(self, fence: core.Fence) -> bool:
+        """Whether the visit under ``fence`` is still in progress here."""
+        return self._grant is not None and self._grant == fence
+
+    def fence_seen(self) -> core.Fence | None:
+        """The highest fence this member has seen, from the token or from :meth:`admit`."""
+        seen = self._member.status.fence if self._member is not None else None
+        admitted = self._fence_admitted
+        if seen is None:
+            return admitted
+        if admitted is None:
+            return seen
+        return max(seen, admitted)
+
+    def admit(self, fence: core.Fence) -> bool:
+        """Accept work under ``fence`` unless a higher fence has been seen here.
+
+        An accepted fence becomes the floor: later work under a lower fence is refused. This is
+        the check a participant makes before it acts for another member's critical section.
+        """
+        seen = self.fence_seen()
+        if seen is not None and fence < seen:
+            self._log.info(
+                "ring.fence_refused", refused=str(fence), seen=str(seen), **self._fields()
+            )
+            return False
+        self._fence_admitted = fence
+        return True
+
+    @contextlib.asynccontextmanager
+    async def holding(self, *, timeout_s: float | None = None) -> AsyncIterator[core.Fence]:
+        """Wait for the token (at most ``timeout_s``; ``None`` waits on) and hold it for a block.
+
+        Raises ``TimeoutError`` when the token did not come in time and :class:`RingClosed`
+        when this member has left. See the module's documentation for the deadline.
+        """
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    if self._left or self._closed:
+                        raise RingClosed(f"{self.member_id} has left the ring")
+                    await self._granted.wait()
+                    await self._lock.acquire()
+                    if self._grant is not None and self._clock_ms() < self._grant_until_ms:
+                        break
+                    # The visit ended (or its time ran out) while this block waited for the
+                    # one before it: wait for the next visit. When the time is out but the
+                    # core has not revoked yet, sleep until it does rather than spin.
+                    self._lock.release()
+                    if self._grant is not None:
+                        late_ms = self._grant_until_ms - self._clock_ms() + 1
+                        await asyncio.sleep(max(late_ms, 1) / 1000)
+        finally:
+            self._waiting -= 1
+        fence = self._grant
+        assert fence is not None
+        self._used = True
+        self._active += 1
+        try:
+            yield fence
+        finally:
+            self._active -= 1
+            self._lock.release()
+            if self._grant != fence:
+                self._log.warning(
+                    "ring.hold_overrun", overrun_fence=str(fence), **self._fields()
+                )
+            self._maybe_release()
+
+    def status(self) -> dict[str, Any]:
+        """The ``GET /ring/status`` document (the contract's fields first)."""
+        if self._member is None:
+            return {
+                "bank": self.member_id,
+                "holding": False,
+                "generation": 0,
+                "seq": 0,
+                "successor": None,
+                "members": {member_id: "down" for member_id in self.config.member_ids},
+                "visits": 0,
+                "issuer": None,
+                "fence": None,
+                "fence_seen": None,
+                "started": False,
+                "left": self._left,
+            }
+        status = self._member.status
+        fence = status.fence
+        seen = self.fence_seen()
+        return {
+            "bank": self.member_id,
+            "holding": bool(status.holding),
+            "generation": fence.epoch if fence is not None else 0,
+            "seq": fence.seq if fence is not None else 0,
+            "successor": status.successor,
+            "members": dict(status.members),
+            "visits": status.visits,
+            "issuer": fence.issuer if fence is not None else None,
+            "fence": fence.to_dict() if fence is not None else None,
+            "fence_seen": seen.to_dict() if seen is not None else None,
+            "started": True,
+            "left": self._left,
+        }
+
+    def holds_recent(self) -> list[Hold]:
+        """The last visits here, oldest first (bounded by ``holds_kept_max``)."""
+        return list(self._holds)
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def mount(
+        self, app: web.Application, *, signed_prefixes: Collection[str] = ("/ring/",)
+    ) -> None:
+        """Add the ring's routes, the signature middleware and the member's life cycle to ``app``.
+
+        ``signed_prefixes`` are the paths the middleware guards (a bank adds
+        ``/interbank/``); ``GET /ring/status`` stays readable without a key.
+        """
+        app.middlewares.append(signature_middleware(self.verifier, prefixes=signed_prefixes))
+        app.router.add_get("/ring/status", self._serve_status)
+        app.router.add_post(RING_MESSAGE_PATH, self._serve_message)
+        app.router.add_post("/ring/fence", self._serve_fence)
+        app.router.add_get("/ring/holds", self._serve_holds)
+        app.cleanup_ctx.append(self._lifecycle)
+
+    async def start(self, *, host: str | None = None, port: int | None = None) -> None:
+        """Run standalone: serve the ``/ring/`` routes at this member's URL and take part."""
+        assert self._runner is None, "start() once"
+        app = web.Application()
+        self.mount(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(
+            runner,
+            self.bank.host if host is None else host,
+            self.bank.port if port is None else port,
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """Leave the ring (handing the token on) and stop serving."""
+        await self.leave()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def leave(self, *, timeout_s: float = LEAVE_TIMEOUT_S) -> None:
+        """Hand the token on if it is here and stop taking part; idempotent.
+
+        Waits (at most ``timeout_s``) for the successor to acknowledge the token, so that the
+        process can stop without the ring having to regenerate it. Blocks waiting in
+        :meth:`holding` get :class:`RingClosed`.
+        """
+        if self._left or self._transport is None or self._member is None:
+            self._left = True
+            return
+        self._left = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        was_holding = bool(self._member.status.holding)
+        self._handoff_acked.clear()
+        self._granted.set()  # wake waiting blocks so that they see the ring has been left
+        self._transport.handle(core.Leave())
+        if self._grant is not None:
+            self._end_grant(self._grant, released=True)
+        if was_holding:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._handoff_acked.wait()
+        while loop.time() < deadline and self._transport.sends_in_flight:
+            await self._transport.drain(timeout_s=min(LEAVE_POLL_S, deadline - loop.time()))
+        self._log.info("ring.left", handed_on=was_holding, **self._fields())
+
+    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        await self._open()
+        try:
+            yield
+        finally:
+            await self._close()
+
+    async def _open(self) -> None:
+        assert self._transport is None, "a ring member starts once"
+        connector = aiohttp.TCPConnector(limit=self._connections_max)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._client = SignedClient(self._session, self._secret, self.member_id)
+        self._member = core.Member(
+            self.member_id,
+            list(self.config.member_ids),
+            hold_max_ms=self.config.token.hold_max_ms,
+            handoff_timeout_ms=self.config.token.handoff_timeout_ms,
+            loss_timeout_ms=self.config.token.loss_timeout_ms,
+        )
+        self._transport = Transport(
+            self._member,
+            member_id=self.member_id,
+            peers=self.peers,
+            client=self._client,
+            on_actions=self._on_actions,
+            metrics=self.metrics,
+            clock_ms=self._clock_ms,
+            send_timeout_ms=self._send_timeout_ms,
+            sends_in_flight_max=self._sends_in_flight_max,
+        )
+        self._log.info("ring.started", members=list(self.config.member_ids))
+        self._transport.start()
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        await self.leave()
+        self._closed = True
+        self._granted.set()
+        if self._transport is not None:
+            await self._transport.close()
+        for task in list(self._callbacks):
+            task.cancel()
+        if self._callbacks:
+            await asyncio.gather(*self._callbacks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- the core's actions -----------------------------------------------------------------
+
+    def _on_actions(self, actions: Sequence[Any]) -> None:
+        for action in actions:
+            if isinstance(action, core.Grant):
+                self._begin_grant(action.fence, action.until_ms)
+            elif isinstance(action, core.Revoke):
+                self._end_grant(action.fence, released=False)
+            elif isinstance(action, core.HandoffAcked):
+                self.metrics.handoff_latency_seconds.observe(action.latency_ms / 1000)
+                self._handoff_acked.set()
+                self._log.debug(
+                    "ring.handoff_acked", to=action.to, latency_ms=action.latency_ms,
+                    **self._fields(action.fence),
+                )
+            elif isinstance(action, core.ClaimStarted):
+                self.metrics.claims_started.inc()
+                self._log.info("ring.claim_started", epoch=action.epoch, **self._fields())
+            elif isinstance(action, core.TokenMinted):
+                self.metrics.claims_won.inc()
+                self._log.info("ring.token_minted", **self._fields(action.fence))
+            elif isinstance(action, core.TokenPurged):
+                self.metrics.tokens_purged.labels(reason=action.reason).inc()
+                self._log.info(
+                    "ring.token_purged", reason=action.reason, **self._fields(action.fence)
+                )
+            elif isinstance(action, core.MemberDown):
+                self.metrics.member_down_events.inc()
+                self._count_down()
+                self._log.info("ring.member_down", member=action.member_id, **self._fields())
+            elif isinstance(action, core.MemberUp):
+                self._count_down()
+                self._log.info("ring.member_up", member=action.member_id, **self._fields())
+            else:
+                self._log.debug("ring.action", action=repr(action), **self._fields())
+
+    def _begin_grant(self, fence: core.Fence, until_ms: int) -> None:
+        if self._grant is not None:
+            # The core gives one visit at a time; close the previous one all the same.
+            self._end_grant(self._grant, released=False)
+        now_ms = self._clock_ms()
+        self._grant = fence
+        self._grant_from_ms = now_ms
+        self._grant_until_ms = until_ms
+        self._used = False
+        self.metrics.token_visits.inc()
+        self._log.debug("ring.granted", until_ms=until_ms, **self._fields(fence))
+        if self._left:
+            return
+        self._granted.set()
+        if self._on_token is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + (until_ms - now_ms) / 1000
+            self._callback_running = True
+            task = loop.create_task(self._run_on_token(self._on_token, fence, deadline))
+            self._callbacks.add(task)
+            task.add_done_callback(self._callbacks.discard)
+
+    def _end_grant(self, fence: core.Fence, *, released: bool) -> None:
+        if self._grant is None or self._grant != fence:
+            return
+        now_ms = self._clock_ms()
+        released = released or self._releasing == fence
+        self._grant = None
+        self._granted.clear()
+        held_ms = now_ms - self._grant_from_ms
+        self.metrics.hold_seconds.observe(held_ms / 1000)
+        self._holds.append(
+            Hold(fence=fence, from_ms=self._grant_from_ms, to_ms=now_ms, released=released)
+        )
+        self._log.debug("ring.revoked", held_ms=held_ms, released=released, **self._fields(fence))
+
+    async def _run_on_token(self, on_token: OnToken, fence: core.Fence, deadline: float) -> None:
+        try:
+            async with self._lock:
+                if self._grant != fence:
+                    return
+                self._active += 1
+                try:
+                    result = await on_token(fence, deadline)
+                except Exception:
+                    # The application's error must not stop the ring; it is its to fix.
+                    self._log.exception("ring.on_token_failed", **self._fields(fence))
+                    result = None
+                finally:
+                    self._active -= 1
+                if result is not False:
+                    self._used = True
+        finally:
+            self._callback_running = False
+        self._maybe_release()
+
+    def _maybe_release(self) -> None:
+        fence = self._grant
+        if fence is None or self._transport is None or not self._used:
+            return
+        if self._active or self._waiting or self._callback_running:
+            return
+        # The core answers Release with Revoke, within this call; mark the visit released.
+        self._releasing = fence
+        try:
+            self._transport.handle(core.Release(fence))
+            self._end_grant(fence, released=True)
+        finally:
+            self._releasing = None
+
+    def _count_down(self) -> None:
+        if self._member is not None:
+            members = self._member.status.members
+            self.metrics.members_down.set(sum(1 for v in members.values() if v == "down"))
+
+    def _fields(self, fence: core.Fence | None = None) -> dict[str, Any]:
+        if fence is None:
+            fence = self._member.status.fence if self._member is not None else None
+        if fence is None:
+            return {"generation": 0, "seq": 0}
+        return {"generation": fence.epoch, "seq": fence.seq, "issuer": fence.issuer}
+
+    # --- the /ring/ routes ------------------------------------------------------------------
+
+    async def _serve_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _serve_message(self, request: web.Request) -> web.Response:
+        if self._transport is None or self._closed:
+            return web.json_response(
+                error_body("unavailable", "this member is not running"), status=503
+            )
+        try:
+            payload = await request.json()
+            message = core.decode_message(payload)
+        except ValueError as error:
+            return web.json_response(
+                error_body("bad_message", f"malformed ring message: {error}"), status=400
+            )
+        sender = request[SIGNED_SENDER]
+        if getattr(message, "sender", sender) != sender:
+            return web.json_response(
+                error_body("unauthorized", "message sender differs from the signed sender"),
+                status=401,
+            )
+        self._transport.receive(message)
+        return web.json_response({"accepted": True}, status=202)
+
+    async def _serve_fence(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+            fence = core.Fence.from_dict(payload["fence"])
+        except (ValueError, KeyError, TypeError) as error:
+            return web.json_response(
+                error_body("bad_request", f"expected {{\"fence\": {{...}}}}: {error}"),
+                status=400,
+            )
+        if not self.admit(fence):
+            seen = self.fence_seen()
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "stale_fence",
+                        "message": f"fence {fence} is below {seen}, already seen here",
+                    },
+                    "fence_seen": seen.to_dict() if seen is not None else None,
+                },
+                status=409,
+            )
+        seen = self.fence_seen()
+        return web.json_response(
+            {"accepted": True, "fence_seen": seen.to_dict() if seen is not None else None}
+        )
+
+    async def _serve_holds(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"bank": self.member_id, "holds": [h.to_dict() for h in self._holds]}
+        )

@@ -1,0 +1,364 @@
+"""Signed member-to-member messages: HMAC-SHA256 over the request, a clock bound and a nonce.
+
+Every message between ring members (``/ring/...``) and between banks (``/interbank/...``)
+carries four headers: the sender's id, a wall-clock timestamp in milliseconds, a random nonce
+and an HMAC-SHA256 signature keyed by the ring secret over the method, the path (with its
+query), the sender, the timestamp, the nonce and the SHA-256 of the body. The receiving side
+(:class:`Verifier`, applied to whole path prefixes by :func:`signature_middleware`) refuses a
+message that is unsigned, wrongly signed, from an unknown sender, too old or too far in the
+future (``skew_ms_max``), or a replay of a nonce it has already accepted within that window.
+A refused message gets 401 and the contract's error body and never reaches its handler, so it
+changes nothing.
+
+The sending side is :class:`SignedClient`; the transport and the bank's inter-bank code both
+use it. The key never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+from aiohttp import web
+from yarl import URL
+
+__all__ = [
+    "HEADER_NONCE",
+    "HEADER_SENDER",
+    "HEADER_SIGNATURE",
+    "HEADER_TIMESTAMP",
+    "NONCES_MAX",
+    "SIGNED_PREFIXES",
+    "SIGNED_SENDER",
+    "SKEW_MS_MAX",
+    "NonceCache",
+    "SendFailed",
+    "SignatureError",
+    "SignedClient",
+    "SignedReply",
+    "Verifier",
+    "error_body",
+    "sign",
+    "signature_middleware",
+    "wall_clock_ms",
+]
+
+HEADER_SENDER = "X-Ring-Sender"
+HEADER_TIMESTAMP = "X-Ring-Timestamp"
+HEADER_NONCE = "X-Ring-Nonce"
+HEADER_SIGNATURE = "X-Ring-Signature"
+
+SKEW_MS_MAX = 30_000
+"""A message whose timestamp is further than this from the receiver's clock is refused.
+
+Members on one machine share a clock; across machines NTP keeps clocks well within this. The
+nonce cache must remember each nonce for as long as its message could still be accepted, so
+this bound also sets how long nonces are kept."""
+NONCES_MAX = 200_000
+"""The most nonces one verifier remembers. A ring of 16 at full speed sends well under 1,000
+messages a second, so a minute of traffic fits; beyond it, messages are refused (503) rather
+than accepted without a replay check."""
+NONCE_CHARS_MAX = 64
+"""Longer nonces are refused: the cache's memory is bounded by count times this."""
+SENDER_CHARS_MAX = 64
+SEND_TIMEOUT_S_DEFAULT = 2.0
+"""How long :meth:`SignedClient.request_json` waits for a whole answer by default."""
+REPLY_BYTES_MAX = 1 << 20
+"""A larger answer is an operating error (:class:`SendFailed`), not something to buffer."""
+
+SIGNED_PREFIXES: tuple[str, ...] = ("/ring/", "/interbank/")
+"""Every path under these is member-to-member and must be signed."""
+
+SIGNED_SENDER = web.RequestKey("ring_sender", str)
+"""Set on a request by :func:`signature_middleware`: the verified sender's member id."""
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: signatures compare clocks across machines."""
+    return time.time_ns() // 1_000_000
+
+
+def _canonical(
+    method: str, path: str, sender: str, timestamp_ms: int, nonce: str, body: bytes
+) -> bytes:
+    # The body enters through its digest so that the signed string has a fixed shape; every
+    # other field is free of newlines (checked on both sides), so the join is unambiguous.
+    return "\n".join(
+        (
+            method.upper(),
+            path,
+            sender,
+            str(timestamp_ms),
+            nonce,
+            hashlib.sha256(body).hexdigest(),
+        )
+    ).encode()
+
+
+def _signature(secret: bytes, canonical: bytes) -> str:
+    return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
+
+
+def sign(
+    secret: bytes,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    sender: str,
+    timestamp_ms: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The four headers that make a request to ``path`` (with its query) from ``sender``."""
+    assert secret, "an empty key signs nothing"
+    assert path.startswith("/") and "\n" not in path, path
+    assert sender and "\n" not in sender and len(sender) <= SENDER_CHARS_MAX, sender
+    timestamp_ms = wall_clock_ms() if timestamp_ms is None else timestamp_ms
+    nonce = secrets.token_hex(16) if nonce is None else nonce
+    signature = _signature(secret, _canonical(method, path, sender, timestamp_ms, nonce, body))
+    return {
+        HEADER_SENDER: sender,
+        HEADER_TIMESTAMP: str(timestamp_ms),
+        HEADER_NONCE: nonce,
+        HEADER_SIGNATURE: signature,
+    }
+
+
+class SignatureError(Exception):
+    """A message refused by :class:`Verifier`. ``str()`` says why, never with the key."""
+
+    def __init__(self, message: str, *, status: int = 401, code: str = "unauthorized") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@attrs.define
+class NonceCache:
+    """The nonces accepted recently, each kept until its message could no longer be accepted.
+
+    Nonces expire in the order they were added (each lives ``keep_ms`` from its arrival), so a
+    deque holds them in expiry order and a set answers membership.
+    """
+
+    keep_ms: int
+    """How long a nonce is remembered after it was accepted."""
+    nonces_max: int = NONCES_MAX
+    """The most nonces remembered at once; :meth:`add` refuses beyond it."""
+    _order: collections.deque[tuple[int, str]] = attrs.field(factory=collections.deque)
+    _seen: set[str] = attrs.field(factory=set)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, nonce: str, now_ms: int) -> None:
+        """Remember ``nonce``; :class:`SignatureError` when it was seen or the cache is full."""
+        while self._order and self._order[0][0] <= now_ms:
+            _, expired = self._order.popleft()
+            self._seen.discard(expired)
+        if nonce in self._seen:
+            raise SignatureError("replayed message (nonce already used)")
+        if len(self._seen) >= self.nonces_max:
+            raise SignatureError(
+                "too many recent messages to check for replay; retry later",
+                status=503,
+                code="busy",
+            )
+        self._seen.add(nonce)
+        self._order.append((now_ms + self.keep_ms, nonce))
+
+
+@attrs.define
+class Verifier:
+    """Checks signed requests for one member; keeps the nonces it has accepted."""
+
+    secret: bytes = attrs.field(repr=False)
+    """The ring key (never shown: it is left out of the repr)."""
+    members: frozenset[str] | None = None
+    """The ids allowed to send; ``None`` accepts any id that signs correctly."""
+    skew_ms_max: int = SKEW_MS_MAX
+    """The largest accepted difference between a message's timestamp and this clock."""
+    nonces_max: int = NONCES_MAX
+    """The bound of the nonce cache."""
+    clock_ms: Callable[[], int] = wall_clock_ms
+    """The wall clock in milliseconds (a parameter so that tests can move it)."""
+    nonces: NonceCache = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.secret, "a verifier needs a non-empty key"
+        assert self.skew_ms_max > 0 and self.nonces_max > 0
+        # A nonce must outlive every moment at which its timestamp is still acceptable: the
+        # message may arrive up to skew_ms_max early and be accepted until skew_ms_max late.
+        self.nonces = NonceCache(keep_ms=2 * self.skew_ms_max, nonces_max=self.nonces_max)
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+        """The verified sender's id; :class:`SignatureError` when the request must be refused.
+
+        Only a correctly signed, fresh message records its nonce: an attacker without the key
+        cannot fill the nonce cache.
+        """
+        sender = headers.get(HEADER_SENDER, "")
+        timestamp = headers.get(HEADER_TIMESTAMP, "")
+        nonce = headers.get(HEADER_NONCE, "")
+        signature = headers.get(HEADER_SIGNATURE, "")
+        if not (sender and timestamp and nonce and signature):
+            raise SignatureError("unsigned message (missing X-Ring-* signature headers)")
+        if len(sender) > SENDER_CHARS_MAX or "\n" in sender:
+            raise SignatureError("malformed sender")
+        if self.members is not None and sender not in self.members:
+            raise SignatureError(f"unknown sender {sender!r}")
+        if len(nonce) > NONCE_CHARS_MAX or "\n" in nonce:
+            raise SignatureError("malformed nonce")
+        try:
+            timestamp_ms = int(timestamp)
+        except ValueError:
+            raise SignatureError("malformed timestamp") from None
+        now_ms = self.clock_ms()
+        skew_ms = timestamp_ms - now_ms
+        if abs(skew_ms) > self.skew_ms_max:
+            raise SignatureError(
+                f"stale message (clock skew {skew_ms} ms beyond {self.skew_ms_max} ms)"
+            )
+        expected = _signature(
+            self.secret, _canonical(method, path, sender, timestamp_ms, nonce, body)
+        )
+        if not hmac.compare_digest(expected, signature):
+            raise SignatureError("bad signature")
+        self.nonces.add(nonce, now_ms)
+        return sender
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The contract's error document."""
+    return {"error": {"code": code, "message": message}}
+
+
+def signature_middleware(
+    verifier: Verifier,
+    *,
+    prefixes: Collection[str] = SIGNED_PREFIXES,
+    unsigned: Collection[tuple[str, str]] = (("GET", "/ring/status"),),
+) -> Any:
+    """An aiohttp middleware that verifies every request under ``prefixes``.
+
+    ``unsigned`` lists (method, path) pairs under those prefixes that people read without a
+    key (``GET /ring/status``). Other paths pass through untouched. A refused request is
+    answered here with 401 (503 when the nonce cache is full) and never reaches its handler.
+    """
+    prefixes = tuple(prefixes)
+    exempt = frozenset(unsigned)
+
+    @web.middleware
+    async def verify_signature(
+        request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith(prefixes) or (request.method, path) in exempt:
+            response: web.StreamResponse = await handler(request)
+            return response
+        body = await request.read()
+        try:
+            sender = verifier.verify(request.method, request.raw_path, request.headers, body)
+        except SignatureError as error:
+            return web.json_response(error_body(error.code, str(error)), status=error.status)
+        request[SIGNED_SENDER] = sender
+        response = await handler(request)
+        return response
+
+    return verify_signature
+
+
+class SendFailed(Exception):
+    """A signed request that got no answer (connection refused, timeout, reset, too large)."""
+
+
+@attrs.frozen
+class SignedReply:
+    """The answer to a signed request."""
+
+    status: int
+    """The HTTP status."""
+    body: Any
+    """The decoded JSON body, or ``None`` when the body was empty or not JSON."""
+
+
+class SignedClient:
+    """Sends signed JSON requests from ``sender`` to other members, over one shared session.
+
+    ``await client.post_json(base_url, "/interbank/prepare", payload, timeout_s=2)`` returns a
+    :class:`SignedReply` whatever the status; it raises :class:`SendFailed` when no answer came.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, secret: bytes, sender: str) -> None:
+        assert secret, "a signed client needs a non-empty key"
+        self.session = session
+        self._secret = secret
+        self.sender = sender
+
+    def __repr__(self) -> str:
+        return f"SignedClient(sender={self.sender!r})"
+
+    async def request_json(
+        self,
+        method: str,
+        base_url: str,
+        path: str,
+        payload: Any = None,
+        *,
+        timeout_s: float = SEND_TIMEOUT_S_DEFAULT,
+        reply_bytes_max: int = REPLY_BYTES_MAX,
+    ) -> SignedReply:
+        """Send ``payload`` (JSON; nothing when ``None``) and return the decoded answer."""
+        assert timeout_s > 0, timeout_s
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        headers = sign(self._secret, method, path, body, sender=self.sender)
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        # encoded=True: the path goes on the wire exactly as it was signed.
+        url = URL(base_url.rstrip("/") + path, encoded=True)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.session.request(
+                    method, url, data=body or None, headers=headers
+                ) as response:
+                    raw = await response.content.read(reply_bytes_max + 1)
+                    if len(raw) > reply_bytes_max:
+                        raise SendFailed(f"{method} {base_url}{path}: answer too large")
+                    status = response.status
+        except TimeoutError:
+            raise SendFailed(f"{method} {base_url}{path}: no answer in {timeout_s} s") from None
+        except aiohttp.ClientError as error:
+            raise SendFailed(f"{method} {base_url}{path}: {type(error).__name__}") from None
+        decoded: Any = None
+        if raw:
+            try:
+                decoded = json.loads(raw)
+            except ValueError:
+                decoded = None
+        return SignedReply(status=status, body=decoded)
+
+    async def post_json(
+        self,
+        base_url: str,
+        path: str,
+        payload: Any,
+        *,
+        timeout_s: float = SEND_TIMEOUT_S_DEFAULT,
+    ) -> SignedReply:
+        """``POST`` ``payload`` as JSON to ``base_url + path``, signed."""
+        return await self.request_json("POST", base_url, path, payload, timeout_s=timeout_s)
+
+    async def get_json(
+        self, base_url: str, path: str, *, timeout_s: float = SEND_TIMEOUT_S_DEFAULT
+    ) -> SignedReply:
+        """``GET`` ``base_url + path``, signed."""
+        return await self.request_json("GET", base_url, path, timeout_s=timeout_s)
