@@ -1,0 +1,265 @@
+"""The coordinator: how a terminal bank runs its cross-bank transfers. Pure: no I/O, no clock.
+
+Life of a transfer here: *pending* (durable before the client hears 202) -> taken into a
+*round* at a token visit -> *decided* (durable: the commit point) -> *delivered* (every bank
+involved acknowledged the decision), after which it is forgotten in memory.
+
+- A round starts at a grant of the token: it takes at most ``batch_transfers_max`` pending
+  transfers and sends one :class:`Prepare` per involved bank (itself included) under the
+  grant's fence. Only one round runs at a time.
+- The round ends when every vote is in, or at its deadline (the grant's hold deadline, where
+  a missing vote counts as no). All its decisions are written in one batch (the commit
+  point); only then do the decisions go out, batched per bank.
+- Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
+  A decision query from a participant is answered at once with what is decided.
+- After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
+  prepare is idempotent by transfer id) and undelivered decisions (re-sent at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from bank.transfers.book import LoadCoordinator, RecordAcks, RecordOutcomes, RecordPending, Steps
+from bank.transfers.protocol import (
+    ABORTED,
+    COMMITTED,
+    ITEMS_PER_MESSAGE_MAX,
+    Acks,
+    DecisionItem,
+    DecisionQuery,
+    Decisions,
+    Message,
+    Prepare,
+    PrepareItem,
+    Transfer,
+    Votes,
+)
+
+__all__ = [
+    "BATCH_TRANSFERS_MAX",
+    "PENDING_TRANSFERS_MAX",
+    "RETRY_MS_MAX",
+    "RETRY_MS_MIN",
+    "Coordinator",
+    "Decided",
+]
+
+BATCH_TRANSFERS_MAX = 1024
+"""The most transfers one token visit prepares."""
+PENDING_TRANSFERS_MAX = 50_000
+"""The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
+RETRY_MS_MIN = 50
+"""The first wait before an unacknowledged decision is sent again."""
+RETRY_MS_MAX = 2_000
+"""The longest wait between two sends of an unacknowledged decision."""
+
+Send = tuple[str, Message]
+
+
+@attrs.frozen
+class Decided:
+    """A decision the round just made durable (for whoever waits on the transfer)."""
+
+    transfer_id: str
+    """The transfer."""
+    outcome: str
+    """``committed`` or ``aborted``."""
+    reason: str | None
+    """Why it aborted (the first refusal, or ``vote_timeout``); None when committed."""
+
+
+@attrs.define
+class _Round:
+    fence: Any
+    deadline_ms: int
+    transfers: dict[str, Transfer]
+    awaiting: dict[str, set[str]]
+    refusals: dict[str, str]
+
+
+@attrs.define
+class _Delivery:
+    transfer: Transfer
+    outcome: str
+    banks: set[str]
+
+
+@attrs.define
+class _Retry:
+    due_ms: int
+    interval_ms: int
+
+
+@attrs.define
+class Coordinator:
+    """One terminal bank's coordinator state. Rebuild it after a restart with :meth:`start`."""
+
+    bank: str
+    """This bank's id."""
+    batch_transfers_max: int = BATCH_TRANSFERS_MAX
+    """See :data:`BATCH_TRANSFERS_MAX`."""
+    retry_ms_min: int = RETRY_MS_MIN
+    """See :data:`RETRY_MS_MIN`."""
+    retry_ms_max: int = RETRY_MS_MAX
+    """See :data:`RETRY_MS_MAX`."""
+    pending: dict[str, Transfer] = attrs.Factory(dict)
+    """Durable, undecided, not in the running round; in arrival order."""
+    round: _Round | None = None
+    """The round in flight, if any."""
+    deliveries: dict[str, _Delivery] = attrs.Factory(dict)
+    """Decided and not acknowledged by every bank involved."""
+    retries: dict[str, _Retry] = attrs.Factory(dict)
+    """Per bank with undelivered decisions: when to send them again."""
+
+    def start(self, now_ms: int) -> Steps[list[Send]]:
+        """Reload what the book holds (after a restart); returns the decisions to re-send."""
+        ((pending, undelivered),) = yield [LoadCoordinator()]
+        for transfer in pending:
+            self.pending[transfer.id] = transfer
+        for transfer, outcome, banks in undelivered:
+            self.deliveries[transfer.id] = _Delivery(transfer, outcome, set(banks))
+            for bank in banks:
+                self.retries.setdefault(bank, _Retry(now_ms, self.retry_ms_min))
+        return self.tick(now_ms)[1]
+
+    def submit(self, transfer: Transfer) -> Steps[None]:
+        """Record a new transfer as pending; it goes out at the next token visit."""
+        assert transfer.coordinator == self.bank
+        assert len(transfer.banks) >= 1
+        yield [RecordPending(transfer)]
+        self.pending[transfer.id] = transfer
+
+    @property
+    def backlog(self) -> int:
+        """Transfers waiting for the token."""
+        return len(self.pending)
+
+    def grant(self, fence: Any, until_ms: int, now_ms: int) -> list[Send]:
+        """The token arrived: start a round under ``fence`` ending at ``until_ms`` at the latest."""
+        if self.round is not None or not self.pending:
+            return []
+        batch: dict[str, Transfer] = {}
+        for transfer_id in list(self.pending)[: self.batch_transfers_max]:
+            batch[transfer_id] = self.pending.pop(transfer_id)
+        by_bank: dict[str, list[PrepareItem]] = {}
+        for transfer in batch.values():
+            for bank in transfer.banks:
+                by_bank.setdefault(bank, []).append(
+                    PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
+                )
+        self.round = _Round(
+            fence=fence,
+            deadline_ms=max(until_ms, now_ms),
+            transfers=batch,
+            awaiting={t.id: set(t.banks) for t in batch.values()},
+            refusals={},
+        )
+        return [(bank, Prepare(self.bank, fence, tuple(items))) for bank, items in by_bank.items()]
+
+    @property
+    def round_open(self) -> bool:
+        """True while a round waits for votes."""
+        return self.round is not None
+
+    def handle(self, message: Message, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
+        """Votes, acknowledgements and decision queries from participants."""
+        match message:
+            case Votes(sender, fence, votes):
+                current = self.round
+                if current is None or fence != current.fence:
+                    return [], []  # a late answer to a finished round: its transfers are decided
+                for vote in votes:
+                    waiting = current.awaiting.get(vote.transfer_id)
+                    if waiting is None or sender not in waiting:
+                        continue
+                    waiting.discard(sender)
+                    if not vote.ok:
+                        current.refusals.setdefault(vote.transfer_id, vote.reason or "refused")
+                if all(not banks for banks in current.awaiting.values()):
+                    return (yield from self._finish_round(now_ms))
+                return [], []
+            case Acks(sender, transfer_ids):
+                done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
+                if done:
+                    yield [RecordAcks(sender, tuple(done))]
+                for transfer_id in done:
+                    delivery = self.deliveries[transfer_id]
+                    delivery.banks.discard(sender)
+                    if not delivery.banks:
+                        del self.deliveries[transfer_id]
+                if not any(sender in d.banks for d in self.deliveries.values()):
+                    self.retries.pop(sender, None)
+                return [], []
+            case DecisionQuery(sender, transfer_ids):
+                items = [
+                    self._item(self.deliveries[i], sender)
+                    for i in transfer_ids
+                    if sender in self._banks_waiting(i)
+                ]
+                if not items:
+                    return [], []
+                return [], [(sender, Decisions(self.bank, tuple(items[:ITEMS_PER_MESSAGE_MAX])))]
+        raise AssertionError(f"a coordinator does not handle {type(message).__name__}")
+
+    def _banks_waiting(self, transfer_id: str) -> Iterable[str]:
+        delivery = self.deliveries.get(transfer_id)
+        return delivery.banks if delivery is not None else ()
+
+    def _item(self, delivery: _Delivery, bank: str) -> DecisionItem:
+        outcome = COMMITTED if delivery.outcome == COMMITTED else ABORTED
+        return DecisionItem(delivery.transfer.id, outcome, delivery.transfer.legs_at(bank))
+
+    def _finish_round(self, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
+        current = self.round
+        assert current is not None
+        decided: list[Decided] = []
+        for transfer_id, banks in current.awaiting.items():
+            reason = current.refusals.get(transfer_id)
+            if reason is None and banks:
+                reason = "vote_timeout"
+            decided.append(
+                Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
+            )
+        yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
+        # Durable from here on: the decisions are final, whatever happens to this process.
+        self.round = None
+        for d in decided:
+            transfer = current.transfers[d.transfer_id]
+            self.deliveries[d.transfer_id] = _Delivery(transfer, d.outcome, set(transfer.banks))
+            for bank in transfer.banks:
+                self.retries[bank] = _Retry(now_ms, self.retry_ms_min)
+        return decided, self.tick(now_ms)[1]
+
+    def next_deadline_ms(self) -> int | None:
+        """The round's deadline or the next re-send of decisions, whichever comes first."""
+        times = [r.due_ms for r in self.retries.values()]
+        if self.round is not None:
+            times.append(self.round.deadline_ms)
+        return min(times) if times else None
+
+    def tick(self, now_ms: int) -> tuple[bool, list[Send]]:
+        """Decisions due to be (re-)sent now; and whether the round's deadline has passed
+        (then the driver runs :meth:`expire`)."""
+        sends: list[Send] = []
+        for bank, retry in self.retries.items():
+            if retry.due_ms > now_ms:
+                continue
+            items = [
+                self._item(d, bank) for d in self.deliveries.values() if bank in d.banks
+            ][:ITEMS_PER_MESSAGE_MAX]
+            if items:
+                sends.append((bank, Decisions(self.bank, tuple(items))))
+            retry.due_ms = now_ms + retry.interval_ms
+            retry.interval_ms = min(retry.interval_ms * 2, self.retry_ms_max)
+        expired = self.round is not None and self.round.deadline_ms <= now_ms
+        return expired, sends
+
+    def expire(self, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
+        """End the round at its deadline: votes still missing count as no."""
+        if self.round is None or self.round.deadline_ms > now_ms:
+            return [], []
+        return (yield from self._finish_round(now_ms))

@@ -1,0 +1,196 @@
+"""The participant: what every bank does with prepares and decisions. Pure: no I/O, no clock.
+
+Rules, in the order they are checked:
+
+1. A prepare whose fence is below the highest fence this bank has accepted is refused whole
+   (``stale_fence``): a holder that lost the token cannot move money here any more. The new
+   fence is stored durably *before* any hold is placed.
+2. A transfer this bank already knows decided is refused (``decided``): a late or repeated
+   prepare never leaves a hold that no decision will ever release.
+3. Otherwise each source leg places a hold (ownership and funds checked here, by the
+   caller's document) and each destination leg checks that its account exists. The vote is
+   yes only when every leg here succeeded; a yes is remembered so that a restarted bank can
+   ask the coordinator what became of it.
+
+A decision is recorded first, then applied (commit: hold -> settlement, credit: settlement ->
+account, cash-out: settlement -> cash; abort: release). Every money operation is idempotent
+by transfer id, so a repeated decision is applied again harmlessly and acknowledged again.
+
+A driver must not interleave two steps of one participant (a prepare and a decision for the
+same transfer must not race); it runs them one after another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from bank.transfers.book import (
+    AcceptFence,
+    BookOp,
+    CashOut,
+    CheckAccount,
+    CommitHold,
+    Credit,
+    LoadOutstanding,
+    PlaceHold,
+    ReadDecision,
+    RecordDecision,
+    RecordPrepared,
+    ReleaseHold,
+    Steps,
+)
+from bank.transfers.protocol import (
+    COMMITTED,
+    Acks,
+    DecisionItem,
+    DecisionQuery,
+    Decisions,
+    Message,
+    Prepare,
+    Vote,
+    Votes,
+)
+
+__all__ = ["QUERY_AFTER_MS", "QUERY_TRANSFERS_MAX", "Participant"]
+
+QUERY_AFTER_MS = 1_000
+"""How long a yes vote waits for its decision before this bank asks the coordinator."""
+QUERY_INTERVAL_MS_MAX = 8_000
+"""The longest wait between two queries for the same transfers (the backoff's ceiling)."""
+QUERY_TRANSFERS_MAX = 512
+"""The most transfers one decision query names."""
+
+
+@attrs.define
+class _Outstanding:
+    coordinator: str
+    next_query_ms: int
+    interval_ms: int
+
+
+@attrs.define
+class Participant:
+    """One bank's participant state. Rebuild it after a restart with :meth:`start`."""
+
+    bank: str
+    """This bank's id."""
+    query_after_ms: int = QUERY_AFTER_MS
+    """See :data:`QUERY_AFTER_MS`."""
+    query_interval_ms_max: int = QUERY_INTERVAL_MS_MAX
+    """See :data:`QUERY_INTERVAL_MS_MAX`."""
+    fence: Any = None
+    """The highest fence accepted (a cache of the book's; the book decides)."""
+    outstanding: dict[str, _Outstanding] = attrs.Factory(dict)
+    """Transfers voted yes here with no decision yet, and when to ask about them."""
+
+    def start(self, now_ms: int) -> Steps[None]:
+        """Load the transfers voted yes and not decided (after a restart)."""
+        (rows,) = yield [LoadOutstanding()]
+        for transfer_id, coordinator in rows:
+            self.outstanding[transfer_id] = _Outstanding(
+                coordinator, now_ms + self.query_after_ms, self.query_after_ms
+            )
+
+    def handle(self, message: Message, now_ms: int) -> Steps[list[Message]]:
+        """A prepare or decisions message; returns the replies (votes, acks)."""
+        match message:
+            case Prepare():
+                votes = yield from self._prepare(message, now_ms)
+                return [votes]
+            case Decisions():
+                acks = yield from self._decide(message.items)
+                return [acks]
+        raise AssertionError(f"a participant does not handle {type(message).__name__}")
+
+    def _prepare(self, prepare: Prepare, now_ms: int) -> Steps[Votes]:
+        items = prepare.items
+
+        def refuse_all(reason: str) -> Votes:
+            return Votes(self.bank, prepare.fence, tuple(Vote(i.transfer_id, False, reason) for i in items))
+
+        if self.fence is not None and prepare.fence < self.fence:
+            return refuse_all("stale_fence")
+        (accepted,) = yield [AcceptFence(prepare.fence)]
+        if not accepted:
+            return refuse_all("stale_fence")
+        self.fence = prepare.fence
+        known = yield [ReadDecision(item.transfer_id) for item in items]
+        ops: list[BookOp] = []
+        spans: list[tuple[int, int]] = []
+        for item, outcome in zip(items, known):
+            start = len(ops)
+            if outcome is None:
+                for leg in item.legs:
+                    assert leg.bank == self.bank, "a prepare carries only this bank's legs"
+                    if leg.role == "source":
+                        ops.append(
+                            PlaceHold(item.transfer_id, leg.account, leg.amount_cents, item.owner_document)
+                        )
+                    elif leg.role == "destination":
+                        ops.append(CheckAccount(leg.account))
+                    # A cash-out needs nothing prepared: the terminal bank pays from settlement.
+            spans.append((start, len(ops)))
+        results = (yield ops) if ops else []
+        votes: list[Vote] = []
+        remember: list[BookOp] = []
+        for item, outcome, (start, end) in zip(items, known, spans):
+            if outcome is not None:
+                votes.append(Vote(item.transfer_id, False, "decided"))
+                continue
+            refused = [r for r in results[start:end] if r != "ok"]
+            if refused:
+                votes.append(Vote(item.transfer_id, False, refused[0]))
+            else:
+                votes.append(Vote(item.transfer_id, True))
+                remember.append(RecordPrepared(item.transfer_id, prepare.sender))
+                self.outstanding.setdefault(
+                    item.transfer_id,
+                    _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
+                )
+        if remember:
+            yield remember
+        return Votes(self.bank, prepare.fence, tuple(votes))
+
+    def _decide(self, items: Sequence[DecisionItem]) -> Steps[Acks]:
+        if items:
+            yield [RecordDecision(item.transfer_id, item.outcome) for item in items]
+        ops: list[BookOp] = []
+        for item in items:
+            self.outstanding.pop(item.transfer_id, None)
+            for leg in item.legs:
+                assert leg.bank == self.bank, "a decision carries only this bank's legs"
+                if item.outcome == COMMITTED:
+                    if leg.role == "source":
+                        ops.append(CommitHold(item.transfer_id, leg.account, leg.amount_cents))
+                    elif leg.role == "destination":
+                        ops.append(Credit(item.transfer_id, leg.account, leg.amount_cents))
+                    else:
+                        ops.append(CashOut(item.transfer_id, leg.amount_cents))
+                elif leg.role == "source":
+                    ops.append(ReleaseHold(item.transfer_id, leg.account, leg.amount_cents))
+        if ops:
+            yield ops
+        return Acks(self.bank, tuple(item.transfer_id for item in items))
+
+    def next_deadline_ms(self) -> int | None:
+        """When the next decision query is due, if any."""
+        if not self.outstanding:
+            return None
+        return min(o.next_query_ms for o in self.outstanding.values())
+
+    def tick(self, now_ms: int) -> list[tuple[str, Message]]:
+        """Queries due now, one per coordinator: ``[(coordinator, DecisionQuery)]``."""
+        due: dict[str, list[str]] = {}
+        for transfer_id, state in self.outstanding.items():
+            if state.next_query_ms <= now_ms:
+                asking = due.setdefault(state.coordinator, [])
+                if len(asking) < QUERY_TRANSFERS_MAX:
+                    asking.append(transfer_id)
+                    state.interval_ms = min(state.interval_ms * 2, self.query_interval_ms_max)
+                    state.next_query_ms = now_ms + state.interval_ms
+        return [
+            (coordinator, DecisionQuery(self.bank, tuple(ids))) for coordinator, ids in due.items()
+        ]

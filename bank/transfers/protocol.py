@@ -1,0 +1,387 @@
+"""The values and messages of the cross-bank transfer protocol, and their JSON form.
+
+This is the vocabulary shared by the pure coordinator (:mod:`bank.transfers.coordinator`),
+the pure participant (:mod:`bank.transfers.participant`), the simulator and the signed
+``/interbank/`` routes. Everything here is a frozen value; nothing does I/O.
+
+A fence is whatever the token ring hands out (``tokenring.core.Fence`` in a bank, any totally
+ordered value in the simulator): the protocol only compares fences and carries them, and the
+JSON codec takes a pair of functions to turn them into JSON and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import attrs
+
+__all__ = [
+    "ABORTED",
+    "ACCOUNT_CHARS_MAX",
+    "AMOUNT_CENTS_MAX",
+    "COMMITTED",
+    "LEG_ROLES",
+    "PENDING",
+    "SOURCES_MAX",
+    "Acks",
+    "DecisionItem",
+    "DecisionQuery",
+    "Decisions",
+    "Leg",
+    "Message",
+    "Prepare",
+    "PrepareItem",
+    "Transfer",
+    "Vote",
+    "Votes",
+    "decode_message",
+    "encode_message",
+    "transfer_from_dict",
+    "transfer_to_dict",
+]
+
+SOURCES_MAX = 8
+"""The most source accounts one transfer may name."""
+AMOUNT_CENTS_MAX = 10**13
+"""The largest amount one leg may move (a hundred billion in the currency's units)."""
+ACCOUNT_CHARS_MAX = 64
+"""The longest account number or bank id a message may carry."""
+ITEMS_PER_MESSAGE_MAX = 4096
+"""The most transfers one prepare, decision or acknowledgement message may carry."""
+
+PENDING = "pending"
+COMMITTED = "committed"
+ABORTED = "aborted"
+OUTCOMES = (COMMITTED, ABORTED)
+
+Role = Literal["source", "destination", "cash_out"]
+LEG_ROLES: tuple[str, ...] = ("source", "destination", "cash_out")
+"""``source``: money leaves this account (a hold, then a debit to settlement);
+``destination``: money arrives in this account (from settlement); ``cash_out``: money leaves
+the consortium as cash at this bank (a cross-bank withdrawal's counter)."""
+
+
+@attrs.frozen
+class Leg:
+    """One account's part in a transfer."""
+
+    bank: str
+    """The bank that keeps the account (and that applies this leg)."""
+    account: str
+    """The account number within that bank; empty for a ``cash_out`` leg."""
+    amount_cents: int
+    """How much moves through this leg; always positive."""
+    role: Role
+    """``source``, ``destination`` or ``cash_out`` (see :data:`LEG_ROLES`)."""
+
+    def __attrs_post_init__(self) -> None:
+        assert isinstance(self.amount_cents, int) and not isinstance(self.amount_cents, bool)
+        assert 0 < self.amount_cents <= AMOUNT_CENTS_MAX, self.amount_cents
+        assert self.role in LEG_ROLES, self.role
+
+
+@attrs.frozen
+class Transfer:
+    """A cross-bank transfer as its terminal bank recorded it."""
+
+    id: str
+    """Unique in the consortium: the terminal bank's id, a colon, a random part."""
+    coordinator: str
+    """The terminal bank: where the customer asked, and the one that decides."""
+    owner_document: str
+    """The caller's CPF/CNPJ; every bank holding a source checks ownership by it."""
+    legs: tuple[Leg, ...]
+    """Sources first, then the one destination (or cash-out) leg."""
+
+    def __attrs_post_init__(self) -> None:
+        sources = [leg for leg in self.legs if leg.role == "source"]
+        sinks = [leg for leg in self.legs if leg.role != "source"]
+        assert 1 <= len(sources) <= SOURCES_MAX, self.legs
+        assert len(sinks) == 1, self.legs
+        assert sum(leg.amount_cents for leg in sources) == sinks[0].amount_cents, self.legs
+
+    @property
+    def banks(self) -> tuple[str, ...]:
+        """The banks that take part, each once, in leg order."""
+        return tuple(dict.fromkeys(leg.bank for leg in self.legs))
+
+    def legs_at(self, bank: str) -> tuple[Leg, ...]:
+        """The legs one bank applies."""
+        return tuple(leg for leg in self.legs if leg.bank == bank)
+
+    @property
+    def amount_cents(self) -> int:
+        """What the destination receives: the sum of the sources."""
+        return sum(leg.amount_cents for leg in self.legs if leg.role == "source")
+
+
+@attrs.frozen
+class PrepareItem:
+    """One transfer inside a prepare: what the receiving bank must hold or check."""
+
+    transfer_id: str
+    """The transfer being prepared."""
+    owner_document: str
+    """Whose money it is: a source is held only when this document owns the account."""
+    legs: tuple[Leg, ...]
+    """Only the legs at the receiving bank."""
+
+
+@attrs.frozen
+class Prepare:
+    """Coordinator to participant: hold the sources and check the destination, under a fence."""
+
+    sender: str
+    """The coordinator."""
+    fence: Any
+    """The token's fence under which the coordinator started this batch."""
+    items: tuple[PrepareItem, ...]
+    """The batch: every transfer of this token visit that touches the receiving bank."""
+
+
+@attrs.frozen
+class Vote:
+    """A participant's answer for one transfer."""
+
+    transfer_id: str
+    """The transfer voted on."""
+    ok: bool
+    """True when every leg here is held or checked; the transfer may then commit."""
+    reason: str | None = None
+    """Why not (``insufficient_funds``, ``unknown_account``, ``forbidden``, ``stale_fence``,
+    ``decided``); None when ok."""
+
+
+@attrs.frozen
+class Votes:
+    """Participant to coordinator: the answer to one prepare."""
+
+    sender: str
+    """The participant."""
+    fence: Any
+    """The prepare's fence, so that a late answer to an older round is recognised."""
+    votes: tuple[Vote, ...]
+    """One per prepared item."""
+
+
+@attrs.frozen
+class DecisionItem:
+    """The outcome of one transfer, with what the receiving bank must do about it."""
+
+    transfer_id: str
+    """The transfer decided."""
+    outcome: Literal["committed", "aborted"]
+    """``committed`` or ``aborted``."""
+    legs: tuple[Leg, ...]
+    """Only the legs at the receiving bank."""
+
+
+@attrs.frozen
+class Decisions:
+    """Coordinator to participant: outcomes to apply (each at most once)."""
+
+    sender: str
+    """The coordinator."""
+    items: tuple[DecisionItem, ...]
+    """Batched: every undelivered decision for the receiving bank, up to a bound."""
+
+
+@attrs.frozen
+class Acks:
+    """Participant to coordinator: these decisions are applied and durable here."""
+
+    sender: str
+    """The participant."""
+    transfer_ids: tuple[str, ...]
+    """The transfers whose decision was applied."""
+
+
+@attrs.frozen
+class DecisionQuery:
+    """Participant to coordinator: what became of these transfers? (recovery)"""
+
+    sender: str
+    """The participant asking."""
+    transfer_ids: tuple[str, ...]
+    """Transfers it prepared and has no decision for."""
+
+
+Message = Union[Prepare, Votes, Decisions, Acks, DecisionQuery]
+
+
+# --- JSON -----------------------------------------------------------------------------------
+
+FenceEncoder = Callable[[Any], Any]
+FenceDecoder = Callable[[Any], Any]
+
+
+def _leg_to_dict(leg: Leg) -> dict[str, Any]:
+    return {
+        "bank": leg.bank,
+        "account": leg.account,
+        "amount_cents": leg.amount_cents,
+        "role": leg.role,
+    }
+
+
+def _text(data: Mapping[str, Any], key: str, *, empty_ok: bool = False) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or len(value) > ACCOUNT_CHARS_MAX * 2:
+        raise ValueError(f"{key}: expected a short string")
+    if not value and not empty_ok:
+        raise ValueError(f"{key}: must not be empty")
+    return value
+
+
+def _leg_from_dict(data: Any) -> Leg:
+    if not isinstance(data, Mapping):
+        raise ValueError("leg: expected an object")
+    amount = data.get("amount_cents")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise ValueError("amount_cents: expected an integer")
+    if not 0 < amount <= AMOUNT_CENTS_MAX:
+        raise ValueError("amount_cents: out of range")
+    role = data.get("role")
+    if role not in LEG_ROLES:
+        raise ValueError("role: unknown")
+    return Leg(
+        bank=_text(data, "bank"),
+        account=_text(data, "account", empty_ok=role == "cash_out"),
+        amount_cents=amount,
+        role=role,
+    )
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list) or len(value) > ITEMS_PER_MESSAGE_MAX:
+        raise ValueError(f"{key}: expected a bounded list")
+    return value
+
+
+def _legs(data: Mapping[str, Any]) -> tuple[Leg, ...]:
+    raw = _list(data, "legs")
+    if len(raw) > SOURCES_MAX + 1:
+        raise ValueError("legs: too many")
+    return tuple(_leg_from_dict(item) for item in raw)
+
+
+def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
+    """The JSON form of a transfer (kept by the terminal bank, shown to clients)."""
+    return {
+        "id": transfer.id,
+        "coordinator": transfer.coordinator,
+        "owner_document": transfer.owner_document,
+        "legs": [_leg_to_dict(leg) for leg in transfer.legs],
+    }
+
+
+def transfer_from_dict(data: Mapping[str, Any]) -> Transfer:
+    """The inverse of :func:`transfer_to_dict`; ValueError on anything malformed."""
+    try:
+        return Transfer(
+            id=_text(data, "id"),
+            coordinator=_text(data, "coordinator"),
+            owner_document=_text(data, "owner_document"),
+            legs=_legs(data),
+        )
+    except AssertionError as error:  # the value's own checks: malformed input, not a bug here
+        raise ValueError(f"transfer: inconsistent legs ({error})") from None
+
+
+def encode_message(message: Message, fence_to_json: FenceEncoder) -> dict[str, Any]:
+    """A message as a JSON-able dict with a ``type`` key."""
+    match message:
+        case Prepare(sender, fence, items):
+            return {
+                "type": "prepare",
+                "sender": sender,
+                "fence": fence_to_json(fence),
+                "items": [
+                    {
+                        "transfer_id": item.transfer_id,
+                        "owner_document": item.owner_document,
+                        "legs": [_leg_to_dict(leg) for leg in item.legs],
+                    }
+                    for item in items
+                ],
+            }
+        case Votes(sender, fence, votes):
+            return {
+                "type": "votes",
+                "sender": sender,
+                "fence": fence_to_json(fence),
+                "votes": [
+                    {"transfer_id": v.transfer_id, "ok": v.ok, "reason": v.reason} for v in votes
+                ],
+            }
+        case Decisions(sender, items):
+            return {
+                "type": "decisions",
+                "sender": sender,
+                "items": [
+                    {
+                        "transfer_id": item.transfer_id,
+                        "outcome": item.outcome,
+                        "legs": [_leg_to_dict(leg) for leg in item.legs],
+                    }
+                    for item in items
+                ],
+            }
+        case Acks(sender, transfer_ids):
+            return {"type": "acks", "sender": sender, "transfer_ids": list(transfer_ids)}
+        case DecisionQuery(sender, transfer_ids):
+            return {"type": "decision_query", "sender": sender, "transfer_ids": list(transfer_ids)}
+    raise AssertionError(f"not a message: {message!r}")
+
+
+def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
+    """A message from its JSON form; ValueError on anything malformed."""
+    if not isinstance(data, Mapping):
+        raise ValueError("message: expected an object")
+    kind = data.get("type")
+    sender = _text(data, "sender")
+    if kind == "prepare":
+        items = []
+        for raw in _list(data, "items"):
+            if not isinstance(raw, Mapping):
+                raise ValueError("item: expected an object")
+            items.append(
+                PrepareItem(
+                    transfer_id=_text(raw, "transfer_id"),
+                    owner_document=_text(raw, "owner_document"),
+                    legs=_legs(raw),
+                )
+            )
+        return Prepare(sender, fence_from_json(data.get("fence")), tuple(items))
+    if kind == "votes":
+        votes = []
+        for raw in _list(data, "votes"):
+            if not isinstance(raw, Mapping) or not isinstance(raw.get("ok"), bool):
+                raise ValueError("vote: expected an object with a boolean ok")
+            reason = raw.get("reason")
+            if reason is not None and not isinstance(reason, str):
+                raise ValueError("vote: reason must be a string")
+            votes.append(Vote(_text(raw, "transfer_id"), raw["ok"], reason))
+        return Votes(sender, fence_from_json(data.get("fence")), tuple(votes))
+    if kind == "decisions":
+        decided = []
+        for raw in _list(data, "items"):
+            if not isinstance(raw, Mapping) or raw.get("outcome") not in OUTCOMES:
+                raise ValueError("decision: expected an object with an outcome")
+            decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw)))
+        return Decisions(sender, tuple(decided))
+    if kind in ("acks", "decision_query"):
+        ids = _list(data, "transfer_ids")
+        if not all(isinstance(i, str) and i for i in ids):
+            raise ValueError("transfer_ids: expected strings")
+        if kind == "acks":
+            return Acks(sender, tuple(ids))
+        return DecisionQuery(sender, tuple(ids))
+    raise ValueError(f"type: unknown message type {kind!r}")
+
+
+def legs_of(transfers: Sequence[Transfer], bank: str) -> dict[str, tuple[Leg, ...]]:
+    """Each transfer's legs at one bank, for the transfers that touch it."""
+    return {t.id: t.legs_at(bank) for t in transfers if t.legs_at(bank)}

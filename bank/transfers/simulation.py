@@ -1,0 +1,518 @@
+"""A seeded simulation of the transfer protocol: the pure coordinator and participant of
+every bank, in-memory books, a virtual clock, a hostile network and a token that can go stale.
+
+The token is modelled, not run: every ``hold_ms`` the next bank in ring order is granted a
+fresh, higher fence (the ring's job, proved in ``tokenring.simulation``). What matters here is
+that the protocol stays correct whatever the token does, so the schedule also delivers grants
+late (a paused holder wakes up with its old fence) and replays stale grants on purpose.
+
+Faults, all drawn from one ``random.Random(seed)``: message drop, duplicate, delay (hence
+reorder), partitions that form and heal, crashes (at any point inside a step: a batch of book
+operations is the unit of durability) with restarts, and pauses. After ``faults_ms`` every
+fault stops and the run continues until every transfer is decided and delivered.
+
+:func:`run` checks the invariants after every event and raises :class:`InvariantViolation`
+naming the seed; the same seed replays the same run, event for event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from bank.transfers.book import MemoryBook, Steps
+from bank.transfers.coordinator import Coordinator
+from bank.transfers.participant import Participant
+from bank.transfers.protocol import (
+    ABORTED,
+    COMMITTED,
+    Acks,
+    DecisionQuery,
+    Decisions,
+    Leg,
+    Message,
+    Prepare,
+    Transfer,
+    Votes,
+)
+
+__all__ = ["InvariantViolation", "SimulationReport", "run"]
+
+SETTLE_MS_MAX = 120_000
+"""How long (virtual) the run may take to settle after faults stop before it is a failure."""
+EVENTS_MAX = 200_000
+"""A run that needs more events than this is a failure (a livelock), not a slow test."""
+
+Fence = tuple[int, str, int]
+
+
+class InvariantViolation(AssertionError):
+    """A run broke an invariant; the message names the seed that replays it."""
+
+
+class _Crash(Exception):
+    """Raised inside a step to crash the bank between two batches of book operations."""
+
+
+@attrs.frozen
+class SimulationReport:
+    """What a run did (for tests and the benchmark)."""
+
+    seed: int
+    """The seed that replays the run."""
+    events: int
+    """Events handled."""
+    transfers: int
+    """Transfers submitted and recorded."""
+    committed: int
+    """Transfers committed."""
+    aborted: int
+    """Transfers aborted."""
+    crashes: int
+    """Bank crashes injected."""
+    stale_refusals: int
+    """Votes refused because of a stale fence."""
+    trace: tuple[str, ...]
+    """One line per event (only when asked for), to compare two runs of one seed."""
+
+
+@attrs.define
+class _Bank:
+    id: str
+    book: MemoryBook
+    participant: Participant
+    coordinator: Coordinator
+    alive: bool = True
+    paused_until_ms: int = 0
+    deferred: list[tuple[str, Any]] = attrs.Factory(list)
+    timer_ms: int | None = None
+
+
+@attrs.define
+class _World:
+    rng: random.Random
+    banks: dict[str, _Bank]
+    order: list[str]
+    faults_ms: int
+    now_ms: int = 0
+    seq: int = 0
+    queue: list[tuple[int, int, str, str, Any]] = attrs.Factory(list)
+    partition: frozenset[str] = frozenset()
+    partition_until_ms: int = 0
+    crashes: int = 0
+    stale_refusals: int = 0
+    events: int = 0
+    trace: list[str] | None = None
+    decided_seen: dict[str, str] = attrs.Factory(dict)
+    hold_fences: dict[str, Any] = attrs.Factory(dict)
+
+    def push(self, at_ms: int, bank: str, kind: str, payload: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at_ms, self.seq, bank, kind, payload))
+
+    @property
+    def faulty(self) -> bool:
+        return self.now_ms < self.faults_ms
+
+
+def run(
+    seed: int,
+    *,
+    banks_count: int = 3,
+    transfers_count: int = 24,
+    faults_ms: int = 1_500,
+    hold_ms: int = 20,
+    fault_rate: float = 1.0,
+    trace: bool = False,
+    batch_transfers_max: int = 8,
+) -> SimulationReport:
+    """Run one seeded schedule; raise :class:`InvariantViolation` (with the seed) on a breach."""
+    rng = random.Random(seed)
+    world = _World(rng=rng, banks={}, order=[], faults_ms=faults_ms, trace=[] if trace else None)
+    customers = ["c0", "c1", "c2"]
+    for index in range(banks_count):
+        bank_id = f"b{index}"
+        book = MemoryBook(bank_id)
+        for number in range(3):
+            owner = customers[(index + number) % len(customers)]
+            book.open_account(f"a{number}", owner, rng.randrange(0, 5_000))
+        world.banks[bank_id] = _Bank(
+            bank_id,
+            book,
+            Participant(bank_id, query_after_ms=200, query_interval_ms_max=1_000),
+            Coordinator(bank_id, batch_transfers_max=batch_transfers_max, retry_ms_min=20, retry_ms_max=400),
+        )
+        world.order.append(bank_id)
+    initial = {
+        (b.id, number): account.balance_cents
+        for b in world.banks.values()
+        for number, account in b.book.accounts.items()
+    }
+
+    for index in range(transfers_count):
+        world.push(rng.randrange(0, faults_ms), rng.choice(world.order), "submit", index)
+    world.push(0, world.order[0], "grant", (1, world.order[0], 1))
+    if fault_rate > 0:
+        _schedule_faults(world, fault_rate)
+
+    def fail(problem: str) -> InvariantViolation:
+        return InvariantViolation(f"seed {seed}: {problem} (at {world.now_ms} ms)")
+
+    try:
+        _loop(world, hold_ms, fail)
+    except InvariantViolation:
+        raise
+    except Exception as error:  # any crash of the protocol is a failure of this seed
+        raise fail(f"{type(error).__name__}: {error}") from error
+    _check_settled(world, initial, fail)
+    committed = sum(1 for o in world.decided_seen.values() if o == COMMITTED)
+    return SimulationReport(
+        seed=seed,
+        events=world.events,
+        transfers=sum(len(b.book.transfers) for b in world.banks.values()),
+        committed=committed,
+        aborted=len(world.decided_seen) - committed,
+        crashes=world.crashes,
+        stale_refusals=world.stale_refusals,
+        trace=tuple(world.trace or ()),
+    )
+
+
+def _schedule_faults(world: _World, rate: float) -> None:
+    rng = world.rng
+    count = int(rng.randrange(0, 6) * rate)
+    for _ in range(count):
+        at = rng.randrange(0, world.faults_ms)
+        kind = rng.choice(["crash", "pause", "partition", "stale_grant"])
+        world.push(at, rng.choice(world.order), kind, rng.randrange(30, 400))
+
+
+def _loop(world: _World, hold_ms: int, fail: Callable[[str], InvariantViolation]) -> None:
+    rng = world.rng
+    settle_deadline = world.faults_ms + SETTLE_MS_MAX
+    next_check_ms = world.faults_ms
+    while world.queue:
+        at, _, bank_id, kind, payload = heapq.heappop(world.queue)
+        world.now_ms = max(world.now_ms, at)
+        world.events += 1
+        if world.events > EVENTS_MAX or world.now_ms > settle_deadline:
+            raise fail("the run did not settle")
+        if world.trace is not None:
+            world.trace.append(f"{world.now_ms} {bank_id} {kind} {payload!r}")
+        bank = world.banks[bank_id]
+        if kind == "grant":
+            _token_moves(world, bank_id, payload, hold_ms)
+        if kind in ("crash", "pause", "partition", "stale_grant"):
+            _fault(world, bank, kind, payload)
+        elif kind == "restart":
+            _restart(world, bank)
+        elif kind == "resume":
+            if bank.alive and bank.paused_until_ms <= world.now_ms:
+                for deferred_kind, deferred in bank.deferred:
+                    world.push(world.now_ms, bank.id, deferred_kind, deferred)
+                bank.deferred.clear()
+        elif not bank.alive:
+            pass  # a dead bank hears nothing; its messages are lost
+        elif bank.paused_until_ms > world.now_ms:
+            bank.deferred.append((kind, payload))
+        else:
+            _handle(world, bank, kind, payload, fail)
+        _check_always(world, fail)
+        if world.now_ms >= next_check_ms and _settled(world):
+            return
+        if world.now_ms >= next_check_ms:
+            next_check_ms = world.now_ms + 50
+    if not _settled(world):
+        raise fail("the event queue ran dry before the run settled")
+    del rng
+
+
+def _token_moves(world: _World, holder: str, fence: Fence, hold_ms: int) -> None:
+    """Schedule the next grant: the ring's job, modelled. Skips dead banks; a new epoch
+    when the holder was unavailable (the ring would have regenerated the token)."""
+    epoch, issuer, seq = fence
+    index = world.order.index(holder)
+    for step in range(1, len(world.order) + 1):
+        successor = world.order[(index + step) % len(world.order)]
+        if world.banks[successor].alive:
+            break
+    holder_bank = world.banks[holder]
+    if not holder_bank.alive or holder_bank.paused_until_ms > world.now_ms:
+        epoch, issuer, seq = epoch + 1, successor, 0
+    world.push(world.now_ms + hold_ms, successor, "grant", (epoch, issuer, seq + 1))
+
+
+def _fault(world: _World, bank: _Bank, kind: str, duration_ms: int) -> None:
+    if not world.faulty:
+        return
+    if kind == "crash" and bank.alive:
+        _crash(world, bank, duration_ms)
+    elif kind == "pause" and bank.alive:
+        bank.paused_until_ms = world.now_ms + duration_ms
+        world.push(bank.paused_until_ms, bank.id, "resume", None)
+    elif kind == "partition":
+        size = world.rng.randrange(1, max(2, len(world.order) // 2 + 1))
+        world.partition = frozenset(world.rng.sample(world.order, size))
+        world.partition_until_ms = world.now_ms + duration_ms
+    elif kind == "stale_grant" and bank.alive:
+        # An old holder acting on a fence the ring has long since passed.
+        world.push(world.now_ms, bank.id, "grant_only", (0, bank.id, world.rng.randrange(0, 50)))
+
+
+def _crash(world: _World, bank: _Bank, down_ms: int) -> None:
+    world.crashes += 1
+    bank.alive = False
+    bank.deferred.clear()
+    bank.paused_until_ms = 0
+    bank.timer_ms = None
+    world.push(world.now_ms + down_ms, bank.id, "restart", None)
+
+
+def _restart(world: _World, bank: _Bank) -> None:
+    if bank.alive:
+        return
+    bank.alive = True
+    bank.participant = Participant(
+        bank.id,
+        query_after_ms=bank.participant.query_after_ms,
+        query_interval_ms_max=bank.participant.query_interval_ms_max,
+    )
+    bank.coordinator = Coordinator(
+        bank.id,
+        batch_transfers_max=bank.coordinator.batch_transfers_max,
+        retry_ms_min=bank.coordinator.retry_ms_min,
+        retry_ms_max=bank.coordinator.retry_ms_max,
+    )
+    _drive(world, bank, bank.participant.start(world.now_ms), crash_ok=False)
+    sends = _drive(world, bank, bank.coordinator.start(world.now_ms), crash_ok=False)
+    for to, message in sends or []:
+        _send(world, bank.id, to, message)
+    _arm(world, bank)
+
+
+def _drive(world: _World, bank: _Bank, steps: Steps[Any], *, crash_ok: bool = True) -> Any:
+    """Run a step against the bank's book; during faults, sometimes crash between batches.
+    Returns None when the bank crashed."""
+    crash_at = None
+    if crash_ok and world.faulty and world.rng.random() < 0.01:
+        crash_at = world.rng.randrange(0, 4)
+    done = 0
+    try:
+        batch = next(steps)
+        while True:
+            if crash_at is not None and done >= crash_at:
+                raise _Crash
+            results = bank.book.execute(batch)
+            done += 1
+            batch = steps.send(results)
+    except StopIteration as stop:
+        return stop.value
+    except _Crash:
+        steps.close()
+        _crash(world, bank, world.rng.randrange(30, 300))
+        return None
+
+
+def _send(world: _World, sender: str, to: str, message: Message) -> None:
+    if to == sender:
+        world.push(world.now_ms, to, "message", message)  # a bank is its own participant
+        return
+    if world.faulty:
+        rng = world.rng
+        cut = world.now_ms < world.partition_until_ms and (
+            (sender in world.partition) != (to in world.partition)
+        )
+        if cut or rng.random() < 0.05:
+            return
+        copies = 2 if rng.random() < 0.05 else 1
+        for _ in range(copies):
+            # Mostly prompt, sometimes late enough to miss the round's deadline.
+            delay_ms = rng.randrange(1, 6) if rng.random() < 0.9 else rng.randrange(6, 60)
+            world.push(world.now_ms + delay_ms, to, "message", message)
+    else:
+        world.push(world.now_ms + world.rng.randrange(1, 5), to, "message", message)
+
+
+def _arm(world: _World, bank: _Bank) -> None:
+    times = [t for t in (bank.coordinator.next_deadline_ms(), bank.participant.next_deadline_ms()) if t is not None]
+    if not times:
+        return
+    due = max(min(times), world.now_ms)
+    if bank.timer_ms is None or due < bank.timer_ms or bank.timer_ms < world.now_ms:
+        bank.timer_ms = due
+        world.push(due, bank.id, "timer", due)
+
+
+def _handle(world: _World, bank: _Bank, kind: str, payload: Any, fail: Callable[[str], InvariantViolation]) -> None:
+    sends: list[tuple[str, Message]] = []
+    if kind == "submit":
+        transfer = _random_transfer(world, bank.id, payload)
+        if _drive(world, bank, bank.coordinator.submit(transfer)) is None and not bank.alive:
+            return
+    elif kind in ("grant", "grant_only"):
+        fence: Fence = payload
+        sends = bank.coordinator.grant(fence, world.now_ms + 15, world.now_ms)
+    elif kind == "timer":
+        if bank.timer_ms != payload:
+            return
+        bank.timer_ms = None
+        expired, sends = bank.coordinator.tick(world.now_ms)
+        if expired:
+            result = _drive(world, bank, bank.coordinator.expire(world.now_ms))
+            if result is None:
+                return
+            _note_decided(world, result[0], fail)
+            sends += result[1]
+        sends += bank.participant.tick(world.now_ms)
+    elif kind == "message":
+        message: Message = payload
+        if isinstance(message, (Prepare, Decisions)):
+            replies = _drive(world, bank, bank.participant.handle(message, world.now_ms))
+            if replies is None:
+                return
+            for reply in replies:
+                if isinstance(reply, Votes):
+                    world.stale_refusals += sum(1 for v in reply.votes if v.reason == "stale_fence")
+                    if any(v.ok for v in reply.votes):
+                        # Fenced mutual exclusion: holds are placed in non-decreasing fence order.
+                        last = world.hold_fences.get(bank.id)
+                        if last is not None and reply.fence < last:
+                            raise fail(f"{bank.id} held under {reply.fence} after {last}")
+                        world.hold_fences[bank.id] = reply.fence
+                sends.append((message.sender, reply))
+        else:
+            assert isinstance(message, (Votes, Acks, DecisionQuery))
+            result = _drive(world, bank, bank.coordinator.handle(message, world.now_ms))
+            if result is None:
+                return
+            _note_decided(world, result[0], fail)
+            sends = result[1]
+    for to, message in sends:
+        _send(world, bank.id, to, message)
+    if bank.alive:
+        _arm(world, bank)
+
+
+def _note_decided(world: _World, decided: list[Any], fail: Callable[[str], InvariantViolation]) -> None:
+    for d in decided:
+        known = world.decided_seen.setdefault(d.transfer_id, d.outcome)
+        if known != d.outcome:
+            raise fail(f"{d.transfer_id} decided twice, differently")
+
+
+def _random_transfer(world: _World, coordinator: str, index: int) -> Transfer:
+    rng = world.rng
+    owner = rng.choice(["c0", "c1", "c2"])
+    sources: dict[tuple[str, str], int] = {}
+    for _ in range(rng.randrange(1, 4)):
+        bank = rng.choice(world.order)
+        account = f"a{rng.randrange(0, 3)}"
+        # Mostly the owner's own accounts, sometimes someone else's (refused there).
+        if rng.random() < 0.85:
+            mine = [n for n, a in world.banks[bank].book.accounts.items() if a.owner == owner]
+            account = rng.choice(mine) if mine else account
+        sources[(bank, account)] = sources.get((bank, account), 0) + rng.randrange(1, 2_500)
+    legs = [Leg(bank, account, amount, "source") for (bank, account), amount in sources.items()]
+    total = sum(sources.values())
+    if rng.random() < 0.15:
+        legs.append(Leg(coordinator, "", total, "cash_out"))
+    else:
+        account = f"a{rng.randrange(0, 3)}" if rng.random() < 0.95 else "nowhere"
+        legs.append(Leg(rng.choice(world.order), account, total, "destination"))
+    return Transfer(f"{coordinator}:{index}", coordinator, owner, tuple(legs))
+
+
+def _check_always(world: _World, fail: Callable[[str], InvariantViolation]) -> None:
+    """Money conserved at every step, nothing negative, holds add up, banks agree."""
+    cash = 0
+    money = 0
+    for bank in world.banks.values():
+        book = bank.book
+        open_held: dict[str, int] = {}
+        for (_, account), (amount, state) in book.holds.items():
+            if state == "held":
+                open_held[account] = open_held.get(account, 0) + amount
+        for number, account in book.accounts.items():
+            if account.balance_cents < 0 or account.held_cents < 0:
+                raise fail(f"{bank.id}/{number} went negative: {account}")
+            if account.held_cents != open_held.get(number, 0):
+                raise fail(f"{bank.id}/{number} held {account.held_cents} != open holds")
+        bank_cash = book.cash_in_cents - book.cash_out_cents
+        if book.money_cents() != bank_cash:
+            raise fail(f"{bank.id} does not balance: {book.money_cents()} != {bank_cash}")
+        cash += bank_cash
+        money += book.money_cents()
+        for transfer_id, outcome in book.applied.items():
+            coordinator = world.banks[transfer_id.split(":")[0]].book
+            decided = coordinator.outcomes.get(transfer_id)
+            if decided is None or decided[0] != outcome:
+                raise fail(f"{bank.id} applied {outcome} to {transfer_id}, decided {decided}")
+    if money != cash:
+        raise fail(f"money {money} != cash {cash}")
+
+
+def _settled(world: _World) -> bool:
+    if world.faulty:
+        return False
+    for bank in world.banks.values():
+        if not bank.alive or bank.paused_until_ms > world.now_ms:
+            return False
+        book = bank.book
+        if len(book.outcomes) != len(book.transfers) or book.unacked:
+            return False
+        if bank.coordinator.round_open:
+            return False
+    return True
+
+
+def _check_settled(
+    world: _World, initial: dict[tuple[str, str], int], fail: Callable[[str], InvariantViolation]
+) -> None:
+    """Every transfer decided, delivered and agreed on; no hold left; balances equal a
+    model that replays the committed transfers on the opening balances."""
+    model = dict(initial)
+    for bank in world.banks.values():
+        for transfer_id, (outcome, _) in bank.book.outcomes.items():
+            if outcome != COMMITTED:
+                assert outcome == ABORTED
+                continue
+            for leg in bank.book.transfers[transfer_id].legs:
+                sign = -1 if leg.role == "source" else 1
+                if leg.role != "cash_out":
+                    model[(leg.bank, leg.account)] += sign * leg.amount_cents
+    for bank in world.banks.values():
+        book = bank.book
+        for (transfer_id, account), (_, state) in book.holds.items():
+            if state == "held":
+                raise fail(f"{bank.id} still holds {account} for {transfer_id}")
+        if book.prepared or bank.participant.outstanding:
+            raise fail(f"{bank.id} still waits for decisions: {sorted(book.prepared)}")
+        for number, account in book.accounts.items():
+            if account.balance_cents != model[(bank.id, number)]:
+                raise fail(
+                    f"{bank.id}/{number}: balance {account.balance_cents}, model {model[(bank.id, number)]}"
+                )
+        for transfer_id, transfer in book.transfers.items():
+            outcome = book.outcomes[transfer_id][0]
+            for participant in transfer.banks:
+                applied = world.banks[participant].book.applied.get(transfer_id)
+                if applied != outcome:
+                    raise fail(f"{participant} has {applied} for {transfer_id}, decided {outcome}")
+        if book.settlement_cents != _expected_settlement(world, bank.id):
+            raise fail(f"{bank.id} settlement {book.settlement_cents} is not what committed legs moved")
+
+
+def _expected_settlement(world: _World, bank_id: str) -> int:
+    total = 0
+    for bank in world.banks.values():
+        for transfer_id, (outcome, _) in bank.book.outcomes.items():
+            if outcome != COMMITTED:
+                continue
+            for leg in bank.book.transfers[transfer_id].legs:
+                if leg.bank == bank_id:
+                    total += leg.amount_cents if leg.role == "source" else -leg.amount_cents
+    return total

@@ -1,0 +1,225 @@
+"""The pure participant and coordinator, step by step, and the messages' JSON form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bank.transfers.book import MemoryBook, run_steps
+from bank.transfers.coordinator import Coordinator
+from bank.transfers.participant import Participant
+from bank.transfers.protocol import (
+    Acks,
+    DecisionItem,
+    DecisionQuery,
+    Decisions,
+    Leg,
+    Prepare,
+    PrepareItem,
+    Transfer,
+    Vote,
+    Votes,
+    decode_message,
+    encode_message,
+)
+
+
+def fence_json(fence: Any) -> Any:
+    return list(fence)
+
+
+def fence_back(data: Any) -> Any:
+    if not isinstance(data, list) or len(data) != 3:
+        raise ValueError("fence")
+    return tuple(data)
+
+
+def book_with(balance_cents: int) -> MemoryBook:
+    book = MemoryBook("beta")
+    book.open_account("1", "doc", balance_cents)
+    book.open_account("2", "other", 0)
+    return book
+
+
+def prepare(fence: tuple[int, str, int], transfer_id: str = "alfa:1", amount: int = 100) -> Prepare:
+    legs = (Leg("beta", "1", amount, "source"),)
+    return Prepare("alfa", fence, (PrepareItem(transfer_id, "doc", legs),))
+
+
+def test_a_prepare_holds_the_source_and_votes_yes() -> None:
+    book = book_with(500)
+    participant = Participant("beta")
+    [votes] = run_steps(participant.handle(prepare((1, "alfa", 3)), 0), book)
+    assert votes == Votes("beta", (1, "alfa", 3), (Vote("alfa:1", True),))
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (400, 100)
+    assert book.prepared == {"alfa:1": "alfa"}
+
+
+def test_a_prepare_below_the_accepted_fence_is_refused_and_holds_nothing() -> None:
+    book = book_with(500)
+    run_steps(Participant("beta").handle(prepare((2, "gama", 1), "alfa:0"), 0), book)
+    # A restarted participant knows no fence in memory: the book still refuses.
+    [votes] = run_steps(Participant("beta").handle(prepare((1, "alfa", 9)), 0), book)
+    assert votes.votes == (Vote("alfa:1", False, "stale_fence"),)
+    assert book.accounts["1"].held_cents == 100  # only the first prepare's hold
+
+
+def test_a_late_prepare_of_a_decided_transfer_leaves_no_hold() -> None:
+    book = book_with(500)
+    participant = Participant("beta")
+    abort = Decisions("alfa", (DecisionItem("alfa:1", "aborted", (Leg("beta", "1", 100, "source"),)),))
+    [acks] = run_steps(participant.handle(abort, 0), book)
+    assert acks == Acks("beta", ("alfa:1",))
+    [votes] = run_steps(participant.handle(prepare((1, "alfa", 1)), 5), book)
+    assert votes.votes == (Vote("alfa:1", False, "decided"),)
+    assert book.accounts["1"].held_cents == 0 and book.accounts["1"].balance_cents == 500
+
+
+def test_refusals_name_their_reason() -> None:
+    book = book_with(50)
+    items = (
+        PrepareItem("alfa:1", "doc", (Leg("beta", "1", 100, "source"),)),
+        PrepareItem("alfa:2", "doc", (Leg("beta", "2", 1, "source"),)),
+        PrepareItem("alfa:3", "doc", (Leg("beta", "9", 1, "destination"),)),
+        PrepareItem("alfa:4", "doc", (Leg("beta", "2", 1, "destination"),)),
+    )
+    [votes] = run_steps(Participant("beta").handle(Prepare("alfa", (1, "a", 1), items), 0), book)
+    assert [(v.ok, v.reason) for v in votes.votes] == [
+        (False, "insufficient_funds"),
+        (False, "forbidden"),
+        (False, "unknown_account"),
+        (True, None),
+    ]
+
+
+def test_a_decision_applies_once_however_often_it_arrives() -> None:
+    book = book_with(500)
+    participant = Participant("beta")
+    run_steps(participant.handle(prepare((1, "alfa", 1)), 0), book)
+    commit = Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("beta", "1", 100, "source"),)),))
+    for _ in range(3):
+        run_steps(participant.handle(commit, 1), book)
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (400, 0)
+    assert book.settlement_cents == 100
+    assert participant.outstanding == {} and book.prepared == {}
+
+
+def test_an_undecided_yes_is_asked_about_with_backoff() -> None:
+    book = book_with(500)
+    participant = Participant("beta", query_after_ms=100, query_interval_ms_max=300)
+    run_steps(participant.handle(prepare((1, "alfa", 1)), 0), book)
+    assert participant.tick(99) == []
+    assert participant.tick(100) == [("alfa", DecisionQuery("beta", ("alfa:1",)))]
+    assert participant.next_deadline_ms() == 300
+    # A restarted participant finds the yes in its book and asks too.
+    restarted = Participant("beta", query_after_ms=100)
+    run_steps(restarted.start(1_000), book)
+    assert restarted.tick(1_100) == [("alfa", DecisionQuery("beta", ("alfa:1",)))]
+
+
+def transfer(transfer_id: str = "alfa:1") -> Transfer:
+    return Transfer(
+        transfer_id,
+        "alfa",
+        "doc",
+        (Leg("alfa", "1", 70, "source"), Leg("beta", "1", 30, "source"), Leg("gama", "5", 100, "destination")),
+    )
+
+
+def test_a_round_prepares_once_per_bank_and_decides_when_all_voted() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1")), book)
+    run_steps(coordinator.submit(transfer("alfa:2")), book)
+    sends = coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    assert sorted(to for to, _ in sends) == ["alfa", "beta", "gama"]
+    assert all(len(m.items) == 2 for _, m in sends if isinstance(m, Prepare))
+    for bank in ("alfa", "beta"):
+        yes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
+        assert run_steps(coordinator.handle(yes, 1), book) == ([], [])
+    last = Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", False, "unknown_account")))
+    decided, sends = run_steps(coordinator.handle(last, 2), book)
+    assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == [
+        ("alfa:1", "committed", None),
+        ("alfa:2", "aborted", "unknown_account"),
+    ]
+    assert book.outcomes == {"alfa:1": ("committed", None), "alfa:2": ("aborted", "unknown_account")}
+    assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["alfa", "beta", "gama"]
+
+
+def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acked() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40)
+    run_steps(coordinator.submit(transfer()), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    assert coordinator.tick(24) == (False, [])
+    expired, _ = coordinator.tick(25)
+    assert expired
+    decided, sends = run_steps(coordinator.expire(25), book)
+    assert [(d.outcome, d.reason) for d in decided] == [("aborted", "vote_timeout")]
+    assert len(sends) == 3
+    run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 26), book)
+    _, again = coordinator.tick(35)
+    assert sorted(to for to, _ in again) == ["alfa", "gama"]
+    # A coordinator restarted from its book re-sends what is still unacknowledged.
+    restarted = Coordinator("alfa")
+    resent = run_steps(restarted.start(100), book)
+    assert sorted(to for to, _ in resent) == ["alfa", "gama"]
+    assert restarted.pending == {}
+
+
+def test_a_restarted_coordinator_prepares_undecided_transfers_again() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer()), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)  # then it crashes mid-round
+    restarted = Coordinator("alfa")
+    assert run_steps(restarted.start(50), book) == []
+    assert len(restarted.grant((2, "beta", 1), until_ms=80, now_ms=50)) == 3
+
+
+def test_late_votes_of_a_finished_round_are_ignored() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer()), book)
+    coordinator.grant((1, "alfa", 1), until_ms=5, now_ms=0)
+    run_steps(coordinator.expire(5), book)
+    late = Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True),))
+    assert run_steps(coordinator.handle(late, 6), book) == ([], [])
+    assert book.outcomes["alfa:1"] == ("aborted", "vote_timeout")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        prepare((1, "alfa", 2)),
+        Votes("beta", (1, "alfa", 2), (Vote("alfa:1", True), Vote("alfa:2", False, "forbidden"))),
+        Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("alfa", "", 5, "cash_out"),)),)),
+        Acks("beta", ("alfa:1", "alfa:2")),
+        DecisionQuery("beta", ("alfa:1",)),
+    ],
+)
+def test_messages_survive_their_json_form(message: Any) -> None:
+    assert decode_message(encode_message(message, fence_json), fence_back) == message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        {"type": "nope", "sender": "a"},
+        {"type": "acks", "sender": "a", "transfer_ids": "x"},
+        {"type": "acks", "sender": "", "transfer_ids": []},
+        {"type": "votes", "sender": "a", "fence": [1, "a", 1], "votes": [{"transfer_id": "t", "ok": 1}]},
+        {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [{"transfer_id": "t",
+         "owner_document": "d", "legs": [{"bank": "b", "account": "1", "amount_cents": 1.5, "role": "source"}]}]},
+        {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [{"transfer_id": "t",
+         "owner_document": "d", "legs": [{"bank": "b", "account": "1", "amount_cents": -1, "role": "source"}]}]},
+        {"type": "prepare", "sender": "a", "fence": "bad", "items": []},
+        {"type": "decisions", "sender": "a", "items": [{"transfer_id": "t", "outcome": "maybe", "legs": []}]},
+    ],
+)
+def test_malformed_messages_are_refused(data: Any) -> None:
+    with pytest.raises(ValueError):
+        decode_message(data, fence_back)
