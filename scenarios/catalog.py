@@ -1,0 +1,471 @@
+"""The named scenarios of ``consortium scenario``: what each does to the ring, and its load.
+
+Each entry of :data:`SCENARIOS` starts (or attaches to) a ring, runs a load through
+``scenarios.driver`` with a fault script alongside it, and returns a report. Fault moments are
+placed as fractions of the load's duration, so ``--duration-s`` stretches or shrinks a
+scenario without changing its shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+
+from scenarios.checker import Verdict
+from scenarios.client import make_cpf
+from scenarios.cluster import AttachedRing, LocalRing, Ring, ScenarioError
+from scenarios.driver import FaultKit, FaultScript, LoadScript, Phase, RunResult, run_under_load
+from scenarios.history import History, Kind, Movement, Outcome
+from scenarios.report import Report, ReportTable, merge_verdicts, percentile
+from scenarios.workload import Customer, Teller, WorkloadOptions
+
+__all__ = ["SCENARIOS", "RunOptions", "Scenario"]
+
+SCALE_SIZES = (3, 5, 9, 16)
+"""The ring sizes ``scale`` measures by default."""
+SEED_TRANSFERS = 10
+"""How many simultaneous transfers ``seed-replay`` sends."""
+
+
+@attrs.frozen
+class RunOptions:
+    """The options of one ``consortium scenario`` run (already defaulted per scenario)."""
+
+    seed: int
+    """Makes the workload (and fault choices) reproducible."""
+    banks: int
+    """Banks in the ring the scenario starts."""
+    duration_s: float
+    """How long the load runs (per ring size, for ``scale``)."""
+    clients: int
+    """Concurrent clients."""
+    sizes: tuple[int, ...] = SCALE_SIZES
+    """``scale`` only: the ring sizes to measure."""
+    attach: str | None = None
+    """The ring file of a running ring to use instead of starting one."""
+
+
+@attrs.frozen
+class Scenario:
+    """One entry of ``consortium scenario --list``."""
+
+    name: str
+    summary: str
+    run: Callable[[RunOptions, Phase], Awaitable[Report]]
+    refuses_attach: str | None = None
+    """Why it cannot run against a ring it did not start (it kills, pauses or partitions
+    banks, or starts rings of its own); ``None`` when ``--attach`` is fine."""
+    banks: int = 3
+    duration_s: float = 8.0
+    clients: int = 4
+    banks_min: int = 1
+
+    def estimate_s(self, options: RunOptions) -> float:
+        """Roughly how long a run takes (for the progress bar)."""
+        per_ring = options.duration_s + 6.0
+        if self.name == "scale":
+            return per_ring * len(options.sizes)
+        return per_ring
+
+
+async def _with_ring(
+    options: RunOptions,
+    body: Callable[[Ring], Awaitable[RunResult]],
+    phase: Phase,
+    *,
+    banks: int | None = None,
+    proxies: bool = False,
+) -> RunResult:
+    if options.attach is not None:
+        return await body(AttachedRing(options.attach))
+    ring = LocalRing(banks or options.banks, proxies=proxies)
+    phase(f"starting {len(ring.ids)} banks")
+    try:
+        await ring.start()
+        return await body(ring)
+    finally:
+        phase("stopping the ring")
+        await ring.close()
+
+
+def _workload(options: RunOptions) -> WorkloadOptions:
+    return WorkloadOptions(clients=options.clients, duration_s=options.duration_s)
+
+
+def _runner(
+    name: str, faults: FaultScript | None = None, *, proxies: bool = False
+) -> Callable[[RunOptions, Phase], Awaitable[Report]]:
+    async def run(options: RunOptions, phase: Phase) -> Report:
+        async def body(ring: Ring) -> RunResult:
+            return await run_under_load(
+                ring, name, seed=options.seed, workload=_workload(options), phase=phase,
+                faults=faults, attached=options.attach is not None,
+            )  # fmt: skip
+
+        return (await _with_ring(options, body, phase, proxies=proxies)).report
+
+    return run
+
+
+# --- fault scripts ---------------------------------------------------------------------------
+
+
+async def _victim_holder(kit: FaultKit) -> tuple[str, str]:
+    holder = await kit.find_holder()
+    if holder is None:
+        victim = kit.rng.choice(kit.running())
+        return victim, "no holder seen; a random bank"
+    return holder, "while it held the token"
+
+
+async def _kill_and_restart(kit: FaultKit, victim: str, detail: str) -> None:
+    kill = kit.recorder.fault("kill", victim, detail)
+    await kit.ring.kill(victim)
+    survivors = kit.running()
+    await kit.measure(
+        "kill", victim, kill.at_ms, "the token moved among the survivors",
+        lambda m: m.visited_after(survivors, kill.at_ms),
+    )  # fmt: skip
+    await kit.until(kit.duration_s * 0.6)
+    restart = kit.recorder.fault("restart", victim)
+    kit.phase(f"restarting {victim}")
+    await kit.ring.restart(victim)
+    kit.phase("faults")
+    await kit.measure(
+        "restart", victim, restart.at_ms, "the restarted bank got the token (includes start-up)",
+        lambda m: m.visited_after([victim], restart.at_ms),
+    )  # fmt: skip
+
+
+async def _kill_holder(kit: FaultKit) -> None:
+    await kit.until(kit.duration_s * 0.25)
+    victim, detail = await _victim_holder(kit)
+    await _kill_and_restart(kit, victim, detail)
+
+
+async def _kill_participant(kit: FaultKit) -> None:
+    await kit.until(kit.duration_s * 0.25)
+    holder = await kit.find_holder()
+    others = [b for b in kit.running() if b != holder]
+    victim = kit.rng.choice(others)
+    detail = f"while {holder} held the token" if holder else "no holder seen"
+    await _kill_and_restart(kit, victim, detail)
+
+
+async def _pause_holder(kit: FaultKit) -> None:
+    await kit.until(kit.duration_s * 0.25)
+    victim, detail = await _victim_holder(kit)
+    pause = kit.recorder.fault("pause", victim, f"SIGSTOP {detail}")
+    await kit.ring.pause(victim)
+    others = kit.running()
+    await kit.measure(
+        "pause", victim, pause.at_ms, "the token moved among the others",
+        lambda m: m.visited_after(others, pause.at_ms),
+    )  # fmt: skip
+    # Stay stopped well past the loss timeout: the others must have given up on it.
+    past_loss_ms = pause.at_ms + 1.5 * kit.loss_timeout_ms
+    await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)
+    await kit.until(kit.duration_s * 0.6)
+    resume = kit.recorder.fault("resume", victim, "SIGCONT")
+    await kit.ring.resume(victim)
+    everyone = kit.running()
+    await kit.measure(
+        "resume", victim, resume.at_ms, "the resumed bank got the token under the current "
+        "generation", lambda m: m.visited_after([victim], resume.at_ms)
+        and m.current_generation(everyone) is not None,
+    )  # fmt: skip
+
+
+async def _partition(kit: FaultKit) -> None:
+    await kit.until(kit.duration_s * 0.25)
+    members = list(kit.ring.member_ids)
+    holder = await kit.find_holder()
+    start = members.index(holder) if holder is not None else 0
+    size = max(1, (len(members) - 1) // 2)
+    # The holder goes to the minority, so that the majority must mint a new token.
+    minority = [members[(start + i) % len(members)] for i in range(size)]
+    majority = [b for b in members if b not in minority]
+    before = set(kit.monitor.generations_seen)
+    cut = kit.recorder.fault(
+        "partition", "+".join(minority), f"cut from {'+'.join(majority)}"
+    )
+    kit.ring.partition([set(minority), set(majority)])
+    await kit.measure(
+        "partition", "+".join(minority), cut.at_ms, "the token moved in the majority",
+        lambda m: m.visited_after(majority, cut.at_ms),
+    )  # fmt: skip
+    past_loss_ms = cut.at_ms + 2 * kit.loss_timeout_ms
+    await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)
+    await kit.until(kit.duration_s * 0.6)
+    heal = kit.recorder.fault("heal", "all")
+    kit.ring.heal()
+    minted = sorted(
+        {
+            f"{s.bank} showed generation {s.generation} at {s.at_ms / 1000:.2f} s"
+            for s in kit.monitor.samples
+            if s.bank in minority
+            and cut.at_ms <= s.at_ms < heal.at_ms
+            and s.generation is not None
+            and s.generation not in before
+        }
+    )
+    kit.verdicts.append(
+        Verdict(
+            name="minority_never_mints",
+            held=not minted,
+            checked=sum(
+                s.bank in minority and cut.at_ms <= s.at_ms < heal.at_ms
+                for s in kit.monitor.samples
+            ),
+            violations=len(minted),
+            examples=tuple(minted[:5]),
+        )
+    )
+    await kit.measure(
+        "heal", "all", heal.at_ms, "every bank got the token under one generation",
+        lambda m: m.all_visited_after(members, heal.at_ms)
+        and m.current_generation(members) is not None,
+    )  # fmt: skip
+
+
+# --- seed-replay -----------------------------------------------------------------------------
+
+
+def _seed_load(replay: dict[str, object]) -> LoadScript:
+    """The original concurrency script: Ana and Bruno at three banks, one joint account."""
+
+    async def load(
+        teller: Teller, banks: Sequence[str], rng: random.Random, phase: Phase
+    ) -> dict[int, Customer]:
+        if len(banks) < 3:
+            raise ScenarioError("seed-replay needs a ring of at least three banks")
+        alfa, beta, gama = banks[:3]
+        phase("setup")
+        ana = Customer(index=0, document=make_cpf(rng), name="Ana", password="senha-ana-1")
+        bruno = Customer(index=1, document=make_cpf(rng), name="Bruno", password="senha-bruno-1")
+        await asyncio.gather(
+            teller.enrol(ana, [alfa, beta, gama]), teller.enrol(bruno, [beta, gama])
+        )
+        joint = await teller.open_account(ana, gama, "joint", [ana.document, bruno.document])
+        baseline = await teller.baseline(ana, alfa)
+        teller.recorder.baseline_cents = baseline or 0
+        phase("load")
+        # Simultaneous deposits (one at another bank, forwarded) and a withdrawal racing them.
+        await asyncio.gather(
+            teller.deposit(ana, alfa, ana.accounts[alfa], 10_000),
+            teller.deposit(ana, alfa, ana.accounts[beta], 8_000),
+            teller.deposit(bruno, gama, bruno.accounts[gama], 5_000),
+            teller.deposit(bruno, beta, bruno.accounts[beta], 3_000),
+            teller.withdraw(ana, alfa, ana.accounts[alfa], 2_000),
+        )
+        customers = {0: ana, 1: bruno}
+        before = await teller.balances(customers, source="before transfers")
+        teller.recorder.funds_before = {a: b for a, (b, _) in before.items()}
+        teller.recorder.funds_before_ms = teller.recorder.now_ms()
+        # Ten transfers at once, each drawing from Ana's accounts at two banks into a third
+        # bank: half into Bruno's account there, half into the joint account. Together they
+        # ask for more than the two accounts hold.
+        sources = [Movement(ana.accounts[alfa], 1_500), Movement(ana.accounts[beta], 1_000)]
+        destinations = [bruno.accounts[gama], joint]
+        ops = await asyncio.gather(
+            *(
+                teller.transfer(ana, alfa, sources, destinations[i % 2])
+                for i in range(SEED_TRANSFERS)
+            )
+        )
+        replay["transfer_keys"] = [op.key for op in ops]
+        replay["joint"] = joint
+        return customers
+
+    return load
+
+
+def _seed_tables(replay: dict[str, object]) -> Callable[[History], Sequence[ReportTable]]:
+    def tables(history: History) -> Sequence[ReportTable]:
+        keys = replay.get("transfer_keys", [])
+        assert isinstance(keys, list)
+        by_key = {op.key: op for op in history.operations}
+        rows = []
+        for number, key in enumerate(keys, start=1):
+            op = by_key[key]
+            latency = op.latency_ms
+            rows.append((
+                number, str(op.credits[0].account), f"{op.credits[0].amount_cents / 100:.2f}",
+                str(op.outcome), op.reason or "",
+                "-" if latency is None else f"{latency:.0f} ms",
+            ))  # fmt: skip
+        cash = [op for op in history.operations if op.kind is not Kind.TRANSFER]
+        moved_rows = []
+        after_ms = history.funds_before_ms or 0.0
+        for account, before in sorted(history.funds_before.items()):
+            moved = sum(
+                m.amount_cents
+                for op in history.operations
+                if op.outcome is Outcome.OK and op.invoke_ms >= after_ms
+                for m in op.debits
+                if m.account == account
+            )
+            if moved or any(m.account == account for op in cash for m in op.debits + op.credits):
+                final = history.final_balances.get(account)
+                moved_rows.append((
+                    str(account), f"{before / 100:.2f}", f"{moved / 100:.2f}",
+                    "-" if final is None else f"{final / 100:.2f}",
+                    "yes" if moved <= before else "NO",
+                ))  # fmt: skip
+        return (
+            ReportTable(
+                title="the ten simultaneous transfers",
+                columns=("#", "into", "amount", "outcome", "reason", "latency"),
+                rows=tuple(rows),
+            ),
+            ReportTable(
+                title="what existed and what moved",
+                columns=("account", "before", "moved out", "final", "at most what existed"),
+                rows=tuple(moved_rows),
+            ),
+        )
+
+    return tables
+
+
+async def _seed_replay(options: RunOptions, phase: Phase) -> Report:
+    replay: dict[str, object] = {}
+
+    async def body(ring: Ring) -> RunResult:
+        return await run_under_load(
+            ring, "seed-replay", seed=options.seed, workload=_workload(options), phase=phase,
+            load_script=_seed_load(replay), tables_from=_seed_tables(replay),
+            attached=options.attach is not None,
+        )  # fmt: skip
+
+    return (await _with_ring(options, body, phase)).report
+
+
+# --- scale -----------------------------------------------------------------------------------
+
+
+async def _scale(options: RunOptions, phase: Phase) -> Report:
+    results: list[tuple[int, RunResult]] = []
+    for size in options.sizes:
+
+        async def body(ring: Ring, size: int = size) -> RunResult:
+            def sized(text: str) -> None:
+                phase(f"{size} banks: {text}")
+
+            return await run_under_load(
+                ring, "scale", seed=options.seed, workload=_workload(options), phase=sized,
+            )  # fmt: skip
+
+        results.append((size, await _with_ring(options, body, phase, banks=size)))
+    rows = []
+    for size, result in results:
+        r = result.report
+        visits_s = (r.token_visits or 0) / r.load_s if r.load_s else 0.0
+        rows.append((
+            size, r.operations, r.committed, r.aborted, f"{r.throughput_ops_s:.1f}",
+            "-" if r.latency_ms_p50 is None else f"{r.latency_ms_p50:.0f}",
+            "-" if r.latency_ms_p99 is None else f"{r.latency_ms_p99:.0f}",
+            f"{visits_s:.0f}", r.regenerations if r.regenerations is not None else "-",
+        ))  # fmt: skip
+    reports = [result.report for _, result in results]
+    latencies = [
+        op.latency_ms
+        for _, result in results
+        for op in result.history.operations
+        if op.latency_ms is not None
+    ]
+    by_kind: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for kind, counts in report.by_kind.items():
+            into = by_kind.setdefault(kind, {})
+            for outcome, count in counts.items():
+                into[outcome] = into.get(outcome, 0) + count
+    load_s = sum(r.load_s for r in reports)
+    return Report(
+        scenario="scale",
+        seed=options.seed,
+        banks=max(options.sizes),
+        attached=False,
+        load_s=round(load_s, 3),
+        operations=sum(r.operations for r in reports),
+        committed=sum(r.committed for r in reports),
+        aborted=sum(r.aborted for r in reports),
+        unknown=sum(r.unknown for r in reports),
+        by_kind=by_kind,
+        throughput_ops_s=round(
+            sum(r.throughput_ops_s * r.load_s for r in reports) / load_s if load_s else 0.0, 2
+        ),
+        latency_ms_p50=percentile(latencies, 0.5),
+        latency_ms_p99=percentile(latencies, 0.99),
+        token_visits=sum(r.token_visits or 0 for r in reports),
+        regenerations=sum(r.regenerations or 0 for r in reports),
+        recoveries=(),
+        verdicts=merge_verdicts((f"{size} banks", r.verdicts) for size, r in zip(
+            options.sizes, reports, strict=True)),  # fmt: skip
+        notes=tuple(note for r in reports for note in r.notes if note.startswith("no money")),
+        tables=(
+            ReportTable(
+                title="throughput and latency per ring size (same load)",
+                columns=("banks", "operations", "committed", "aborted", "ops/s",
+                         "p50 ms", "p99 ms", "visits/s", "regenerations"),  # fmt: skip
+                rows=tuple(rows),
+            ),
+        ),
+        money=any(r.money for r in reports),
+        series={},
+    )
+
+
+_SIGNALS = "it kills, pauses and restarts banks, which it may do only to banks it started"
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "seed-replay",
+            "two people at three banks (one joint account): simultaneous deposits and a "
+            "withdrawal, then ten simultaneous transfers asking for more than exists",
+            _seed_replay, banks_min=3, duration_s=0.0, clients=2,
+        ),
+        Scenario(
+            "bank-workload",
+            "N clients: random multi-source transfers, deposits, withdrawals and concurrent "
+            "consortium audit reads; checks totals, balances and a replayed model",
+            _runner("bank-workload"), clients=6,
+        ),
+        Scenario(
+            "kill-holder",
+            "the bank workload while the token holder is SIGKILLed, later restarted",
+            _runner("kill-holder", _kill_holder), refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
+        ),
+        Scenario(
+            "kill-participant",
+            "the bank workload while a participant is SIGKILLed mid-batch, later restarted",
+            _runner("kill-participant", _kill_participant), refuses_attach=_SIGNALS, duration_s=10.0,
+            banks_min=3,
+        ),
+        Scenario(
+            "pause-holder",
+            "the bank workload while the token holder is SIGSTOPped past the loss timeout, "
+            "then SIGCONTed",
+            _runner("pause-holder", _pause_holder), refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
+        ),
+        Scenario(
+            "partition",
+            "the bank workload while proxies between banks split the ring in two "
+            "(the holder in the minority), then heal it",
+            _runner("partition", _partition, proxies=True),
+            refuses_attach="it puts proxies between the banks, which only a ring it starts has", duration_s=10.0,
+            banks_min=3,
+        ),
+        Scenario(
+            "scale",
+            "the same bank workload on rings of 3, 5, 9 and 16 banks: throughput and latency "
+            "per size",
+            _scale, refuses_attach="it starts rings of each size itself", duration_s=5.0, clients=4,
+        ),
+    )
+}

@@ -1,0 +1,270 @@
+"""The checker: decides each invariant from a history, knowing nothing of how load was made.
+
+It reads a :class:`scenarios.history.History` and gives one :class:`Verdict` per invariant
+of DESIGN.md that a client can observe from outside:
+
+- ``audit_total``: every consistent consortium audit shows the money the clients put in
+  (baseline + deposits - withdrawals), allowing exactly the operations that were in flight
+  during the read, and agrees with the consortium's own count (``expected_cents``);
+- ``no_negative_balance``: no balance or held amount ever seen is below zero;
+- ``final_balances``: every account ends with what a model replaying the committed
+  operations says;
+- ``operations_settled``: every transfer (and every deposit and withdrawal) ended committed
+  or aborted once the faults stopped;
+- ``at_most_existed_moved``: no account gave more than it had (credits in minus debits out
+  never below zero in the model);
+- ``no_hold_outlives_transfer``: once everything settled, no money is held.
+
+Operations whose outcome stayed unknown may or may not have happened; the checker widens
+its bounds for them rather than guessing, so it never reports a violation a correct system
+could have produced (Jepsen's bank test reasons the same way).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import attrs
+
+from scenarios.history import AccountRef, AuditRead, History, Kind, Operation, Outcome
+
+__all__ = ["INVARIANTS", "Verdict", "audited_money_cents", "check", "violated"]
+
+EXAMPLES_MAX = 5
+"""How many offending records a verdict quotes; the count is always complete."""
+
+INVARIANTS = (
+    "audit_total",
+    "no_negative_balance",
+    "final_balances",
+    "operations_settled",
+    "at_most_existed_moved",
+    "no_hold_outlives_transfer",
+)
+
+
+@attrs.frozen
+class Verdict:
+    """Whether one invariant held over a history."""
+
+    name: str
+    """One of :data:`INVARIANTS`."""
+    held: bool
+    checked: int
+    """How many records it looked at (0: nothing to judge, which is not a violation)."""
+    violations: int = 0
+    """How many records broke it."""
+    examples: tuple[str, ...] = ()
+    """The first few of them, in words."""
+
+    @property
+    def label(self) -> str:
+        if not self.held:
+            return "VIOLATED"
+        return "held" if self.checked else "not exercised"
+
+
+def violated(verdicts: Iterable[Verdict]) -> list[Verdict]:
+    """The verdicts that did not hold."""
+    return [v for v in verdicts if not v.held]
+
+
+def audited_money_cents(read: AuditRead) -> int:
+    """The money a consistent audit shows: in accounts plus held by unfinished transfers."""
+    assert read.total_cents is not None
+    return read.total_cents + (read.held_cents or 0)
+
+
+def check(history: History) -> tuple[Verdict, ...]:
+    """One verdict per invariant, in the order of :data:`INVARIANTS`."""
+    return (
+        _audit_total(history),
+        _no_negative_balance(history),
+        _final_balances(history),
+        _operations_settled(history),
+        _at_most_existed_moved(history),
+        _no_hold_outlives_transfer(history),
+    )
+
+
+class _Findings:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.checked = 0
+        self.violations = 0
+        self.examples: list[str] = []
+
+    def judge(self, ok: bool, describe: str) -> None:
+        self.checked += 1
+        if not ok:
+            self.violations += 1
+            if len(self.examples) < EXAMPLES_MAX:
+                self.examples.append(describe)
+
+    def verdict(self) -> Verdict:
+        return Verdict(
+            name=self.name,
+            held=self.violations == 0,
+            checked=self.checked,
+            violations=self.violations,
+            examples=tuple(self.examples),
+        )
+
+
+def _inflow_bounds(operations: Iterable[Operation], read: AuditRead) -> tuple[int, int]:
+    """Money the clients put in, as a read over ``[invoke, complete]`` may have seen it."""
+    low = high = 0
+    for op in operations:
+        inflow = op.inflow_cents
+        if inflow == 0 or op.outcome is Outcome.REFUSED:
+            continue
+        done_before = (
+            op.outcome is Outcome.OK
+            and op.complete_ms is not None
+            and op.complete_ms < read.invoke_ms
+        )
+        # An unknown operation may take effect at any time after it was sent.
+        may_overlap = op.invoke_ms < read.complete_ms
+        if done_before:
+            low += inflow
+            high += inflow
+        elif may_overlap:
+            if inflow > 0:
+                high += inflow
+            else:
+                low += inflow
+    return low, high
+
+
+def _audit_total(history: History) -> Verdict:
+    findings = _Findings("audit_total")
+    moving = [op for op in history.operations if op.inflow_cents != 0]
+    for read in history.audits:
+        if not read.ok or read.total_cents is None:
+            continue
+        money = audited_money_cents(read)
+        low, high = _inflow_bounds(moving, read)
+        low += history.baseline_cents
+        high += history.baseline_cents
+        findings.judge(
+            low <= money <= high,
+            f"audit at {read.bank} ({read.invoke_ms:.0f}-{read.complete_ms:.0f} ms) shows "
+            f"{money} cents; the clients put in between {low} and {high}",
+        )
+        if read.expected_cents is not None:
+            findings.judge(
+                money == read.expected_cents,
+                f"audit at {read.bank} ({read.invoke_ms:.0f} ms) shows {money} cents but "
+                f"counts deposits minus withdrawals of {read.expected_cents}",
+            )
+    return findings.verdict()
+
+
+def _no_negative_balance(history: History) -> Verdict:
+    findings = _Findings("no_negative_balance")
+    for seen in history.balances:
+        findings.judge(
+            seen.balance_cents >= 0 and seen.held_cents >= 0,
+            f"{seen.account} showed balance {seen.balance_cents}, held {seen.held_cents} "
+            f"({seen.source} at {seen.at_ms:.0f} ms)",
+        )
+    for account, balance in sorted(history.final_balances.items()):
+        findings.judge(balance >= 0, f"{account} ended with balance {balance}")
+    return findings.verdict()
+
+
+def _model_bounds(history: History) -> dict[AccountRef, tuple[int, int]]:
+    """Per account, the lowest and highest balance a replay of the operations allows."""
+    low: dict[AccountRef, int] = defaultdict(int)
+    high: dict[AccountRef, int] = defaultdict(int)
+    for account in history.accounts:
+        low[account] += 0
+        high[account] += 0
+    for op in history.operations:
+        if op.outcome is Outcome.REFUSED:
+            continue
+        certain = op.outcome is Outcome.OK
+        for movement in op.credits:
+            high[movement.account] += movement.amount_cents
+            if certain:
+                low[movement.account] += movement.amount_cents
+        for movement in op.debits:
+            low[movement.account] -= movement.amount_cents
+            if certain:
+                high[movement.account] -= movement.amount_cents
+    return {account: (low[account], high[account]) for account in low}
+
+
+def _final_balances(history: History) -> Verdict:
+    findings = _Findings("final_balances")
+    bounds = _model_bounds(history)
+    for account, (low, high) in sorted(bounds.items()):
+        if account not in history.final_balances:
+            findings.judge(False, f"{account}: no final balance could be read")
+            continue
+        final = history.final_balances[account]
+        expected = str(low) if low == high else f"between {low} and {high}"
+        findings.judge(
+            low <= final <= high,
+            f"{account} ended with {final} cents; the committed operations give {expected}",
+        )
+    return findings.verdict()
+
+
+def _operations_settled(history: History) -> Verdict:
+    findings = _Findings("operations_settled")
+    for op in history.operations:
+        what = f"transfer {op.transfer_id}" if op.kind is Kind.TRANSFER else str(op.kind)
+        findings.judge(
+            op.outcome is not Outcome.UNKNOWN,
+            f"{what} {op.key} sent to {op.bank} at {op.invoke_ms:.0f} ms never ended "
+            f"({op.reason or 'no answer'})",
+        )
+    return findings.verdict()
+
+
+def _at_most_existed_moved(history: History) -> Verdict:
+    findings = _Findings("at_most_existed_moved")
+    # Committed operations only: whatever the order they ran in, an account cannot have
+    # given out more than it ever received.
+    received: dict[AccountRef, int] = defaultdict(int)
+    given: dict[AccountRef, int] = defaultdict(int)
+    for op in history.operations:
+        if op.outcome is not Outcome.OK:
+            continue
+        for movement in op.credits:
+            received[movement.account] += movement.amount_cents
+        for movement in op.debits:
+            given[movement.account] += movement.amount_cents
+    for account in sorted(set(received) | set(given)):
+        findings.judge(
+            given[account] <= received[account],
+            f"{account} gave {given[account]} cents in committed operations but only "
+            f"ever received {received[account]}",
+        )
+    if history.funds_before_ms is not None:
+        # A burst after a read of the balances may move at most what the read showed, plus
+        # what the burst itself brought in.
+        after = [
+            op
+            for op in history.operations
+            if op.outcome is Outcome.OK and op.invoke_ms >= history.funds_before_ms
+        ]
+        for account, before in sorted(history.funds_before.items()):
+            moved = sum(m.amount_cents for op in after for m in op.debits if m.account == account)
+            came = sum(m.amount_cents for op in after for m in op.credits if m.account == account)
+            findings.judge(
+                moved <= before + came,
+                f"{account} had {before} cents (+{came} received) but {moved} moved out of it",
+            )
+    return findings.verdict()
+
+
+def _no_hold_outlives_transfer(history: History) -> Verdict:
+    findings = _Findings("no_hold_outlives_transfer")
+    if not history.settled:
+        return findings.verdict()
+    for account, held in sorted(history.final_held.items()):
+        findings.judge(held == 0, f"{account} still holds {held} cents after every transfer ended")
+    return findings.verdict()

@@ -1,0 +1,326 @@
+"""Runs one scenario's load and faults against a ring and turns what it saw into a report.
+
+The pieces meet here and nowhere else: a ring (``scenarios.cluster``), the ring monitor
+(``scenarios.monitor``), the bank workload and its recorder (``scenarios.workload``), a
+fault script, the checker (``scenarios.checker``) and the report (``scenarios.report``).
+A fault script gets a :class:`FaultKit`: it finds the token holder, does things to banks,
+measures how long the ring took to recover, and must leave every bank running and every
+link healed when it returns (the checker judges the history once the faults stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+
+from scenarios.checker import Verdict, check
+from scenarios.client import ApiClient
+from scenarios.cluster import Ring
+from scenarios.history import History
+from scenarios.monitor import RingMonitor
+from scenarios.report import Recovery, Report, ReportTable, summarize
+from scenarios.workload import (
+    Customer,
+    MoneyApiMissing,
+    Recorder,
+    Teller,
+    WorkloadOptions,
+    run_bank_workload,
+)
+
+__all__ = [
+    "FaultKit",
+    "FaultScript",
+    "LoadScript",
+    "Phase",
+    "RunResult",
+    "recovery_bound_ms",
+    "run_under_load",
+]
+
+Phase = Callable[[str], None]
+"""Tells the progress bar what the scenario is doing now."""
+
+READY_TIMEOUT_S = 20.0
+"""How long a new ring may take until its token is seen moving."""
+HOLDER_POLL_MS = 5
+"""How often every bank is asked whether it holds the token while a holder is looked for."""
+HOLDER_SEARCH_S = 5.0
+"""How long a fault script looks for the token holder."""
+LIVENESS_SLACK = 4
+"""Recovery may take this many times the protocol's stated bound (plus
+:data:`LIVENESS_SLACK_S`) before the scenario calls the ring stuck: timing goals are figures
+to report, this is only a liveness check, robust on a busy machine."""
+LIVENESS_SLACK_S = 5.0
+
+
+def recovery_bound_ms(
+    members: int, hold_max_ms: int, handoff_timeout_ms: int, loss_timeout_ms: int | None
+) -> int:
+    """The bound the protocol states (README): one token circulates ``3 L + 2 R`` after the
+    last fault, with ``R = n (hold + handoff)`` and ``L`` the loss timeout (``2 R`` when not
+    configured). Restated here because scenarios only use the ring's public surfaces."""
+    rotation_ms = members * (hold_max_ms + handoff_timeout_ms)
+    loss_ms = loss_timeout_ms if loss_timeout_ms is not None else 2 * rotation_ms
+    return 3 * loss_ms + 2 * rotation_ms
+
+
+@attrs.define
+class FaultKit:
+    """What a fault script may use."""
+
+    ring: Ring
+    monitor: RingMonitor
+    recorder: Recorder
+    client: ApiClient
+    rng: random.Random
+    duration_s: float
+    """How long the load runs; faults fit inside it."""
+    phase: Phase
+    recoveries: list[Recovery] = attrs.field(factory=list)
+    verdicts: list[Verdict] = attrs.field(factory=list)
+    """Ring-level verdicts the script decides itself (``partition``: minority never mints)."""
+    notes: list[str] = attrs.field(factory=list)
+    load_started_ms: float = 0.0
+    """When the load began, on the scenario clock."""
+
+    @property
+    def bound_ms(self) -> int:
+        token = self.ring.config.token
+        return recovery_bound_ms(
+            len(self.ring.member_ids),
+            token.hold_max_ms,
+            token.handoff_timeout_ms,
+            token.loss_timeout_ms,
+        )
+
+    @property
+    def loss_timeout_ms(self) -> int:
+        token = self.ring.config.token
+        if token.loss_timeout_ms is not None:
+            return token.loss_timeout_ms
+        return 2 * len(self.ring.member_ids) * (token.hold_max_ms + token.handoff_timeout_ms)
+
+    @property
+    def liveness_timeout_s(self) -> float:
+        return LIVENESS_SLACK * self.bound_ms / 1000 + LIVENESS_SLACK_S
+
+    def running(self) -> list[str]:
+        return [b for b in self.ring.member_ids if self.ring.is_running(b)]
+
+    async def find_holder(self, *, timeout_s: float = HOLDER_SEARCH_S) -> str | None:
+        """A bank that says it holds the token right now, asked directly and often."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            banks = self.running()
+            answers = await asyncio.gather(
+                *(
+                    self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5)
+                    for b in banks
+                )
+            )
+            for bank, answer in zip(banks, answers, strict=True):
+                if answer.ok and isinstance(answer.body, dict) and answer.body.get("holding"):
+                    return bank
+            await asyncio.sleep(HOLDER_POLL_MS / 1000)
+        return None
+
+    async def measure(
+        self,
+        fault: str,
+        target: str,
+        at_ms: float,
+        measure: str,
+        condition: Callable[[RingMonitor], bool],
+    ) -> Recovery:
+        """Wait (bounded) until ``condition`` holds; record and return the recovery."""
+        held_at = await self.monitor.wait_for(condition, timeout_s=self.liveness_timeout_s)
+        recovery = Recovery(
+            fault=fault,
+            target=target,
+            at_ms=at_ms,
+            measure=measure,
+            recovery_ms=None if held_at is None else held_at - at_ms,
+        )
+        self.recoveries.append(recovery)
+        return recovery
+
+    async def until(self, at_s: float) -> None:
+        """Sleep until ``at_s`` seconds after the load began."""
+        await asyncio.sleep(max(0.0, at_s - self.load_elapsed_s()))
+
+    def load_elapsed_s(self) -> float:
+        return (self.recorder.now_ms() - self.load_started_ms) / 1000
+
+
+FaultScript = Callable[[FaultKit], Awaitable[None]]
+LoadScript = Callable[[Teller, Sequence[str], random.Random, Phase], Awaitable[dict[int, Customer]]]
+"""Makes the money load: enrols customers, runs operations, returns the customers (their
+sessions are used to resolve and read back). Calls ``phase("load")`` when the load begins."""
+
+
+@attrs.frozen
+class RunResult:
+    """One run under load: the report and the history it was made from."""
+
+    report: Report
+    history: History
+
+
+def _ring_verdict(name: str, checked: int, failures: Sequence[str]) -> Verdict:
+    return Verdict(
+        name=name,
+        held=not failures,
+        checked=checked,
+        violations=len(failures),
+        examples=tuple(failures[:5]),
+    )
+
+
+async def run_under_load(
+    ring: Ring,
+    scenario: str,
+    *,
+    seed: int,
+    workload: WorkloadOptions,
+    phase: Phase,
+    faults: FaultScript | None = None,
+    load_script: LoadScript | None = None,
+    tables_from: Callable[[History], Sequence[ReportTable]] | None = None,
+    attached: bool = False,
+) -> RunResult:
+    """Run the bank workload (and ``faults`` alongside it) and judge what happened."""
+    rng = random.Random(seed)
+    recorder = Recorder()
+    notes: list[str] = []
+    async with ApiClient() as client:
+        urls = {bank: ring.url(bank) for bank in ring.member_ids}
+        monitor = RingMonitor(client, urls, recorder.now_ms)
+        await monitor.start()
+        try:
+            phase("waiting for the token")
+            ready_ms = recorder.now_ms()
+            moving = await monitor.wait_for(
+                lambda m: m.visited_after(ring.member_ids, ready_ms), timeout_s=READY_TIMEOUT_S
+            )
+            if moving is None:
+                notes.append(f"the token was not seen moving within {READY_TIMEOUT_S:.0f} s")
+            generations_before = len(monitor.generations_seen)
+            teller = Teller(client, urls, recorder, prefix=f"{scenario}-{seed}-{rng.randrange(10**6)}")
+            kit = FaultKit(
+                ring=ring, monitor=monitor, recorder=recorder, client=client,
+                rng=random.Random(rng.randrange(2**32)), duration_s=workload.duration_s,
+                phase=phase,
+            )  # fmt: skip
+            load_started = asyncio.Event()
+            money = True
+
+            def on_phase(name: str) -> None:
+                if name == "load":
+                    kit.load_started_ms = recorder.now_ms()
+                    load_started.set()
+                phase(name)
+
+            async def load() -> dict[int, Customer]:
+                nonlocal money
+                load_rng = random.Random(rng.randrange(2**32))
+                try:
+                    if load_script is not None:
+                        return await load_script(teller, ring.member_ids, load_rng, on_phase)
+                    return await run_bank_workload(
+                        teller, list(ring.member_ids), workload, load_rng, progress=on_phase
+                    )
+                except MoneyApiMissing as missing:
+                    money = False
+                    notes.append(f"no money load: {missing}")
+                    on_phase("load")
+                    # Ring-only: the faults still run for the whole duration.
+                    await asyncio.sleep(workload.duration_s)
+                    return {}
+
+            async def fault_side() -> None:
+                if faults is None:
+                    return
+                await load_started.wait()
+                phase("faults")
+                await faults(kit)
+
+            load_task = asyncio.create_task(load())
+            fault_task = asyncio.create_task(fault_side())
+            try:
+                customers, _ = await asyncio.gather(load_task, fault_task)
+            except BaseException:
+                load_task.cancel()
+                fault_task.cancel()
+                raise
+            load_s = kit.load_elapsed_s()
+
+            # After the faults: exactly one token, visiting every member again.
+            phase("checking the ring")
+            calm_ms = recorder.now_ms()
+            running = kit.running()
+            one_token = await monitor.wait_for(
+                lambda m: m.all_visited_after(running, calm_ms)
+                and m.current_generation(running) is not None,
+                timeout_s=kit.liveness_timeout_s,
+            )
+            ring_failures = []
+            if one_token is None:
+                ring_failures.append(
+                    f"{kit.liveness_timeout_s:.0f} s after the faults stopped, the running banks "
+                    f"{', '.join(running)} did not all get the token under one generation"
+                )
+            stuck = [
+                f"{r.fault} {r.target} at {r.at_ms / 1000:.2f} s: never {r.measure}"
+                for r in kit.recoveries
+                if r.recovery_ms is None
+            ]
+
+            if money and customers:
+                phase("resolving unknown operations")
+                await teller.resolve(customers)
+                phase("reading final balances")
+                recorder.settled = await teller.read_final(customers)
+        finally:
+            await monitor.stop()
+    history = recorder.freeze()
+    verdicts = list(check(history)) if money else []
+    verdicts.append(_ring_verdict("token_recovers", len(kit.recoveries), stuck))
+    verdicts.append(_ring_verdict("one_token_after_faults", 1, ring_failures))
+    verdicts.extend(kit.verdicts)
+    figures = summarize(history)
+    notes.extend(kit.notes)
+    notes.append(
+        f"the protocol's stated recovery bound for this ring is {kit.bound_ms} ms "
+        f"(3 L + 2 R); 'token_recovers' allows {kit.liveness_timeout_s:.0f} s"
+    )
+    report = Report(
+        scenario=scenario,
+        seed=seed,
+        banks=len(ring.member_ids),
+        attached=attached,
+        load_s=round(load_s, 3),
+        operations=figures["operations"],
+        committed=figures["committed"],
+        aborted=figures["aborted"],
+        unknown=figures["unknown"],
+        by_kind=figures["by_kind"],
+        throughput_ops_s=round(figures["throughput_ops_s"], 2),
+        latency_ms_p50=figures["latency_ms_p50"],
+        latency_ms_p99=figures["latency_ms_p99"],
+        token_visits=monitor.token_visits,
+        regenerations=len(monitor.generations_seen) - generations_before
+        if monitor.generations_seen
+        else None,
+        recoveries=tuple(kit.recoveries),
+        verdicts=tuple(verdicts),
+        notes=tuple(notes),
+        tables=tuple(tables_from(history)) if tables_from is not None and money else (),
+        money=money,
+        series=figures["series"],
+    )
+    return RunResult(report=report, history=history)

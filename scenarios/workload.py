@@ -1,0 +1,564 @@
+"""Load makers: customers at every bank doing deposits, withdrawals and transfers.
+
+Everything here goes through the client API of CONTRACT.md and writes what it saw into a
+:class:`Recorder`, which freezes into the :class:`scenarios.history.History` the checker
+judges. Every write carries an Idempotency-Key, so an operation whose answer was lost is
+resolved after the faults stop by sending it again with the same key (the bank answers with
+its first answer, or applies it now): that is how a history ends with few unknowns without
+ever guessing. Every loop is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from scenarios.client import Answer, ApiClient, make_cpf
+from scenarios.history import (
+    AccountRef,
+    AuditRead,
+    BalanceSeen,
+    FaultEvent,
+    History,
+    Kind,
+    Movement,
+    Operation,
+    Outcome,
+)
+
+__all__ = [
+    "Customer",
+    "MoneyApiMissing",
+    "Recorder",
+    "Teller",
+    "WorkloadOptions",
+    "run_bank_workload",
+]
+
+SETUP_ATTEMPTS_MAX = 8
+"""Tries of one setup call (customer, session, account) before the scenario gives up."""
+SETUP_RETRY_MS = 250
+TRANSFER_WAIT_S = 10.0
+"""How long a client follows its transfer before moving on (it is resolved later)."""
+TRANSFER_POLL_MS_MIN = 15
+TRANSFER_POLL_MS_MAX = 200
+RESOLVE_TIMEOUT_S = 30.0
+"""How long, after the load, unknown operations are retried and pending transfers followed."""
+RESOLVE_RETRY_MS = 200
+SETTLE_TIMEOUT_S = 15.0
+"""How long the final read waits for every hold to be released."""
+SETTLE_POLL_MS = 100
+OPERATIONS_PER_CLIENT_MAX = 5_000
+"""A client stops after this many operations even if its time is not up."""
+AUDIT_INTERVAL_MS = 150
+"""The pause between two consortium audit reads of the auditor."""
+
+
+class MoneyApiMissing(Exception):
+    """The banks do not serve the client API (yet): money scenarios cannot run."""
+
+
+@attrs.define
+class Customer:
+    """A person with a session and an individual account at every bank of the ring."""
+
+    index: int
+    """The client number (its operations carry it)."""
+    document: str
+    name: str
+    password: str
+    sessions: dict[str, str] = attrs.field(factory=dict)
+    """Bearer token per bank."""
+    accounts: dict[str, AccountRef] = attrs.field(factory=dict)
+    """Its individual account per bank."""
+
+
+class Recorder:
+    """Collects a history while a scenario runs; :meth:`freeze` gives the checker its input."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self.operations: dict[str, Operation] = {}
+        self.audits: list[AuditRead] = []
+        self.balances: list[BalanceSeen] = []
+        self.faults: list[FaultEvent] = []
+        self.accounts: list[AccountRef] = []
+        self.final_balances: dict[AccountRef, int] = {}
+        self.final_held: dict[AccountRef, int] = {}
+        self.baseline_cents = 0
+        self.settled = False
+        self.funds_before: dict[AccountRef, int] = {}
+        self.funds_before_ms: float | None = None
+        self._keys = 0
+
+    def now_ms(self) -> float:
+        return (time.monotonic() - self._started) * 1000
+
+    def new_key(self, prefix: str) -> str:
+        self._keys += 1
+        return f"{prefix}-{self._keys}"
+
+    def record(self, op: Operation) -> None:
+        self.operations[op.key] = op
+
+    def fault(self, action: str, target: str, detail: str = "") -> FaultEvent:
+        event = FaultEvent(at_ms=self.now_ms(), action=action, target=target, detail=detail)
+        self.faults.append(event)
+        return event
+
+    def saw_balance(self, account: AccountRef, body: Any, source: str) -> None:
+        if isinstance(body, dict) and isinstance(body.get("balance_cents"), int):
+            held = body.get("held_cents", 0)
+            self.balances.append(
+                BalanceSeen(
+                    at_ms=self.now_ms(),
+                    account=account,
+                    balance_cents=body["balance_cents"],
+                    held_cents=held if isinstance(held, int) else 0,
+                    source=source,
+                )
+            )
+
+    def freeze(self) -> History:
+        return History(
+            operations=tuple(sorted(self.operations.values(), key=lambda op: op.invoke_ms)),
+            audits=tuple(self.audits),
+            balances=tuple(self.balances),
+            faults=tuple(self.faults),
+            accounts=tuple(self.accounts),
+            final_balances=dict(self.final_balances),
+            final_held=dict(self.final_held),
+            baseline_cents=self.baseline_cents,
+            settled=self.settled,
+            funds_before=dict(self.funds_before),
+            funds_before_ms=self.funds_before_ms,
+        )
+
+
+def _wire_account(account: AccountRef) -> dict[str, Any]:
+    number: Any = int(account.account) if account.account.isdigit() else account.account
+    return {"bank": account.bank, "account": number}
+
+
+def _account_ref(body: Any, bank: str) -> AccountRef | None:
+    if isinstance(body, dict) and body.get("account") is not None:
+        return AccountRef(str(body.get("bank", bank)), str(body["account"]))
+    return None
+
+
+class Teller:
+    """Does operations for customers against the ring and records every one."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        urls: dict[str, str],
+        recorder: Recorder,
+        *,
+        prefix: str,
+        transfer_wait_s: float = TRANSFER_WAIT_S,
+    ) -> None:
+        self.client = client
+        self.urls = urls
+        self.recorder = recorder
+        self.prefix = prefix
+        self.transfer_wait_s = transfer_wait_s
+
+    # -- setup -------------------------------------------------------------------------
+
+    async def _setup_call(
+        self, method: str, url: str, body: Any = None, token: str | None = None
+    ) -> Answer:
+        answer = Answer(status=None)
+        for _ in range(SETUP_ATTEMPTS_MAX):
+            answer = await self.client.call(method, url, body=body, token=token)
+            if answer.status in (404, 405) and url.endswith("/api/v1/customers"):
+                raise MoneyApiMissing(f"{url} answered {answer.status}: no client API here")
+            if answer.status is not None and answer.status < 500:
+                return answer
+            await asyncio.sleep(SETUP_RETRY_MS / 1000)
+        return answer
+
+    async def enrol(self, customer: Customer, banks: Sequence[str]) -> None:
+        """Register ``customer`` at ``banks``, log in, and open an individual account each."""
+        for bank in banks:
+            url = self.urls[bank]
+            answer = await self._setup_call(
+                "POST",
+                url + "/api/v1/customers",
+                {"document": customer.document, "name": customer.name,
+                 "password": customer.password},
+            )  # fmt: skip
+            if not answer.ok and answer.status != 409:
+                raise RuntimeError(f"{bank}: cannot register {customer.name}: {answer.problem}")
+            answer = await self._setup_call(
+                "POST",
+                url + "/api/v1/sessions",
+                {"document": customer.document, "password": customer.password},
+            )
+            if not answer.ok or not isinstance(answer.body, dict):
+                raise RuntimeError(f"{bank}: cannot log {customer.name} in: {answer.problem}")
+            customer.sessions[bank] = str(answer.body["token"])
+            account = await self.open_account(customer, bank, "individual", [customer.document])
+            customer.accounts[bank] = account
+
+    async def open_account(
+        self, customer: Customer, bank: str, kind: str, owners: list[str]
+    ) -> AccountRef:
+        answer = await self._setup_call(
+            "POST",
+            self.urls[bank] + "/api/v1/accounts",
+            {"kind": kind, "owners": owners},
+            token=customer.sessions[bank],
+        )
+        account = _account_ref(answer.body, bank) if answer.ok else None
+        if account is None:
+            raise RuntimeError(f"{bank}: cannot open a {kind} account: {answer.problem}")
+        self.recorder.accounts.append(account)
+        return account
+
+    async def baseline(self, customer: Customer, bank: str) -> int | None:
+        """The consortium's audited money before the load (``None`` if it cannot be read)."""
+        for _ in range(SETUP_ATTEMPTS_MAX):
+            read = await self.audit(customer, bank)
+            if read.ok and read.total_cents is not None:
+                return read.total_cents + (read.held_cents or 0)
+            await asyncio.sleep(SETUP_RETRY_MS / 1000)
+        return None
+
+    # -- operations --------------------------------------------------------------------
+
+    async def deposit(
+        self, customer: Customer, terminal: str, account: AccountRef, amount_cents: int
+    ) -> Operation:
+        return await self._cash(Kind.DEPOSIT, customer, terminal, account, amount_cents)
+
+    async def withdraw(
+        self, customer: Customer, terminal: str, account: AccountRef, amount_cents: int
+    ) -> Operation:
+        return await self._cash(Kind.WITHDRAWAL, customer, terminal, account, amount_cents)
+
+    async def _cash(
+        self,
+        kind: Kind,
+        customer: Customer,
+        terminal: str,
+        account: AccountRef,
+        amount_cents: int,
+        *,
+        key: str | None = None,
+        invoke_ms: float | None = None,
+    ) -> Operation:
+        key = key or self.recorder.new_key(f"{self.prefix}-{customer.index}-{kind}")
+        path = "/api/v1/deposits" if kind is Kind.DEPOSIT else "/api/v1/withdrawals"
+        movement = (Movement(account, amount_cents),)
+        started = self.recorder.now_ms() if invoke_ms is None else invoke_ms
+        pending = Operation(
+            key=key, client=customer.index, kind=kind, bank=terminal, invoke_ms=started,
+            complete_ms=None, outcome=Outcome.UNKNOWN,
+            debits=movement if kind is Kind.WITHDRAWAL else (),
+            credits=movement if kind is Kind.DEPOSIT else (),
+        )  # fmt: skip
+        self.recorder.record(pending)
+        answer = await self.client.call(
+            "POST",
+            self.urls[terminal] + path,
+            body={**_wire_account(account), "amount_cents": amount_cents},
+            token=customer.sessions[terminal],
+            key=key,
+        )
+        now = self.recorder.now_ms()
+        if answer.ok:
+            self.recorder.saw_balance(account, answer.body, str(kind))
+            op = attrs.evolve(pending, complete_ms=now, outcome=Outcome.OK)
+        elif answer.refused:
+            reason = answer.problem if answer.sent else f"not sent ({answer.problem})"
+            op = attrs.evolve(pending, complete_ms=now, outcome=Outcome.REFUSED, reason=reason)
+        else:
+            op = attrs.evolve(pending, reason=answer.problem)
+        self.recorder.record(op)
+        return op
+
+    async def transfer(
+        self,
+        customer: Customer,
+        terminal: str,
+        sources: Sequence[Movement],
+        destination: AccountRef,
+        *,
+        follow: bool = True,
+    ) -> Operation:
+        """Ask for a transfer and (with ``follow``) wait for it to end, within a bound."""
+        key = self.recorder.new_key(f"{self.prefix}-{customer.index}-transfer")
+        total = sum(m.amount_cents for m in sources)
+        pending = Operation(
+            key=key, client=customer.index, kind=Kind.TRANSFER, bank=terminal,
+            invoke_ms=self.recorder.now_ms(), complete_ms=None, outcome=Outcome.UNKNOWN,
+            debits=tuple(sources), credits=(Movement(destination, total),),
+        )  # fmt: skip
+        self.recorder.record(pending)
+        op = await self._submit_transfer(customer, pending)
+        if follow and op.outcome is Outcome.UNKNOWN and op.transfer_id is not None:
+            op = await self.follow_transfer(customer, op, timeout_s=self.transfer_wait_s)
+        return op
+
+    async def _submit_transfer(self, customer: Customer, pending: Operation) -> Operation:
+        body = {
+            "sources": [
+                {**_wire_account(m.account), "amount_cents": m.amount_cents}
+                for m in pending.debits
+            ],
+            "destination": _wire_account(pending.credits[0].account),
+        }
+        answer = await self.client.call(
+            "POST",
+            self.urls[pending.bank] + "/api/v1/transfers",
+            body=body,
+            token=customer.sessions[pending.bank],
+            key=pending.key,
+        )
+        if answer.ok and isinstance(answer.body, dict) and answer.body.get("id") is not None:
+            op = attrs.evolve(pending, transfer_id=str(answer.body["id"]), reason=None)
+            op = self._transfer_status(op, answer.body)
+        elif answer.refused:
+            reason = answer.problem if answer.sent else f"not sent ({answer.problem})"
+            op = attrs.evolve(
+                pending, complete_ms=self.recorder.now_ms(), outcome=Outcome.REFUSED,
+                reason=reason,
+            )  # fmt: skip
+        else:
+            op = attrs.evolve(pending, reason=answer.problem)
+        self.recorder.record(op)
+        return op
+
+    def _transfer_status(self, op: Operation, body: Any) -> Operation:
+        status = body.get("status") if isinstance(body, dict) else None
+        if status == "committed":
+            return attrs.evolve(op, complete_ms=self.recorder.now_ms(), outcome=Outcome.OK)
+        if status == "aborted":
+            reason = body.get("reason")
+            return attrs.evolve(
+                op, complete_ms=self.recorder.now_ms(), outcome=Outcome.REFUSED,
+                reason=str(reason) if reason is not None else "aborted",
+            )  # fmt: skip
+        return attrs.evolve(op, reason=f"status {status}")
+
+    async def follow_transfer(
+        self, customer: Customer, op: Operation, *, timeout_s: float
+    ) -> Operation:
+        """Poll ``GET /api/v1/transfers/{id}`` until it ends or ``timeout_s`` passes."""
+        assert op.transfer_id is not None
+        deadline = time.monotonic() + timeout_s
+        poll_ms = TRANSFER_POLL_MS_MIN
+        url = f"{self.urls[op.bank]}/api/v1/transfers/{op.transfer_id}"
+        while op.outcome is Outcome.UNKNOWN and time.monotonic() < deadline:
+            await asyncio.sleep(poll_ms / 1000)
+            poll_ms = min(TRANSFER_POLL_MS_MAX, poll_ms * 2)
+            answer = await self.client.call("GET", url, token=customer.sessions[op.bank])
+            if answer.ok:
+                op = self._transfer_status(op, answer.body)
+        self.recorder.record(op)
+        return op
+
+    async def audit(self, customer: Customer, bank: str) -> AuditRead:
+        invoke = self.recorder.now_ms()
+        answer = await self.client.call(
+            "GET",
+            self.urls[bank] + "/api/v1/consortium/audit",
+            token=customer.sessions.get(bank),
+        )
+        complete = self.recorder.now_ms()
+        body = answer.body if isinstance(answer.body, dict) else {}
+        unavailable = body.get("unavailable") or []
+        total = body.get("total_cents")
+        ok = answer.ok and not unavailable and isinstance(total, int)
+        held = body.get("held_cents")
+        expected = body.get("expected_cents")
+        read = AuditRead(
+            bank=bank, invoke_ms=invoke, complete_ms=complete, ok=ok,
+            total_cents=total if isinstance(total, int) else None,
+            held_cents=held if isinstance(held, int) else None,
+            expected_cents=expected if isinstance(expected, int) else None,
+            reason=None if ok else (answer.problem or f"unavailable: {unavailable}"),
+        )  # fmt: skip
+        self.recorder.audits.append(read)
+        return read
+
+    # -- after the load ----------------------------------------------------------------
+
+    async def resolve(
+        self, customers: dict[int, Customer], *, timeout_s: float = RESOLVE_TIMEOUT_S
+    ) -> int:
+        """Retry every operation still unknown with its own key, and follow every pending
+        transfer, until all end or ``timeout_s`` passes; how many stay unknown."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            unknown = [
+                op for op in self.recorder.operations.values() if op.outcome is Outcome.UNKNOWN
+            ]
+            if not unknown:
+                return 0
+            await asyncio.gather(*(self._resolve_one(customers[op.client], op) for op in unknown))
+            if any(op.outcome is Outcome.UNKNOWN for op in self.recorder.operations.values()):
+                await asyncio.sleep(RESOLVE_RETRY_MS / 1000)
+        return sum(op.outcome is Outcome.UNKNOWN for op in self.recorder.operations.values())
+
+    async def _resolve_one(self, customer: Customer, op: Operation) -> None:
+        if op.kind is Kind.TRANSFER:
+            if op.transfer_id is None:
+                op = await self._submit_transfer(customer, op)
+            if op.transfer_id is not None and op.outcome is Outcome.UNKNOWN:
+                await self.follow_transfer(customer, op, timeout_s=1.0)
+            return
+        movement = op.credits[0] if op.kind is Kind.DEPOSIT else op.debits[0]
+        retried = await self._cash(
+            op.kind, customer, op.bank, movement.account, movement.amount_cents,
+            key=op.key, invoke_ms=op.invoke_ms,
+        )  # fmt: skip
+        if retried.outcome is Outcome.REFUSED and retried.reason and "not sent" in retried.reason:
+            # The bank is unreachable now; that says nothing about the first attempt.
+            self.recorder.record(op)
+
+    async def balances(
+        self, customers: dict[int, Customer], *, source: str = "accounts"
+    ) -> dict[AccountRef, tuple[int, int]]:
+        """Balance and held money of every account the scenario opened, as ``GET
+        /api/v1/accounts`` at each bank shows them to their owners."""
+        ours = set(self.recorder.accounts)
+        seen: dict[AccountRef, tuple[int, int]] = {}
+        for customer in customers.values():
+            for bank, token in customer.sessions.items():
+                answer = await self.client.call(
+                    "GET", self.urls[bank] + "/api/v1/accounts", token=token
+                )
+                rows = answer.body if answer.ok else None
+                if isinstance(rows, dict):
+                    rows = rows.get("accounts")
+                for row in rows if isinstance(rows, list) else []:
+                    account = _account_ref(row, bank)
+                    if account in ours and isinstance(row.get("balance_cents"), int):
+                        self.recorder.saw_balance(account, row, source)
+                        seen[account] = (row["balance_cents"], int(row.get("held_cents", 0)))
+        return seen
+
+    async def read_final(
+        self, customers: dict[int, Customer], *, timeout_s: float = SETTLE_TIMEOUT_S
+    ) -> bool:
+        """Read every account's final balance, re-reading while money is still held (a
+        participant releases holds once it learns the decision); whether all settled."""
+        ours = set(self.recorder.accounts)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = await self.balances(customers, source="final")
+            self.recorder.final_balances = {a: b for a, (b, _) in seen.items()}
+            self.recorder.final_held = {a: h for a, (_, h) in seen.items()}
+            complete = set(seen) == ours and not any(h for _, h in seen.values())
+            if complete or time.monotonic() >= deadline:
+                return complete
+            await asyncio.sleep(SETTLE_POLL_MS / 1000)
+
+
+@attrs.frozen
+class WorkloadOptions:
+    """The shape of a bank workload."""
+
+    clients: int = 4
+    """Concurrent customers, each doing one operation at a time."""
+    duration_s: float = 5.0
+    """How long the load runs."""
+    opening_cents: int = 50_000
+    """The first deposit into every account."""
+    amount_cents_max: int = 5_000
+    """The largest single deposit, withdrawal or transfer source."""
+    think_ms_max: int = 20
+    """The longest pause between two operations of one client (spreads the load)."""
+    audits: bool = True
+    """Whether an auditor reads the consortium audit all along."""
+
+
+async def run_bank_workload(
+    teller: Teller,
+    banks: Sequence[str],
+    options: WorkloadOptions,
+    rng: random.Random,
+    *,
+    progress: Callable[[str], None] = lambda phase: None,
+    stop: asyncio.Event | None = None,
+) -> dict[int, Customer]:
+    """The Jepsen-style bank workload: enrol clients at every bank, open accounts with a
+    deposit, then run random multi-source transfers, deposits, withdrawals and consortium
+    audit reads until ``options.duration_s`` passes (or ``stop`` is set)."""
+    assert options.clients >= 1 and banks
+    progress("setup")
+    customers = {
+        index: Customer(
+            index=index, document=make_cpf(rng), name=f"Cliente {index}",
+            password=f"senha-{rng.randrange(10**9)}",
+        )  # fmt: skip
+        for index in range(options.clients)
+    }
+    await asyncio.gather(*(teller.enrol(c, banks) for c in customers.values()))
+    baseline = await teller.baseline(customers[0], banks[0])
+    teller.recorder.baseline_cents = baseline or 0
+    await asyncio.gather(
+        *(
+            teller.deposit(c, bank, c.accounts[bank], options.opening_cents)
+            for c in customers.values()
+            for bank in banks
+        )
+    )
+    every_account = [a for c in customers.values() for a in c.accounts.values()]
+    progress("load")
+    stop = stop or asyncio.Event()
+    end = time.monotonic() + options.duration_s
+
+    async def one_client(customer: Customer, seed: int) -> None:
+        own = random.Random(seed)
+        for _ in range(OPERATIONS_PER_CLIENT_MAX):
+            if time.monotonic() >= end or stop.is_set():
+                return
+            terminal = own.choice(list(banks))
+            roll = own.random()
+            if roll < 0.55 and len(banks) > 1:
+                count = own.choice((1, 2)) if len(banks) > 2 else 1
+                source_banks = own.sample(list(banks), count)
+                sources = [
+                    Movement(customer.accounts[b], own.randint(1, options.amount_cents_max))
+                    for b in source_banks
+                ]
+                choices = [a for a in every_account if a not in customer.accounts.values()]
+                destination = own.choice(choices or every_account)
+                if any(m.account == destination for m in sources):
+                    continue
+                await teller.transfer(customer, terminal, sources, destination)
+            elif roll < 0.8:
+                account = customer.accounts[own.choice(list(banks))]
+                await teller.deposit(
+                    customer, terminal, account, own.randint(1, options.amount_cents_max)
+                )
+            else:
+                account = customer.accounts[own.choice(list(banks))]
+                await teller.withdraw(
+                    customer, terminal, account, own.randint(1, options.amount_cents_max)
+                )
+            await asyncio.sleep(own.randint(0, options.think_ms_max) / 1000)
+
+    async def auditor(seed: int) -> None:
+        own = random.Random(seed)
+        reader = customers[0]
+        for _ in range(OPERATIONS_PER_CLIENT_MAX):
+            if time.monotonic() >= end or stop.is_set():
+                return
+            await teller.audit(reader, own.choice(list(banks)))
+            await asyncio.sleep(AUDIT_INTERVAL_MS / 1000)
+
+    tasks = [one_client(c, rng.randrange(2**32)) for c in customers.values()]
+    if options.audits:
+        tasks.append(auditor(rng.randrange(2**32)))
+    await asyncio.gather(*tasks)
+    return customers
