@@ -1,0 +1,278 @@
+"""The ledger: money moves only in balanced journal entries, holds keep their promises, every
+keyed operation takes effect once, and what was answered survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bank.documents import complete_cnpj, complete_cpf
+from bank.ledger import (
+    AMOUNT_CENTS_MAX,
+    BALANCE_CENTS_MAX,
+    Idempotency,
+    Ledger,
+    LedgerClosed,
+    request_fingerprint,
+)
+
+ANA = complete_cpf("529982247")
+BRUNO = complete_cpf("111444777")
+FIRMA = complete_cnpj("112223330001")
+
+
+async def _setup(ledger: Ledger) -> tuple[int, int, int]:
+    for document in (ANA, BRUNO, FIRMA):
+        assert (await ledger.create_customer(document, "x", "hash")).status == 201
+    a = (await ledger.create_account("individual", [ANA])).body["account"]
+    b = (await ledger.create_account("individual", [BRUNO])).body["account"]
+    joint = (await ledger.create_account("joint", [ANA, BRUNO])).body["account"]
+    return a, b, joint
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    opened = await Ledger.open(tmp_path / "alfa.sqlite3")
+    yield opened
+    await opened.close()
+
+
+async def test_a_new_database_is_migrated_once_and_reopening_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "alfa.sqlite3"
+    first = await Ledger.open(path)
+    a, _, _ = await _setup(first)
+    assert (await first.deposit(a, 700, document=ANA)).status == 201
+    await first.close()
+    second = await Ledger.open(path)
+    try:
+        account = await second.account(a)
+        assert account is not None and account.balance_cents == 700
+        assert (await second.audit())["deposited_net_cents"] == 700
+    finally:
+        await second.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_bank_id_comes_from_the_file_name(ledger: Ledger) -> None:
+    assert ledger.bank_id == "alfa"
+
+
+async def test_deposit_withdrawal_and_refusals(ledger: Ledger) -> None:
+    a, b, _ = await _setup(ledger)
+    answer = await ledger.deposit(a, 1_000, document=ANA)
+    assert answer.status == 201 and answer.body["balance_cents"] == 1_000
+    assert (await ledger.withdraw(a, 400, document=ANA)).body["balance_cents"] == 600
+    refused = await ledger.withdraw(a, 601, document=ANA)
+    assert refused.status == 409 and refused.body["error"]["code"] == "insufficient_funds"
+    assert (await ledger.deposit(b, 5, document=ANA)).body["error"]["code"] == "forbidden"
+    assert (await ledger.deposit(999, 5, document=ANA)).body["error"]["code"] == "unknown_account"
+    account = await ledger.account(a)
+    assert account is not None and account.balance_cents == 600
+    audit = await ledger.audit()
+    assert audit["balance_cents"] == 600 and audit["deposited_net_cents"] == 600
+    assert (await ledger.check()).ok
+
+
+async def test_a_joint_account_is_operated_by_every_owner(ledger: Ledger) -> None:
+    _, _, joint = await _setup(ledger)
+    assert (await ledger.deposit(joint, 10, document=ANA)).status == 201
+    assert (await ledger.withdraw(joint, 10, document=BRUNO)).status == 201
+    assert (await ledger.deposit(joint, 10, document=FIRMA)).status == 403
+    assert [acc.number for acc in await ledger.accounts_of(BRUNO)] == [2, joint]
+
+
+async def test_balance_limit_is_refused(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+    deposits = BALANCE_CENTS_MAX // AMOUNT_CENTS_MAX
+    await asyncio.gather(*(ledger.deposit(a, AMOUNT_CENTS_MAX, document=ANA) for _ in range(deposits)))
+    over = await ledger.deposit(a, 1, document=ANA)
+    assert over.status == 409 and over.body["error"]["code"] == "balance_limit"
+
+
+async def test_create_account_refuses_an_owner_who_is_not_a_customer(ledger: Ledger) -> None:
+    await _setup(ledger)
+    stranger = complete_cpf("123456789")
+    answer = await ledger.create_account("joint", [ANA, stranger])
+    assert answer.status == 422 and answer.body["error"]["code"] == "unknown_customer"
+    assert (await ledger.audit())["accounts"] == 3
+    assert (await ledger.create_customer(ANA, "again", "h")).body["error"]["code"] == "customer_exists"
+
+
+async def test_local_transfer_commits_or_aborts_whole(ledger: Ledger) -> None:
+    a, b, joint = await _setup(ledger)
+    await ledger.deposit(a, 100, document=ANA)
+    await ledger.deposit(joint, 50, document=ANA)
+    done = await ledger.transfer_local([(a, 60), (joint, 50)], b, document=ANA, request={})
+    assert done.status == 202 and done.body["status"] == "committed"
+    balances = {acc.number: acc.balance_cents for acc in await ledger.all_accounts()}
+    assert balances == {a: 40, b: 110, joint: 0}
+    aborted = await ledger.transfer_local([(a, 40), (joint, 1)], b, document=ANA, request={})
+    assert aborted.body == {"id": aborted.body["id"], "status": "aborted", "reason": "insufficient_funds"}
+    assert {acc.number: acc.balance_cents for acc in await ledger.all_accounts()} == balances
+    record = await ledger.transfer(aborted.body["id"])
+    assert record is not None and record.status == "aborted" and record.requested_by == ANA
+    forbidden = await ledger.transfer_local([(b, 1)], a, document=ANA, request={})
+    assert forbidden.status == 403
+    assert (await ledger.check()).ok
+
+
+async def test_idempotency_key_gives_the_first_answer_even_after_restart(tmp_path: Path) -> None:
+    path = tmp_path / "alfa.sqlite3"
+    ledger = await Ledger.open(path)
+    a, _, _ = await _setup(ledger)
+    key = Idempotency(ANA, "k-1", request_fingerprint("POST", "/d", {"amount_cents": 10}))
+    first = await ledger.deposit(a, 10, document=ANA, idempotency=key)
+    again = await ledger.deposit(a, 10, document=ANA, idempotency=key)
+    assert not first.replayed and again.replayed
+    assert (again.status, again.body) == (first.status, first.body)
+    await ledger.close()
+    ledger = await Ledger.open(path)
+    try:
+        after_restart = await ledger.deposit(a, 10, document=ANA, idempotency=key)
+        assert after_restart.replayed and after_restart.body == first.body
+        other_body = Idempotency(ANA, "k-1", request_fingerprint("POST", "/d", {"amount_cents": 11}))
+        reused = await ledger.deposit(a, 11, document=ANA, idempotency=other_body)
+        assert reused.status == 422 and reused.body["error"]["code"] == "idempotency_key_reused"
+        # The same key of another customer is another key.
+        bruno_key = Idempotency(BRUNO, "k-1", key.fingerprint)
+        assert not (await ledger.deposit(a, 10, document=ANA, idempotency=bruno_key)).replayed
+        account = await ledger.account(a)
+        assert account is not None and account.balance_cents == 20
+    finally:
+        await ledger.close()
+
+
+async def test_concurrent_retries_with_one_key_apply_once(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+    key = Idempotency(ANA, "same", "f")
+    answers = await asyncio.gather(*(ledger.deposit(a, 7, document=ANA, idempotency=key) for _ in range(50)))
+    assert sum(not answer.replayed for answer in answers) == 1
+    account = await ledger.account(a)
+    assert account is not None and account.balance_cents == 7
+
+
+async def test_hold_place_commit_release_and_their_repeats(ledger: Ledger) -> None:
+    a, b, joint = await _setup(ledger)
+    await ledger.deposit(a, 100, document=ANA)
+    await ledger.deposit(joint, 100, document=BRUNO)
+    assert await ledger.place_hold("t1", a, 70, ANA) == "ok"
+    assert await ledger.place_hold("t1", a, 70, ANA) == "ok"  # a repeat moves nothing
+    account = await ledger.account(a)
+    assert account is not None and (account.balance_cents, account.held_cents) == (30, 70)
+    # Two sources of one transfer at one bank.
+    assert await ledger.place_hold("t1", joint, 100, ANA) == "ok"
+    assert [h.account for h in await ledger.holds("t1")] == [a, joint]
+    assert await ledger.commit_hold("t1", a) == "ok"
+    assert await ledger.commit_hold("t1", a) == "ok"
+    assert await ledger.release_hold("t1", a) == "committed"
+    assert await ledger.commit_hold("t1", joint, destination=b) == "ok"
+    audit = await ledger.audit()
+    assert audit["settlement_cents"] == 70 and audit["held_cents"] == 0
+    assert (await ledger.account(b)).balance_cents == 100  # type: ignore[union-attr]
+    assert await ledger.open_holds() == []
+    # Refusals are outcomes too, and a repeat answers the first one.
+    assert await ledger.place_hold("t2", a, 31, ANA) == "insufficient_funds"
+    await ledger.deposit(a, 100, document=ANA)
+    assert await ledger.place_hold("t2", a, 31, ANA) == "insufficient_funds"
+    assert await ledger.place_hold("t3", b, 1, ANA) == "forbidden"
+    assert await ledger.place_hold("t3", 999, 1, ANA) == "unknown_account"
+    # Release gives it back; a commit after it is refused.
+    assert await ledger.place_hold("t4", a, 30, ANA) == "ok"
+    assert await ledger.release_hold("t4", a) == "ok"
+    assert await ledger.commit_hold("t4", a) == "released"
+    assert (await ledger.account(a)).balance_cents == 130  # type: ignore[union-attr]
+    # A late prepare after the decision must not hold money again.
+    assert await ledger.release_hold("t5", a) == "no_hold"
+    assert await ledger.place_hold("t5", a, 1, ANA) == "decided"
+    assert (await ledger.check()).ok
+
+
+async def test_credit_applies_once_and_debits_settlement(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+    assert await ledger.credit("x1", a, 25) == "ok"
+    assert await ledger.credit("x1", a, 25) == "ok"
+    assert await ledger.credit("x1", 999, 25) == "unknown_account"
+    audit = await ledger.audit()
+    assert audit["balance_cents"] == 25 and audit["settlement_cents"] == -25
+    assert audit["balance_cents"] + audit["held_cents"] + audit["settlement_cents"] == audit["deposited_net_cents"]
+    assert (await ledger.check()).ok
+
+
+async def test_one_thousand_concurrent_one_cent_deposits(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+    answers = await asyncio.gather(*(ledger.deposit(a, 1, document=ANA) for _ in range(1_000)))
+    assert all(answer.status == 201 for answer in answers)
+    assert sorted(answer.body["balance_cents"] for answer in answers) == list(range(1, 1_001))
+    account = await ledger.account(a)
+    assert account is not None and account.balance_cents == 1_000
+    # Group commit: concurrent operations shared transactions.
+    assert ledger.batches < ledger.operations
+
+
+async def test_check_finds_a_stored_balance_that_disagrees_with_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "alfa.sqlite3"
+    ledger = await Ledger.open(path)
+    a, _, _ = await _setup(ledger)
+    await ledger.deposit(a, 10, document=ANA)
+    await ledger.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE accounts SET balance_cents = 11 WHERE number = ?", (a,))
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE entries SET amount_cents = 11")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("UPDATE accounts SET balance_cents = -1 WHERE number = ?", (a,))
+    ledger = await Ledger.open(path)
+    try:
+        report = await ledger.check()
+        assert not report.ok and report.journal_sum_cents == 0
+        assert any(f"account {a}" in problem for problem in report.problems)
+    finally:
+        await ledger.close()
+
+
+async def test_sessions_expire_and_end(ledger: Ledger) -> None:
+    await _setup(ledger)
+    now_ms = ledger.now_ms()
+    await ledger.create_session("h1", ANA, now_ms + 1_000)
+    assert await ledger.session_document("h1") == ANA
+    ledger.clock = lambda: (now_ms + 1_000) / 1000
+    assert await ledger.session_document("h1") is None
+    await ledger.create_session("h2", ANA, now_ms + 10_000)
+    assert await ledger.delete_session("h2") is True
+    assert await ledger.session_document("h2") is None
+
+
+async def test_a_closed_ledger_refuses_work(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "alfa.sqlite3")
+    await ledger.close()
+    await ledger.close()
+    with pytest.raises(LedgerClosed):
+        await ledger.audit()
+    with pytest.raises(LedgerClosed):
+        await ledger.create_customer(ANA, "x", "h")
+
+
+async def test_a_failing_operation_does_not_undo_its_batch_neighbours(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE accounts SET balance_cents = balance_cents + 5 WHERE number = ?", (a,))
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        ledger.deposit(a, 1, document=ANA),
+        ledger._write(broken),
+        ledger.deposit(a, 2, document=ANA),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert (await ledger.account(a)).balance_cents == 3  # type: ignore[union-attr]
+    assert (await ledger.check()).ok
