@@ -1,0 +1,315 @@
+"""The pure core, one rule at a time: members driven by hand, every message delivered on purpose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tokenring.core import (
+    Action,
+    Claim,
+    ClaimStarted,
+    Fence,
+    Grant,
+    HandoffAcked,
+    Leave,
+    Leaving,
+    Member,
+    MemberDown,
+    MemberUp,
+    Message,
+    Probe,
+    Received,
+    Release,
+    Revoke,
+    Send,
+    Start,
+    TimerFired,
+    Token,
+    TokenAck,
+    TokenMinted,
+    TokenPurged,
+    Vote,
+    loss_timeout_ms_for,
+    recovery_ms_for,
+    rotation_ms_for,
+)
+
+HOLD_MS = 20
+HANDOFF_MS = 50
+
+
+def make(member_id: str, members: list[str], **kwargs: Any) -> Member:
+    return Member(member_id, members, hold_max_ms=HOLD_MS, handoff_timeout_ms=HANDOFF_MS, **kwargs)
+
+
+def sends(actions: list[Action], kind: type[Any] | None = None) -> list[Send]:
+    return [a for a in actions if isinstance(a, Send) and (kind is None or isinstance(a.message, kind))]
+
+
+def of(actions: list[Action], kind: type[Any]) -> list[Any]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def started(member: Member, now_ms: int = 0) -> list[Action]:
+    return member.handle(Start(), now_ms)
+
+
+def holding_ring(members: list[str]) -> tuple[dict[str, Member], Fence]:
+    """A ring whose first member has minted the first token (every vote delivered)."""
+    ring = {m: make(m, members) for m in members}
+    pending: list[tuple[str, Message]] = []
+    for m, member in ring.items():
+        pending += [(s.to, s.message) for s in sends(started(member))]
+    fence = None
+    # Deliver everything (probes, claim, votes) until quiet; bounded by a count.
+    for _ in range(1000):
+        if not pending:
+            break
+        to, message = pending.pop(0)
+        for action in ring[to].handle(Received(message), 1):
+            if isinstance(action, Send):
+                pending.append((action.to, action.message))
+            if isinstance(action, Grant):
+                fence = action.fence
+    assert fence is not None and not pending
+    return ring, fence
+
+
+def test_bounds_are_the_documented_formulas() -> None:
+    assert rotation_ms_for(3, 25, 150) == 3 * (25 + 150)
+    assert loss_timeout_ms_for(3, 25, 150) == 2 * 3 * (25 + 150)
+    loss = loss_timeout_ms_for(3, 25, 150)
+    assert recovery_ms_for(3, 25, 150) == 3 * loss + 2 * rotation_ms_for(3, 25, 150)
+    assert make("a", ["a", "b", "c"]).loss_timeout_ms == loss_timeout_ms_for(3, HOLD_MS, HANDOFF_MS)
+    assert make("a", ["a", "b"], loss_timeout_ms=999).loss_timeout_ms == 999
+
+
+def test_a_lone_member_mints_and_keeps_visiting_itself() -> None:
+    member = make("a", ["a"])
+    actions = started(member, 0)
+    assert of(actions, ClaimStarted) == [ClaimStarted(1)]
+    assert of(actions, TokenMinted) == [TokenMinted(Fence(1, "a", 1))]
+    assert of(actions, Grant) == [Grant(Fence(1, "a", 1), HOLD_MS)]
+    assert member.status.holding and member.status.successor is None
+    # Released at once: kept for the idle hold, then the next visit is its own, one seq on.
+    assert member.handle(Release(Fence(1, "a", 1)), 0) == []
+    assert member.next_deadline_ms() == member.idle_hold_ms
+    actions = member.handle(TimerFired(), member.idle_hold_ms)
+    assert of(actions, Grant) == [Grant(Fence(1, "a", 2), member.idle_hold_ms + HOLD_MS)]
+    assert member.status.visits == 2
+
+
+def test_first_member_bootstraps_with_a_majority_and_hands_on_with_ack() -> None:
+    members = ["a", "b", "c"]
+    ring, fence = holding_ring(members)
+    assert fence == Fence(1, "a", 1)
+    a, b = ring["a"], ring["b"]
+    assert a.status.holding and a.status.successor == "b"
+    # The deadline revokes an unreleased section and hands the token to the successor.
+    actions = a.handle(TimerFired(), 1 + HOLD_MS)
+    assert of(actions, Revoke) == [Revoke(fence)]
+    (handoff,) = sends(actions, Token)
+    assert handoff.to == "b" and handoff.message == Token("a", Fence(1, "a", 2))
+    actions = b.handle(Received(handoff.message), 30)
+    assert of(actions, Grant) == [Grant(Fence(1, "a", 2), 30 + HOLD_MS)]
+    (ack,) = sends(actions, TokenAck)
+    assert ack.to == "a"
+    assert a.handle(Received(ack.message), 33) == [HandoffAcked("b", Fence(1, "a", 2), 33 - 21)]
+    assert b.status.visits == 1 and not a.status.holding
+
+
+def test_unacknowledged_handoff_skips_with_a_new_fence_and_the_silent_member_rejoins() -> None:
+    members = ["a", "b", "c"]
+    ring, fence = holding_ring(members)
+    a, c = ring["a"], ring["c"]
+    a.handle(Release(fence), 1)
+    (first,) = sends(a.handle(TimerFired(), a.next_deadline_ms() or 0), Token)
+    assert first.to == "b"
+    sent_ms = a.next_deadline_ms()
+    assert sent_ms is not None
+    actions = a.handle(TimerFired(), sent_ms)
+    assert of(actions, MemberDown) == [MemberDown("b")]
+    (skip,) = sends(actions, Token)
+    # Never the same fence twice: the skip travels one more place, so one more seq.
+    assert skip.to == "c" and isinstance(skip.message, Token) and isinstance(first.message, Token)
+    assert skip.message.fence == Fence(1, "a", first.message.fence.seq + 1)
+    assert a.status.members["b"] == "down" and a.status.successor == "c"
+    # The token now skips b without waiting; b speaking again (any message) brings it back.
+    c.handle(Received(skip.message), sent_ms + 1)
+    assert ring["b"].handle(Received(Probe("a", Fence(1, "a", 1))), sent_ms + 2)  # b answers
+    assert a.handle(Received(Probe("b", Fence(1, "a", 2))), sent_ms + 3)[0] == MemberUp("b")
+    assert a.status.members["b"] == "up" and a.status.successor == "b"
+
+
+def test_down_members_are_probed_until_they_answer() -> None:
+    members = ["a", "b", "c"]
+    a = make("a", members, probe_interval_ms=100)
+    started(a, 0)
+    a.handle(Received(Leaving("c")), 1)
+    assert a.status.members["c"] == "down"
+    deadline = a.next_deadline_ms()
+    assert deadline is not None and deadline <= 100
+    probes = sends(a.handle(TimerFired(), 100), Probe)
+    assert [p.to for p in probes] == ["c"]
+
+
+def test_stale_and_duplicate_tokens_are_purged_and_the_sender_learns() -> None:
+    members = ["a", "b", "c"]
+    b = make("b", members)
+    started(b, 0)
+    b.handle(Received(Token("a", Fence(2, "a", 7))), 5)
+    # A duplicate of the hand-off taken: acknowledged again, no second grant, no purge.
+    again = b.handle(Received(Token("a", Fence(2, "a", 7))), 6)
+    assert not of(again, Grant) and not of(again, TokenPurged)
+    assert sends(again, TokenAck)[0].message == TokenAck("b", Fence(2, "a", 7), True, Fence(2, "a", 7))
+    # An older generation: purged here, and the answer carries what superseded it.
+    stale = b.handle(Received(Token("c", Fence(1, "c", 50))), 7)
+    assert of(stale, TokenPurged) == [TokenPurged(Fence(1, "c", 50), "stale")]
+    assert sends(stale, TokenAck)[0].message == TokenAck("b", Fence(1, "c", 50), False, Fence(2, "a", 7))
+    assert not of(stale, Grant)
+    # The same fence by another path (a skip's copy): one of the two is purged.
+    dup = b.handle(Received(Token("c", Fence(2, "a", 7))), 8)
+    assert of(dup, TokenPurged) == [TokenPurged(Fence(2, "a", 7), "duplicate")]
+
+
+def test_holder_that_learns_a_newer_generation_revokes_and_drops_its_token() -> None:
+    members = ["a", "b", "c"]
+    b = make("b", members)
+    started(b, 0)
+    b.handle(Received(Token("a", Fence(1, "a", 2))), 1)
+    assert b.status.holding
+    actions = b.handle(Received(Probe("c", Fence(2, "c", 1))), 2)
+    assert of(actions, Revoke) == [Revoke(Fence(1, "a", 2))]
+    assert of(actions, TokenPurged) == [TokenPurged(Fence(1, "a", 2), "superseded")]
+    assert not b.status.holding and b.status.fence == Fence(2, "c", 1)
+    # A later release of the dropped fence changes nothing.
+    assert b.handle(Release(Fence(1, "a", 2)), 3) == []
+
+
+def test_a_claim_mints_only_with_a_strict_majority() -> None:
+    members = ["a", "b", "c", "d", "e"]
+    c = make("c", members)
+    started(c, 0)
+    loss = c.loss_timeout_ms
+    actions = c.handle(TimerFired(), loss)
+    assert of(actions, ClaimStarted) == [ClaimStarted(1)]
+    claims = sends(actions, Claim)
+    assert sorted(s.to for s in claims) == ["a", "b", "d", "e"]
+    nothing = Fence(0, "", 0)
+    # Two of five (itself and one voter) is a minority: no token.
+    assert not of(c.handle(Received(Vote("d", 1, "c", True, nothing)), loss + 1), TokenMinted)
+    # The third assent makes a majority of the configured five.
+    actions = c.handle(Received(Vote("e", 1, "c", True, nothing)), loss + 3)
+    assert of(actions, TokenMinted) == [TokenMinted(Fence(1, "c", 1))]
+    assert of(actions, Grant)
+
+
+def test_a_vote_revealing_a_newer_token_makes_the_claimant_yield() -> None:
+    members = ["a", "b", "c", "d", "e"]
+    c = make("c", members)
+    started(c, 0)
+    loss = c.loss_timeout_ms
+    c.handle(TimerFired(), loss)
+    nothing = Fence(0, "", 0)
+    c.handle(Received(Vote("d", 1, "c", True, nothing)), loss + 1)
+    # This voter has seen a token above the bid: the token lives, so the bid is dropped...
+    c.handle(Received(Vote("a", 1, "c", True, Fence(1, "e", 3))), loss + 2)
+    assert c.status.fence == Fence(1, "e", 3)
+    # ...and a later assent mints nothing.
+    assert not of(c.handle(Received(Vote("e", 1, "c", True, nothing)), loss + 3), TokenMinted)
+    assert not c.status.holding
+
+
+def test_a_bid_that_cannot_reach_a_majority_is_abandoned_and_retried_later() -> None:
+    members = ["a", "b", "c"]
+    c = make("c", members)
+    started(c, 0)
+    loss = c.loss_timeout_ms
+    c.handle(TimerFired(), loss)
+    nothing = Fence(0, "", 0)
+    c.handle(Received(Vote("a", 1, "c", False, nothing)), loss + 1)
+    c.handle(Received(Vote("b", 1, "c", False, nothing)), loss + 2)
+    # Both refused: the next bid comes one loss timeout after this one, with a higher epoch.
+    assert c.next_deadline_ms() == 2 * loss
+    assert of(c.handle(TimerFired(), 2 * loss), ClaimStarted) == [ClaimStarted(2)]
+
+
+def test_voters_promise_the_highest_bid_and_refuse_while_the_token_is_fresh() -> None:
+    members = ["a", "b", "c"]
+    b = make("b", members)
+    started(b, 0)
+    nothing = Fence(0, "", 0)
+    (vote,) = sends(b.handle(Received(Claim("a", 1, nothing)), 10), Vote)
+    assert vote.message == Vote("b", 1, "a", True, nothing)
+    # A lower or equal bid after a promise is refused; a higher one wins.
+    (vote,) = sends(b.handle(Received(Claim("a", 1, nothing)), 11), Vote)
+    assert isinstance(vote.message, Vote) and not vote.message.granted
+    (vote,) = sends(b.handle(Received(Claim("c", 1, nothing)), 12), Vote)
+    assert isinstance(vote.message, Vote) and vote.message.granted
+    # Tokens of a generation older than the promise are stale here.
+    actions = b.handle(Received(Token("a", Fence(1, "a", 1))), 13)
+    assert of(actions, TokenPurged) and not of(actions, Grant)
+    # Holding the token (fresh), b refuses any bid.
+    b.handle(Received(Token("c", Fence(1, "c", 2))), 14)
+    (vote,) = sends(b.handle(Received(Claim("a", 5, nothing)), 15), Vote)
+    assert isinstance(vote.message, Vote) and not vote.message.granted
+
+
+def test_a_restarted_member_cannot_mint_below_what_the_majority_has_seen() -> None:
+    members = ["a", "b", "c"]
+    ring, _ = holding_ring(members)
+    seen = Fence(4, "b", 90)
+    for m in ("b", "c"):
+        ring[m].handle(Received(Token("a", seen)), 2)  # both have seen a late fence
+    fresh_a = make("a", members)
+    claim = sends(started(fresh_a, 3), Claim)
+    assert claim and all(isinstance(s.message, Claim) and s.message.epoch == 1 for s in claim)
+    loss = ring["b"].loss_timeout_ms
+    for m in ("b", "c"):
+        (vote,) = sends(ring[m].handle(Received(claim[0].message), 2 + loss), Vote)
+        assert isinstance(vote.message, Vote)
+        assert not vote.message.granted and vote.message.fence == seen
+        fresh_a.handle(Received(vote.message), 3 + loss)
+    assert not fresh_a.status.holding
+    # Its next bid is above what the votes told it.
+    assert fresh_a.status.fence == seen
+    deadline = fresh_a.next_deadline_ms()
+    assert deadline is not None
+    assert of(fresh_a.handle(TimerFired(), deadline), ClaimStarted) == [ClaimStarted(5)]
+
+
+def test_leave_hands_the_token_on_and_stops_taking_part() -> None:
+    members = ["a", "b", "c"]
+    ring, fence = holding_ring(members)
+    a = ring["a"]
+    actions = a.handle(Leave(), 2)
+    assert of(actions, Revoke) == [Revoke(fence)]
+    assert sorted(s.to for s in sends(actions, Leaving)) == ["b", "c"]
+    (handoff,) = sends(actions, Token)
+    assert handoff.to == "b"
+    # A left member acknowledges no token, so a sender skips it.
+    assert a.handle(Received(Token("c", Fence(1, "a", 9))), 3) == []
+    actions = ring["c"].handle(Received(Leaving("a")), 3)
+    assert actions == [MemberDown("a")]
+
+
+def test_stray_messages_change_nothing() -> None:
+    a = make("a", ["a", "b"])
+    started(a, 0)
+    before = a.status
+    assert a.handle(Received(Token("zz", Fence(9, "zz", 9))), 1) == []
+    assert a.handle(Received(Token("a", Fence(9, "a", 9))), 1) == []
+    assert a.status == before
+
+
+def test_programmer_errors_are_assertions() -> None:
+    with pytest.raises(AssertionError):
+        make("x", ["a", "b"])
+    a = make("a", ["a", "b"])
+    with pytest.raises(AssertionError):
+        a.handle(TimerFired(), 0)
+    started(a)
+    with pytest.raises(AssertionError):
+        a.handle(Start(), 1)

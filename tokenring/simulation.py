@@ -1,0 +1,716 @@
+"""A deterministic ring on a virtual clock: pure cores, a seeded faulty network, and faults.
+
+This is how the ring's rules are proved (tests/test_simulation*.py) and how an application
+can test its own use of the ring: every :class:`tokenring.core.Member` runs here unchanged,
+time is one integer clock in milliseconds, and all chance comes from one
+``random.Random(seed)``, so the same seed gives the same run, event for event
+(:attr:`Simulation.trace` and :attr:`Simulation.digest` show it).
+
+The network delays every message by a seeded amount (which also reorders), may drop or
+duplicate it, and drops it across a partition. Faults are crash and restart (a restart is a
+fresh ``Member`` that knows nothing), pause and resume (a paused member neither sees time pass
+nor handles messages; its timers fire late when it resumes), partitions that form and heal,
+and a change of network. :func:`scenario_for_seed` makes a whole run, faults included, from
+one seed; ``python -m tokenring.simulation --seed N`` replays one (docs/protocol.md).
+
+Applications plug in through :class:`Application`: three callbacks (grant, revoke, message)
+and a :class:`Node` to release the token, send messages through the same simulated network,
+and set timers. Every critical section is recorded as a :class:`Section`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
+
+from tokenring.core import (
+    ClaimStarted,
+    Event,
+    Fence,
+    Grant,
+    Leave,
+    Member,
+    MemberDown,
+    MemberUp,
+    Message,
+    Received,
+    Release,
+    Revoke,
+    Send,
+    Start,
+    TimerFired,
+    TokenMinted,
+    TokenPurged,
+    loss_timeout_ms_for,
+    recovery_ms_for,
+    rotation_ms_for,
+)
+
+__all__ = [
+    "Application",
+    "Fault",
+    "NetworkConfig",
+    "Node",
+    "Outcome",
+    "Scenario",
+    "Section",
+    "Simulation",
+    "WorkApplication",
+    "check_fences_per_member",
+    "check_single_holder",
+    "main",
+    "run_scenario",
+    "scenario_for_seed",
+]
+
+EVENTS_MAX_DEFAULT = 5_000_000
+"""A run handles at most this many events, whatever its schedule (a guard against a loop)."""
+MEMBERS_MIN_SWEEP = 2
+MEMBERS_MAX_SWEEP = 9
+SWEEP_HOLD_MAX_MS = 10
+SWEEP_HANDOFF_TIMEOUT_MS = 20
+"""Seed sweeps use a fast ring so that thousands of schedules fit in CI."""
+
+_DELIVER, _TIMER, _FAULT, _CALL = 0, 1, 2, 3
+
+
+@attrs.frozen
+class NetworkConfig:
+    """How the simulated network treats each message."""
+
+    delay_ms_min: int = 1
+    """The shortest one-way delay."""
+    delay_ms_max: int = 5
+    """The longest one-way delay; below ``handoff_timeout_ms / 2`` is "under the bound"."""
+    drop_rate: float = 0.0
+    """The chance a message is lost."""
+    duplicate_rate: float = 0.0
+    """The chance a message is delivered twice (each copy with its own delay)."""
+
+
+@attrs.frozen
+class Fault:
+    """One fault at a virtual time."""
+
+    at_ms: int
+    """When it happens."""
+    kind: Literal["crash", "restart", "pause", "resume", "partition", "heal", "network", "leave"]
+    """What happens."""
+    members: tuple[str, ...] = ()
+    """The members it hits (for partition: the members cut off from the rest)."""
+    network: NetworkConfig | None = None
+    """The network from now on (kind ``network`` only)."""
+
+
+@attrs.frozen
+class Section:
+    """One critical section as the simulation saw it: from Grant to Release, Revoke or crash."""
+
+    member: str
+    """The holder."""
+    incarnation: int
+    """Which start of the member (0 first, +1 per restart)."""
+    fence: Fence
+    """The fence granted."""
+    start_ms: int
+    """When the Grant was handled."""
+    end_ms: int | None
+    """When it ended (None: still open when the run stopped)."""
+    ended_by: str
+    """release, revoke, crash or open."""
+
+
+class Node(Protocol):
+    """What an :class:`Application` may do on its member's behalf."""
+
+    member_id: str
+    random: random.Random
+
+    @property
+    def now_ms(self) -> int: ...
+
+    def release(self, fence: Fence) -> None:
+        """End the critical section under ``fence`` (the core hands the token on)."""
+
+    def send(self, to: str, payload: Any) -> None:
+        """Send an application message through the simulated network."""
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after ``delay_ms`` of this member's time (not while paused)."""
+
+
+class Application(Protocol):
+    """The hook an application plugs into each member (one instance per incarnation)."""
+
+    def on_grant(self, node: Node, fence: Fence, until_ms: int) -> None: ...
+
+    def on_revoke(self, node: Node, fence: Fence) -> None: ...
+
+    def on_message(self, node: Node, sender: str, payload: Any) -> None: ...
+
+
+@attrs.define
+class WorkApplication:
+    """The default application: works a seeded while under each grant, then releases.
+
+    With chance ``overrun_rate`` it never releases, so the core's revoke path runs too.
+    """
+
+    work_ms_max: int = 10
+    overrun_rate: float = 0.0
+
+    def on_grant(self, node: Node, fence: Fence, until_ms: int) -> None:
+        rng = node.random
+        if self.overrun_rate and rng.random() < self.overrun_rate:
+            return
+        work_ms = int(rng.random() * (self.work_ms_max + 1))
+        if work_ms == 0:
+            node.release(fence)
+        else:
+            node.call_later(work_ms, lambda: node.release(fence))
+
+    def on_revoke(self, node: Node, fence: Fence) -> None:
+        pass
+
+    def on_message(self, node: Node, sender: str, payload: Any) -> None:
+        pass
+
+
+@attrs.define
+class _AppMessage:
+    """An application's message on the simulated network (never shown to the core)."""
+
+    sender: str
+    payload: Any
+
+
+class _Host:
+    """One member's process: its core, its application and whether it runs."""
+
+    __slots__ = (
+        "member_id", "core", "app", "incarnation", "state", "inbox", "timer_version",
+        "simulation", "random", "pending_calls", "armed_ms",
+    )
+
+    def __init__(self, simulation: Simulation, member_id: str) -> None:
+        self.simulation = simulation
+        self.member_id = member_id
+        self.random = simulation.random
+        self.core: Member | None = None
+        self.app: Application | None = None
+        self.incarnation = -1
+        self.state = "down"  # up, paused, down (crashed), left
+        self.inbox: list[Any] = []  # what arrived while paused
+        self.timer_version = 0
+        self.pending_calls: list[Callable[[], None]] = []  # callbacks due while paused
+        self.armed_ms: int | None = None  # the deadline the live timer event is for
+
+    @property
+    def now_ms(self) -> int:
+        return self.simulation.now_ms
+
+    def release(self, fence: Fence) -> None:
+        self.simulation._input(self, Release(fence))
+
+    def send(self, to: str, payload: Any) -> None:
+        self.simulation._transmit(self.member_id, to, _AppMessage(self.member_id, payload))
+
+    def call_later(self, delay_ms: int, callback: Callable[[], None]) -> None:
+        assert delay_ms >= 0
+        sim = self.simulation
+        sim._push(sim.now_ms + delay_ms, _CALL, self, (self.incarnation, callback))
+
+
+class Simulation:
+    """N ring members on one virtual clock and a seeded network.
+
+    ``run(until_ms)`` handles events in time order (ties in the order they were made) and
+    stops at ``until_ms`` or after ``events_max`` events. Results: :attr:`sections`,
+    :attr:`counts` (claims, mints, purges, downs, ups), :attr:`events_handled`, and with
+    ``trace=True`` :attr:`trace` (one line per event and action) and :attr:`digest`.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[str],
+        *,
+        seed: int,
+        hold_max_ms: int,
+        handoff_timeout_ms: int,
+        loss_timeout_ms: int | None = None,
+        network: NetworkConfig = NetworkConfig(),
+        faults: Iterable[Fault] = (),
+        application: Callable[[str], Application] | None = None,
+        trace: bool = False,
+        events_max: int = EVENTS_MAX_DEFAULT,
+    ) -> None:
+        assert members, "a ring has at least one member"
+        self.members = tuple(members)
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.hold_max_ms = hold_max_ms
+        self.handoff_timeout_ms = handoff_timeout_ms
+        self.loss_timeout_ms = loss_timeout_ms
+        self.network = network
+        self.application = application or (lambda _member: WorkApplication(hold_max_ms))
+        self.events_max = events_max
+        self.now_ms = 0
+        self.events_handled = 0
+        self._sections: list[list[Any]] = []  # [member, incarnation, fence, start, end, by]
+        self.counts: dict[str, int] = {
+            "claims": 0, "mints": 0, "purges": 0, "downs": 0, "ups": 0, "messages": 0,
+        }
+        self.claims: list[tuple[int, str, int]] = []
+        """Every ClaimStarted: (time, member, epoch)."""
+        self.mints: list[tuple[int, str, Fence]] = []
+        """Every TokenMinted: (time, member, fence)."""
+        self.trace: list[str] | None = [] if trace else None
+        self._queue: list[tuple[int, int, int, Any, Any]] = []
+        self._counter = 0
+        self._hosts = {m: _Host(self, m) for m in self.members}
+        self._open: dict[str, int] = {}  # member -> index of its open section
+        self._cut_off: frozenset[str] = frozenset()  # one side of the current partition
+        for member_id in self.members:
+            self._push(0, _FAULT, None, Fault(0, "restart", (member_id,)))
+        for fault in faults:
+            self._push(fault.at_ms, _FAULT, None, fault)
+
+    # -- running --
+
+    def run(self, until_ms: int) -> None:
+        """Handle every event due up to ``until_ms`` (bounded by ``events_max``)."""
+        queue = self._queue
+        pop = heapq.heappop
+        hosts_deliver = self._deliver
+        while queue and queue[0][0] <= until_ms:
+            if self.events_handled >= self.events_max:
+                raise RuntimeError(f"seed {self.seed}: more than {self.events_max} events")
+            at_ms, _, kind, host, payload = pop(queue)
+            self.now_ms = at_ms
+            if kind == _DELIVER:
+                self.events_handled += 1
+                hosts_deliver(host, payload)
+            elif kind == _TIMER:
+                # A timer replaced by a later one is not an event: skip it uncounted.
+                if payload == host.timer_version and (host.state == "up" or host.state == "left"):
+                    self.events_handled += 1
+                    host.armed_ms = None
+                    self._input(host, TimerFired())
+            elif kind == _CALL:
+                self.events_handled += 1
+                incarnation, callback = payload
+                if host.incarnation == incarnation:
+                    if host.state == "up":
+                        callback()
+                    elif host.state == "paused":
+                        host.pending_calls.append(callback)
+            else:
+                self.events_handled += 1
+                self._fault(payload)
+        self.now_ms = max(self.now_ms, until_ms)
+
+    @property
+    def sections(self) -> list[Section]:
+        """Every critical section so far, in the order they were granted."""
+        return [Section(*fields) for fields in self._sections]
+
+    def live_members(self) -> list[str]:
+        """Members running now (not crashed, not paused, not left)."""
+        return [m for m, host in self._hosts.items() if host.state == "up"]
+
+    def core(self, member_id: str) -> Member | None:
+        """The member's current core (None while crashed)."""
+        return self._hosts[member_id].core
+
+    @property
+    def digest(self) -> str:
+        """A hash of the whole trace (``trace=True``): equal digests, equal runs."""
+        assert self.trace is not None, "digest needs Simulation(..., trace=True)"
+        return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()[:16]
+
+    # -- internals --
+
+    def _push(self, at_ms: int, kind: int, host: Any, payload: Any) -> None:
+        self._counter += 1
+        heapq.heappush(self._queue, (at_ms, self._counter, kind, host, payload))
+
+    def _transmit(self, sender: str, to: str, message: Any) -> None:
+        network = self.network
+        rng = self.random
+        self.counts["messages"] += 1
+        if network.drop_rate and rng.random() < network.drop_rate:
+            return
+        copies = 2 if network.duplicate_rate and rng.random() < network.duplicate_rate else 1
+        host = self._hosts[to]
+        span = network.delay_ms_max - network.delay_ms_min + 1
+        for _ in range(copies):
+            delay_ms = network.delay_ms_min + int(rng.random() * span)
+            self._counter += 1
+            heapq.heappush(
+                self._queue, (self.now_ms + delay_ms, self._counter, _DELIVER, host, (sender, message))
+            )
+
+    def _deliver(self, host: _Host, item: tuple[str, Any]) -> None:
+        sender, message = item
+        cut_off = self._cut_off
+        if cut_off and (sender in cut_off) != (host.member_id in cut_off):
+            return  # the partition formed while it was in flight
+        state = host.state
+        if state == "paused":
+            host.inbox.append(item)
+            return
+        if state != "up" and state != "left":
+            return
+        if type(message) is _AppMessage:
+            if state == "up":
+                assert host.app is not None
+                host.app.on_message(host, sender, message.payload)
+            return
+        self._input(host, Received(message))
+
+    def _input(self, host: _Host, event: Event) -> None:
+        core = host.core
+        assert core is not None
+        now_ms = self.now_ms
+        actions = core.handle(event, now_ms)
+        trace = self.trace
+        if trace is not None:
+            trace.append(f"{now_ms} {host.member_id} <- {event!r}")
+            for action in actions:
+                trace.append(f"{now_ms} {host.member_id} -> {action!r}")
+        member_id = host.member_id
+        if type(event) is Release:
+            self._close(member_id, event.fence, "release")  # type: ignore[union-attr]
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                self._transmit(member_id, action.to, action.message)  # type: ignore[union-attr]
+            elif kind is Grant:
+                self._open[member_id] = len(self._sections)
+                self._sections.append(
+                    [member_id, host.incarnation, action.fence, now_ms, None, "open"]  # type: ignore[union-attr]
+                )
+                if host.app is not None:
+                    host.app.on_grant(host, action.fence, action.until_ms)  # type: ignore[union-attr]
+            elif kind is Revoke:
+                self._close(member_id, action.fence, "revoke")  # type: ignore[union-attr]
+                if host.app is not None:
+                    host.app.on_revoke(host, action.fence)  # type: ignore[union-attr]
+            elif kind is ClaimStarted:
+                self.counts["claims"] += 1
+                self.claims.append((now_ms, member_id, action.epoch))  # type: ignore[union-attr]
+            elif kind is TokenMinted:
+                self.counts["mints"] += 1
+                self.mints.append((now_ms, member_id, action.fence))  # type: ignore[union-attr]
+            elif kind is TokenPurged:
+                self.counts["purges"] += 1
+            elif kind is MemberDown:
+                self.counts["downs"] += 1
+            elif kind is MemberUp:
+                self.counts["ups"] += 1
+        self._arm(host)
+
+    def _close(self, member_id: str, fence: Fence, ended_by: str) -> None:
+        index = self._open.get(member_id)
+        if index is None:
+            return
+        section = self._sections[index]
+        if section[2] != fence:
+            return
+        del self._open[member_id]
+        section[4] = self.now_ms
+        section[5] = ended_by
+
+    def _arm(self, host: _Host) -> None:
+        assert host.core is not None
+        deadline = host.core.next_deadline_ms()
+        if deadline is not None:
+            deadline = max(deadline, self.now_ms)
+        if deadline == host.armed_ms:
+            return  # the timer already set is the right one
+        host.timer_version += 1
+        host.armed_ms = deadline
+        if deadline is not None:
+            self._push(deadline, _TIMER, host, host.timer_version)
+
+    def _fault(self, fault: Fault) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{self.now_ms} fault {fault.kind} {','.join(fault.members)}")
+        kind = fault.kind
+        if kind == "network":
+            assert fault.network is not None
+            self.network = fault.network
+            return
+        if kind == "partition":
+            self._cut_off = frozenset(fault.members)
+            return
+        if kind == "heal":
+            self._cut_off = frozenset()
+            return
+        for member_id in fault.members:
+            host = self._hosts[member_id]
+            if kind == "crash" and host.state in ("up", "paused", "left"):
+                host.state = "down"
+                host.core = None
+                host.app = None
+                host.inbox.clear()
+                host.pending_calls.clear()
+                host.timer_version += 1
+                host.armed_ms = None
+                index = self._open.get(member_id)
+                if index is not None:
+                    self._close(member_id, self._sections[index][2], "crash")
+            elif kind == "restart" and host.state == "down":
+                host.incarnation += 1
+                host.state = "up"
+                host.core = Member(
+                    member_id,
+                    self.members,
+                    hold_max_ms=self.hold_max_ms,
+                    handoff_timeout_ms=self.handoff_timeout_ms,
+                    loss_timeout_ms=self.loss_timeout_ms,
+                )
+                host.app = self.application(member_id)
+                self._input(host, Start())
+            elif kind == "pause" and host.state == "up":
+                host.state = "paused"
+                host.timer_version += 1
+                host.armed_ms = None
+            elif kind == "resume" and host.state == "paused":
+                host.state = "up"
+                assert host.core is not None
+                deadline = host.core.next_deadline_ms()
+                if deadline is not None and deadline <= self.now_ms:
+                    self._input(host, TimerFired())  # the timer fires late
+                inbox, host.inbox = host.inbox, []
+                for item in inbox:
+                    if host.state == "up":
+                        self._deliver(host, item)
+                calls, host.pending_calls = host.pending_calls, []
+                for callback in calls:
+                    callback()
+                self._arm(host)
+            elif kind == "leave" and host.state == "up":
+                self._input(host, Leave())
+                host.state = "left"
+
+
+# --- Checks any run can use --------------------------------------------------------------------
+
+
+def check_single_holder(sections: Sequence[Section], *, from_ms: int = 0) -> list[str]:
+    """Violations of "at most one holder at any instant" among sections ending after
+    ``from_ms`` (an open section counts as lasting for ever)."""
+    problems: list[str] = []
+    relevant = sorted(
+        (s for s in sections if s.end_ms is None or s.end_ms > from_ms), key=lambda s: s.start_ms
+    )
+    latest: Section | None = None
+    for section in relevant:
+        if latest is not None and (latest.end_ms is None or latest.end_ms > section.start_ms):
+            problems.append(f"two holders: {latest} and {section}")
+        if latest is None or latest.end_ms is None or (
+            section.end_ms is not None and section.end_ms > latest.end_ms
+        ) or section.end_ms is None:
+            latest = section
+    return problems
+
+
+def check_fences_per_member(sections: Sequence[Section]) -> list[str]:
+    """Violations of "each observer sees strictly increasing fences": the grants one
+    incarnation of a member receives, in time order."""
+    problems: list[str] = []
+    last: dict[tuple[str, int], Fence] = {}
+    for section in sections:
+        key = (section.member, section.incarnation)
+        previous = last.get(key)
+        if previous is not None and not section.fence > previous:
+            problems.append(f"{section.member}: fence {section.fence} after {previous}")
+        last[key] = section.fence
+    return problems
+
+
+# --- Seeded scenarios: a whole run from one number ----------------------------------------------
+
+
+@attrs.frozen
+class Scenario:
+    """A run made from a seed: the ring, its timing, the faults and when they stop."""
+
+    seed: int
+    members: tuple[str, ...]
+    hold_max_ms: int
+    handoff_timeout_ms: int
+    faults: tuple[Fault, ...]
+    faults_stop_ms: int
+    """After this, no fault: the network is calm, partitions healed, paused resumed."""
+    end_ms: int
+    """The run stops here: the recovery bound and two rotations after the faults stop."""
+    network: NetworkConfig
+
+
+@attrs.frozen
+class Outcome:
+    """What a scenario's run showed."""
+
+    scenario: Scenario
+    violations: tuple[str, ...]
+    """Every broken property, empty when the run is good."""
+    recovered_ms: int | None
+    """How long after the faults stopped the last claim or purge happened (None: none did)."""
+    events: int
+    digest: str | None
+
+
+def _member_names(count: int) -> tuple[str, ...]:
+    return tuple(f"m{i}" for i in range(count))
+
+
+def scenario_for_seed(seed: int, *, members: int | None = None, fault_rounds_max: int = 4) -> Scenario:
+    """A short random fault schedule over a ring of 2 to 9 members, all from ``seed``."""
+    rng = random.Random(seed)
+    n = members if members is not None else rng.randint(MEMBERS_MIN_SWEEP, MEMBERS_MAX_SWEEP)
+    names = _member_names(n)
+    hold, handoff = SWEEP_HOLD_MAX_MS, SWEEP_HANDOFF_TIMEOUT_MS
+    loss = loss_timeout_ms_for(n, hold, handoff)
+    calm = NetworkConfig(delay_ms_min=1, delay_ms_max=handoff // 2 - 1)
+    faults: list[Fault] = []
+    t = rng.randint(0, loss)
+    crashed: set[str] = set()
+    for _ in range(rng.randint(0, fault_rounds_max)):
+        kind = rng.choice(["crash", "pause", "partition", "network", "restart"])
+        victims = tuple(sorted(rng.sample(names, rng.randint(1, max(1, n // 2)))))
+        length = rng.randint(1, loss)
+        if kind == "crash":
+            faults.append(Fault(t, "crash", victims))
+            crashed.update(victims)
+            if rng.random() < 0.7:
+                faults.append(Fault(t + length, "restart", victims))
+                crashed.difference_update(victims)
+        elif kind == "restart":
+            faults.append(Fault(t, "crash", victims))
+            faults.append(Fault(t + rng.randint(0, 3), "restart", victims))
+        elif kind == "pause":
+            faults.append(Fault(t, "pause", victims))
+            faults.append(Fault(t + length, "resume", victims))
+        elif kind == "partition":
+            faults.append(Fault(t, "partition", victims))
+            faults.append(Fault(t + length, "heal"))
+        else:
+            lossy = NetworkConfig(
+                delay_ms_min=1,
+                delay_ms_max=rng.randint(2, 3 * handoff),
+                drop_rate=rng.choice([0.0, 0.05, 0.3]),
+                duplicate_rate=rng.choice([0.0, 0.1, 0.3]),
+            )
+            faults.append(Fault(t, "network", network=lossy))
+            faults.append(Fault(t + length, "network", network=calm))
+        t += rng.randint(0, loss)
+    stop = max([t] + [f.at_ms for f in faults]) + 1
+    # When the faults stop, the network is calm and everything heals; members stay crashed
+    # only while a majority of the ring still runs, so a token can always exist.
+    majority = n // 2 + 1
+    staying = sorted(crashed)[: max(0, n - majority)] if rng.random() < 0.5 else []
+    restart = tuple(sorted(crashed - set(staying)))
+    faults += [
+        Fault(stop, "network", network=calm),
+        Fault(stop, "heal"),
+        Fault(stop, "resume", names),
+    ]
+    if restart:
+        faults.append(Fault(stop, "restart", restart))
+    end = stop + recovery_ms_for(n, hold, handoff) + 2 * rotation_ms_for(n, hold, handoff)
+    return Scenario(seed, names, hold, handoff, tuple(faults), stop, end, calm)
+
+
+def run_scenario(scenario: Scenario, *, trace: bool = False) -> Outcome:
+    """Run ``scenario`` and check every property the ring promises (docs/protocol.md)."""
+    n = len(scenario.members)
+    hold, handoff = scenario.hold_max_ms, scenario.handoff_timeout_ms
+    sim = Simulation(
+        scenario.members,
+        seed=scenario.seed,
+        hold_max_ms=hold,
+        handoff_timeout_ms=handoff,
+        network=scenario.network,
+        faults=scenario.faults,
+        trace=trace,
+    )
+    sim.run(scenario.end_ms)
+    violations: list[str] = []
+    violations += check_fences_per_member(sim.sections)
+    # The minority rule: every mint had a majority, so two mints of one epoch by different
+    # members are possible only in a race, and a mint never goes below a fence seen before it.
+    recovery_ms = recovery_ms_for(n, hold, handoff)
+    settled_ms = scenario.faults_stop_ms + recovery_ms
+    rotation_ms = rotation_ms_for(n, hold, handoff)
+    late = [s for s in sim.sections if s.start_ms >= settled_ms]
+    violations += check_single_holder(sim.sections, from_ms=settled_ms)
+    for earlier, later in zip(late, late[1:]):
+        if not later.fence > earlier.fence:
+            violations.append(f"after recovery, fence {later.fence} followed {earlier.fence}")
+    for at_ms, member, epoch in sim.claims:
+        if at_ms >= settled_ms:
+            violations.append(f"claim by {member} for epoch {epoch} at {at_ms} after recovery")
+    live = sim.live_members()
+    for member in live:
+        visits = [s.start_ms for s in late if s.member == member]
+        if not visits or visits[0] > settled_ms + rotation_ms:
+            violations.append(
+                f"{member} not visited within one rotation ({rotation_ms} ms) after {settled_ms}"
+            )
+    after_stop = [t for t, _, _ in sim.claims if t >= scenario.faults_stop_ms]
+    return Outcome(
+        scenario=scenario,
+        violations=tuple(violations),
+        recovered_ms=(max(after_stop) - scenario.faults_stop_ms) if after_stop else None,
+        events=sim.events_handled,
+        digest=sim.digest if trace else None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tokenring.simulation --seed N``: replay one seeded run and report it."""
+    parser = argparse.ArgumentParser(prog="python -m tokenring.simulation", description=main.__doc__)
+    parser.add_argument("--seed", type=int, required=True, help="the seed a failing test printed")
+    parser.add_argument("--members", type=int, default=None, help="ring size (default: from seed)")
+    parser.add_argument("--trace", action="store_true", help="print every event and action")
+    args = parser.parse_args(argv)
+    scenario = scenario_for_seed(args.seed, members=args.members)
+    started = time.perf_counter()
+    outcome = run_scenario(scenario, trace=True)
+    elapsed = time.perf_counter() - started
+    print(f"seed {args.seed}: {len(scenario.members)} members, {len(scenario.faults)} faults, "
+          f"faults stop at {scenario.faults_stop_ms} ms, run ends at {scenario.end_ms} ms")
+    for fault in scenario.faults:
+        print(f"  {fault.at_ms:>7} ms {fault.kind} {' '.join(fault.members)}")
+    print(f"{outcome.events} events in {elapsed:.2f} s; trace digest {outcome.digest}")
+    if args.trace:
+        sim = Simulation(
+            scenario.members, seed=scenario.seed, hold_max_ms=scenario.hold_max_ms,
+            handoff_timeout_ms=scenario.handoff_timeout_ms, network=scenario.network,
+            faults=scenario.faults, trace=True,
+        )
+        sim.run(scenario.end_ms)
+        assert sim.trace is not None
+        for line in sim.trace:
+            print(line)
+    if outcome.violations:
+        print("VIOLATIONS:")
+        for line in outcome.violations:
+            print("  " + line)
+        return 1
+    print("ok: every property held")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
