@@ -21,7 +21,7 @@ const TYPED = "__typed__";
 const consortium = JSON.parse(document.getElementById("consortium").textContent || "{}");
 const state = {
   listing: null, // the last GET /api/v1/accounts?scope=consortium
-  accountNumbersAreNumbers: false, // learnt from the listing; typed numbers are sent alike
+  accountNumbersAreNumbers: true, // the API's numbers are integers; the listing confirms it
   review: null, // the transfer being confirmed: {sources, destination, key}
   followToken: 0,
 };
@@ -109,7 +109,7 @@ function route() {
   let view = VIEWS.includes(wanted) ? wanted : signedIn ? "accounts" : "login";
   if (!signedIn && !PUBLIC_VIEWS.has(view)) view = "login";
   if (signedIn && view === "login") view = "accounts";
-  for (const section of $$("[data-view]")) section.hidden = section.dataset.view !== view;
+  for (const section of $$("section[data-view]")) section.hidden = section.dataset.view !== view;
   for (const link of $$("[data-nav]")) {
     if (link.dataset.nav === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -117,7 +117,7 @@ function route() {
   for (const node of $$("[data-needs-session]")) node.hidden = !signedIn;
   for (const node of $$("[data-needs-no-session]")) node.hidden = signedIn;
   $("[data-who]").textContent = signedIn ? formatDocument(api.session().document) : "";
-  document.body.dataset.view = view;
+  document.body.dataset.currentView = view;
   if (view === "ring") ring.start();
   else ring.stop();
   if (["accounts", "money", "transfer"].includes(view)) loadAccounts();
@@ -266,7 +266,7 @@ function syncTyped(select) {
 function pickedAccount(select, bankSelect, numberInput) {
   if (select.value === TYPED) {
     const number = numberInput.value.trim();
-    if (!number) return null;
+    if (!/^\d+$/.test(number)) return null;
     return { bank: bankSelect.value, account: accountValue(number) };
   }
   if (!select.value) return null;
@@ -524,7 +524,10 @@ async function signIn(form) {
     location.hash = "#/accounts";
     route();
   } catch (error) {
-    showError(form, error);
+    // At sign-in, "unauthorized" means the document or the password is wrong.
+    if (error instanceof api.ApiError && error.code === "unauthorized") {
+      showError(form, errorKnown("invalid_credentials"));
+    } else showError(form, error);
   }
 }
 

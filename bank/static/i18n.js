@@ -82,7 +82,7 @@ export const MESSAGES = {
     deposited: "Depósito feito. Novo saldo da conta {account} em {bank}: {balance}.",
     withdrawn: "Saque feito. Novo saldo da conta {account} em {bank}: {balance}.",
     done: "Feito.",
-    account_missing: "Informe o número da conta.",
+    account_missing: "Escolha a conta ou informe o número dela (somente dígitos).",
     // Money input
     money_empty: "Informe um valor.",
     money_invalid: "Valor inválido. Escreva como 1.234,56.",
@@ -109,7 +109,7 @@ export const MESSAGES = {
     sources_max: "No máximo {n} origens.",
     source_missing: "Escolha a conta de cada origem.",
     source_duplicate: "A mesma conta aparece duas vezes nas origens.",
-    destination_missing: "Informe o banco e a conta de destino.",
+    destination_missing: "Escolha o destino ou informe banco e número da conta (somente dígitos).",
     destination_is_source: "O destino não pode ser também uma origem.",
     follow_title: "Acompanhamento",
     transfer_id: "Transferência {id}",
@@ -214,7 +214,7 @@ export const MESSAGES = {
     deposited: "Deposited. New balance of account {account} at {bank}: {balance}.",
     withdrawn: "Withdrawn. New balance of account {account} at {bank}: {balance}.",
     done: "Done.",
-    account_missing: "Enter the account number.",
+    account_missing: "Choose the account or enter its number (digits only).",
     money_empty: "Enter an amount.",
     money_invalid: "Invalid amount. Write it as 1,234.56.",
     money_fraction: "Use at most two digits of cents, after the point.",
@@ -239,7 +239,7 @@ export const MESSAGES = {
     sources_max: "At most {n} sources.",
     source_missing: "Choose the account of every source.",
     source_duplicate: "The same account appears twice among the sources.",
-    destination_missing: "Enter the destination's bank and account.",
+    destination_missing: "Choose the destination or enter its bank and account number (digits only).",
     destination_is_source: "The destination cannot also be a source.",
     follow_title: "Progress",
     transfer_id: "Transfer {id}",
@@ -278,7 +278,7 @@ export const ERRORS = {
     invalid_document: "CPF ou CNPJ inválido.",
     invalid_json: "O pedido não é um JSON válido.",
     invalid_body: "Pedido inválido: confira os campos.",
-    invalid_request: "Pedido inválido: confira os campos.",
+    invalid_request: "Pedido inválido: {message}.",
     bad_request: "Pedido inválido: confira os campos.",
     missing_field: "Falta um campo obrigatório.",
     unknown_field: "O pedido tem um campo desconhecido.",
@@ -311,6 +311,9 @@ export const ERRORS = {
     unknown_transfer: "Transferência não encontrada.",
     not_found: "Não encontrado.",
     insufficient_funds: "Saldo insuficiente.",
+    balance_limit: "A conta de destino passaria do saldo máximo permitido.",
+    idempotency_key_reused: "Esta chave de pedido já foi usada com outro conteúdo.",
+    not_implemented: "Esta operação ainda não está disponível neste banco.",
     same_account: "Origem e destino são a mesma conta.",
     too_many_sources: "Origens demais para uma só transferência.",
     bank_unavailable: "O banco não respondeu. Tente de novo em instantes.",
@@ -329,7 +332,7 @@ export const ERRORS = {
     invalid_document: "Invalid CPF or CNPJ.",
     invalid_json: "The request is not valid JSON.",
     invalid_body: "Invalid request: check the fields.",
-    invalid_request: "Invalid request: check the fields.",
+    invalid_request: "Invalid request: {message}.",
     bad_request: "Invalid request: check the fields.",
     missing_field: "A required field is missing.",
     unknown_field: "The request has an unknown field.",
@@ -362,6 +365,9 @@ export const ERRORS = {
     unknown_transfer: "No such transfer.",
     not_found: "Not found.",
     insufficient_funds: "Insufficient funds.",
+    balance_limit: "The destination account would go above the largest balance allowed.",
+    idempotency_key_reused: "This request key was already used with other content.",
+    not_implemented: "This operation is not available at this bank yet.",
     same_account: "The source and the destination are the same account.",
     too_many_sources: "Too many sources for one transfer.",
     bank_unavailable: "The bank did not answer. Try again in a moment.",
@@ -411,7 +417,8 @@ export function errorKnown(code) {
 // The message for an API error {code, message}: ours when we know the code, else the bank's.
 export function errorText(code, message) {
   const known = (ERRORS[current] || ERRORS.pt)[code];
-  if (known) return known;
+  // A few codes cover many cases (invalid_request); the bank's message says which one.
+  if (known) return known.replace("{message}", message || "?");
   return t("error_unknown", { code: code || "?", message: message || "" });
 }
 
