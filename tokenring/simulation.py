@@ -49,6 +49,7 @@ from tokenring.core import (
     TimerFired,
     TokenMinted,
     TokenPurged,
+    Vote,
     loss_timeout_ms_for,
     recovery_ms_for,
     rotation_ms_for,
@@ -65,6 +66,8 @@ __all__ = [
     "Simulation",
     "WorkApplication",
     "check_fences_per_member",
+    "check_majority_minting",
+    "replay_command",
     "check_single_holder",
     "main",
     "run_scenario",
@@ -251,6 +254,7 @@ class Simulation:
         application: Callable[[str], Application] | None = None,
         trace: bool = False,
         events_max: int = EVENTS_MAX_DEFAULT,
+        member_factory: Callable[..., Member] = Member,
     ) -> None:
         assert members, "a ring has at least one member"
         self.members = tuple(members)
@@ -262,6 +266,7 @@ class Simulation:
         self.network = network
         self.application = application or (lambda _member: WorkApplication(hold_max_ms))
         self.events_max = events_max
+        self.member_factory = member_factory
         self.now_ms = 0
         self.events_handled = 0
         self._sections: list[list[Any]] = []  # [member, incarnation, fence, start, end, by]
@@ -272,6 +277,8 @@ class Simulation:
         """Every ClaimStarted: (time, member, epoch)."""
         self.mints: list[tuple[int, str, Fence]] = []
         """Every TokenMinted: (time, member, fence)."""
+        self.assents: set[tuple[str, int, str]] = set()
+        """Every granted vote sent: (voter, epoch, candidate)."""
         self.trace: list[str] | None = [] if trace else None
         self._queue: list[tuple[int, int, int, Any, Any]] = []
         self._counter = 0
@@ -346,6 +353,8 @@ class Simulation:
         network = self.network
         rng = self.random
         self.counts["messages"] += 1
+        if type(message) is Vote and message.granted:
+            self.assents.add((sender, message.epoch, message.candidate))
         if network.drop_rate and rng.random() < network.drop_rate:
             return
         copies = 2 if network.duplicate_rate and rng.random() < network.duplicate_rate else 1
@@ -388,7 +397,7 @@ class Simulation:
                 trace.append(f"{now_ms} {host.member_id} -> {action!r}")
         member_id = host.member_id
         if type(event) is Release:
-            self._close(member_id, event.fence, "release")  # type: ignore[union-attr]
+            self._close(member_id, event.fence, "release")
         for action in actions:
             kind = type(action)
             if kind is Send:
@@ -471,7 +480,7 @@ class Simulation:
             elif kind == "restart" and host.state == "down":
                 host.incarnation += 1
                 host.state = "up"
-                host.core = Member(
+                host.core = self.member_factory(
                     member_id,
                     self.members,
                     hold_max_ms=self.hold_max_ms,
@@ -538,6 +547,23 @@ def check_fences_per_member(sections: Sequence[Section]) -> list[str]:
     return problems
 
 
+def check_majority_minting(simulation: Simulation) -> list[str]:
+    """Violations of "only a strict majority of the configured members mints": for every
+    TokenMinted, the minter and the members that sent it a granted vote for that bid."""
+    problems: list[str] = []
+    majority = len(simulation.members) // 2 + 1
+    for at_ms, member, fence in simulation.mints:
+        voters = {member} | {
+            voter for voter, epoch, candidate in simulation.assents
+            if epoch == fence.epoch and candidate == member
+        }
+        if len(voters) < majority:
+            problems.append(
+                f"{member} minted {fence} at {at_ms} with the assent of only {sorted(voters)}"
+            )
+    return problems
+
+
 # --- Seeded scenarios: a whole run from one number ----------------------------------------------
 
 
@@ -567,7 +593,28 @@ class Outcome:
     recovered_ms: int | None
     """How long after the faults stopped the last claim or purge happened (None: none did)."""
     events: int
+    """Simulated events handled."""
+    counts: dict[str, int]
+    """claims, mints, purges, downs, ups and messages over the run."""
     digest: str | None
+    """The trace's digest (runs with ``trace=True``)."""
+
+    def report(self) -> str:
+        """What to print for a failing run: its seed, how to replay it, what broke."""
+        lines = [
+            f"seed {self.scenario.seed} failed ({len(self.scenario.members)} members); "
+            f"replay: {replay_command(self.scenario.seed)}"
+        ]
+        lines += [f"  {v}" for v in self.violations[:VIOLATIONS_SHOWN_MAX]]
+        return "\n".join(lines)
+
+
+VIOLATIONS_SHOWN_MAX = 10
+
+
+def replay_command(seed: int) -> str:
+    """The shell command that replays ``seed`` exactly and prints its trace digest."""
+    return f".venv/bin/python -m tokenring.simulation --seed {seed}"
 
 
 def _member_names(count: int) -> tuple[str, ...]:
@@ -631,7 +678,9 @@ def scenario_for_seed(seed: int, *, members: int | None = None, fault_rounds_max
     return Scenario(seed, names, hold, handoff, tuple(faults), stop, end, calm)
 
 
-def run_scenario(scenario: Scenario, *, trace: bool = False) -> Outcome:
+def run_scenario(
+    scenario: Scenario, *, trace: bool = False, member_factory: Callable[..., Member] = Member
+) -> Outcome:
     """Run ``scenario`` and check every property the ring promises (docs/protocol.md)."""
     n = len(scenario.members)
     hold, handoff = scenario.hold_max_ms, scenario.handoff_timeout_ms
@@ -643,12 +692,12 @@ def run_scenario(scenario: Scenario, *, trace: bool = False) -> Outcome:
         network=scenario.network,
         faults=scenario.faults,
         trace=trace,
+        member_factory=member_factory,
     )
     sim.run(scenario.end_ms)
     violations: list[str] = []
     violations += check_fences_per_member(sim.sections)
-    # The minority rule: every mint had a majority, so two mints of one epoch by different
-    # members are possible only in a race, and a mint never goes below a fence seen before it.
+    violations += check_majority_minting(sim)
     recovery_ms = recovery_ms_for(n, hold, handoff)
     settled_ms = scenario.faults_stop_ms + recovery_ms
     rotation_ms = rotation_ms_for(n, hold, handoff)
@@ -673,6 +722,7 @@ def run_scenario(scenario: Scenario, *, trace: bool = False) -> Outcome:
         violations=tuple(violations),
         recovered_ms=(max(after_stop) - scenario.faults_stop_ms) if after_stop else None,
         events=sim.events_handled,
+        counts=dict(sim.counts),
         digest=sim.digest if trace else None,
     )
 
