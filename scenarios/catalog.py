@@ -127,7 +127,7 @@ async def _kill_and_restart(kit: FaultKit, victim: str, detail: str) -> None:
     survivors = kit.running()
     await kit.measure(
         "kill", victim, kill.at_ms, "the token moved among the survivors",
-        lambda m: m.visited_after(survivors, kill.at_ms),
+        lambda m: m.visited_after(survivors, kill.at_ms), detail=detail,
     )  # fmt: skip
     await kit.until(kit.duration_s * 0.6)
     restart = kit.recorder.fault("restart", victim)
@@ -163,7 +163,7 @@ async def _pause_holder(kit: FaultKit) -> None:
     others = kit.running()
     await kit.measure(
         "pause", victim, pause.at_ms, "the token moved among the others",
-        lambda m: m.visited_after(others, pause.at_ms),
+        lambda m: m.visited_after(others, pause.at_ms), detail=detail,
     )  # fmt: skip
     # Stay stopped well past the loss timeout: the others must have given up on it.
     past_loss_ms = pause.at_ms + 1.5 * kit.loss_timeout_ms
@@ -196,6 +196,7 @@ async def _partition(kit: FaultKit) -> None:
     await kit.measure(
         "partition", "+".join(minority), cut.at_ms, "the token moved in the majority",
         lambda m: m.visited_after(majority, cut.at_ms),
+        detail=f"cut from {'+'.join(majority)}" + (f"; {holder} held the token" if holder else ""),
     )  # fmt: skip
     past_loss_ms = cut.at_ms + 2 * kit.loss_timeout_ms
     await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)

@@ -88,6 +88,49 @@ def check(history: History) -> tuple[Verdict, ...]:
     )
 
 
+POSSIBLE_VALUES_MAX = 4096
+"""Up to this many distinct outcomes, the checker knows exactly which totals the uncertain
+operations allow (each happened or not); past it, it allows the whole range between."""
+
+
+@attrs.frozen
+class _Possible:
+    """The values a total may take: ``certain`` plus any subset of ``uncertain``."""
+
+    low: int
+    high: int
+    values: frozenset[int] | None
+    """Every allowed value, or ``None`` when there were too many to list (then any value in
+    ``low..high`` is allowed)."""
+
+    def allows(self, value: int) -> bool:
+        if self.values is not None:
+            return value in self.values
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.low == self.high:
+            return str(self.low)
+        if self.values is not None and len(self.values) <= 4:
+            return " or ".join(str(v) for v in sorted(self.values))
+        return f"between {self.low} and {self.high}"
+
+
+def _possible(certain: int, uncertain: Iterable[int]) -> _Possible:
+    values: set[int] | None = {certain}
+    low = high = certain
+    for delta in uncertain:
+        if delta > 0:
+            high += delta
+        else:
+            low += delta
+        if values is not None:
+            values |= {v + delta for v in values}
+            if len(values) > POSSIBLE_VALUES_MAX:
+                values = None
+    return _Possible(low, high, None if values is None else frozenset(values))
+
+
 class _Findings:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -112,9 +155,10 @@ class _Findings:
         )
 
 
-def _inflow_bounds(operations: Iterable[Operation], read: AuditRead) -> tuple[int, int]:
+def _inflow(operations: Iterable[Operation], read: AuditRead, baseline: int) -> _Possible:
     """Money the clients put in, as a read over ``[invoke, complete]`` may have seen it."""
-    low = high = 0
+    certain = baseline
+    uncertain: list[int] = []
     for op in operations:
         inflow = op.inflow_cents
         if inflow == 0 or op.outcome is Outcome.REFUSED:
@@ -127,14 +171,10 @@ def _inflow_bounds(operations: Iterable[Operation], read: AuditRead) -> tuple[in
         # An unknown operation may take effect at any time after it was sent.
         may_overlap = op.invoke_ms < read.complete_ms
         if done_before:
-            low += inflow
-            high += inflow
+            certain += inflow
         elif may_overlap:
-            if inflow > 0:
-                high += inflow
-            else:
-                low += inflow
-    return low, high
+            uncertain.append(inflow)
+    return _possible(certain, uncertain)
 
 
 def _audit_total(history: History) -> Verdict:
@@ -144,13 +184,11 @@ def _audit_total(history: History) -> Verdict:
         if not read.ok or read.total_cents is None:
             continue
         money = audited_money_cents(read)
-        low, high = _inflow_bounds(moving, read)
-        low += history.baseline_cents
-        high += history.baseline_cents
+        possible = _inflow(moving, read, history.baseline_cents)
         findings.judge(
-            low <= money <= high,
+            possible.allows(money),
             f"audit at {read.bank} ({read.invoke_ms:.0f}-{read.complete_ms:.0f} ms) shows "
-            f"{money} cents; the clients put in between {low} and {high}",
+            f"{money} cents; the clients put in {possible.describe()}",
         )
         if read.expected_cents is not None:
             findings.judge(
@@ -174,40 +212,36 @@ def _no_negative_balance(history: History) -> Verdict:
     return findings.verdict()
 
 
-def _model_bounds(history: History) -> dict[AccountRef, tuple[int, int]]:
-    """Per account, the lowest and highest balance a replay of the operations allows."""
-    low: dict[AccountRef, int] = defaultdict(int)
-    high: dict[AccountRef, int] = defaultdict(int)
+def _model(history: History) -> dict[AccountRef, _Possible]:
+    """Per account, the balances a replay of the operations allows."""
+    certain: dict[AccountRef, int] = defaultdict(int)
+    uncertain: dict[AccountRef, list[int]] = defaultdict(list)
     for account in history.accounts:
-        low[account] += 0
-        high[account] += 0
+        certain[account] += 0
     for op in history.operations:
         if op.outcome is Outcome.REFUSED:
             continue
-        certain = op.outcome is Outcome.OK
-        for movement in op.credits:
-            high[movement.account] += movement.amount_cents
-            if certain:
-                low[movement.account] += movement.amount_cents
-        for movement in op.debits:
-            low[movement.account] -= movement.amount_cents
-            if certain:
-                high[movement.account] -= movement.amount_cents
-    return {account: (low[account], high[account]) for account in low}
+        for sign, movements in ((1, op.credits), (-1, op.debits)):
+            for movement in movements:
+                if op.outcome is Outcome.OK:
+                    certain[movement.account] += sign * movement.amount_cents
+                else:
+                    certain[movement.account] += 0
+                    uncertain[movement.account].append(sign * movement.amount_cents)
+    return {account: _possible(certain[account], uncertain[account]) for account in certain}
 
 
 def _final_balances(history: History) -> Verdict:
     findings = _Findings("final_balances")
-    bounds = _model_bounds(history)
-    for account, (low, high) in sorted(bounds.items()):
+    for account, possible in sorted(_model(history).items()):
         if account not in history.final_balances:
             findings.judge(False, f"{account}: no final balance could be read")
             continue
         final = history.final_balances[account]
-        expected = str(low) if low == high else f"between {low} and {high}"
         findings.judge(
-            low <= final <= high,
-            f"{account} ended with {final} cents; the committed operations give {expected}",
+            possible.allows(final),
+            f"{account} ended with {final} cents; the committed operations give "
+            f"{possible.describe()}",
         )
     return findings.verdict()
 

@@ -136,6 +136,8 @@ class FaultKit:
         at_ms: float,
         measure: str,
         condition: Callable[[RingMonitor], bool],
+        *,
+        detail: str = "",
     ) -> Recovery:
         """Wait (bounded) until ``condition`` holds; record and return the recovery."""
         held_at = await self.monitor.wait_for(condition, timeout_s=self.liveness_timeout_s)
@@ -145,6 +147,7 @@ class FaultKit:
             at_ms=at_ms,
             measure=measure,
             recovery_ms=None if held_at is None else held_at - at_ms,
+            detail=detail,
         )
         self.recoveries.append(recovery)
         return recovery

@@ -54,6 +54,8 @@ class Recovery:
     """What "recovered" means here, in words."""
     recovery_ms: float | None
     """How long until it held; ``None`` when it did not within the scenario's bound."""
+    detail: str = ""
+    """What else is worth knowing (``while it held the token``)."""
 
 
 @attrs.frozen
@@ -225,7 +227,7 @@ def render(report: Report, console: Console) -> None:
 
     if report.recoveries:
         recoveries = Table(title="faults and recovery")
-        for column in ("at", "fault", "target", "recovered when", "after"):
+        for column in ("at", "fault", "target", "detail", "recovered when", "after"):
             recoveries.add_column(column)
         for recovery in report.recoveries:
             after = (
@@ -237,6 +239,7 @@ def render(report: Report, console: Console) -> None:
                 f"{recovery.at_ms / 1000:.2f} s",
                 recovery.fault,
                 recovery.target,
+                recovery.detail,
                 recovery.measure,
                 after,
             )

@@ -1,0 +1,136 @@
+"""The scenario machinery end to end against a fake consortium (``scenarios.fake_consortium``):
+an honest fake passes every invariant with real checks done; a fake participant that credits
+every deposit twice is caught, and ``consortium scenario`` exits 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bank.cli import main
+from scenarios.cluster import free_port
+from scenarios.fake_consortium import FakeConsortium, serve
+
+BANKS = ["alfa", "beta", "gama"]
+START_TIMEOUT_S = 10.0
+
+
+@contextmanager
+def fake_ring(tmp_path: Path, *, double_credit: bool) -> Iterator[Path]:
+    """Serve a fake consortium from its own thread; yield the ring file that names it."""
+    ports = {bank: free_port() for bank in BANKS}
+    consortium = FakeConsortium(BANKS, double_credit=double_credit)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stops: list[Any] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        stops.append(loop.run_until_complete(serve(consortium, ports)))
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="fake-consortium", daemon=True)
+    thread.start()
+    assert ready.wait(START_TIMEOUT_S), "the fake consortium did not start"
+    ring = tmp_path / "ring.toml"
+    lines = [
+        '[consortium]\nname = "fake"\nsecret_env = "FAKE_SECRET"\n',
+        "[token]\nhold_max_ms = 20\n",
+    ]
+    for bank in BANKS:
+        lines.append(
+            f'[[banks]]\nid = "{bank}"\nname = "Fake {bank}"\nurl = "http://127.0.0.1:{ports[bank]}"\n'
+        )
+    ring.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        yield ring
+    finally:
+        asyncio.run_coroutine_threadsafe(stops[0](), loop).result(START_TIMEOUT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_TIMEOUT_S)
+        loop.close()
+
+
+def run_scenario(ring: Path, out: Path, name: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    status = main(
+        ["scenario", name, "--attach", "-c", str(ring), "--json", str(out), "--quiet", *extra]
+    )
+    return status, json.loads(out.read_text(encoding="utf-8"))
+
+
+def verdicts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in report["verdicts"]}
+
+
+def test_an_honest_consortium_passes_every_invariant_with_every_check_done(
+    tmp_path: Path,
+) -> None:
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        status, report = run_scenario(
+            ring, tmp_path / "r.json", "bank-workload", "--duration-s", "1.5", "--clients", "3"
+        )
+    assert status == 0, report["verdicts"]
+    assert report["money"] and not report["violated"]
+    assert report["committed"] > 10 and report["unknown"] == 0
+    assert report["by_kind"]["transfer"]["ok"] > 0
+    result = verdicts(report)
+    for name in ("audit_total", "no_negative_balance", "final_balances", "operations_settled"):
+        assert result[name]["held"] and result[name]["checked"] > 0, result[name]
+    assert report["token_visits"] > 0
+
+
+def test_a_participant_that_credits_twice_is_caught_and_the_command_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fake_ring(tmp_path, double_credit=True) as ring:
+        status, report = run_scenario(
+            ring, tmp_path / "r.json", "bank-workload", "--duration-s", "1", "--clients", "2"
+        )
+    assert status == 1
+    assert report["violated"]
+    result = verdicts(report)
+    assert not result["final_balances"]["held"]
+    assert not result["audit_total"]["held"]
+    assert "ended with" in result["final_balances"]["examples"][0]
+    assert "an invariant was violated" in capsys.readouterr().out
+
+
+def test_seed_replay_moves_at_most_what_existed_and_shows_each_transfer(tmp_path: Path) -> None:
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        status, report = run_scenario(ring, tmp_path / "r.json", "seed-replay")
+    assert status == 0, report["verdicts"]
+    transfers, moved = report["tables"]
+    outcomes = [row[3] for row in transfers["rows"]]
+    assert len(outcomes) == 10
+    # 10 x 25.00 asked from 80.00 (after the racing withdrawal) + 80.00: some must abort.
+    assert 0 < outcomes.count("ok") < 10 and outcomes.count("refused") > 0
+    assert all(row[4] == "yes" for row in moved["rows"]), moved["rows"]
+    assert verdicts(report)["at_most_existed_moved"]["checked"] > 0
+
+
+def test_fault_scenarios_refuse_attach_and_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ring = tmp_path / "ring.toml"
+    for name in ("kill-holder", "kill-participant", "pause-holder", "partition", "scale"):
+        assert main(["scenario", name, "--attach", "-c", str(ring), "--quiet"]) == 2
+        assert "cannot use --attach" in capsys.readouterr().err
+
+
+def test_an_unknown_scenario_is_refused_with_the_known_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["scenario", "nope"]) == 2
+    assert "seed-replay" in capsys.readouterr().err
+    assert main(["scenario", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("seed-replay", "bank-workload", "kill-holder", "partition", "scale"):
+        assert name in listed
