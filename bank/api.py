@@ -195,8 +195,12 @@ async def _api_middleware(
         response.headers["X-Request-Id"] = request_id
         if code is None and response.status >= 400 and isinstance(response, web.Response):
             code = _error_code(response)
+        # request_id and bank are bound for everything logged below this request; the
+        # canonical line names them itself too, so it stands alone in any log pipeline.
         log.info(
             "request",
+            request_id=request_id,
+            bank=request.app[BANK_ID],
             method=request.method,
             path=request.path,
             status=response.status,
@@ -580,12 +584,12 @@ async def cross_bank(
 
     ``body`` is the checked request body; ``caller`` the authenticated document; the
     request's ``Idempotency-Key`` header (if any) is still on ``request``.
-    NOT IMPLEMENTED YET: answers 501 ``not_implemented`` until cross-bank transfers exist.
+    Implemented by ``bank.interbank.cross_bank``.
     """
     assert operation in ("deposit", "withdrawal", "transfer")
-    raise ApiError(
-        "not_implemented", f"a {operation} involving another bank is not available yet"
-    )
+    from bank import interbank  # the cross-bank work (issue 5); imported late: it imports us
+
+    return await interbank.cross_bank(request, operation, caller, body)
 
 
 async def consortium_accounts(
@@ -593,10 +597,11 @@ async def consortium_accounts(
 ) -> dict[str, Any]:
     """``GET /api/v1/accounts?scope=consortium``: the caller's accounts at every bank.
 
-    NOT IMPLEMENTED YET for other banks: answers with this bank only (``local`` is its
-    entry); asking the other banks by document is the cross-bank work's.
+    ``local`` is this bank's entry; ``bank.interbank.consortium_accounts`` asks the others.
     """
-    return {"banks": [local], "unavailable": []}
+    from bank import interbank
+
+    return await interbank.consortium_accounts(request, caller, local)
 
 
 assert set(_CODE_BY_HTTP_STATUS.values()) <= set(STATUS_BY_CODE)

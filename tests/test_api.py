@@ -1,0 +1,327 @@
+"""The client API, route by route: what each answers, who may call it, and that idempotent
+retries, logout, expiry and login throttling behave as CONTRACT.md says."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
+
+from bank.auth import LOGIN_FAILURES_MAX, SESSION_TTL_S
+from bank.keys import LEDGER
+from test_api_support import (
+    PASSWORD,
+    audit,
+    customer,
+    deposit,
+    log_in,
+    make_app,
+    new_cnpj,
+    new_cpf,
+    open_account,
+    sign_up,
+)
+
+Client = TestClient[Any, Any]
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> Client:
+    result: Client = await aiohttp_client(make_app(tmp_path))
+    return result
+
+
+def assert_error(body: Any, code: str) -> None:
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+async def test_sign_up_answers_the_customer_and_refuses_a_second_time(client: Client) -> None:
+    document = new_cpf()
+    response = await client.post(
+        "/api/v1/customers", json={"document": document, "name": "  Ana  ", "password": PASSWORD}
+    )
+    assert response.status == 201
+    assert await response.json() == {"document": document, "name": "Ana"}
+    again = await client.post(
+        "/api/v1/customers", json={"document": document, "name": "Ana", "password": PASSWORD}
+    )
+    assert again.status == 409
+    assert_error(await again.json(), "customer_exists")
+    assert (await audit(client))["customers"] == 1
+
+
+async def test_sign_up_with_a_key_is_applied_once(client: Client) -> None:
+    body = {"document": new_cnpj(), "name": "Firma", "password": PASSWORD}
+    headers = {"Idempotency-Key": "signup-1"}
+    first = await client.post("/api/v1/customers", json=body, headers=headers)
+    second = await client.post("/api/v1/customers", json=body, headers=headers)
+    assert first.status == second.status == 201
+    assert await first.json() == await second.json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_login_logout_and_a_token_that_no_longer_works(client: Client) -> None:
+    document, headers = await customer(client)
+    listed = await client.get("/api/v1/accounts", headers=headers)
+    assert listed.status == 200
+    assert await listed.json() == {"bank": "alfa", "name": "Banco Alfa", "accounts": []}
+    logout = await client.delete("/api/v1/sessions", headers=headers)
+    assert logout.status == 204
+    after = await client.get("/api/v1/accounts", headers=headers)
+    assert after.status == 401
+    assert after.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(await after.json(), "unauthorized")
+    # Another session of the same customer is unaffected by that logout.
+    other = await log_in(client, document)
+    assert (await client.get("/api/v1/accounts", headers=other)).status == 200
+
+
+async def test_a_session_expires(client: Client) -> None:
+    _, headers = await customer(client)
+    ledger = client.app[LEDGER]
+    assert (await client.get("/api/v1/accounts", headers=headers)).status == 200
+    real_clock = ledger.clock
+    ledger.clock = lambda: real_clock() + SESSION_TTL_S + 1
+    expired = await client.get("/api/v1/accounts", headers=headers)
+    assert expired.status == 401
+    assert_error(await expired.json(), "unauthorized")
+
+
+async def test_login_answers_the_token_and_its_expiry(client: Client) -> None:
+    document = await sign_up(client)
+    response = await client.post("/api/v1/sessions", json={"document": document, "password": PASSWORD})
+    body = await response.json()
+    assert response.status == 201 and set(body) == {"token", "expires_at"}
+    assert body["expires_at"].endswith("Z") and len(body["token"]) >= 32
+
+
+async def test_repeated_failed_logins_are_refused_for_a_while(client: Client) -> None:
+    document = await sign_up(client)
+    wrong = {"document": document, "password": "not the password"}
+    for _ in range(LOGIN_FAILURES_MAX):
+        response = await client.post("/api/v1/sessions", json=wrong)
+        assert response.status == 401
+        assert_error(await response.json(), "unauthorized")
+    refused = await client.post("/api/v1/sessions", json={"document": document, "password": PASSWORD})
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) > 0
+    assert_error(await refused.json(), "too_many_attempts")
+    # Another customer is not slowed down by it.
+    other = await sign_up(client)
+    await log_in(client, other)
+
+
+async def test_unknown_customer_login_is_unauthorized(client: Client) -> None:
+    response = await client.post("/api/v1/sessions", json={"document": new_cpf(), "password": PASSWORD})
+    assert response.status == 401
+
+
+async def test_accounts_of_each_kind_and_their_owners(client: Client) -> None:
+    ana, ana_headers = await customer(client)
+    bruno = await sign_up(client)
+    firma, firma_headers = await customer(client, new_cnpj())
+    individual = await client.post(
+        "/api/v1/accounts", json={"kind": "individual", "owners": [ana]}, headers=ana_headers
+    )
+    assert individual.status == 201
+    assert await individual.json() == {
+        "bank": "alfa",
+        "account": 1,
+        "kind": "individual",
+        "owners": [ana],
+        "balance_cents": 0,
+        "held_cents": 0,
+    }
+    joint = await open_account(client, ana_headers, [bruno, ana], "joint")
+    corporate = await open_account(client, firma_headers, [firma], "corporate")
+    assert len({1, joint, corporate}) == 3
+    listed = await (await client.get("/api/v1/accounts", headers=ana_headers)).json()
+    assert [(a["account"], a["kind"], a["owners"]) for a in listed["accounts"]] == [
+        (1, "individual", [ana]),
+        (joint, "joint", sorted([ana, bruno])),
+    ]
+    consortium = await client.get("/api/v1/accounts?scope=consortium", headers=ana_headers)
+    assert consortium.status == 200
+    assert await consortium.json() == {"banks": [listed], "unavailable": []}
+    # Bruno owns the joint account and can operate it without having opened it.
+    bruno_headers = await log_in(client, bruno)
+    assert (await deposit(client, bruno_headers, joint, 10))["balance_cents"] == 10
+
+
+async def test_account_rules_are_enforced(client: Client) -> None:
+    ana, headers = await customer(client)
+    bruno = await sign_up(client)
+    stranger = new_cpf()
+    cases = [
+        ({"kind": "individual", "owners": [bruno]}, 403, "forbidden"),
+        ({"kind": "joint", "owners": [ana, stranger]}, 422, "unknown_customer"),
+        ({"kind": "joint", "owners": [ana]}, 400, "invalid_request"),
+        ({"kind": "individual", "owners": [ana, bruno]}, 400, "invalid_request"),
+        ({"kind": "corporate", "owners": [ana]}, 400, "invalid_request"),
+        ({"kind": "joint", "owners": [ana, ana]}, 400, "invalid_request"),
+        ({"kind": "savings", "owners": [ana]}, 400, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        response = await client.post("/api/v1/accounts", json=body, headers=headers)
+        assert response.status == status, body
+        assert_error(await response.json(), code)
+    assert (await audit(client))["accounts"] == 0
+
+
+async def test_deposit_and_withdrawal_answer_the_new_balance(client: Client) -> None:
+    ana, headers = await customer(client)
+    account = await open_account(client, headers, [ana])
+    assert (await deposit(client, headers, account, 1_500))["balance_cents"] == 1_500
+    response = await client.post(
+        "/api/v1/withdrawals", json={"bank": "alfa", "account": account, "amount_cents": 500}, headers=headers
+    )
+    assert response.status == 201 and (await response.json())["balance_cents"] == 1_000
+    too_much = await client.post(
+        "/api/v1/withdrawals", json={"bank": "alfa", "account": account, "amount_cents": 1_001}, headers=headers
+    )
+    assert too_much.status == 409
+    assert_error(await too_much.json(), "insufficient_funds")
+    totals = await audit(client)
+    assert totals["balance_cents"] == 1_000 and totals["deposited_net_cents"] == 1_000
+
+
+async def test_money_at_another_bank_goes_to_the_cross_bank_path(client: Client) -> None:
+    ana, headers = await customer(client)
+    account = await open_account(client, headers, [ana])
+    elsewhere = {"bank": "beta", "account": account, "amount_cents": 5}
+    for path in ("/api/v1/deposits", "/api/v1/withdrawals"):
+        response = await client.post(path, json=elsewhere, headers=headers)
+        assert response.status == 501
+        assert_error(await response.json(), "not_implemented")
+        unknown = await client.post(path, json={**elsewhere, "bank": "zeta"}, headers=headers)
+        assert unknown.status == 422
+        assert_error(await unknown.json(), "unknown_bank")
+    transfer = {
+        "sources": [{"bank": "alfa", "account": account, "amount_cents": 5}],
+        "destination": {"bank": "beta", "account": 1},
+    }
+    assert (await client.post("/api/v1/transfers", json=transfer, headers=headers)).status == 501
+    transfer["destination"] = {"bank": "zeta", "account": 1}
+    assert (await client.post("/api/v1/transfers", json=transfer, headers=headers)).status == 422
+
+
+async def test_a_local_transfer_is_committed_at_once_and_can_be_read(client: Client) -> None:
+    ana, ana_headers = await customer(client)
+    bruno, bruno_headers = await customer(client)
+    first = await open_account(client, ana_headers, [ana])
+    second = await open_account(client, ana_headers, [ana])
+    target = await open_account(client, bruno_headers, [bruno])
+    await deposit(client, ana_headers, first, 300)
+    await deposit(client, ana_headers, second, 200)
+    request = {
+        "sources": [
+            {"bank": "alfa", "account": first, "amount_cents": 250},
+            {"bank": "alfa", "account": second, "amount_cents": 150},
+        ],
+        "destination": {"bank": "alfa", "account": target},
+    }
+    response = await client.post("/api/v1/transfers", json=request, headers=ana_headers)
+    assert response.status == 202
+    accepted = await response.json()
+    assert accepted["status"] == "committed"
+    shown = await client.get(f"/api/v1/transfers/{accepted['id']}", headers=ana_headers)
+    body = await shown.json()
+    assert shown.status == 200 and body["status"] == "committed" and body["reason"] is None
+    assert body["sources"] == request["sources"] and body["destination"] == request["destination"]
+    balances = [a["balance_cents"] for a in (await (await client.get("/api/v1/accounts", headers=ana_headers)).json())["accounts"]]
+    assert balances == [50, 50]
+    # Not Bruno's to read, and a missing id is the same answer.
+    assert (await client.get(f"/api/v1/transfers/{accepted['id']}", headers=bruno_headers)).status == 404
+    assert (await client.get("/api/v1/transfers/alfa-nothing", headers=ana_headers)).status == 404
+    # Not enough money: aborted with a reason, recorded, and nothing moved.
+    request["sources"] = [{"bank": "alfa", "account": first, "amount_cents": 51}]
+    aborted = await (await client.post("/api/v1/transfers", json=request, headers=ana_headers)).json()
+    assert aborted["status"] == "aborted" and aborted["reason"] == "insufficient_funds"
+    shown = await (await client.get(f"/api/v1/transfers/{aborted['id']}", headers=ana_headers)).json()
+    assert shown["status"] == "aborted" and shown["reason"] == "insufficient_funds"
+    assert (await audit(client))["balance_cents"] == 500
+
+
+async def test_a_retry_with_the_same_key_gets_the_first_answer(client: Client) -> None:
+    ana, headers = await customer(client)
+    account = await open_account(client, headers, [ana])
+    keyed = {**headers, "Idempotency-Key": "deposit-42"}
+    body = {"bank": "alfa", "account": account, "amount_cents": 42}
+    first = await client.post("/api/v1/deposits", json=body, headers=keyed)
+    retry = await client.post("/api/v1/deposits", json=body, headers=keyed)
+    assert (first.status, await first.json()) == (retry.status, await retry.json())
+    assert "Idempotent-Replayed" not in first.headers and retry.headers["Idempotent-Replayed"] == "true"
+    other = await client.post("/api/v1/deposits", json={**body, "amount_cents": 43}, headers=keyed)
+    assert other.status == 422
+    assert_error(await other.json(), "idempotency_key_reused")
+    assert (await audit(client))["balance_cents"] == 42
+
+
+async def test_one_thousand_concurrent_one_cent_deposits(client: Client) -> None:
+    ana, headers = await customer(client)
+    account = await open_account(client, headers, [ana])
+    before = (await audit(client))["balance_cents"]
+    body = {"bank": "alfa", "account": account, "amount_cents": 1}
+
+    async def one() -> int:
+        response = await client.post("/api/v1/deposits", json=body, headers=headers)
+        await response.read()
+        return response.status
+
+    statuses = await asyncio.gather(*(one() for _ in range(1_000)))
+    assert statuses == [201] * 1_000
+    assert (await audit(client))["balance_cents"] == before + 1_000
+    assert (await client.app[LEDGER].check()).ok
+
+
+async def test_unknown_routes_and_methods_under_api_answer_in_the_error_shape(client: Client) -> None:
+    missing = await client.get("/api/v1/nothing-here")
+    assert missing.status == 404 and missing.content_type == "application/json"
+    assert_error(await missing.json(), "not_found")
+    wrong_method = await client.put("/api/v1/audit")
+    assert wrong_method.status == 405 and "GET" in wrong_method.headers["Allow"]
+    assert_error(await wrong_method.json(), "method_not_allowed")
+
+
+async def test_audit_and_openapi_are_served(client: Client) -> None:
+    totals = await audit(client)
+    assert {"bank", "balance_cents", "held_cents", "accounts"} <= set(totals)
+    assert totals["bank"] == "alfa"
+    document = await (await client.get("/api/v1/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    routes = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes == {
+        ("/api/v1/customers", "post"),
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions", "delete"),
+        ("/api/v1/accounts", "post"),
+        ("/api/v1/accounts", "get"),
+        ("/api/v1/deposits", "post"),
+        ("/api/v1/withdrawals", "post"),
+        ("/api/v1/transfers", "post"),
+        ("/api/v1/transfers/{id}", "get"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/openapi.json", "get"),
+    }
+
+
+async def test_each_request_logs_one_canonical_line(client: Client) -> None:
+    with capture_logs() as logs:
+        response = await client.get("/api/v1/audit", headers={"X-Request-Id": "req-7"})
+    assert response.headers["X-Request-Id"] == "req-7"
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert len(lines) == 1
+    assert lines[0]["status"] == 200 and lines[0]["path"] == "/api/v1/audit"
+    assert lines[0]["method"] == "GET" and lines[0]["duration_ms"] >= 0
+    assert lines[0]["request_id"] == "req-7" and lines[0]["bank"] == "alfa"
+
+
+async def test_the_canonical_line_names_the_error_code(client: Client) -> None:
+    with capture_logs() as logs:
+        await client.get("/api/v1/accounts")
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["status"] == 401 and line["code"] == "unauthorized"
