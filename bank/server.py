@@ -54,6 +54,12 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
     #   bank.web.install(app)   the web terminal at /
     # The ring is app[RING]: ring.on_token, ring.holding(), ring.admit(fence), ring.client.
     # ---------------------------------------------------------------------------------------
+    from bank import api, interbank
+    from bank import web as terminal
+
+    api.install(app)  # opens the ledger: before the transfers, which run on it
+    interbank.install(app)  # /interbank/ routes, the consortium audit, the ring's on_token
+    terminal.install(app)
     return app
 
 

@@ -169,10 +169,16 @@ class LoadOutstanding:
 
 @attrs.frozen
 class RecordPending:
-    """Store a new transfer as pending (before the client hears 202)."""
+    """Store a new transfer as pending (before the client hears 202).
+    Result: None when stored; the id of the transfer stored earlier under the same
+    idempotency key (nothing is stored then)."""
 
     transfer: Transfer
     """The transfer."""
+    idempotency: tuple[str, str, str] | None = None
+    """``(scope, key, fingerprint)`` of the client's ``Idempotency-Key``, if it sent one."""
+    request: Any = None
+    """The client's request body, kept for ``GET /api/v1/transfers/{id}``."""
 
 
 @attrs.frozen
@@ -371,7 +377,7 @@ class MemoryBook:
                 return None
             case LoadOutstanding():
                 return sorted(self.prepared.items())
-            case RecordPending(transfer):
+            case RecordPending(transfer, _, _):
                 assert transfer.id not in self.transfers
                 self.transfers[transfer.id] = transfer
                 return None

@@ -126,12 +126,22 @@ class Coordinator:
                 self.retries.setdefault(bank, _Retry(now_ms, self.retry_ms_min))
         return self.tick(now_ms)[1]
 
-    def submit(self, transfer: Transfer) -> Steps[None]:
-        """Record a new transfer as pending; it goes out at the next token visit."""
+    def submit(
+        self,
+        transfer: Transfer,
+        *,
+        idempotency: tuple[str, str, str] | None = None,
+        request: Any = None,
+    ) -> Steps[str]:
+        """Record a new transfer as pending; it goes out at the next token visit.
+        Returns the transfer's id: an earlier transfer's when the idempotency key was used."""
         assert transfer.coordinator == self.bank
         assert len(transfer.banks) >= 1
-        yield [RecordPending(transfer)]
+        (earlier,) = yield [RecordPending(transfer, idempotency, request)]
+        if earlier is not None:
+            return str(earlier)
         self.pending[transfer.id] = transfer
+        return transfer.id
 
     @property
     def backlog(self) -> int:
@@ -240,6 +250,10 @@ class Coordinator:
         if self.round is not None:
             times.append(self.round.deadline_ms)
         return min(times) if times else None
+
+    def next_resend_ms(self) -> int | None:
+        """When undelivered decisions are next due to be sent (the round's deadline aside)."""
+        return min((r.due_ms for r in self.retries.values()), default=None)
 
     def tick(self, now_ms: int) -> tuple[bool, list[Send]]:
         """Decisions due to be (re-)sent now; and whether the round's deadline has passed

@@ -41,8 +41,8 @@ __all__ = [
     "transfer_to_dict",
 ]
 
-SOURCES_MAX = 8
-"""The most source accounts one transfer may name."""
+SOURCES_MAX = 16
+"""The most source accounts one transfer may name (the client API's ``TRANSFER_SOURCES_MAX``)."""
 AMOUNT_CENTS_MAX = 10**13
 """The largest amount one leg may move (a hundred billion in the currency's units)."""
 ACCOUNT_CHARS_MAX = 64

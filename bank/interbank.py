@@ -1,0 +1,497 @@
+"""The inter-bank API (signed, under ``/interbank/``) and the client API's cross-bank operations.
+
+Place in the design: ``bank.server.build_app`` calls :func:`install` after the client API's
+``install``; the ring's signature middleware has already verified every request under
+``/interbank/`` (the verified sender is ``request[SIGNED_SENDER]``), and a message whose
+``sender`` differs from the signed sender is refused. ``bank.api`` sends every client request
+that names another bank through :func:`cross_bank` and the consortium listing through
+:func:`consortium_accounts`.
+
+Routes between banks (all ``POST`` with a JSON body unless said otherwise):
+
+- ``/interbank/prepare``: a :class:`Prepare` -> :class:`Votes`;
+- ``/interbank/decisions``: :class:`Decisions` -> :class:`Acks`;
+- ``/interbank/query``: :class:`DecisionQuery` -> :class:`Decisions` (what is decided);
+- ``/interbank/acks``: :class:`Acks` -> ``{}``;
+- ``/interbank/accounts``: ``{"document"}`` -> that customer's accounts here;
+- ``/interbank/deposits``: a deposit forwarded with the caller's document and key;
+- ``GET /interbank/audit``: this bank's figures, from one read transaction.
+
+Client routes added here: ``GET /api/v1/consortium/audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+
+from bank.errors import ApiError
+from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
+from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, request_fingerprint
+from bank.transfers.protocol import (
+    Acks,
+    DecisionQuery,
+    Decisions,
+    Leg,
+    Prepare,
+    Transfer,
+    Vote,
+    Votes,
+    decode_message,
+    encode_message,
+)
+from bank.transfers.service import (
+    Backlogged,
+    TransferService,
+    fence_from_json,
+    fence_to_json,
+)
+from bank.transfers.store import KeyReused
+from tokenring.signing import SIGNED_SENDER, SendFailed
+
+__all__ = [
+    "ACCOUNTS_TIMEOUT_S",
+    "AUDIT_TIMEOUT_S",
+    "DEPOSIT_TIMEOUT_S",
+    "TRANSFER_WAIT_MS_MAX",
+    "WITHDRAWAL_WAIT_MS",
+    "consortium_accounts",
+    "cross_bank",
+    "install",
+]
+
+log = structlog.get_logger("bank.interbank")
+
+ACCOUNTS_TIMEOUT_S = 1.0
+"""How long ``scope=consortium`` waits for each other bank before listing it unavailable."""
+AUDIT_TIMEOUT_S = 2.0
+"""How long the consortium audit waits for each other bank."""
+DEPOSIT_TIMEOUT_S = 5.0
+"""How long a forwarded deposit waits for the account's bank."""
+TRANSFER_WAIT_MS_MAX = 30_000
+"""The longest ``?wait_ms=`` a client may ask a transfer request to wait for its outcome."""
+WITHDRAWAL_WAIT_MS = 10_000
+"""How long a cross-bank withdrawal waits for its outcome before answering 202 pending."""
+
+# A refusal a participant voted, as the client API's error code.
+_REASON_CODES = {
+    "insufficient_funds": "insufficient_funds",
+    "forbidden": "forbidden",
+    "unknown_account": "unknown_account",
+    "balance_limit": "balance_limit",
+}
+
+
+def install(app: web.Application) -> None:
+    """Register the inter-bank routes and the consortium audit, and start the transfer
+    service with the application (after the ledger: install ``bank.api`` first)."""
+    app.router.add_routes(
+        [
+            web.post("/interbank/prepare", _prepare),
+            web.post("/interbank/decisions", _decisions),
+            web.post("/interbank/query", _query),
+            web.post("/interbank/acks", _acks),
+            web.post("/interbank/accounts", _accounts),
+            web.post("/interbank/deposits", _forwarded_deposit),
+            web.get("/interbank/audit", _bank_audit),
+            web.get("/api/v1/consortium/audit", _consortium_audit),
+        ]
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    ring = app[RING]
+
+    async def on_token(fence: Any, deadline: float) -> bool:
+        service: TransferService | None = app.get(TRANSFERS)
+        if service is None:
+            return False
+        return await service.on_token(fence, deadline)
+
+    ring.on_token = on_token
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    ring = app[RING]
+    service = TransferService(
+        app[CONFIG], app[BANK_ID], app[LEDGER], client=lambda: ring.client, admit=ring.admit
+    )
+    await service.start()
+    app[TRANSFERS] = service
+    try:
+        yield
+    finally:
+        await service.stop()
+
+
+def _service(request: web.Request) -> TransferService:
+    service: TransferService | None = request.app.get(TRANSFERS)
+    if service is None:
+        raise web.HTTPServiceUnavailable(text="transfers are starting")
+    return service
+
+
+async def _message(request: web.Request, kind: type) -> Any:
+    try:
+        message = decode_message(await request.json(), fence_from_json)
+    except ValueError as error:
+        raise _bad(f"malformed message: {error}") from None
+    if not isinstance(message, kind):
+        raise _bad(f"expected {kind.__name__}")
+    if message.sender != request[SIGNED_SENDER]:
+        raise web.HTTPForbidden(
+            text='{"error": {"code": "forbidden", "message": "sender is not the signer"}}',
+            content_type="application/json",
+        )
+    return message
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=f'{{"error": {{"code": "invalid_request", "message": "{message[:200]}"}}}}'.replace(
+            "\\", ""
+        ),
+        content_type="application/json",
+    )
+
+
+def _reply(message: Any) -> web.Response:
+    return web.json_response(encode_message(message, fence_to_json))
+
+
+async def _prepare(request: web.Request) -> web.Response:
+    service = _service(request)
+    prepare: Prepare = await _message(request, Prepare)
+    if any(leg.bank != service.bank for item in prepare.items for leg in item.legs):
+        raise _bad("a prepare carries only the receiving bank's legs")
+    if service.refuse_stale(prepare):
+        # The ring here has seen a newer token: the sender no longer holds it.
+        votes = tuple(Vote(item.transfer_id, False, "stale_fence") for item in prepare.items)
+        return _reply(Votes(service.bank, prepare.fence, votes))
+    return _reply(await service.handle_participant(prepare))
+
+
+async def _decisions(request: web.Request) -> web.Response:
+    service = _service(request)
+    decisions: Decisions = await _message(request, Decisions)
+    if any(leg.bank != service.bank for item in decisions.items for leg in item.legs):
+        raise _bad("a decision carries only the receiving bank's legs")
+    return _reply(await service.handle_participant(decisions))
+
+
+async def _query(request: web.Request) -> web.Response:
+    service = _service(request)
+    query: DecisionQuery = await _message(request, DecisionQuery)
+    answer = await service.handle_coordinator(query)
+    return _reply(answer)
+
+
+async def _acks(request: web.Request) -> web.Response:
+    service = _service(request)
+    acks: Acks = await _message(request, Acks)
+    await service.handle_coordinator(acks)
+    return web.json_response({})
+
+
+async def _accounts(request: web.Request) -> web.Response:
+    body = await request.json()
+    document = body.get("document") if isinstance(body, dict) else None
+    if not isinstance(document, str) or not 0 < len(document) <= 14:
+        raise _bad("document: expected a CPF or CNPJ")
+    ledger: Ledger = request.app[LEDGER]
+    bank_id = request.app[BANK_ID]
+    accounts = await ledger.accounts_of(document)
+    return web.json_response(
+        {
+            "bank": bank_id,
+            "name": request.app[CONFIG].bank(bank_id).name,
+            "accounts": [a.to_json() for a in accounts],
+        }
+    )
+
+
+async def _forwarded_deposit(request: web.Request) -> web.Response:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise _bad("expected an object")
+    document, account, amount = body.get("document"), body.get("account"), body.get("amount_cents")
+    key, fingerprint = body.get("idempotency_key"), body.get("fingerprint")
+    if not isinstance(document, str) or not document:
+        raise _bad("document")
+    for value, name in ((account, "account"), (amount, "amount_cents")):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise _bad(name)
+    if amount > AMOUNT_CENTS_MAX:
+        raise _bad("amount_cents")
+    idempotency = None
+    if key is not None:
+        if not isinstance(key, str) or not isinstance(fingerprint, str):
+            raise _bad("idempotency_key")
+        idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
+    ledger: Ledger = request.app[LEDGER]
+    answer = await ledger.deposit(account, amount, document=document, idempotency=idempotency)
+    return web.json_response(answer.body, status=answer.status)
+
+
+async def _bank_audit(request: web.Request) -> web.Response:
+    ledger: Ledger = request.app[LEDGER]
+    return web.json_response(await ledger.audit())
+
+
+def _figures(audit: dict[str, Any]) -> dict[str, int]:
+    return {
+        "balance_cents": int(audit["balance_cents"]),
+        "held_cents": int(audit["held_cents"]),
+        "settlement_cents": int(audit["settlement_cents"]),
+        "cash_cents": int(audit["deposited_net_cents"]),
+    }
+
+
+async def _consortium_audit(request: web.Request) -> web.Response:
+    """Every bank's figures; each from one read transaction at that bank.
+
+    Each bank's journal sums to zero, so at any instant ``balance + held + settlement`` of one
+    bank equals its cash (deposits minus withdrawals); money between a source's commit and the
+    destination's credit sits in settlement accounts. The sum over banks therefore equals the
+    consortium's cash whatever the instants the banks were read at: the cut need not be
+    coordinated, and the audit never waits for the token.
+    """
+    app = request.app
+    here = app[BANK_ID]
+    ledger: Ledger = app[LEDGER]
+
+    async def ask(bank: str) -> dict[str, Any] | None:
+        if bank == here:
+            return await ledger.audit()
+        try:
+            reply = await app[RING].client.get_json(
+                app[CONFIG].bank(bank).url, "/interbank/audit", timeout_s=AUDIT_TIMEOUT_S
+            )
+        except SendFailed:
+            return None
+        return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
+
+    banks = list(app[CONFIG].member_ids)
+    answers = await asyncio.gather(*(ask(bank) for bank in banks))
+    missing = [bank for bank, answer in zip(banks, answers) if answer is None]
+    if missing:
+        raise ApiError("unavailable", f"banks did not answer: {', '.join(missing)}")
+    figures = {bank: _figures(answer) for bank, answer in zip(banks, answers) if answer is not None}
+    balance = sum(f["balance_cents"] for f in figures.values())
+    held = sum(f["held_cents"] for f in figures.values())
+    in_flight = sum(f["settlement_cents"] for f in figures.values())
+    expected = sum(f["cash_cents"] for f in figures.values())
+    return web.json_response(
+        {
+            "total_cents": balance + held + in_flight,
+            "balance_cents": balance,
+            "held_cents": held,
+            "in_flight_cents": in_flight,
+            "expected_cents": expected,
+            "consistent": balance + held + in_flight == expected,
+            "banks": figures,
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The client API's cross-bank operations (called from bank.api's plug-in point)
+# ---------------------------------------------------------------------------------------------
+
+
+async def cross_bank(
+    request: web.Request,
+    operation: Literal["deposit", "withdrawal", "transfer"],
+    caller: str,
+    body: dict[str, Any],
+) -> web.Response:
+    """A deposit, withdrawal or transfer naming another bank (body already checked)."""
+    if operation == "deposit":
+        return await _deposit_elsewhere(request, caller, body)
+    if operation == "withdrawal":
+        return await _withdraw_elsewhere(request, caller, body)
+    return await _transfer(request, caller, body)
+
+
+def _key(request: web.Request, caller: str, body: Any) -> tuple[str, str, str] | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable() or " " in key:
+        raise ApiError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return caller, key, request_fingerprint(request.method, request.path, body)
+
+
+async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
+    app = request.app
+    key = _key(request, caller, body)
+    payload = {
+        "document": caller,
+        "account": body["account"],
+        "amount_cents": body["amount_cents"],
+        "idempotency_key": None if key is None else key[1],
+        "fingerprint": None if key is None else key[2],
+    }
+    try:
+        reply = await app[RING].client.post_json(
+            app[CONFIG].bank(body["bank"]).url, "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S
+        )
+    except SendFailed:
+        raise ApiError("unavailable", f"bank {body['bank']} did not answer; retry with the same Idempotency-Key") from None
+    if not isinstance(reply.body, dict) or reply.status >= 500:
+        raise ApiError("unavailable", f"bank {body['bank']} could not take the deposit")
+    return web.json_response(reply.body, status=reply.status)
+
+
+def _service_of(request: web.Request) -> TransferService:
+    service: TransferService | None = request.app.get(TRANSFERS)
+    if service is None:
+        raise ApiError("unavailable", "transfers are starting; retry")
+    return service
+
+
+async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) -> None:
+    """Refuse at once what this bank can tell: its own sources must be the caller's, and
+    a destination here must exist. The banks holding other sources check them themselves."""
+    ledger: Ledger = request.app[LEDGER]
+    here = request.app[BANK_ID]
+    for leg in legs:
+        if leg.bank != here or leg.role == "cash_out":
+            continue
+        account = await ledger.account(int(leg.account))
+        if account is None:
+            raise ApiError("unknown_account", f"no account {leg.account} at bank {here}")
+        if leg.role == "source" and caller not in account.owners:
+            raise ApiError("forbidden", f"account {leg.account} is not yours")
+
+
+async def _start(
+    request: web.Request, caller: str, legs: list[Leg], key: tuple[str, str, str] | None, body: Any
+) -> tuple[TransferService, str, bool]:
+    service = _service_of(request)
+    here = request.app[BANK_ID]
+    total = sum(leg.amount_cents for leg in legs if leg.role == "source")
+    if total > AMOUNT_CENTS_MAX:
+        raise ApiError("invalid_request", f"a transfer moves at most {AMOUNT_CENTS_MAX} cents")
+    await _check_local_legs(request, caller, legs)
+    transfer = Transfer(f"{here}-{secrets.token_hex(8)}", here, caller, tuple(legs))
+    try:
+        transfer_id = await service.submit(transfer, idempotency=key, request=body)
+    except KeyReused:
+        raise ApiError(
+            "idempotency_key_reused", "this Idempotency-Key was used for a different request"
+        ) from None
+    except Backlogged as error:
+        raise ApiError("unavailable", str(error)) from None
+    return service, transfer_id, transfer_id != transfer.id
+
+
+async def _outcome(
+    request: web.Request, service: TransferService, transfer_id: str, wait_ms: int
+) -> dict[str, Any]:
+    """The transfer's status, after waiting up to ``wait_ms`` for its decision."""
+    ledger: Ledger = request.app[LEDGER]
+    if wait_ms > 0:
+        future = service.watch(transfer_id)
+        try:
+            record = await ledger.transfer(transfer_id)
+            if record is None or record.status == "pending":
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_ms / 1000):
+                        await asyncio.shield(future)
+        finally:
+            service.unwatch(transfer_id, future)
+    record = await ledger.transfer(transfer_id)
+    assert record is not None, "a submitted transfer is recorded"
+    answer: dict[str, Any] = {"id": transfer_id, "status": record.status}
+    if record.reason is not None:
+        answer["reason"] = record.reason
+    return answer
+
+
+async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
+    raw = request.query.get("wait_ms", "0")
+    if not raw.isdigit() or int(raw) > TRANSFER_WAIT_MS_MAX:
+        raise ApiError("invalid_request", f"wait_ms must be an integer from 0 to {TRANSFER_WAIT_MS_MAX}")
+    legs = [
+        Leg(source["bank"], str(source["account"]), source["amount_cents"], "source")
+        for source in body["sources"]
+    ]
+    destination = body["destination"]
+    legs.append(
+        Leg(destination["bank"], str(destination["account"]), sum(l.amount_cents for l in legs), "destination")
+    )
+    key = _key(request, caller, body)
+    service, transfer_id, replayed = await _start(
+        request, caller, legs, key, {"sources": body["sources"], "destination": destination}
+    )
+    answer = await _outcome(request, service, transfer_id, int(raw))
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return web.json_response(answer, status=202, headers=headers)
+
+
+async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
+    here = request.app[BANK_ID]
+    amount = body["amount_cents"]
+    legs = [Leg(body["bank"], str(body["account"]), amount, "source"), Leg(here, "", amount, "cash_out")]
+    key = _key(request, caller, body)
+    service, transfer_id, replayed = await _start(
+        request, caller, legs, key, {"withdrawal": {k: body[k] for k in ("bank", "account", "amount_cents")}}
+    )
+    answer = await _outcome(request, service, transfer_id, WITHDRAWAL_WAIT_MS)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if answer["status"] == "pending":
+        return web.json_response(answer, status=202, headers=headers)
+    if answer["status"] == "aborted":
+        code = _REASON_CODES.get(answer.get("reason") or "", "unavailable")
+        raise ApiError(code, f"the withdrawal was refused: {answer.get('reason')} (transfer {transfer_id})")
+    account = await _remote_account(request, caller, body["bank"], int(body["account"]))
+    result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
+    result["transfer_id"] = transfer_id
+    return web.json_response(result, status=201, headers=headers)
+
+
+async def _remote_account(request: web.Request, caller: str, bank: str, number: int) -> dict[str, Any] | None:
+    listing = await _ask_accounts(request, caller, bank)
+    if listing is None:
+        return None
+    for account in listing.get("accounts", []):
+        if isinstance(account, dict) and account.get("account") == number:
+            return account
+    return None
+
+
+async def _ask_accounts(request: web.Request, caller: str, bank: str) -> dict[str, Any] | None:
+    app = request.app
+    try:
+        reply = await app[RING].client.post_json(
+            app[CONFIG].bank(bank).url, "/interbank/accounts", {"document": caller}, timeout_s=ACCOUNTS_TIMEOUT_S
+        )
+    except SendFailed:
+        return None
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        return None
+    return reply.body
+
+
+async def consortium_accounts(request: web.Request, caller: str, local: dict[str, Any]) -> dict[str, Any]:
+    """The caller's accounts at every bank; banks that do not answer in time are listed as
+    unavailable (never silently left out)."""
+    here = request.app[BANK_ID]
+    others = [bank for bank in request.app[CONFIG].member_ids if bank != here]
+    answers = await asyncio.gather(*(_ask_accounts(request, caller, bank) for bank in others))
+    by_bank = {here: local}
+    unavailable = []
+    for bank, answer in zip(others, answers):
+        if answer is None:
+            unavailable.append(bank)
+        else:
+            by_bank[bank] = answer
+    return {
+        "banks": [by_bank[b] for b in request.app[CONFIG].member_ids if b in by_bank],
+        "unavailable": unavailable,
+    }

@@ -1,0 +1,379 @@
+"""The transfer service: the thin async driver that runs the pure protocol inside a real bank.
+
+Place in the design: ``bank.interbank`` (HTTP) and the ring's ``on_token`` callback call this;
+it feeds the pure :class:`~bank.transfers.coordinator.Coordinator` and
+:class:`~bank.transfers.participant.Participant`, executes the book operations they yield on the
+ledger (:class:`~bank.transfers.store.LedgerBook`), and carries their messages over signed HTTP.
+It makes no protocol decision of its own; it only owns time (one timer task), concurrency (one
+lock per role, so steps of one role never interleave) and the network (bounded timeouts,
+bounded sends in flight; a failed send is simply lost and the protocol's retries cover it).
+
+A round runs inside ``on_token``: prepares go out to every involved bank at once (this bank
+answers its own without HTTP), the round ends when every vote is in or at its deadline, the
+decisions are made durable, and only then is the token released. Decisions travel in the
+background, retried by the coordinator's timer until acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from bank.ledger import Ledger
+from bank.transfers.book import Steps
+from bank.transfers.coordinator import PENDING_TRANSFERS_MAX, Coordinator, Decided
+from bank.transfers.participant import Participant
+from bank.transfers.protocol import (
+    Acks,
+    DecisionQuery,
+    Decisions,
+    Message,
+    Prepare,
+    Transfer,
+    Votes,
+    decode_message,
+    encode_message,
+)
+from bank.transfers.store import LedgerBook
+from tokenring.config import RingConfig
+from tokenring.core import Fence
+from tokenring.signing import SendFailed, SignedClient
+
+__all__ = [
+    "ROUND_MS_MIN",
+    "SEND_TIMEOUT_S",
+    "SENDS_IN_FLIGHT_MAX",
+    "Backlogged",
+    "TransferService",
+    "fence_from_json",
+    "fence_to_json",
+]
+
+log = structlog.get_logger("bank.transfers")
+
+ROUND_MS_MIN = 200
+"""The shortest time a round waits for votes, even when the token's visit is shorter: a
+durable prepare under load can take longer than ``hold_max_ms``, and safety never rests on
+the token's deadline (holds and fences carry it), only the batch's pace does."""
+SEND_TIMEOUT_S = 2.0
+"""How long one inter-bank request may take before it counts as lost."""
+SENDS_IN_FLIGHT_MAX = 64
+"""Background inter-bank requests (decisions, queries) in flight at once."""
+TIMER_IDLE_S_MAX = 1.0
+"""The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
+
+PATHS = {
+    Prepare: "/interbank/prepare",
+    Decisions: "/interbank/decisions",
+    DecisionQuery: "/interbank/query",
+    Acks: "/interbank/acks",
+}
+"""Where each message is posted; the answer's body is the reply message (or nothing)."""
+
+
+def fence_to_json(fence: Any) -> Any:
+    """A ring fence as JSON."""
+    assert isinstance(fence, Fence)
+    return fence.to_dict()
+
+
+def fence_from_json(data: Any) -> Fence:
+    """A ring fence from JSON; ValueError when malformed."""
+    return Fence.from_dict(data)
+
+
+class Backlogged(Exception):
+    """Too many transfers wait for the token here; the client should retry later."""
+
+
+class TransferService:
+    """One bank's coordinator and participant, driven over its ledger and the ring."""
+
+    def __init__(
+        self,
+        config: RingConfig,
+        bank_id: str,
+        ledger: Ledger,
+        *,
+        client: Callable[[], SignedClient],
+        admit: Callable[[Fence], bool] = lambda fence: True,
+        round_ms_min: int = ROUND_MS_MIN,
+        send_timeout_s: float = SEND_TIMEOUT_S,
+        sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX,
+        pending_transfers_max: int = PENDING_TRANSFERS_MAX,
+    ) -> None:
+        self.config = config
+        self.bank = bank_id
+        self.ledger = ledger
+        self.book = LedgerBook(ledger)
+        self.participant = Participant(bank_id)
+        self.coordinator = Coordinator(bank_id)
+        self._client = client
+        self._admit = admit
+        self.round_ms_min = round_ms_min
+        self.send_timeout_s = send_timeout_s
+        self.pending_transfers_max = pending_transfers_max
+        self._participant_lock = asyncio.Lock()
+        self._coordinator_lock = asyncio.Lock()
+        self._sends = asyncio.Semaphore(sends_in_flight_max)
+        self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
+        self._wake = asyncio.Event()
+        self._round_over = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.Task[None] | None = None
+        self._started = False
+        self.rounds = 0
+        self.committed = 0
+        self.aborted = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the tables, reload the protocol's state, start the timer."""
+        await self.book.open()
+        now = self._now_ms()
+        await self._run(self.participant.start(now))
+        async with self._coordinator_lock:
+            sends = await self._run(self.coordinator.start(now))
+        self._started = True
+        self._dispatch(sends)
+        self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+        log.info(
+            "transfers.started",
+            bank=self.bank,
+            pending=self.coordinator.backlog,
+            undelivered=len(self.coordinator.deliveries),
+            outstanding=len(self.participant.outstanding),
+        )
+
+    async def stop(self) -> None:
+        """Cancel the timer and every background send, and wait for them."""
+        self._started = False
+        tasks = list(self._tasks)
+        if self._timer is not None:
+            tasks.append(self._timer)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        self._waiters.clear()
+
+    def _now_ms(self) -> int:
+        return int(asyncio.get_running_loop().time() * 1000)
+
+    async def _run(self, steps: Steps[Any]) -> Any:
+        try:
+            batch = next(steps)
+            while True:
+                results = await self.book.execute(batch)
+                batch = steps.send(results)
+        except StopIteration as stop:
+            return stop.value
+
+    # -- the coordinator's side -------------------------------------------------------------
+
+    async def submit(
+        self,
+        transfer: Transfer,
+        *,
+        idempotency: tuple[str, str, str] | None = None,
+        request: Any = None,
+    ) -> str:
+        """Record a transfer as pending (durable on return); returns its id (an earlier
+        transfer's when the idempotency key was used before). Raises :class:`Backlogged`."""
+        if self.coordinator.backlog >= self.pending_transfers_max:
+            raise Backlogged(f"{self.coordinator.backlog} transfers already wait here")
+        # Submissions need no lock: a pending transfer enters the coordinator only after it
+        # is durable, and a round takes pending ones synchronously.
+        transfer_id: str = await self._run(
+            self.coordinator.submit(transfer, idempotency=idempotency, request=request)
+        )
+        return transfer_id
+
+    def watch(self, transfer_id: str) -> asyncio.Future[Decided]:
+        """A future resolved when this bank decides ``transfer_id`` (while it runs)."""
+        future: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(transfer_id, []).append(future)
+        return future
+
+    def unwatch(self, transfer_id: str, future: asyncio.Future[Decided]) -> None:
+        futures = self._waiters.get(transfer_id)
+        if futures and future in futures:
+            futures.remove(future)
+            if not futures:
+                del self._waiters[transfer_id]
+
+    async def on_token(self, fence: Fence, deadline: float) -> bool:
+        """The ring's callback at each token visit: run one round. False when idle."""
+        if not self._started:
+            return False
+        loop = asyncio.get_running_loop()
+        now_ms = self._now_ms()
+        until_ms = max(int(deadline * 1000), now_ms + self.round_ms_min)
+        async with self._coordinator_lock:
+            sends = self.coordinator.grant(fence, until_ms, now_ms)
+        if not sends:
+            return False
+        self.rounds += 1
+        self._round_over.clear()
+        for to, message in sends:
+            assert isinstance(message, Prepare)
+            self._spawn(self._prepare_at(to, message))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(until_ms / 1000):
+                await self._round_over.wait()
+        if self.coordinator.round_open:
+            async with self._coordinator_lock:
+                await self._coordinator_step(self.coordinator.expire(max(self._now_ms(), until_ms)))
+        del loop
+        return True
+
+    async def _prepare_at(self, to: str, prepare: Prepare) -> None:
+        if to == self.bank:
+            votes = await self.handle_participant(prepare)
+        else:
+            reply = await self._post(to, prepare)
+            if not isinstance(reply, Votes):
+                return  # counts as no at the round's deadline
+            votes = reply
+        async with self._coordinator_lock:
+            await self._coordinator_step(self.coordinator.handle(votes, self._now_ms()))
+
+    async def _coordinator_step(self, steps: Steps[tuple[list[Decided], list[Any]]]) -> None:
+        """Run a coordinator step (the caller holds the coordinator's lock)."""
+        decided, sends = await self._run(steps)
+        if decided:
+            self._round_over.set()
+            for d in decided:
+                if d.outcome == "committed":
+                    self.committed += 1
+                else:
+                    self.aborted += 1
+                for future in self._waiters.pop(d.transfer_id, []):
+                    if not future.done():
+                        future.set_result(d)
+        self._dispatch(sends)
+
+    async def handle_coordinator(self, message: Message) -> Message | None:
+        """Acks and decision queries from participants; returns the reply, if any."""
+        async with self._coordinator_lock:
+            decided, sends = await self._run(self.coordinator.handle(message, self._now_ms()))
+        assert not decided
+        if isinstance(message, DecisionQuery):
+            for to, reply in sends:
+                if to == message.sender:
+                    return reply
+            return Decisions(self.bank, ())
+        self._dispatch(sends)
+        return None
+
+    # -- the participant's side -------------------------------------------------------------
+
+    async def handle_participant(self, message: Prepare | Decisions) -> Message:
+        """Prepare -> Votes, Decisions -> Acks, one step at a time."""
+        async with self._participant_lock:
+            replies: list[Message] = await self._run(
+                self.participant.handle(message, self._now_ms())
+            )
+        self._wake.set()
+        assert len(replies) == 1
+        return replies[0]
+
+    def refuse_stale(self, prepare: Prepare) -> bool:
+        """True when the ring has seen a fence above the prepare's (refuse without a lookup)."""
+        return not self._admit(prepare.fence)
+
+    # -- the network ------------------------------------------------------------------------
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        async def bounded() -> None:
+            async with self._sends:
+                try:
+                    await work
+                except (SendFailed, ValueError) as error:
+                    log.info("transfers.send_lost", error=str(error))
+                except Exception:
+                    log.exception("transfers.background_failed")
+
+        task = asyncio.get_running_loop().create_task(bounded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, sends: list[tuple[str, Message]]) -> None:
+        for to, message in sends:
+            self._spawn(self._deliver(to, message))
+        if sends:
+            self._wake.set()
+
+    async def _deliver(self, to: str, message: Message) -> None:
+        """A decision or a query, to another bank or to this one."""
+        if isinstance(message, Decisions):
+            if to == self.bank:
+                acks = await self.handle_participant(message)
+            else:
+                acks = await self._post(to, message)
+            if isinstance(acks, Acks):
+                await self.handle_coordinator(acks)
+        elif isinstance(message, DecisionQuery):
+            if to == self.bank:
+                answer = await self.handle_coordinator(message)
+            else:
+                answer = await self._post(to, message)
+            if isinstance(answer, Decisions) and answer.items:
+                acks = await self.handle_participant(answer)
+                if to == self.bank:
+                    await self.handle_coordinator(acks)
+                else:
+                    await self._post(to, acks)
+        else:
+            raise AssertionError(f"not a background message: {message!r}")
+
+    async def _post(self, to: str, message: Message) -> Message | None:
+        url = self.config.bank(to).url
+        path = PATHS[type(message)]
+        reply = await self._client().post_json(
+            url, path, encode_message(message, fence_to_json), timeout_s=self.send_timeout_s
+        )
+        if reply.status != 200 or not reply.body:
+            if reply.status != 200:
+                log.info("transfers.refused_by_peer", to=to, path=path, status=reply.status)
+            return None
+        answer = decode_message(reply.body, fence_from_json)
+        if answer.sender != to:
+            log.warning("transfers.reply_from_wrong_sender", to=to, sender=answer.sender)
+            return None
+        return answer
+
+    # -- time ----------------------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        """Re-send undelivered decisions and ask about undecided yes votes, when due."""
+        while True:
+            now = self._now_ms()
+            due = [
+                t
+                for t in (self.coordinator.next_resend_ms(), self.participant.next_deadline_ms())
+                if t is not None
+            ]
+            wait_s = TIMER_IDLE_S_MAX if not due else max(0.0, (min(due) - now) / 1000)
+            self._wake.clear()
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(wait_s, TIMER_IDLE_S_MAX)):
+                        await self._wake.wait()
+                continue
+            now = self._now_ms()
+            async with self._coordinator_lock:
+                _, sends = self.coordinator.tick(now)
+            self._dispatch(sends)
+            self._dispatch(self.participant.tick(now))
+            # Nothing else is due before the next deadline; a woken wait re-reads it.
+            await asyncio.sleep(0)

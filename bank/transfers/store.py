@@ -1,0 +1,333 @@
+"""A real bank's book: the protocol's operations on the bank's SQLite ledger.
+
+Place in the design: the async driver (:mod:`bank.transfers.service`) executes the batches the
+pure coordinator and participant yield (:mod:`bank.transfers.book`) through :class:`LedgerBook`.
+
+- Money goes through the ledger's own idempotent hold operations (``place_hold``,
+  ``commit_hold``, ``release_hold``, ``credit``): every operation of a batch is queued at
+  once, so the ledger's writer commits the batch together (group commit, one fsync).
+- The protocol's own records (the highest fence accepted, decisions applied here, yes votes
+  awaiting a decision, the coordinator's transfers and their deliveries, cross-bank
+  idempotency keys) live in tables of the same database, written by functions that run in
+  the ledger's writer thread inside its transactions (``Ledger._write``). So a batch of
+  protocol records is atomic, and it shares the ledger's durability (WAL, synchronous=FULL).
+- A transfer the coordinator records is also written to the ledger's ``transfers`` table, so
+  ``GET /api/v1/transfers/{id}`` shows cross-bank transfers exactly like local ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from bank import ledger as ledger_module
+from bank.ledger import CASH_ACCOUNT, SETTLEMENT_ACCOUNT, Ledger
+from bank.transfers.book import (
+    AcceptFence,
+    BookOp,
+    CashOut,
+    CheckAccount,
+    CommitHold,
+    Credit,
+    LoadCoordinator,
+    LoadOutstanding,
+    PlaceHold,
+    ReadDecision,
+    RecordAcks,
+    RecordDecision,
+    RecordOutcomes,
+    RecordPending,
+    RecordPrepared,
+    ReleaseHold,
+)
+from bank.transfers.protocol import Transfer, transfer_from_dict, transfer_to_dict
+from tokenring.core import Fence
+
+__all__ = ["SCHEMA", "LedgerBook", "account_number"]
+
+log = structlog.get_logger("bank.transfers.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transfer_fence (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL, issuer TEXT NOT NULL, seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transfer_applied (
+    transfer_id TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL CHECK (outcome IN ('committed', 'aborted')),
+    at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transfer_prepared (
+    transfer_id TEXT PRIMARY KEY,
+    coordinator TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transfer_coordinated (
+    seq INTEGER PRIMARY KEY,
+    transfer_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    outcome TEXT CHECK (outcome IN ('committed', 'aborted')),
+    unacked TEXT
+);
+CREATE INDEX IF NOT EXISTS transfer_coordinated_open ON transfer_coordinated(outcome, unacked);
+CREATE TABLE IF NOT EXISTS transfer_keys (
+    scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    transfer_id TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transfer_cash_outs (
+    transfer_id TEXT PRIMARY KEY, amount_cents INTEGER NOT NULL, at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+"""The protocol's tables, in the ledger's database (created when the service starts)."""
+
+_MONEY_OPS = (PlaceHold, CheckAccount, CommitHold, ReleaseHold, Credit)
+
+
+def account_number(account: str) -> int | None:
+    """A protocol account (text) as the ledger's number; None when it cannot be one."""
+    if not account.isdigit() or len(account) > 16:
+        return None
+    number = int(account)
+    return number if number > 0 else None
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key sent again with a different request."""
+
+
+class LedgerBook:
+    """Executes book operations against one bank's :class:`~bank.ledger.Ledger`."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def open(self) -> None:
+        """Create the protocol's tables when they are missing."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        await self.ledger._write(run)
+
+    async def execute(self, batch: Sequence[BookOp]) -> list[Any]:
+        """Run a batch (every operation queued at once) and answer each one's result."""
+        import asyncio
+
+        records = [op for op in batch if not isinstance(op, _MONEY_OPS)]
+        money = [op for op in batch if isinstance(op, _MONEY_OPS)]
+        tasks: list[Any] = [self._money(op) for op in money]
+        if records:
+            tasks.append(self._records(records))
+        results = await asyncio.gather(*tasks)
+        by_op: dict[int, Any] = {}
+        for op, result in zip(money, results):
+            by_op[id(op)] = result
+        if records:
+            for op, result in zip(records, results[-1]):
+                by_op[id(op)] = result
+        return [by_op[id(op)] for op in batch]
+
+    async def _money(self, op: BookOp) -> Any:
+        ledger = self.ledger
+        match op:
+            case PlaceHold(transfer_id, account, amount, owner):
+                number = account_number(account)
+                if number is None:
+                    return "unknown_account"
+                return await ledger.place_hold(transfer_id, number, amount, owner)
+            case CheckAccount(account):
+                number = account_number(account)
+                found = None if number is None else await ledger.account(number)
+                return "ok" if found is not None else "unknown_account"
+            case CommitHold(transfer_id, account, _):
+                number = account_number(account)
+                assert number is not None, "a committed source was held, so it is a number"
+                outcome = await ledger.commit_hold(transfer_id, number)
+                if outcome != "ok":
+                    log.error("transfer.commit_hold_refused", transfer_id=transfer_id, outcome=outcome)
+                return outcome
+            case ReleaseHold(transfer_id, account, _):
+                number = account_number(account)
+                if number is None:
+                    return "no_hold"
+                return await ledger.release_hold(transfer_id, number)
+            case Credit(transfer_id, account, amount):
+                number = account_number(account)
+                assert number is not None, "a committed destination was checked, so it is a number"
+                outcome = await ledger.credit(transfer_id, number, amount)
+                if outcome != "ok":
+                    # The money stays in settlement, visible to the audit as in flight.
+                    log.error("transfer.credit_refused", transfer_id=transfer_id, outcome=outcome)
+                return outcome
+        raise AssertionError(f"not a money operation: {op!r}")
+
+    async def _records(self, ops: Sequence[BookOp]) -> list[Any]:
+        now_ms = self.ledger.now_ms()
+        if all(isinstance(op, (ReadDecision, LoadOutstanding, LoadCoordinator)) for op in ops):
+            return await self.ledger._read(lambda conn: [_record(conn, op, now_ms) for op in ops])
+        return await self.ledger._write(lambda conn: [_record(conn, op, now_ms) for op in ops])
+
+    # -- reads for the API -------------------------------------------------------------------
+
+    async def transfer_body(self, transfer_id: str) -> Transfer | None:
+        """A transfer this bank coordinates, as recorded."""
+
+        def run(conn: sqlite3.Connection) -> Transfer | None:
+            row = conn.execute(
+                "SELECT body FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            return None if row is None else transfer_from_dict(json.loads(row[0]))
+
+        return await self.ledger._read(run)
+
+
+def _fence_row(conn: sqlite3.Connection) -> Fence | None:
+    row = conn.execute("SELECT epoch, issuer, seq FROM transfer_fence WHERE id = 1").fetchone()
+    return None if row is None else Fence(row[0], row[1], row[2])
+
+
+def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
+    """One protocol record operation, inside the ledger's transaction (writer or reader)."""
+    match op:
+        case AcceptFence(fence):
+            stored = _fence_row(conn)
+            if stored is not None and fence < stored:
+                return False
+            if stored is None or stored < fence:
+                conn.execute(
+                    "INSERT INTO transfer_fence (id, epoch, issuer, seq) VALUES (1, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch,"
+                    " issuer = excluded.issuer, seq = excluded.seq",
+                    (fence.epoch, fence.issuer, fence.seq),
+                )
+            return True
+        case ReadDecision(transfer_id):
+            row = conn.execute(
+                "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+        case RecordPrepared(transfer_id, coordinator):
+            decided = conn.execute(
+                "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            if decided is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms)"
+                    " VALUES (?, ?, ?)",
+                    (transfer_id, coordinator, now_ms),
+                )
+            return None
+        case RecordDecision(transfer_id, outcome):
+            conn.execute(
+                "INSERT OR IGNORE INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)",
+                (transfer_id, outcome, now_ms),
+            )
+            stored = conn.execute(
+                "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()[0]
+            assert stored == outcome, f"{transfer_id}: decided {stored}, now told {outcome}"
+            conn.execute("DELETE FROM transfer_prepared WHERE transfer_id = ?", (transfer_id,))
+            return None
+        case CashOut(transfer_id, amount):
+            done = conn.execute(
+                "SELECT 1 FROM transfer_cash_outs WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            if done is None:
+                conn.execute(
+                    "INSERT INTO transfer_cash_outs (transfer_id, amount_cents, at_ms) VALUES (?, ?, ?)",
+                    (transfer_id, amount, now_ms),
+                )
+                # Cash leaves from settlement: the source bank's commit put it there.
+                ledger_module._post(
+                    conn,
+                    "cash_out",
+                    transfer_id,
+                    now_ms,
+                    [(SETTLEMENT_ACCOUNT, "available", -amount), (CASH_ACCOUNT, "available", amount)],
+                )
+            return None
+        case LoadOutstanding():
+            return conn.execute(
+                "SELECT transfer_id, coordinator FROM transfer_prepared ORDER BY transfer_id"
+            ).fetchall()
+        case RecordPending(transfer, idempotency, request):
+            if idempotency is not None:
+                scope, key, fingerprint = idempotency
+                row = conn.execute(
+                    "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?",
+                    (scope, key),
+                ).fetchone()
+                if row is not None:
+                    if row[0] != fingerprint:
+                        raise KeyReused(key)
+                    return row[1]
+                conn.execute(
+                    "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
+                    (scope, key, fingerprint, transfer.id),
+                )
+            conn.execute(
+                "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)",
+                (transfer.id, json.dumps(transfer_to_dict(transfer))),
+            )
+            conn.execute(
+                "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
+                " VALUES (?, ?, 'pending', NULL, ?, ?)",
+                (transfer.id, transfer.owner_document, json.dumps(request or {}), now_ms),
+            )
+            return None
+        case RecordOutcomes(outcomes):
+            for transfer_id, outcome, reason in outcomes:
+                row = conn.execute(
+                    "SELECT body, outcome FROM transfer_coordinated WHERE transfer_id = ?",
+                    (transfer_id,),
+                ).fetchone()
+                assert row is not None, f"deciding {transfer_id}, never recorded"
+                if row[1] is not None:
+                    assert row[1] == outcome, "decisions never change"
+                    continue
+                banks = transfer_from_dict(json.loads(row[0])).banks
+                conn.execute(
+                    "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
+                    (outcome, json.dumps(sorted(banks)), transfer_id),
+                )
+                conn.execute(
+                    "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
+                    (outcome, reason, now_ms, transfer_id),
+                )
+            return None
+        case RecordAcks(bank, transfer_ids):
+            for transfer_id in transfer_ids:
+                row = conn.execute(
+                    "SELECT unacked FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
+                ).fetchone()
+                if row is None or row[0] is None:
+                    continue
+                left = [b for b in json.loads(row[0]) if b != bank]
+                conn.execute(
+                    "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?",
+                    (json.dumps(left) if left else None, transfer_id),
+                )
+            return None
+        case LoadCoordinator():
+            pending = [
+                transfer_from_dict(json.loads(body))
+                for (body,) in conn.execute(
+                    "SELECT body FROM transfer_coordinated WHERE outcome IS NULL ORDER BY seq"
+                )
+            ]
+            undelivered = [
+                (transfer_from_dict(json.loads(body)), outcome, frozenset(json.loads(unacked)))
+                for body, outcome, unacked in conn.execute(
+                    "SELECT body, outcome, unacked FROM transfer_coordinated"
+                    " WHERE outcome IS NOT NULL AND unacked IS NOT NULL ORDER BY seq"
+                )
+            ]
+            return pending, undelivered
+    raise AssertionError(f"not a record operation: {op!r}")

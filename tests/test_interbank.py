@@ -1,0 +1,222 @@
+"""Cross-bank operations on three banks served in this process on 127.0.0.1 (random ports):
+the real ring, ledger, client API and signed inter-bank routes, without child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bank.documents import complete_cpf
+from bank.keys import TRANSFERS
+from bank.process import write_ring_file
+from bank.server import build_app
+from tokenring.signing import SignedClient
+
+SECRET = b"test-secret-for-interbank"
+DEADLINE_S = 15.0
+
+
+class Banks:
+    def __init__(self, config: Any, apps: dict[str, web.Application], session: aiohttp.ClientSession):
+        self.config = config
+        self.apps = apps
+        self.session = session
+        self.tokens: dict[tuple[str, str], str] = {}
+
+    def url(self, bank: str) -> str:
+        return str(self.config.bank(bank).url)
+
+    async def call(
+        self, method: str, bank: str, path: str, body: Any = None, *, who: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        all_headers = dict(headers or {})
+        if who is not None:
+            all_headers["Authorization"] = f"Bearer {self.tokens[(bank, who)]}"
+        async with self.session.request(method, self.url(bank) + path, json=body, headers=all_headers) as r:
+            return r.status, await r.json()
+
+    async def customer(self, bank: str, document: str) -> None:
+        status, _ = await self.call("POST", bank, "/api/v1/customers",
+                                    {"document": document, "name": "Ana", "password": "correct horse"})
+        assert status == 201
+        status, body = await self.call("POST", bank, "/api/v1/sessions",
+                                       {"document": document, "password": "correct horse"})
+        assert status == 201
+        self.tokens[(bank, document)] = body["token"]
+
+    async def account(self, bank: str, document: str, deposit_cents: int) -> int:
+        status, body = await self.call("POST", bank, "/api/v1/accounts",
+                                       {"kind": "individual", "owners": [document]}, who=document)
+        assert status == 201, body
+        number = int(body["account"])
+        if deposit_cents:
+            status, _ = await self.call("POST", bank, "/api/v1/deposits",
+                                        {"bank": bank, "account": number, "amount_cents": deposit_cents}, who=document)
+            assert status == 201
+        return number
+
+    async def balance(self, bank: str, document: str, number: int) -> tuple[int, int]:
+        status, body = await self.call("GET", bank, "/api/v1/accounts", who=document)
+        assert status == 200
+        for account in body["accounts"]:
+            if account["account"] == number:
+                return account["balance_cents"], account["held_cents"]
+        raise AssertionError(f"no account {number} at {bank}")
+
+    async def audit(self) -> dict[str, Any]:
+        status, body = await self.call("GET", "b0", "/api/v1/consortium/audit")
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture
+async def banks(tmp_path: Path) -> AsyncIterator[Banks]:
+    config = write_ring_file(tmp_path / "ring.toml", ["b0", "b1", "b2"], hold_max_ms=20,
+                             data_dir=str(tmp_path / "var"))
+    apps = {bank.id: build_app(config, bank.id, secret=SECRET) for bank in config.banks}
+    runners = []
+    try:
+        for bank in config.banks:
+            runner = web.AppRunner(apps[bank.id], access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, bank.host, bank.port).start()
+            runners.append(runner)
+        async with aiohttp.ClientSession() as session:
+            yield Banks(config, apps, session)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def settle(banks: Banks, expected: dict[tuple[str, int], tuple[int, int]]) -> None:
+    """Wait (boundedly) until every named account of ANA shows (balance, held)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        seen = {key: await banks.balance(key[0], ANA, key[1]) for key in expected}
+        if seen == expected:
+            return
+        assert time.monotonic() < deadline, f"never settled: {seen} != {expected}"
+        await asyncio.sleep(0.02)
+
+
+ANA = complete_cpf("529982247")
+BIA = complete_cpf("111444777")
+
+
+async def test_a_cross_bank_transfer_commits_and_moves_the_money(banks: Banks) -> None:
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    a0 = await banks.account("b0", ANA, 10_000)
+    a1 = await banks.account("b1", ANA, 5_000)
+    a2 = await banks.account("b2", ANA, 0)
+    request = {"sources": [{"bank": "b0", "account": a0, "amount_cents": 3_000},
+                           {"bank": "b1", "account": a1, "amount_cents": 2_000}],
+               "destination": {"bank": "b2", "account": a2}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200 and record["status"] == "committed"
+    # Decisions travel after the commit point: wait for them to be applied, boundedly.
+    await settle(banks, {("b0", a0): (7_000, 0), ("b1", a1): (3_000, 0), ("b2", a2): (5_000, 0)})
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 15_000
+    assert audit["in_flight_cents"] == 0 and audit["held_cents"] == 0
+
+
+async def test_refused_sources_abort_the_whole_transfer_and_hold_nothing(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+        await banks.customer(bank, BIA)
+    mine = await banks.account("b0", ANA, 1_000)
+    poor = await banks.account("b1", ANA, 100)
+    hers = await banks.account("b1", BIA, 9_000)
+    dest = await banks.account("b1", ANA, 0)
+    for sources, reason in [
+        ([{"bank": "b0", "account": mine, "amount_cents": 500},
+          {"bank": "b1", "account": poor, "amount_cents": 500}], "insufficient_funds"),
+        ([{"bank": "b0", "account": mine, "amount_cents": 500},
+          {"bank": "b1", "account": hers, "amount_cents": 500}], "forbidden"),
+    ]:
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000",
+                                        {"sources": sources, "destination": {"bank": "b1", "account": dest}}, who=ANA)
+        assert status == 202 and (body["status"], body.get("reason")) == ("aborted", reason), body
+    await settle(banks, {("b0", mine): (1_000, 0), ("b1", poor): (100, 0)})
+    assert await banks.balance("b1", BIA, hers) == (9_000, 0)
+    assert await banks.balance("b1", ANA, dest) == (0, 0)
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 10_100
+
+
+async def test_a_source_at_the_terminal_bank_is_checked_before_anything_is_recorded(banks: Banks) -> None:
+    await banks.customer("b0", ANA)
+    await banks.customer("b0", BIA)
+    await banks.customer("b1", ANA)
+    hers = await banks.account("b0", BIA, 1_000)
+    dest = await banks.account("b1", ANA, 0)
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers",
+                                    {"sources": [{"bank": "b0", "account": hers, "amount_cents": 1}],
+                                     "destination": {"bank": "b1", "account": dest}}, who=ANA)
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=999999",
+                                    {"sources": [{"bank": "b1", "account": dest, "amount_cents": 1}],
+                                     "destination": {"bank": "b0", "account": hers}}, who=ANA)
+    assert status == 400 and body["error"]["code"] == "invalid_request"
+
+
+async def test_cross_bank_deposit_withdrawal_listing_and_idempotency(banks: Banks) -> None:
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    a1 = await banks.account("b1", ANA, 0)
+    await banks.account("b2", ANA, 0)
+    deposit = {"bank": "b1", "account": a1, "amount_cents": 700}
+    for _ in range(2):
+        status, body = await banks.call("POST", "b0", "/api/v1/deposits", deposit, who=ANA,
+                                        headers={"Idempotency-Key": "dep-1"})
+        assert status == 201 and body["balance_cents"] == 700, body
+    status, body = await banks.call("POST", "b0", "/api/v1/deposits", dict(deposit, amount_cents=1), who=ANA,
+                                    headers={"Idempotency-Key": "dep-1"})
+    assert status == 422 and body["error"]["code"] == "idempotency_key_reused"
+    status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                    {"bank": "b1", "account": a1, "amount_cents": 200}, who=ANA)
+    assert status == 201 and body["balance_cents"] == 500, body
+    status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                    {"bank": "b1", "account": a1, "amount_cents": 10_000}, who=ANA)
+    assert status == 409 and body["error"]["code"] == "insufficient_funds"
+    status, body = await banks.call("GET", "b0", "/api/v1/accounts?scope=consortium", who=ANA)
+    assert status == 200 and body["unavailable"] == []
+    assert [entry["bank"] for entry in body["banks"]] == ["b0", "b1", "b2"]
+    assert [a["balance_cents"] for a in body["banks"][1]["accounts"]] == [500]
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 500
+    # A transfer retried with its key is the same transfer.
+    a0 = await banks.account("b0", ANA, 100)
+    request = {"sources": [{"bank": "b0", "account": a0, "amount_cents": 60}], "destination": {"bank": "b1", "account": a1}}
+    ids = set()
+    for _ in range(2):
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA,
+                                        headers={"Idempotency-Key": "t-1"})
+        assert status == 202 and body["status"] == "committed"
+        ids.add(body["id"])
+    assert len(ids) == 1
+    await settle(banks, {("b0", a0): (40, 0), ("b1", a1): (560, 0)})
+
+
+async def test_interbank_routes_refuse_unsigned_and_impersonated_messages(banks: Banks) -> None:
+    prepare = {"type": "prepare", "sender": "b1", "fence": {"epoch": 99, "issuer": "b1", "seq": 1}, "items": []}
+    async with banks.session.post(banks.url("b0") + "/interbank/prepare", json=prepare) as response:
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "unauthorized"
+    # Signed by b2 but claiming to come from b1.
+    client = SignedClient(banks.session, SECRET, "b2")
+    reply = await client.post_json(banks.url("b0"), "/interbank/prepare", prepare)
+    assert reply.status == 403
+    # Nothing was accepted: a prepare under a modest fence still works afterwards.
+    assert banks.apps["b0"][TRANSFERS].participant.fence is None
