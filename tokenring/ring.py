@@ -443,6 +443,9 @@ class Ring:
                 self._log.info("ring.token_minted", **self._fields(action.fence))
             elif isinstance(action, core.TokenPurged):
                 self.metrics.tokens_purged.labels(reason=action.reason).inc()
+                if self._left:
+                    # Leaving with no member up to take the token: nothing to wait for.
+                    self._handoff_acked.set()
                 self._log.info(
                     "ring.token_purged", reason=action.reason, **self._fields(action.fence)
                 )

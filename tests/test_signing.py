@@ -1,0 +1,274 @@
+"""Signed messages: what the verifier accepts and refuses, the middleware, the signed client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tokenring.signing import (
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    SIGNED_SENDER,
+    NonceCache,
+    SendFailed,
+    SignatureError,
+    SignedClient,
+    Verifier,
+    sign,
+    signature_middleware,
+)
+from tokenring.transport import RING_MESSAGE_PATH
+
+SECRET = b"the-ring-key-0123456789"
+MEMBERS = frozenset({"alfa", "beta"})
+
+ClientFactory = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+class Clock:
+    """A wall clock the test moves by hand."""
+
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def verifier(clock: Clock, **kwargs: Any) -> Verifier:
+    return Verifier(SECRET, members=MEMBERS, clock_ms=clock, **kwargs)
+
+
+def signed(clock: Clock, body: bytes = b'{"x":1}', **kwargs: Any) -> dict[str, str]:
+    options: dict[str, Any] = {"sender": "alfa", "timestamp_ms": clock.now_ms}
+    options.update(kwargs)
+    return sign(SECRET, "POST", "/ring/message", body, **options)
+
+
+def test_a_correctly_signed_message_names_its_sender() -> None:
+    clock = Clock()
+    headers = signed(clock)
+    assert verifier(clock).verify("POST", "/ring/message", headers, b'{"x":1}') == "alfa"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/ring/message", b'{"x":1}'),
+        ("POST", "/ring/other", b'{"x":1}'),
+        ("POST", "/ring/message?x=1", b'{"x":1}'),
+        ("POST", "/ring/message", b'{"x":2}'),
+    ],
+)
+def test_changing_method_path_or_body_breaks_the_signature(
+    method: str, path: str, body: bytes
+) -> None:
+    clock = Clock()
+    with pytest.raises(SignatureError, match="bad signature") as caught:
+        verifier(clock).verify(method, path, signed(clock), body)
+    assert caught.value.status == 401 and caught.value.code == "unauthorized"
+
+
+def test_a_message_signed_with_another_key_is_refused() -> None:
+    clock = Clock()
+    headers = sign(b"another-key", "POST", "/ring/message", b"{}", sender="alfa",
+                   timestamp_ms=clock.now_ms)  # fmt: skip
+    with pytest.raises(SignatureError, match="bad signature"):
+        verifier(clock).verify("POST", "/ring/message", headers, b"{}")
+
+
+def test_a_claimed_sender_other_than_the_signer_is_refused() -> None:
+    clock = Clock()
+    headers = signed(clock)
+    headers["X-Ring-Sender"] = "beta"
+    with pytest.raises(SignatureError, match="bad signature"):
+        verifier(clock).verify("POST", "/ring/message", headers, b'{"x":1}')
+
+
+@pytest.mark.parametrize(
+    "missing", ["X-Ring-Sender", HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE]
+)
+def test_each_missing_header_makes_the_message_unsigned(missing: str) -> None:
+    clock = Clock()
+    headers = signed(clock)
+    del headers[missing]
+    with pytest.raises(SignatureError, match="unsigned"):
+        verifier(clock).verify("POST", "/ring/message", headers, b'{"x":1}')
+
+
+def test_an_unknown_sender_is_refused_even_with_the_key() -> None:
+    clock = Clock()
+    with pytest.raises(SignatureError, match="unknown sender"):
+        verifier(clock).verify("POST", "/ring/message", signed(clock, sender="zulu"),
+                               b'{"x":1}')  # fmt: skip
+
+
+@pytest.mark.parametrize("skew_ms", [-30_001, 30_001, -10**9])
+def test_a_timestamp_beyond_the_skew_bound_is_stale(skew_ms: int) -> None:
+    clock = Clock()
+    headers = signed(clock, timestamp_ms=clock.now_ms + skew_ms)
+    with pytest.raises(SignatureError, match="stale"):
+        verifier(clock, skew_ms_max=30_000).verify("POST", "/ring/message", headers, b'{"x":1}')
+
+
+@pytest.mark.parametrize("skew_ms", [-30_000, 0, 30_000])
+def test_a_timestamp_within_the_skew_bound_is_accepted(skew_ms: int) -> None:
+    clock = Clock()
+    headers = signed(clock, timestamp_ms=clock.now_ms + skew_ms)
+    check = verifier(clock, skew_ms_max=30_000)
+    assert check.verify("POST", "/ring/message", headers, b'{"x":1}') == "alfa"
+
+
+def test_a_replayed_message_is_refused_and_a_fresh_nonce_is_not() -> None:
+    clock = Clock()
+    check = verifier(clock)
+    headers = signed(clock)
+    check.verify("POST", "/ring/message", headers, b'{"x":1}')
+    clock.now_ms += 5_000
+    with pytest.raises(SignatureError, match="replayed"):
+        check.verify("POST", "/ring/message", headers, b'{"x":1}')
+    assert check.verify("POST", "/ring/message", signed(clock), b'{"x":1}') == "alfa"
+
+
+def test_a_replay_after_the_window_is_refused_as_stale() -> None:
+    # The nonce may be forgotten only once its timestamp can no longer be accepted.
+    clock = Clock()
+    check = verifier(clock, skew_ms_max=1_000)
+    headers = signed(clock, timestamp_ms=clock.now_ms + 1_000)
+    check.verify("POST", "/ring/message", headers, b'{"x":1}')
+    clock.now_ms += 1_999
+    with pytest.raises(SignatureError, match="replayed"):
+        check.verify("POST", "/ring/message", headers, b'{"x":1}')
+    clock.now_ms += 2
+    with pytest.raises(SignatureError, match="stale"):
+        check.verify("POST", "/ring/message", headers, b'{"x":1}')
+
+
+def test_a_badly_signed_message_does_not_use_up_its_nonce() -> None:
+    clock = Clock()
+    check = verifier(clock)
+    headers = signed(clock)
+    forged = dict(headers, **{HEADER_SIGNATURE: "0" * 64})
+    with pytest.raises(SignatureError):
+        check.verify("POST", "/ring/message", forged, b'{"x":1}')
+    assert len(check.nonces) == 0
+    assert check.verify("POST", "/ring/message", headers, b'{"x":1}') == "alfa"
+
+
+def test_the_nonce_cache_forgets_expired_nonces_and_refuses_when_full() -> None:
+    cache = NonceCache(keep_ms=100, nonces_max=2)
+    cache.add("a", now_ms=0)
+    cache.add("b", now_ms=50)
+    with pytest.raises(SignatureError) as caught:
+        cache.add("c", now_ms=60)
+    assert caught.value.status == 503 and caught.value.code == "busy"
+    cache.add("c", now_ms=100)  # "a" expired at 100
+    assert len(cache) == 2
+    with pytest.raises(SignatureError, match="replayed"):
+        cache.add("b", now_ms=120)
+
+
+def test_the_key_appears_in_no_repr_and_no_error() -> None:
+    clock = Clock()
+    check = verifier(clock)
+    messages = []
+    for headers, body in [
+        ({}, b""),
+        (signed(clock, timestamp_ms=0), b'{"x":1}'),
+        (dict(signed(clock), **{HEADER_SIGNATURE: "f" * 64}), b'{"x":1}'),
+    ]:
+        with pytest.raises(SignatureError) as caught:
+            check.verify("POST", "/ring/message", headers, body)
+        messages.append(str(caught.value))
+    text = " ".join(messages) + repr(check)
+    assert SECRET.decode() not in text and repr(SECRET) not in text
+    assert "unsigned" in messages[0] and "stale" in messages[1] and "bad signature" in messages[2]
+
+
+# --- the middleware and the signed client over real HTTP -----------------------------------
+
+
+def make_app(check: Verifier) -> tuple[web.Application, list[tuple[str, str]]]:
+    handled: list[tuple[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        handled.append((request.path, request.get(SIGNED_SENDER, "")))
+        return web.json_response({"ok": True, "sender": request.get(SIGNED_SENDER)})
+
+    app = web.Application(middlewares=[signature_middleware(check)])
+    app.router.add_post(RING_MESSAGE_PATH, record)
+    app.router.add_post("/interbank/prepare", record)
+    app.router.add_get("/ring/status", record)
+    app.router.add_get("/healthz", record)
+    return app, handled
+
+
+async def test_middleware_refuses_unsigned_bad_and_replayed_with_the_contract_body(
+    aiohttp_client: ClientFactory,
+) -> None:
+    app, handled = make_app(Verifier(SECRET, members=MEMBERS))
+    client = await aiohttp_client(app)
+    body = b'{"x":1}'
+    good = sign(SECRET, "POST", "/interbank/prepare", body, sender="alfa")
+    bad = sign(b"wrong-key", "POST", "/interbank/prepare", body, sender="alfa")
+
+    unsigned_reply = await client.post("/interbank/prepare", data=body)
+    bad_reply = await client.post("/interbank/prepare", data=body, headers=bad)
+    good_reply = await client.post("/interbank/prepare", data=body, headers=good)
+    replay_reply = await client.post("/interbank/prepare", data=body, headers=good)
+
+    assert unsigned_reply.status == 401
+    error = (await unsigned_reply.json())["error"]
+    assert error["code"] == "unauthorized" and "unsigned" in error["message"]
+    assert bad_reply.status == 401
+    assert (await bad_reply.json())["error"]["code"] == "unauthorized"
+    assert good_reply.status == 200 and (await good_reply.json())["sender"] == "alfa"
+    assert replay_reply.status == 401
+    assert "replayed" in (await replay_reply.json())["error"]["message"]
+    # Only the one good message reached its handler.
+    assert handled == [("/interbank/prepare", "alfa")]
+
+
+async def test_middleware_leaves_status_and_other_paths_open(
+    aiohttp_client: ClientFactory,
+) -> None:
+    app, handled = make_app(Verifier(SECRET, members=MEMBERS))
+    client = await aiohttp_client(app)
+    assert (await client.get("/ring/status")).status == 200
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.post(RING_MESSAGE_PATH, json={})).status == 401
+    assert handled == [("/ring/status", ""), ("/healthz", "")]
+
+
+async def test_signed_client_reaches_a_verifying_server(aiohttp_client: ClientFactory) -> None:
+    app, handled = make_app(Verifier(SECRET, members=MEMBERS))
+    test_client = await aiohttp_client(app)
+    base_url = str(test_client.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        client = SignedClient(session, SECRET, "beta")
+        reply = await client.post_json(base_url, "/interbank/prepare", {"amount_cents": 5})
+        status_reply = await client.get_json(base_url, "/ring/status")
+        wrong = SignedClient(session, b"not-the-key", "beta")
+        refused = await wrong.post_json(base_url, "/interbank/prepare", {"amount_cents": 5})
+    assert reply.status == 200 and reply.body == {"ok": True, "sender": "beta"}
+    assert status_reply.status == 200
+    assert refused.status == 401 and refused.body["error"]["code"] == "unauthorized"
+    assert handled[0] == ("/interbank/prepare", "beta")
+    assert "not-the-key" not in repr(wrong)
+
+
+async def test_signed_client_raises_send_failed_when_nobody_answers() -> None:
+    from bank.process import free_ports
+
+    (port,) = free_ports(1)
+    async with aiohttp.ClientSession() as session:
+        client = SignedClient(session, SECRET, "beta")
+        with pytest.raises(SendFailed) as caught:
+            await client.post_json(f"http://127.0.0.1:{port}", "/ring/message", {}, timeout_s=2)
+    assert SECRET.decode() not in str(caught.value)
