@@ -1,0 +1,68 @@
+"""Simulated events per second: how fast the simulator runs the pure cores.
+
+Prints figures, asserts nothing (timing goals live here, not in tests). Two workloads:
+a fault-free ring of each size, and a sweep of seeded fault schedules (what CI runs).
+Run: ``.venv/bin/python benchmarks/simulation_bench.py [--seeds N] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+from tokenring.simulation import NetworkConfig, Simulation, run_scenario, scenario_for_seed
+
+HOLD_MS = 10
+HANDOFF_MS = 20
+VIRTUAL_MS = 100_000
+"""Virtual time each fault-free ring runs for."""
+GOAL_EVENTS_PER_S = 200_000
+
+
+def fault_free(members: int) -> tuple[int, float]:
+    sim = Simulation(
+        [f"m{i}" for i in range(members)], seed=members, hold_max_ms=HOLD_MS,
+        handoff_timeout_ms=HANDOFF_MS, network=NetworkConfig(delay_ms_min=1, delay_ms_max=4),
+    )
+    started = time.perf_counter()
+    sim.run(VIRTUAL_MS)
+    return sim.events_handled, time.perf_counter() - started
+
+
+def sweep(seeds: int) -> tuple[int, float]:
+    events = 0
+    started = time.perf_counter()
+    for seed in range(seeds):
+        events += run_scenario(scenario_for_seed(seed)).events
+    return events, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=500, help="fault schedules in the sweep")
+    parser.add_argument("--profile", action="store_true", help="print the sweep's hot spots")
+    args = parser.parse_args()
+    total_events, total_s = 0, 0.0
+    for members in (2, 3, 5, 9):
+        events, elapsed = fault_free(members)
+        total_events += events
+        total_s += elapsed
+        print(f"fault-free ring of {members}: {events:>8,} events in {elapsed:5.2f} s "
+              f"= {events / elapsed:>9,.0f} events/s")
+    events, elapsed = sweep(args.seeds)
+    total_events += events
+    total_s += elapsed
+    print(f"{args.seeds} fault schedules: {events:>8,} events in {elapsed:5.2f} s "
+          f"= {events / elapsed:>9,.0f} events/s")
+    print(f"overall: {total_events / total_s:,.0f} simulated events/s "
+          f"(goal {GOAL_EVENTS_PER_S:,}/s)")
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(sweep, min(args.seeds, 100))
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()
