@@ -467,7 +467,7 @@ def _make_feed(app: web.Application) -> RingFeed:
         # Looked up at each read: the ring may be put in the application after this feed.
         ring = app.get(keys.RING)
         status = getattr(ring, "status", None)
-        return None if status is None else status()  # type: ignore[no-any-return]
+        return None if status is None else status()
 
     return RingFeed(views=views, self_id=self_id, local_status=local_status)
 

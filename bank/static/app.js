@@ -55,7 +55,10 @@ function myAccounts() {
 // ---- messages ----------------------------------------------------------------------------
 
 let noticeTimer = null;
+let noticeAt = 0;
+const NOTICE_KEEP_ON_ROUTE_MS = 1_000; // a notice set while changing view survives the change
 function notice(text, kind = "info") {
+  noticeAt = performance.now();
   const box = $("[data-notice]");
   box.textContent = text;
   box.className = `notice ${kind}`;
@@ -104,6 +107,7 @@ const VIEWS = ["login", "accounts", "money", "transfer", "ring"];
 const PUBLIC_VIEWS = new Set(["login", "ring"]);
 
 function route() {
+  if (performance.now() - noticeAt > NOTICE_KEEP_ON_ROUTE_MS) $("[data-notice]").hidden = true;
   const wanted = (location.hash.replace(/^#\/?/, "") || "").split("?")[0];
   const signedIn = Boolean(api.session()?.token);
   let view = VIEWS.includes(wanted) ? wanted : signedIn ? "accounts" : "login";
@@ -376,7 +380,10 @@ function addSourceRow() {
 function renumberSources() {
   $$("[data-sources] > li").forEach((row, index) => {
     $("[data-source-label]", row).textContent = t("source_n", { n: index + 1 });
-    $("[data-action=remove-source]", row).hidden = index === 0;
+    // The first row cannot be removed; its button keeps its place so the columns line up.
+    const remove = $("[data-action=remove-source]", row);
+    remove.disabled = index === 0;
+    remove.classList.toggle("invisible", index === 0);
   });
 }
 

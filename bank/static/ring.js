@@ -86,15 +86,16 @@ export class RingView {
       const y = c + RADIUS * Math.sin(a);
       const g = el("g", { class: "ring-node", "data-bank": bank.id }, this.svg);
       el("circle", { cx: x, cy: y, r: NODE_RADIUS, class: "ring-node-disc" }, g);
-      const label = el("text", { x, y: y - 6, class: "ring-node-id", "text-anchor": "middle" }, g);
-      label.textContent = bank.id;
-      const state = el("text", { x, y: y + 22, class: "ring-node-state", "text-anchor": "middle" }, g);
       const cross = el("path", {
         d: `M ${x - 30} ${y - 30} L ${x + 30} ${y + 30} M ${x + 30} ${y - 30} L ${x - 30} ${y + 30}`,
         class: "ring-node-cross",
       }, g);
+      const label = el("text", { x, y: y - 6, class: "ring-node-id", "text-anchor": "middle" }, g);
+      label.textContent = bank.id;
+      const state = el("text", { x, y: y + 22, class: "ring-node-state", "text-anchor": "middle" }, g);
+      const visits = el("text", { x, y: y + NODE_RADIUS + 22, class: "ring-node-visits", "text-anchor": "middle" }, g);
       const title = el("title", {}, g);
-      this.nodes.set(bank.id, { g, state, cross, title, angle: a, bank });
+      this.nodes.set(bank.id, { g, state, visits, cross, title, angle: a, bank });
     });
     const token = el("g", { class: "ring-token", "data-token": "" }, this.svg);
     el("circle", { cx: 0, cy: 0, r: TOKEN_RADIUS }, token);
@@ -116,6 +117,7 @@ export class RingView {
       node.g.classList.toggle("holder", bank.id === event.holder);
       node.g.classList.toggle("self", bank.id === (event.bank || this.selfId));
       node.state.textContent = isDown ? t("state_down") : t("state_up");
+      node.visits.textContent = bank.visits != null ? `${bank.visits} ${t("visits")}` : "";
       node.title.textContent = `${bank.name} (${bank.id}) · ${isDown ? t("state_down") : t("state_up")}` +
         (bank.visits != null ? ` · ${bank.visits} ${t("visits")}` : "");
     }
@@ -151,6 +153,8 @@ export class RingView {
     set("seq", event.seq ?? "—");
     set("down", down.length ? down.join(", ") : t("none"));
     set("hops", String(this.hops));
+    const visits = (event.banks || []).reduce((sum, b) => sum + (b.visits ?? 0), 0);
+    set("visits", String(visits));
     set("trail", this.holders.join(" ← "));
     this.root.querySelector("[data-ring-down]")?.classList.toggle("alarm", down.length > 0);
   }

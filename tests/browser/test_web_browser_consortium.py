@@ -1,0 +1,131 @@
+"""The whole web terminal against real bank processes: customers at three banks, a joint
+account, deposits, one transfer from two banks to a third, balances on the dashboard, and the
+ring view showing the token travel.
+
+The banks are ``consortium bank ID`` child processes (``bank.process.Consortium``) on random
+free ports of 127.0.0.1, each with its own database in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from bank.documents import complete_cpf
+from bank.process import Consortium, get_json, write_ring_file
+
+from conftest import new_page, screenshot
+from test_web_browser_ring import holders_seen
+from web_steps import move_money, open_account, register, sign_in
+
+PASSWORD = "correct horse"
+ANA = complete_cpf("529982247")
+BRUNO = complete_cpf("111444777")
+CARLA = complete_cpf("987654321")
+BANK_IDS = ("alfa", "beta", "gama")
+
+
+@pytest.fixture
+def consortium(tmp_path: Path) -> Iterator[Consortium]:
+    config = write_ring_file(
+        tmp_path / "ring.toml", BANK_IDS, data_dir=str(tmp_path / "var"), hold_max_ms=25
+    )
+    banks = Consortium(config, secret=secrets.token_hex(16), log_dir=tmp_path / "logs")
+    with banks:
+        alfa = config.bank("alfa").url  # the processes' own integration may still be under way
+        if get_json(f"{alfa}/api/v1/openapi.json") is None:
+            pytest.skip("bank processes do not serve the client API and web terminal yet")
+        yield banks
+
+
+@pytest.mark.processes
+async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
+    browser: Any, consortium: Consortium
+) -> None:
+    alfa, beta, gama = (consortium.config.bank(b).url for b in BANK_IDS)
+
+    # Carla banks at gama; her account is the destination.
+    carla = await new_page(browser, gama)
+    await register(carla, CARLA, "Carla Dias", PASSWORD)
+    await sign_in(carla, CARLA, PASSWORD)
+    carla_account = await open_account(carla, "individual")
+
+    # Ana and Bruno are customers of alfa, where they share a joint account; Ana also banks
+    # at beta.
+    ana_beta = await new_page(browser, beta)
+    await register(ana_beta, ANA, "Ana Souza", PASSWORD)
+    await sign_in(ana_beta, ANA, PASSWORD)
+    at_beta = await open_account(ana_beta, "individual")
+
+    ana = await new_page(browser, alfa)
+    await register(ana, BRUNO, "Bruno Lima", PASSWORD)
+    await register(ana, ANA, "Ana Souza", PASSWORD)
+    await sign_in(ana, ANA, PASSWORD)
+    joint = await open_account(ana, "joint", [BRUNO])
+
+    # Deposits from alfa's terminal: into the joint account here and the account at beta.
+    done = await move_money(ana, "deposit", "alfa", joint, "1.000,00")
+    await expect(done.locator("[data-success]")).to_contain_text("R$ 1.000,00")
+    done = await move_money(ana, "deposit", "beta", at_beta, "500,00")
+    await expect(done.locator("[data-success]")).to_contain_text("R$ 500,00")
+
+    # The dashboard shows both banks' accounts, by document.
+    await ana.goto("/#/accounts")
+    await expect(ana.locator(f'[data-bank="alfa"] tr[data-account="{joint}"] [data-balance]')).to_have_attribute("data-balance", "100000")
+    await expect(ana.locator(f'[data-bank="beta"] tr[data-account="{at_beta}"] [data-balance]')).to_have_attribute("data-balance", "50000")
+    await screenshot(ana, "consortium-accounts-before")
+
+    # One transfer, two sources at two banks, to gama.
+    await ana.goto("/#/transfer")
+    builder = ana.locator('form[data-form="transfer"]')
+    first = builder.locator("[data-sources] > li").nth(0)
+    await first.get_by_label("Origem 1").select_option(label=f"Bank alfa · Conta {joint} · R$ 1.000,00")
+    await first.get_by_label("Valor (R$)").fill("300,00")
+    await builder.get_by_role("button", name="Adicionar origem").click()
+    second = builder.locator("[data-sources] > li").nth(1)
+    await second.get_by_label("Origem 2").select_option(label=f"Bank beta · Conta {at_beta} · R$ 500,00")
+    await second.get_by_label("Valor (R$)").fill("200,00")
+    await builder.get_by_label("Uma das minhas contas").select_option(label="Outra conta (digitar)")
+    await builder.get_by_label("Banco").select_option("gama")
+    await builder.get_by_label("Número da conta").fill(carla_account)
+    await expect(builder.locator("[data-transfer-total]")).to_have_text("R$ 500,00")
+    await screenshot(ana, "consortium-transfer-builder")
+    await builder.get_by_role("button", name="Revisar").click()
+    await ana.locator("[data-confirm]").get_by_role("button", name="Confirmar e enviar").click()
+    follow = ana.locator("[data-follow]")
+    await expect(follow).to_have_attribute("data-status", "committed")
+    await screenshot(ana, "consortium-transfer-committed")
+
+    await ana.goto("/#/accounts")
+    await expect(ana.locator(f'[data-bank="alfa"] tr[data-account="{joint}"] [data-balance]')).to_have_attribute("data-balance", "70000")
+    await expect(ana.locator(f'[data-bank="beta"] tr[data-account="{at_beta}"] [data-balance]')).to_have_attribute("data-balance", "30000")
+    await expect(ana.locator("[data-total-balance]")).to_have_text("R$ 1.000,00")
+    await screenshot(ana, "consortium-accounts-after")
+
+    await carla.goto("/#/accounts")
+    await carla.get_by_role("button", name="Atualizar").click()
+    await expect(carla.locator(f'[data-bank="gama"] tr[data-account="{carla_account}"] [data-balance]')).to_have_attribute("data-balance", "50000")
+
+    # The ring view, from any bank, shows the token at more than one bank within seconds.
+    await carla.goto("/#/ring")
+    assert len(set(await holders_seen(carla, 2))) >= 2
+    await screenshot(carla, "consortium-ring")
+
+    # beta crashes: Ana's dashboard says so instead of hiding it, and the ring view marks it.
+    consortium["beta"].kill()
+    await ana.goto("/#/accounts")
+    await ana.get_by_role("button", name="Atualizar").click()
+    unavailable = ana.locator('[data-bank="beta"].unavailable')
+    await expect(unavailable).to_contain_text("Indisponível")
+    await expect(ana.locator(f'[data-bank="alfa"] tr[data-account="{joint}"]')).to_be_visible()
+    await screenshot(ana, "consortium-bank-unavailable")
+    await expect(carla.locator('g.ring-node[data-bank="beta"]')).to_have_class("ring-node down")
+    await expect(carla.locator("[data-ring-down]")).to_have_text("beta")
+    await screenshot(carla, "consortium-ring-bank-down")
+    for page in (ana, ana_beta, carla):
+        assert page.script_errors == []
