@@ -71,7 +71,7 @@ FEED_STREAM_MS_MAX = 600_000
 """The longest one stream lasts; the browser's EventSource reconnects by itself."""
 FEED_RETRY_MS = 1_000
 """How long the browser waits before reconnecting a closed stream (the SSE ``retry:``)."""
-SOURCE_BANKS_MAX = 64
+PAGE_BANKS_MAX = 64
 """Members the page is told about; the ring itself refuses more (config.MEMBERS_MAX)."""
 
 CONTENT_TYPES: Mapping[str, str] = {
@@ -236,11 +236,12 @@ class RingFeed:
     def running(self) -> bool:
         return bool(self._tasks)
 
-    async def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        """A queue of events for one listener; starts the polling for the first one."""
+    async def subscribe(self) -> asyncio.Queue[dict[str, Any] | None] | None:
+        """A queue of events for one listener, or ``None`` when ``clients_max`` listen already
+        or the application is shutting down. Starts the polling for the first listener."""
         async with self._lock:
-            assert not self._closed, "subscribe after the application shut down"
-            assert len(self.listeners) < self.clients_max, "caller checks clients_max first"
+            if self._closed or len(self.listeners) >= self.clients_max:
+                return None
             queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.queue_events_max)
             self.listeners.add(queue)
             if not self.running:
@@ -361,6 +362,8 @@ def _offer(queue: asyncio.Queue[dict[str, Any] | None], event: dict[str, Any] | 
 
 FEED = web.AppKey("web_ring_feed", RingFeed)
 """The application's one :class:`RingFeed`."""
+_PAGE_TEMPLATE = web.AppKey("web_page_template", str)
+"""``index.html``, read once at install so that no request reads the disk for it."""
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -370,7 +373,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 def _consortium_document(app: web.Application) -> dict[str, Any]:
     config = app.get(keys.CONFIG)
     bank_id = app.get(keys.BANK_ID)
-    banks = [] if config is None else config.banks[:SOURCE_BANKS_MAX]
+    banks = [] if config is None else config.banks[:PAGE_BANKS_MAX]
     return {
         "name": None if config is None else config.name,
         "bank": bank_id,
@@ -379,7 +382,7 @@ def _consortium_document(app: web.Application) -> dict[str, Any]:
 
 
 async def _page(request: web.Request) -> web.Response:
-    template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    template = request.app[_PAGE_TEMPLATE]
     document = json.dumps(_consortium_document(request.app), ensure_ascii=False)
     # Inside <script type="application/json"> only "</" could end the element early.
     body = template.replace(_CONSORTIUM_PLACEHOLDER, document.replace("</", "<\\/"))
@@ -420,7 +423,8 @@ async def _static(request: web.Request) -> web.StreamResponse:
 
 async def _ring_events(request: web.Request) -> web.StreamResponse:
     feed = request.app[FEED]
-    if len(feed.listeners) >= feed.clients_max:
+    queue = await feed.subscribe()
+    if queue is None:
         return _error(503, "too_many_listeners", "too many ring views are open; try again soon")
     response = web.StreamResponse(
         headers={
@@ -429,11 +433,10 @@ async def _ring_events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
-    queue = await feed.subscribe()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FEED_STREAM_MS_MAX / 1000
     try:
+        await response.prepare(request)
         await response.write(f"retry: {FEED_RETRY_MS}\n\n".encode())
         while (remaining_s := deadline - loop.time()) > 0:
             try:
@@ -478,6 +481,8 @@ def install(app: web.Application) -> None:
     Reads ``keys.CONFIG``, ``keys.BANK_ID`` and ``keys.RING`` from ``app`` when the
     application starts, so it may be called before they are set.
     """
+    app[_PAGE_TEMPLATE] = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    assert _CONSORTIUM_PLACEHOLDER in app[_PAGE_TEMPLATE], "index.html lost its placeholder"
     app.router.add_get("/", _page, name="web_page")
     app.router.add_get("/static/{name:.+}", _static, name="web_static")
     app.router.add_get("/api/v1/ring/events", _ring_events, name="web_ring_events")

@@ -106,7 +106,7 @@ async function busy(button, work) {
 const VIEWS = ["login", "accounts", "money", "transfer", "ring"];
 const PUBLIC_VIEWS = new Set(["login", "ring"]);
 
-function route() {
+function route(event = null) {
   if (performance.now() - noticeAt > NOTICE_KEEP_ON_ROUTE_MS) $("[data-notice]").hidden = true;
   const wanted = (location.hash.replace(/^#\/?/, "") || "").split("?")[0];
   const signedIn = Boolean(api.session()?.token);
@@ -122,11 +122,24 @@ function route() {
   for (const node of $$("[data-needs-no-session]")) node.hidden = signedIn;
   $("[data-who]").textContent = signedIn ? formatDocument(api.session().document) : "";
   document.body.dataset.currentView = view;
+  if (view === "accounts") {
+    // A company opens corporate accounts, a person individual or joint ones: preselect.
+    const form = $('[data-form="open"]');
+    const company = documentKind(api.session().document) === "cnpj";
+    const kind = new FormData(form).get("kind");
+    if (company) form.querySelector('input[value="corporate"]').checked = true;
+    else if (kind === "corporate") form.querySelector('input[value="individual"]').checked = true;
+    syncKind(form);
+  }
   if (view === "ring") ring.start();
   else ring.stop();
   if (["accounts", "money", "transfer"].includes(view)) loadAccounts();
   const heading = $(`[data-view="${view}"] h1`);
-  if (heading && document.activeElement === document.body) heading.focus?.();
+  // Not on the first load: there the skip link must stay the first stop of the Tab key.
+  const changed = event !== null;
+  if (changed && heading && (document.activeElement === document.body || !document.activeElement?.offsetParent)) {
+    heading.focus({ preventScroll: true });
+  }
 }
 
 // ---- accounts ----------------------------------------------------------------------------
@@ -529,7 +542,7 @@ async function signIn(form) {
     form.reset();
     state.listing = null;
     location.hash = "#/accounts";
-    route();
+    route("navigate");
   } catch (error) {
     // At sign-in, "unauthorized" means the document or the password is wrong.
     if (error instanceof api.ApiError && error.code === "unauthorized") {
@@ -564,7 +577,7 @@ async function signOut() {
   }
   state.listing = null;
   location.hash = "#/login";
-  route();
+  route("navigate");
   notice(t("logged_out"));
 }
 
@@ -639,6 +652,8 @@ function start() {
   const here = banks().find((b) => b.id === consortium.bank);
   $("[data-bank-name]").textContent = here ? here.name : consortium.bank || "";
   if (here) document.title = `${here.name} · ${t("brand")}`;
+  // Headings take the focus when their view opens, so screen readers announce the view.
+  for (const heading of $$("section[data-view] h1")) heading.tabIndex = -1;
   wire();
   addSourceRow();
   syncKind($('[data-form="open"]'));
