@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from tokenring.core import Fence, Member, loss_timeout_ms_for, recovery_ms_for, rotation_ms_for
+from tokenring.core import (
+    Fence,
+    Member,
+    Send,
+    Token,
+    loss_timeout_ms_for,
+    recovery_ms_for,
+    rotation_ms_for,
+)
 from tokenring.simulation import (
     Fault,
     NetworkConfig,
@@ -14,6 +22,7 @@ from tokenring.simulation import (
     Section,
     Simulation,
     WorkApplication,
+    check_fence_owners,
     check_fences_per_member,
     check_majority_minting,
     check_single_holder,
@@ -195,6 +204,28 @@ def test_the_checks_themselves_catch_violations() -> None:
     assert check_fences_per_member([a1, a3]) == []
     assert check_fences_per_member([a3, a1])
     assert check_fences_per_member([a1, Section("a", 1, Fence(1, "a", 1), 30, 31, "release")]) == []
+    assert check_fence_owners([a1, b2, a3]) == []
+    assert check_fence_owners([a1, Section("b", 0, Fence(1, "a", 1), 30, 31, "release")])
+
+
+class SameFenceSkip(Member):
+    """A broken member whose skip re-sends the fence that may have arrived."""
+
+    def _skip(self, handoff: Any, now_ms: int, out: list[Any]) -> None:
+        self._handoff = None
+        self._mark_down(handoff.target, out)
+        target, _ = self._next_up(self._position[handoff.target])
+        if target != self.member_id:
+            self._handoff = type(handoff)(
+                target, handoff.fence, now_ms, now_ms + self.handoff_timeout_ms
+            )
+            out.append(Send(target, Token(self.member_id, handoff.fence)))
+
+
+@pytest.mark.parametrize("broken", [SameFenceSkip, "MinorityMinter"])
+def test_the_seeded_schedules_catch_a_broken_core(broken: Any) -> None:
+    broken = MinorityMinter if broken == "MinorityMinter" else broken
+    _first_failing_seed(range(200), broken)
 
 
 class MinorityMinter(Member):
@@ -205,15 +236,15 @@ class MinorityMinter(Member):
         self._majority = 1
 
 
-def _first_failing_seed(seeds: range) -> int:
+def _first_failing_seed(seeds: range, broken: type[Member]) -> int:
     for seed in seeds:
-        if run_scenario(scenario_for_seed(seed), member_factory=MinorityMinter).violations:
+        if run_scenario(scenario_for_seed(seed), member_factory=broken).violations:
             return seed
     raise AssertionError("a broken core passed every schedule: the checks are too weak")
 
 
 def test_a_failing_run_prints_its_seed_and_replays_exactly(capsys: pytest.CaptureFixture[str]) -> None:
-    seed = _first_failing_seed(range(100))
+    seed = _first_failing_seed(range(100), MinorityMinter)
     scenario = scenario_for_seed(seed)
     first = run_scenario(scenario, trace=True, member_factory=MinorityMinter)
     again = run_scenario(scenario_for_seed(seed), trace=True, member_factory=MinorityMinter)

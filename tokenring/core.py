@@ -347,6 +347,15 @@ class Member:
         self._claim: _Claim | None = None
         self._probe_at_ms = 0
         self._visits = 0
+        # Bound once here: one dictionary lookup per message, and subclasses may override.
+        self._receive: dict[type[Any], Callable[[Any, int, list[Action]], None]] = {
+            Token: self._on_token,
+            TokenAck: self._on_token_ack,
+            Claim: self._on_claim,
+            Vote: self._on_vote,
+            Probe: self._on_probe,
+            ProbeAck: self._on_probe_ack,
+        }
 
     # -- queries --
 
@@ -412,7 +421,7 @@ class Member:
                 self._up[sender] = True
                 self._downs -= 1
                 out.append(MemberUp(sender))
-            self._RECEIVE[type(message)](self, message, now_ms, out)
+            self._receive[type(message)](message, now_ms, out)
         elif kind is TimerFired:
             assert self._started, "a member's timer runs only after Start"
             self._on_timer(now_ms, out)
@@ -561,15 +570,6 @@ class Member:
 
     def _on_probe_ack(self, message: ProbeAck, now_ms: int, out: list[Action]) -> None:
         self._learn(message.fence, now_ms, out)
-
-    _RECEIVE: dict[type[Any], Callable[[Member, Any, int, list[Action]], None]] = {
-        Token: _on_token,
-        TokenAck: _on_token_ack,
-        Claim: _on_claim,
-        Vote: _on_vote,
-        Probe: _on_probe,
-        ProbeAck: _on_probe_ack,
-    }
 
     # -- steps the transitions share --
 

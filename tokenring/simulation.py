@@ -65,6 +65,7 @@ __all__ = [
     "Section",
     "Simulation",
     "WorkApplication",
+    "check_fence_owners",
     "check_fences_per_member",
     "check_majority_minting",
     "replay_command",
@@ -547,6 +548,18 @@ def check_fences_per_member(sections: Sequence[Section]) -> list[str]:
     return problems
 
 
+def check_fence_owners(sections: Sequence[Section]) -> list[str]:
+    """Violations of "a fence is never handed out twice": within a generation a fence's seq
+    fixes the ring position it is held at, so one fence is only ever granted to one member."""
+    problems: list[str] = []
+    owner: dict[Fence, str] = {}
+    for section in sections:
+        first = owner.setdefault(section.fence, section.member)
+        if first != section.member:
+            problems.append(f"fence {section.fence} granted to {first} and to {section.member}")
+    return problems
+
+
 def check_majority_minting(simulation: Simulation) -> list[str]:
     """Violations of "only a strict majority of the configured members mints": for every
     TokenMinted, the minter and the members that sent it a granted vote for that bid."""
@@ -635,7 +648,7 @@ def scenario_for_seed(seed: int, *, members: int | None = None, fault_rounds_max
     for _ in range(rng.randint(0, fault_rounds_max)):
         kind = rng.choice(["crash", "pause", "partition", "network", "restart"])
         victims = tuple(sorted(rng.sample(names, rng.randint(1, max(1, n // 2)))))
-        length = rng.randint(1, loss)
+        length = rng.randint(1, 3 * loss)
         if kind == "crash":
             faults.append(Fault(t, "crash", victims))
             crashed.update(victims)
@@ -696,7 +709,9 @@ def run_scenario(
     )
     sim.run(scenario.end_ms)
     violations: list[str] = []
-    violations += check_fences_per_member(sim.sections)
+    sections = sim.sections
+    violations += check_fences_per_member(sections)
+    violations += check_fence_owners(sections)
     violations += check_majority_minting(sim)
     recovery_ms = recovery_ms_for(n, hold, handoff)
     settled_ms = scenario.faults_stop_ms + recovery_ms
