@@ -444,11 +444,13 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
     )
     answer = await _outcome(request, service, transfer_id, WITHDRAWAL_WAIT_MS)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    if answer["status"] == "pending":
+    if answer["status"] == "aborted" and answer.get("reason") in _REASON_CODES:
+        code = _REASON_CODES[answer["reason"]]
+        raise ApiError(code, f"the withdrawal was refused: {answer['reason']} (transfer {transfer_id})")
+    if answer["status"] != "committed":
+        # Still pending, or aborted for a reason that is no fault of the request (a bank did
+        # not answer in time): the transfer's record says which; a new request may succeed.
         return web.json_response(answer, status=202, headers=headers)
-    if answer["status"] == "aborted":
-        code = _REASON_CODES.get(answer.get("reason") or "", "unavailable")
-        raise ApiError(code, f"the withdrawal was refused: {answer.get('reason')} (transfer {transfer_id})")
     account = await _remote_account(request, caller, body["bank"], int(body["account"]))
     result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
     result["transfer_id"] = transfer_id

@@ -226,24 +226,35 @@ class TransferService:
         self._round_over.clear()
         for to, message in sends:
             assert isinstance(message, Prepare)
-            self._spawn(self._prepare_at(to, message))
+            # Not through the bounded background sends: a round's prepares must not queue
+            # behind retries, and each one ends with its round (its timeout is the deadline).
+            task = loop.create_task(self._prepare_at(to, message, until_ms))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(until_ms / 1000):
                 await self._round_over.wait()
         if self.coordinator.round_open:
             async with self._coordinator_lock:
                 await self._coordinator_step(self.coordinator.expire(max(self._now_ms(), until_ms)))
-        del loop
         return True
 
-    async def _prepare_at(self, to: str, prepare: Prepare) -> None:
-        if to == self.bank:
-            votes = await self.handle_participant(prepare)
-        else:
-            reply = await self._post(to, prepare)
-            if not isinstance(reply, Votes):
-                return  # counts as no at the round's deadline
-            votes = reply
+    async def _prepare_at(self, to: str, prepare: Prepare, until_ms: int) -> None:
+        try:
+            if to == self.bank:
+                votes = await self.handle_participant(prepare)
+            else:
+                timeout_s = max(until_ms - self._now_ms(), 1) / 1000
+                reply = await self._post(to, prepare, timeout_s=timeout_s)
+                if not isinstance(reply, Votes):
+                    return  # counts as no at the round's deadline
+                votes = reply
+        except (SendFailed, ValueError) as error:
+            log.info("transfers.prepare_lost", to=to, error=str(error))
+            return
+        except Exception:
+            log.exception("transfers.prepare_failed", to=to)
+            return
         async with self._coordinator_lock:
             await self._coordinator_step(self.coordinator.handle(votes, self._now_ms()))
 
@@ -336,11 +347,16 @@ class TransferService:
         else:
             raise AssertionError(f"not a background message: {message!r}")
 
-    async def _post(self, to: str, message: Message) -> Message | None:
+    async def _post(
+        self, to: str, message: Message, *, timeout_s: float | None = None
+    ) -> Message | None:
         url = self.config.bank(to).url
         path = PATHS[type(message)]
         reply = await self._client().post_json(
-            url, path, encode_message(message, fence_to_json), timeout_s=self.send_timeout_s
+            url,
+            path,
+            encode_message(message, fence_to_json),
+            timeout_s=self.send_timeout_s if timeout_s is None else timeout_s,
         )
         if reply.status != 200 or not reply.body:
             if reply.status != 200:
