@@ -31,7 +31,7 @@ from aiohttp import web
 from bank import auth
 from bank.documents import document_kind
 from bank.errors import STATUS_BY_CODE, ApiError, error_response
-from bank.keys import BANK_ID, CONFIG, LEDGER
+from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
     Answer,
@@ -48,6 +48,7 @@ __all__ = [
     "JOINT_OWNERS_MAX",
     "NAME_CHARS_MAX",
     "TRANSFER_SOURCES_MAX",
+    "TRANSFER_WAIT_MS_MAX",
     "consortium_accounts",
     "cross_bank",
     "install",
@@ -76,6 +77,9 @@ REQUEST_ID_CHARS_MAX = 100
 HASH_WORKERS_MAX = 2
 """Threads hashing passwords (scrypt is deliberately slow; it must not stall the loop)."""
 READ_CHUNK_BYTES = 16 * 1024
+TRANSFER_WAIT_MS_MAX = 30_000
+"""The longest ``?wait_ms=`` a transfer request may wait for its outcome (the cross-bank code
+in ``bank.interbank`` waits; a local transfer is decided at once and ignores it)."""
 
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 
@@ -153,6 +157,14 @@ _CODE_BY_HTTP_STATUS = {
 }
 
 
+# The query parameters each route takes; any other is refused, as unknown body fields are.
+_QUERY_PARAMETERS: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/api/v1/accounts"): frozenset({"scope"}),
+    # Cross-bank transfers may wait for their outcome (bank.interbank.TRANSFER_WAIT_MS_MAX).
+    ("POST", "/api/v1/transfers"): frozenset({"wait_ms"}),
+}
+
+
 @web.middleware
 async def _api_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -171,6 +183,11 @@ async def _api_middleware(
         request_id=request_id, bank=request.app[BANK_ID]
     ):
         try:
+            resource = request.match_info.route.resource
+            route = (request.method, resource.canonical if resource is not None else "")
+            unknown = set(request.query) - _QUERY_PARAMETERS.get(route, frozenset())
+            if unknown and resource is not None:
+                raise ApiError("invalid_request", f"unknown query parameter {sorted(unknown)[0]!r}")
             response = await handler(request)
         except ApiError as error:
             code = error.refusal.code
@@ -496,6 +513,11 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
 
 async def _create_transfer(request: web.Request) -> web.Response:
     caller = await _caller(request)
+    wait_ms = request.query.get("wait_ms", "0")
+    if not (wait_ms.isascii() and wait_ms.isdigit()) or int(wait_ms) > TRANSFER_WAIT_MS_MAX:
+        raise ApiError(
+            "invalid_request", f"wait_ms must be an integer from 0 to {TRANSFER_WAIT_MS_MAX}"
+        )
     body = await _read_json(request)
     _fields(body, ("sources", "destination"))
     raw_sources = body["sources"]
@@ -587,6 +609,11 @@ async def cross_bank(
     Implemented by ``bank.interbank.cross_bank``.
     """
     assert operation in ("deposit", "withdrawal", "transfer")
+    if RING not in request.app or TRANSFERS not in request.app:
+        # The client API alone (as its tests build it) has no way to reach other banks.
+        raise ApiError(
+            "not_implemented", f"a {operation} involving another bank needs the ring to run"
+        )
     from bank import interbank  # the cross-bank work (issue 5); imported late: it imports us
 
     return await interbank.cross_bank(request, operation, caller, body)
@@ -599,6 +626,11 @@ async def consortium_accounts(
 
     ``local`` is this bank's entry; ``bank.interbank.consortium_accounts`` asks the others.
     """
+    if RING not in request.app:
+        # Without the ring no other bank can be asked: say so rather than leave them out.
+        here = request.app[BANK_ID]
+        others = [bank for bank in request.app[CONFIG].member_ids if bank != here]
+        return {"banks": [local], "unavailable": others}
     from bank import interbank
 
     return await interbank.consortium_accounts(request, caller, local)

@@ -16,6 +16,7 @@ from bank.api import (
     JOINT_OWNERS_MAX,
     NAME_CHARS_MAX,
     TRANSFER_SOURCES_MAX,
+    TRANSFER_WAIT_MS_MAX,
 )
 from bank.auth import PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN
 from bank.errors import STATUS_BY_CODE
@@ -354,6 +355,16 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 },
                 body="NewTransfer",
                 idempotent=True,
+                parameters=[
+                    {
+                        "name": "wait_ms",
+                        "in": "query",
+                        "required": False,
+                        "description": "Wait up to this long for a cross-bank transfer's "
+                        "decision before answering (pending when it is not decided yet).",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": TRANSFER_WAIT_MS_MAX},
+                    }
+                ],
             )
         },
         "/api/v1/transfers/{id}": {

@@ -127,6 +127,9 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
     ("transfer read without token", "GET", "/api/v1/transfers/alfa-x", None, NO_AUTH, 401, "unauthorized"),
     ("transfer read unknown", "GET", "/api/v1/transfers/alfa-x", None, "owner", 404, "not_found"),
     ("transfer read huge id", "GET", "/api/v1/transfers/" + "x" * 500, None, "owner", 404, "not_found"),
+    ("transfer bad wait_ms", "POST", "/api/v1/transfers?wait_ms=-1", _transfer(), "owner", 400, "invalid_request"),
+    ("transfer unknown query parameter", "POST", "/api/v1/transfers?force=1", _transfer(), "owner", 400, "invalid_request"),
+    ("audit unknown query parameter", "GET", "/api/v1/audit?all=1", None, NO_AUTH, 400, "invalid_request"),
     # routes
     ("unknown route", "GET", "/api/v1/vault", None, NO_AUTH, 404, "not_found"),
     ("wrong method", "PATCH", "/api/v1/deposits", None, "owner", 405, "method_not_allowed"),
