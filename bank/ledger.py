@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import attrs
 import structlog
@@ -1299,13 +1299,13 @@ def _idempotent(
 
 def _hold_operation(
     conn: sqlite3.Connection, operation: str, transfer_id: str, account: int
-) -> Any:
+) -> HoldOutcome | None:
     row = conn.execute(
         "SELECT outcome FROM hold_operations WHERE operation = ? AND transfer_id = ?"
         " AND account = ?",
         (operation, transfer_id, account),
     ).fetchone()
-    return None if row is None else row[0]
+    return None if row is None else cast(HoldOutcome, row[0])
 
 
 def _record_hold_operation(
