@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import json
 import time
@@ -38,6 +39,7 @@ from bank import keys
 __all__ = [
     "FEED",
     "FEED_CLIENTS_MAX",
+    "FEED_DISCONNECT_CHECK_MS",
     "FEED_KEEPALIVE_MS",
     "FEED_QUEUE_EVENTS_MAX",
     "FEED_STREAM_MS_MAX",
@@ -69,6 +71,8 @@ FEED_KEEPALIVE_MS = 5_000
 """Silence after which a comment line is sent, so proxies and dead peers are noticed."""
 FEED_STREAM_MS_MAX = 600_000
 """The longest one stream lasts; the browser's EventSource reconnects by itself."""
+FEED_DISCONNECT_CHECK_MS = 1_000
+"""How often an idle stream looks whether its listener has gone, to stop polling soon."""
 FEED_RETRY_MS = 1_000
 """How long the browser waits before reconnecting a closed stream (the SSE ``retry:``)."""
 PAGE_BANKS_MAX = 64
@@ -163,9 +167,8 @@ def summarize(
             }
         )
         if fresh and generation is not None and seq is not None:
-            candidates.append(
-                (generation, seq, holding, view.id, successor if isinstance(successor, str) else None)
-            )
+            named = successor if isinstance(successor, str) else None
+            candidates.append((generation, seq, holding, view.id, named))
 
     holder: str | None = None
     confirmed = False
@@ -227,6 +230,8 @@ class RingFeed:
     """The highest generation seen while running; a higher one is a minted token."""
     polls: int = 0
     """Status reads done since creation (observable in tests and logs)."""
+    starts: int = 0
+    """How many times polling started: once per period with at least one listener."""
     _session: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = attrs.Factory(list)
     _lock: asyncio.Lock = attrs.Factory(asyncio.Lock)
@@ -270,11 +275,16 @@ class RingFeed:
         self._session = aiohttp.ClientSession(timeout=timeout)
         self.generation_seen = None
         self.latest = None
+        # The tasks outlive the request that started them: they get a fresh context, so
+        # that their log lines do not carry that first listener's request id.
         for view in self.views:
             view.status, view.answered_ms, view.failed = None, None, False
-            self._tasks.append(asyncio.create_task(self._poll_member(view)))
-        self._tasks.append(asyncio.create_task(self._publish()))
-        log.info("ring feed started", members=len(self.views))
+            self._tasks.append(
+                asyncio.create_task(self._poll_member(view), context=contextvars.Context())
+            )
+        self._tasks.append(asyncio.create_task(self._publish(), context=contextvars.Context()))
+        self.starts += 1
+        log.info("ring feed started", members=len(self.views), bank=self.self_id)
 
     async def _stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -287,7 +297,7 @@ class RingFeed:
             await self._session.close()
             self._session = None
         if tasks:
-            log.info("ring feed stopped", polls=self.polls)
+            log.info("ring feed stopped", polls=self.polls, bank=self.self_id)
 
     async def _read_status(self, view: MemberView) -> dict[str, Any] | None:
         if view.id == self.self_id and self.local_status is not None:
@@ -438,18 +448,25 @@ async def _ring_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(f"retry: {FEED_RETRY_MS}\n\n".encode())
+        written = loop.time()
         while (remaining_s := deadline - loop.time()) > 0:
+            # aiohttp does not cancel a handler whose client left; look at the transport.
+            if request.transport is None or request.transport.is_closing():
+                break
             try:
                 event = await asyncio.wait_for(
-                    queue.get(), timeout=min(FEED_KEEPALIVE_MS / 1000, remaining_s)
+                    queue.get(), timeout=min(FEED_DISCONNECT_CHECK_MS / 1000, remaining_s)
                 )
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                if loop.time() - written >= FEED_KEEPALIVE_MS / 1000:
+                    await response.write(b": keepalive\n\n")
+                    written = loop.time()
                 continue
             if event is None:
                 break
             data = json.dumps(event, separators=(",", ":"))
             await response.write(f"event: ring\ndata: {data}\n\n".encode())
+            written = loop.time()
     except ConnectionResetError:
         pass  # the listener went away; aiohttp's reset error derives from this one
     finally:

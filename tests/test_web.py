@@ -46,7 +46,9 @@ class FakeRing:
         return dict(self.document)
 
 
-def status(bank: str, *, holding: bool, generation: int, seq: int, successor: str) -> dict[str, Any]:
+def status(
+    bank: str, *, holding: bool, generation: int, seq: int, successor: str
+) -> dict[str, Any]:
     return {
         "bank": bank,
         "holding": holding,
@@ -69,7 +71,9 @@ async def status_server(aiohttp_server: Server, document: dict[str, Any]) -> Tes
     return await aiohttp_server(app)
 
 
-def bank_app(config: RingConfig | None, bank_id: str | None, ring: FakeRing | None) -> web.Application:
+def bank_app(
+    config: RingConfig | None, bank_id: str | None, ring: FakeRing | None
+) -> web.Application:
     app = web.Application()
     if config is not None:
         app[keys.CONFIG] = config
@@ -282,7 +286,11 @@ def test_the_local_rings_opinion_marks_a_member_down() -> None:
     mine = status("alfa", holding=True, generation=1, seq=3, successor="gama")
     mine["members"] = {"alfa": "up", "beta": "down", "gama": "up"}
     event = summarize(
-        views(1000, alfa=mine, beta=status("beta", holding=False, generation=1, seq=1, successor="gama")),
+        views(
+            1000,
+            alfa=mine,
+            beta=status("beta", holding=False, generation=1, seq=1, successor="gama"),
+        ),
         self_id="alfa",
         now_ms=1000,
         previous_generation=None,
@@ -380,19 +388,26 @@ async def test_one_poller_serves_every_listener_and_late_joiners_get_the_picture
     feed = app[bank_web.FEED]
 
     first = await client.get("/api/v1/ring/events")
-    await wait_for_event(sse_events(first, time.monotonic() + WAIT_S_MAX), lambda e: e["holder"] == "beta")
-    tasks_before = list(feed._tasks)
+    first_events = sse_events(first, time.monotonic() + WAIT_S_MAX)
+    await wait_for_event(first_events, lambda e: e["holder"] == "beta")
+    assert feed.starts == 1
     # The picture does not change any more, so the second listener relies on the latest event.
     second = await client.get("/api/v1/ring/events")
     late = await wait_for_event(sse_events(second, time.monotonic() + WAIT_S_MAX), lambda e: True)
     assert late["holder"] == "beta" and late["generation"] == 7
-    assert feed._tasks == tasks_before, "the second listener shares the running poller"
+    assert feed.starts == 1, "the second listener shares the running poller"
     assert len(feed.listeners) == 2
 
     first.close()
     await eventually(lambda: len(feed.listeners) == 1)
     assert feed.running, "one listener is left"
     second.close()
+    await eventually(lambda: not feed.running)
+    # A listener coming back after everyone left starts the polling again.
+    third = await client.get("/api/v1/ring/events")
+    await wait_for_event(sse_events(third, time.monotonic() + WAIT_S_MAX), lambda e: True)
+    assert feed.starts == 2 and feed.running
+    third.close()
     await eventually(lambda: not feed.running)
 
 

@@ -64,7 +64,13 @@ function notice(text, kind = "info") {
   box.className = `notice ${kind}`;
   box.hidden = !text;
   clearTimeout(noticeTimer);
-  if (text) noticeTimer = setTimeout(() => (box.hidden = true), NOTICE_MS);
+  if (text) noticeTimer = setTimeout(clearNotice, NOTICE_MS);
+}
+
+function clearNotice() {
+  const box = $("[data-notice]");
+  box.textContent = "";
+  box.hidden = true;
 }
 
 function describe(error) {
@@ -107,7 +113,7 @@ const VIEWS = ["login", "accounts", "money", "transfer", "ring"];
 const PUBLIC_VIEWS = new Set(["login", "ring"]);
 
 function route(event = null) {
-  if (performance.now() - noticeAt > NOTICE_KEEP_ON_ROUTE_MS) $("[data-notice]").hidden = true;
+  if (performance.now() - noticeAt > NOTICE_KEEP_ON_ROUTE_MS) clearNotice();
   const wanted = (location.hash.replace(/^#\/?/, "") || "").split("?")[0];
   const signedIn = Boolean(api.session()?.token);
   let view = VIEWS.includes(wanted) ? wanted : signedIn ? "accounts" : "login";
@@ -596,6 +602,7 @@ function wire() {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearMessages(form);
+      clearNotice(); // a new action starts: an older notice would be read as its outcome
       const button = $("button[type=submit]", form);
       await busy(button, () => FORMS[form.dataset.form](form));
     });

@@ -85,7 +85,8 @@ async def new_page(browser: Any, base_url: str, *, lang: str = "pt") -> Any:
 
 async def screenshot(page: Any, name: str) -> None:
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOT_DIR / f"{_COMPLETE.sub('-', name)}.png"), full_page=True)
+    path = SCREENSHOT_DIR / f"{_COMPLETE.sub('-', name)}.png"
+    await page.screenshot(path=str(path), full_page=True)
 
 
 async def unlabelled_controls(page: Any) -> list[str]:

@@ -21,7 +21,7 @@ from bank.process import Consortium, get_json, write_ring_file
 
 from conftest import new_page, screenshot
 from test_web_browser_ring import holders_seen
-from web_steps import move_money, open_account, register, sign_in
+from web_steps import account_option, expect_balance, move_money, open_account, register, sign_in
 
 PASSWORD = "correct horse"
 ANA = complete_cpf("529982247")
@@ -76,40 +76,46 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
 
     # The dashboard shows both banks' accounts, by document.
     await ana.goto("/#/accounts")
-    await expect(ana.locator(f'[data-bank="alfa"] tr[data-account="{joint}"] [data-balance]')).to_have_attribute("data-balance", "100000")
-    await expect(ana.locator(f'[data-bank="beta"] tr[data-account="{at_beta}"] [data-balance]')).to_have_attribute("data-balance", "50000")
+    await expect_balance(ana, "alfa", joint, 100000)
+    await expect_balance(ana, "beta", at_beta, 50000)
     await screenshot(ana, "consortium-accounts-before")
 
     # One transfer, two sources at two banks, to gama.
     await ana.goto("/#/transfer")
     builder = ana.locator('form[data-form="transfer"]')
     first = builder.locator("[data-sources] > li").nth(0)
-    await first.get_by_label("Origem 1").select_option(label=f"Bank alfa · Conta {joint} · R$ 1.000,00")
+    await first.get_by_label("Origem 1").select_option(
+        label=account_option("Bank alfa", joint, "R$ 1.000,00")
+    )
     await first.get_by_label("Valor (R$)").fill("300,00")
     await builder.get_by_role("button", name="Adicionar origem").click()
     second = builder.locator("[data-sources] > li").nth(1)
-    await second.get_by_label("Origem 2").select_option(label=f"Bank beta · Conta {at_beta} · R$ 500,00")
+    await second.get_by_label("Origem 2").select_option(
+        label=account_option("Bank beta", at_beta, "R$ 500,00")
+    )
     await second.get_by_label("Valor (R$)").fill("200,00")
-    await builder.get_by_label("Uma das minhas contas").select_option(label="Outra conta (digitar)")
+    destination = builder.get_by_label("Uma das minhas contas")
+    await destination.select_option(label="Outra conta (digitar)")
     await builder.get_by_label("Banco").select_option("gama")
     await builder.get_by_label("Número da conta").fill(carla_account)
     await expect(builder.locator("[data-transfer-total]")).to_have_text("R$ 500,00")
     await screenshot(ana, "consortium-transfer-builder")
     await builder.get_by_role("button", name="Revisar").click()
-    await ana.locator("[data-confirm]").get_by_role("button", name="Confirmar e enviar").click()
+    confirm = ana.locator("[data-confirm]")
+    await confirm.get_by_role("button", name="Confirmar e enviar").click()
     follow = ana.locator("[data-follow]")
     await expect(follow).to_have_attribute("data-status", "committed")
     await screenshot(ana, "consortium-transfer-committed")
 
     await ana.goto("/#/accounts")
-    await expect(ana.locator(f'[data-bank="alfa"] tr[data-account="{joint}"] [data-balance]')).to_have_attribute("data-balance", "70000")
-    await expect(ana.locator(f'[data-bank="beta"] tr[data-account="{at_beta}"] [data-balance]')).to_have_attribute("data-balance", "30000")
+    await expect_balance(ana, "alfa", joint, 70000)
+    await expect_balance(ana, "beta", at_beta, 30000)
     await expect(ana.locator("[data-total-balance]")).to_have_text("R$ 1.000,00")
     await screenshot(ana, "consortium-accounts-after")
 
     await carla.goto("/#/accounts")
     await carla.get_by_role("button", name="Atualizar").click()
-    await expect(carla.locator(f'[data-bank="gama"] tr[data-account="{carla_account}"] [data-balance]')).to_have_attribute("data-balance", "50000")
+    await expect_balance(carla, "gama", carla_account, 50000)
 
     # The ring view, from any bank, shows the token at more than one bank within seconds.
     await carla.goto("/#/ring")

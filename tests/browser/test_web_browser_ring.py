@@ -27,7 +27,9 @@ HOLDERS_WAIT_MS = 10_000
 """How long the page may take to show the token at two different banks."""
 
 
-def fake_status(bank: str, *, holding: bool, generation: int, seq: int, successor: str) -> dict[str, Any]:
+def fake_status(
+    bank: str, *, holding: bool, generation: int, seq: int, successor: str
+) -> dict[str, Any]:
     return {
         "bank": bank,
         "holding": holding,
@@ -55,12 +57,17 @@ async def holders_seen(page: Any, count: int) -> list[str]:
         """([count, waitMs]) => new Promise((resolve, reject) => {
             const root = document.querySelector('[data-ring]');
             const seen = new Set();
-            const note = () => { if (root.dataset.holder) seen.add(root.dataset.holder);
-                                 if (seen.size >= count) { observer.disconnect(); resolve([...seen]); } };
+            const note = () => {
+                if (root.dataset.holder) seen.add(root.dataset.holder);
+                if (seen.size >= count) { observer.disconnect(); resolve([...seen]); }
+            };
             const observer = new MutationObserver(note);
             observer.observe(root, { attributes: true, attributeFilter: ['data-holder'] });
             note();
-            setTimeout(() => { observer.disconnect(); reject(new Error('saw only ' + [...seen])); }, waitMs);
+            setTimeout(() => {
+                observer.disconnect();
+                reject(new Error('saw only ' + [...seen]));
+            }, waitMs);
         })""",
         [count, HOLDERS_WAIT_MS],
     )
@@ -73,7 +80,9 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     gama = fake_status("gama", holding=False, generation=1, seq=2, successor="alfa")
     servers = {}
     for bank_id, document in (("beta", beta), ("gama", gama)):
-        async def ring_status(request: web.Request, document: dict[str, Any] = document) -> web.Response:
+        async def ring_status(
+            request: web.Request, document: dict[str, Any] = document
+        ) -> web.Response:
             return web.json_response(document)
 
         member = web.Application()
@@ -105,7 +114,8 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await expect(view).to_have_attribute("data-holder", "alfa")
     await expect(page.locator("[data-ring-holder]")).to_have_text("Banco Alfa (alfa)")
     await expect(page.locator("[data-ring-generation]")).to_have_text("1")
-    await expect(page.locator('g.ring-node[data-bank="alfa"]')).to_have_class("ring-node holder self")
+    alfa_node = page.locator('g.ring-node[data-bank="alfa"]')
+    await expect(alfa_node).to_have_class("ring-node holder self")
     await expect(page.locator("[data-ring-down]")).to_have_text("nenhum")
 
     # The token moves to beta: the drawing and the facts follow.

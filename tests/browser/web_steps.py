@@ -54,7 +54,12 @@ async def move_money(page: Any, operation: str, bank: str, account: str, amount:
     return form
 
 
-async def balance_of(page: Any, bank: str, account: str) -> int:
-    """The balance the dashboard shows, in cents (read from the row's data attribute)."""
+async def expect_balance(page: Any, bank: str, account: str, cents: int) -> None:
+    """Wait until the dashboard shows ``cents`` for the account (the row's data attribute)."""
     cell = page.locator(f'[data-bank="{bank}"] tr[data-account="{account}"] [data-balance]')
-    return int(await cell.get_attribute("data-balance"))
+    await expect(cell).to_have_attribute("data-balance", str(cents))
+
+
+def account_option(bank_name: str, account: str, balance: str) -> str:
+    """The label of one of the customer's accounts in the page's account pickers."""
+    return f"{bank_name} · Conta {account} · {balance}"
