@@ -10,6 +10,7 @@ handing the token on) and, past a bound, SIGKILL, so that nothing is left behind
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -23,14 +24,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
+
 from tokenring.config import RingConfig, load
+from tokenring.core import Fence
 
 __all__ = [
+    "CATCH_ATTEMPTS_MAX",
     "HEALTH_POLL_S",
     "READY_TIMEOUT_S",
     "STOP_TIMEOUT_S",
     "BankProcess",
     "Consortium",
+    "catch_holder",
+    "fetch_statuses",
     "free_ports",
     "get_json",
     "write_ring_file",
@@ -302,3 +309,87 @@ class Consortium:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- Watching a ring of child processes (tests and the benchmark) ----------------------------
+
+CATCH_ATTEMPTS_MAX = 40
+"""How many times :func:`catch_holder` tries to stop a bank while it holds the token."""
+STATUS_TIMEOUT_S = 1.0
+"""How long one ``/ring/status`` may take before the bank counts as not answering."""
+
+
+async def fetch_statuses(
+    session: aiohttp.ClientSession,
+    banks: Mapping[str, str],
+    *,
+    timeout_s: float = STATUS_TIMEOUT_S,
+) -> dict[str, Any]:
+    """``GET /ring/status`` of every bank (id -> url) at once; ``None`` for a silent one."""
+
+    async def one(url: str) -> Any:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with session.get(url + "/ring/status") as response:
+                    if response.status != 200:
+                        return None
+                    return await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    answers = await asyncio.gather(*(one(url) for url in banks.values()))
+    return dict(zip(banks, answers, strict=True))
+
+
+def _fence_seen(status: Any) -> Fence | None:
+    if not status or not status.get("fence_seen"):
+        return None
+    return Fence.from_dict(status["fence_seen"])
+
+
+async def catch_holder(
+    session: aiohttp.ClientSession,
+    consortium: Consortium,
+    *,
+    among: Sequence[str] | None = None,
+    attempts_max: int = CATCH_ATTEMPTS_MAX,
+) -> tuple[str, Fence]:
+    """SIGSTOP a bank while it holds the token; its id and the fence it holds, still stopped.
+
+    A status sample names the holder; it is stopped at once, and then the others are watched
+    for a while: if one of them takes a newer fence of the same generation, the token had
+    already been handed on, so the bank is resumed and the catch tried again. The token is
+    known to be stuck in the stopped bank once no other bank moves past its fence for three
+    hand-off timeouts (well under the loss timeout, so no claim has begun yet).
+    """
+    token = consortium.config.token
+    settle_s = 3 * token.handoff_timeout_ms / 1000
+    candidates = list(consortium.banks) if among is None else list(among)
+    urls = {bank_id: consortium[bank_id].url for bank_id in consortium.banks
+            if consortium[bank_id].alive()}  # fmt: skip
+    loop = asyncio.get_running_loop()
+    for _ in range(attempts_max):
+        statuses = await fetch_statuses(session, urls)
+        holder = next(
+            (b for b in candidates if statuses.get(b) and statuses[b]["holding"]), None
+        )
+        if holder is None:
+            continue
+        consortium[holder].pause()
+        fence = _fence_seen(statuses[holder])
+        assert fence is not None, "a holder has seen its own fence"
+        others = {b: u for b, u in urls.items() if b != holder}
+        deadline = loop.time() + settle_s
+        moved_on = False
+        while loop.time() < deadline and not moved_on:
+            for status in (await fetch_statuses(session, others)).values():
+                seen = _fence_seen(status)
+                if seen is not None and seen.epoch == fence.epoch and seen > fence:
+                    moved_on = True
+            await asyncio.sleep(0.02)
+        if not moved_on:
+            return holder, fence
+        consortium[holder].resume()
+        # Let the resumed bank rejoin before the next try.
+        await asyncio.sleep(settle_s)
+    raise RuntimeError(f"no bank caught holding the token in {attempts_max} attempts")

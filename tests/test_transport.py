@@ -73,8 +73,8 @@ class ScriptedMember:
         return [type(event).__name__ for event, _ in self.events]
 
 
-def sample(transport: Transport, name: str) -> float | None:
-    return transport.metrics.registry.get_sample_value(name)
+def sample(transport: Transport, name: str, **labels: str) -> float | None:
+    return transport.metrics.registry.get_sample_value(name, labels)
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -164,7 +164,7 @@ async def test_a_received_message_reaches_the_core_as_received() -> None:
         await transport.close()
     (event, _), = member.events
     assert isinstance(event, core.Received) and event.message == Note("beta", "hi")
-    assert sample(transport, "tokenring_messages_received_total") == 1
+    assert sample(transport, "tokenring_messages_received_total", sender="beta") == 1
 
 
 async def test_the_timer_fires_once_the_deadline_has_passed() -> None:

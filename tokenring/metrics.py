@@ -57,7 +57,10 @@ class RingMetrics:
             "tokenring_member_down_events", "Times this member marked another down.", registry=r
         )
         self.messages_received = Counter(
-            "tokenring_messages_received", "Ring messages accepted by this member.", registry=r
+            "tokenring_messages_received",
+            "Ring messages accepted by this member, by sender.",
+            ["sender"],
+            registry=r,
         )
         self.sends_failed = Counter(
             "tokenring_sends_failed",

@@ -117,7 +117,7 @@ class Transport:
 
     def receive(self, message: Any) -> None:
         """Hand one decoded message (``core.decode_message``) to the core."""
-        self.metrics.messages_received.inc()
+        self.metrics.messages_received.labels(sender=str(message.sender)).inc()
         self.handle(core.Received(message))
 
     def handle(self, event: Any) -> None:
