@@ -33,6 +33,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -73,6 +74,8 @@ BATCH_OPERATIONS_MAX = 256
 """Operations committed together in one transaction (group commit)."""
 READERS_MAX = 1
 """Threads serving reads, each with its own connection."""
+SESSIONS_CACHED_MAX = 10_000
+"""Live sessions kept in memory (least recently used dropped first); the rest are read."""
 CLOSE_WAIT_S_MAX = 30.0
 """How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
 TRANSFER_ID_CHARS_MAX = 100
@@ -552,6 +555,10 @@ class Ledger:
         self._reader = reader
         self._slots = asyncio.Semaphore(queue_operations_max)
         self._closed = False
+        # Live sessions by token hash: every request looks its session up, and this process
+        # is the only one that creates or ends them, so a cache here stays true.
+        self._sessions: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._session_deletions = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -688,22 +695,47 @@ class Ledger:
             )
 
         await self._write(run)
+        self._cache_session(token_hash, (document, expires_at_ms))
 
     async def session_document(self, token_hash: str) -> str | None:
         """The document of the live session with this token hash, else ``None``."""
         now = self.now_ms()
+        cached = self._sessions.get(token_hash)
+        if cached is not None:
+            document, expires_at_ms = cached
+            if expires_at_ms > now:
+                self._sessions.move_to_end(token_hash)
+                return document
+            del self._sessions[token_hash]
+            return None
+        deletions = self._session_deletions
 
-        def run(conn: sqlite3.Connection) -> str | None:
+        def run(conn: sqlite3.Connection) -> tuple[str, int] | None:
             row = conn.execute(
-                "SELECT document FROM sessions WHERE token_hash = ? AND expires_at_ms > ?",
+                "SELECT document, expires_at_ms FROM sessions"
+                " WHERE token_hash = ? AND expires_at_ms > ?",
                 (token_hash, now),
             ).fetchone()
-            return None if row is None else str(row[0])
+            return None if row is None else (str(row[0]), int(row[1]))
 
-        return await self._read(run)
+        found = await self._read(run)
+        if found is None:
+            return None
+        # A logout that ran while we read must not be undone by caching what we read.
+        if deletions == self._session_deletions:
+            self._cache_session(token_hash, found)
+        return found[0]
+
+    def _cache_session(self, token_hash: str, session: tuple[str, int]) -> None:
+        self._sessions[token_hash] = session
+        self._sessions.move_to_end(token_hash)
+        while len(self._sessions) > SESSIONS_CACHED_MAX:
+            self._sessions.popitem(last=False)
 
     async def delete_session(self, token_hash: str) -> bool:
         """End a session; whether it existed."""
+        self._sessions.pop(token_hash, None)
+        self._session_deletions += 1
 
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
