@@ -68,7 +68,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    ring: Ring = request.app[RING]
+    ring = request.app[RING]
     return web.Response(body=ring.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -105,13 +105,13 @@ async def serve(
         await stop.wait()
         log.info("bank.stopping", bank=app[BANK_ID])
         # Leave while the server still answers, so the successor's acknowledgement arrives.
-        ring: Ring = app[RING]
+        ring = app[RING]
         await ring.leave()
     finally:
         if watcher is not None:
             watcher.cancel()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        # A second SIGTERM or Ctrl-C during the shutdown must not cut it short: the handlers
+        # stay (setting an event already set); whoever insists sends SIGKILL.
         await runner.cleanup()
         log.info("bank.stopped", bank=app[BANK_ID])
 

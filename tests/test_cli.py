@@ -1,0 +1,189 @@
+"""The ``consortium`` command: ``bank`` refuses a missing secret, ``up`` starts and stops every
+bank leaving nothing behind, ``status`` reports each bank as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bank.process import Consortium, get_json, write_ring_file
+from tokenring.config import RingConfig
+
+WAIT_S = 30.0
+"""The longest a command here may take (generous: the machine is shared)."""
+
+
+def consortium(*args: str, env: dict[str, str] | None = None, timeout_s: float = WAIT_S
+               ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "bank.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+    )
+
+
+def env_without_secret() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CONSORTIUM_SECRET", None)
+    return env
+
+
+@pytest.fixture
+def ring_file(tmp_path: Path) -> RingConfig:
+    return write_ring_file(
+        tmp_path / "ring.toml",
+        ("alfa", "beta", "gama"),
+        hold_max_ms=20,
+        handoff_timeout_ms=150,
+        loss_timeout_ms=800,
+        data_dir=str(tmp_path / "data"),
+    )
+
+
+def test_help_names_every_command() -> None:
+    result = consortium("--help")
+    assert result.returncode == 0
+    for command in ("up", "bank", "status", "scenario"):
+        assert command in result.stdout
+
+
+def test_bank_refuses_an_unset_secret_in_one_line(ring_file: RingConfig) -> None:
+    result = consortium("bank", "alfa", "-c", str(ring_file.path), env=env_without_secret())
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(ring_file.path) in lines[0] and "CONSORTIUM_SECRET" in lines[0]
+
+
+def test_bank_refuses_an_unknown_id_in_one_line(ring_file: RingConfig) -> None:
+    env = dict(os.environ, CONSORTIUM_SECRET="k")
+    result = consortium("bank", "zulu", "-c", str(ring_file.path), env=env)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "zulu" in result.stderr
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def read_until(process: subprocess.Popen[bytes], marker: str, timeout_s: float) -> str:
+    """The process's output up to the line containing ``marker``."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, False)
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while marker.encode() not in seen:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"no {marker!r} in the output: {seen!r}")
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            chunk = b""
+        if chunk:
+            seen += chunk
+        else:
+            time.sleep(0.05)
+    return seen.decode()
+
+
+@pytest.mark.processes
+def test_up_starts_every_bank_and_sigterm_stops_them_all(ring_file: RingConfig) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bank.cli", "up", "-c", str(ring_file.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env_without_secret(),
+    )
+    try:
+        output = read_until(process, "Ctrl-C stops every bank.", WAIT_S)
+        assert "made a secret for this run" in output
+        for bank in ring_file.banks:
+            assert bank.url in output
+            assert get_json(bank.url + "/healthz") == {"status": "ok", "bank": bank.id}
+        assert "web terminal" in output
+        banks = children_of(process.pid)
+        assert len(banks) == len(ring_file.banks)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT_S) == 0
+        assert all(gone(pid) for pid in banks)
+        for bank in ring_file.banks:
+            assert get_json(bank.url + "/healthz", timeout_s=0.5) is None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in children_of(process.pid):
+            os.kill(pid, signal.SIGKILL)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+@pytest.fixture
+def running(ring_file: RingConfig) -> Iterator[Consortium]:
+    ring = Consortium(ring_file, secret="status-test-key", parent_watch=True)
+    ring.start()
+    try:
+        yield ring
+    finally:
+        ring.stop()
+
+
+@pytest.mark.processes
+def test_status_reports_each_bank_the_holder_and_visits_per_second(running: Consortium) -> None:
+    path = str(running.config.path)
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the first token may take a loss timeout to be minted
+        report = json.loads(consortium("status", "-c", path, "--json", "--interval", "0.5").stdout)
+        if all(b["visits_per_s"] for b in report["banks"]) or time.monotonic() > deadline:
+            break
+    assert report["up"] == 3
+    assert [b["bank"] for b in report["banks"]] == ["alfa", "beta", "gama"]
+    for bank in report["banks"]:
+        assert bank["up"] is True and bank["generation"] >= 1
+        assert bank["visits_per_s"] > 0
+    assert len(report["holders"]) <= 1
+
+    running["gama"].kill()
+    table = consortium("status", "-c", path, "--interval", "0.2")
+    assert table.returncode == 0
+    rows = {line.split()[1]: line for line in table.stdout.splitlines()
+            if line.strip().startswith("│") and len(line.split()) > 2}  # fmt: skip
+    assert "down" in rows["gama"] and "up" in rows["alfa"] and "up" in rows["beta"]
+
+
+def test_status_with_no_bank_running_says_so_and_exits_1(ring_file: RingConfig) -> None:
+    result = consortium("status", "-c", str(ring_file.path), "--json", "--interval", "0.1")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["up"] == 0 and not any(b["up"] for b in report["banks"])
