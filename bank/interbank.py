@@ -90,7 +90,8 @@ _REASON_CODES = {
 
 def install(app: web.Application) -> None:
     """Register the inter-bank routes and the consortium audit, and start the transfer
-    service with the application (after the ledger: install ``bank.api`` first)."""
+    service with the application (after the ledger: install ``bank.api`` first). The
+    service takes token visits through ``ring.holding()`` whenever transfers are pending."""
     app.router.add_routes(
         [
             web.post("/interbank/prepare", _prepare),
@@ -104,21 +105,17 @@ def install(app: web.Application) -> None:
         ]
     )
     app.cleanup_ctx.append(_lifecycle)
-    ring = app[RING]
-
-    async def on_token(fence: Any, deadline: float) -> bool:
-        service: TransferService | None = app.get(TRANSFERS)
-        if service is None:
-            return False
-        return await service.on_token(fence, deadline)
-
-    ring.on_token = on_token
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ring = app[RING]
     service = TransferService(
-        app[CONFIG], app[BANK_ID], app[LEDGER], client=lambda: ring.client, admit=ring.admit
+        app[CONFIG],
+        app[BANK_ID],
+        app[LEDGER],
+        client=lambda: ring.client,
+        holding=ring.holding,
+        admit=ring.admit,
     )
     await service.start()
     app[TRANSFERS] = service

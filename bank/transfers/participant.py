@@ -12,9 +12,10 @@ Rules, in the order they are checked:
    yes only when every leg here succeeded; a yes is remembered so that a restarted bank can
    ask the coordinator what became of it.
 
-A decision is recorded first, then applied (commit: hold -> settlement, credit: settlement ->
-account, cash-out: settlement -> cash; abort: release). Every money operation is idempotent
-by transfer id, so a repeated decision is applied again harmlessly and acknowledged again.
+A decision is recorded and applied in one batch (commit: hold -> settlement, credit:
+settlement -> account, cash-out: settlement -> cash; abort: release). Every money operation
+is idempotent by transfer id, so a repeated decision is applied again harmlessly and
+acknowledged again.
 
 A driver must not interleave two steps of one participant (a prepare and a decision for the
 same transfer must not race); it runs them one after another.
@@ -113,11 +114,14 @@ class Participant:
 
         if self.fence is not None and prepare.fence < self.fence:
             return refuse_all("stale_fence")
-        (accepted,) = yield [AcceptFence(prepare.fence)]
+        # One batch: the fence is stored (and compared) before any hold of this prepare is
+        # asked for, and the decisions known here are read in the same transaction.
+        accepted, *known = yield [AcceptFence(prepare.fence)] + [
+            ReadDecision(item.transfer_id) for item in items
+        ]
         if not accepted:
             return refuse_all("stale_fence")
         self.fence = prepare.fence
-        known = yield [ReadDecision(item.transfer_id) for item in items]
         ops: list[BookOp] = []
         spans: list[tuple[int, int]] = []
         for item, outcome in zip(items, known):
@@ -133,9 +137,16 @@ class Participant:
                         ops.append(CheckAccount(leg.account))
                     # A cash-out needs nothing prepared: the terminal bank pays from settlement.
             spans.append((start, len(ops)))
-        results = (yield ops) if ops else []
+        # Remembered with the holds (not after them): a yes must never be sent for a hold
+        # this bank would forget to ask about. A refused one is remembered too, harmlessly:
+        # its abort clears it.
+        remember: list[BookOp] = [
+            RecordPrepared(item.transfer_id, prepare.sender)
+            for item, outcome in zip(items, known)
+            if outcome is None
+        ]
+        results = (yield ops + remember) if ops or remember else []
         votes: list[Vote] = []
-        remember: list[BookOp] = []
         for item, outcome, (start, end) in zip(items, known, spans):
             if outcome is not None:
                 votes.append(Vote(item.transfer_id, False, "decided"))
@@ -145,19 +156,18 @@ class Participant:
                 votes.append(Vote(item.transfer_id, False, refused[0]))
             else:
                 votes.append(Vote(item.transfer_id, True))
-                remember.append(RecordPrepared(item.transfer_id, prepare.sender))
-                self.outstanding.setdefault(
-                    item.transfer_id,
-                    _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
-                )
-        if remember:
-            yield remember
+            self.outstanding.setdefault(
+                item.transfer_id,
+                _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
+            )
         return Votes(self.bank, prepare.fence, tuple(votes))
 
     def _decide(self, items: Sequence[DecisionItem]) -> Steps[Acks]:
-        if items:
-            yield [RecordDecision(item.transfer_id, item.outcome) for item in items]
-        ops: list[BookOp] = []
+        # One batch: the record and the money. Should a crash keep one and lose the other,
+        # nothing is acknowledged, the coordinator sends the decision again, and every
+        # operation is idempotent; a late prepare meanwhile finds either the record or the
+        # hold already decided (the book answers "decided").
+        ops: list[BookOp] = [RecordDecision(item.transfer_id, item.outcome) for item in items]
         for item in items:
             self.outstanding.pop(item.transfer_id, None)
             for leg in item.legs:

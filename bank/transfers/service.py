@@ -1,6 +1,6 @@
 """The transfer service: the thin async driver that runs the pure protocol inside a real bank.
 
-Place in the design: ``bank.interbank`` (HTTP) and the ring's ``on_token`` callback call this;
+Place in the design: ``bank.interbank`` (HTTP) and the ring (``ring.holding()``) call this;
 it feeds the pure :class:`~bank.transfers.coordinator.Coordinator` and
 :class:`~bank.transfers.participant.Participant`, executes the book operations they yield on the
 ledger (:class:`~bank.transfers.store.LedgerBook`), and carries their messages over signed HTTP.
@@ -8,7 +8,9 @@ It makes no protocol decision of its own; it only owns time (one timer task), co
 lock per role, so steps of one role never interleave) and the network (bounded timeouts,
 bounded sends in flight; a failed send is simply lost and the protocol's retries cover it).
 
-A round runs inside ``on_token``: prepares go out to every involved bank at once (this bank
+A round runs while this bank holds the token (``async with ring.holding()``, entered by one
+runner task whenever transfers are pending, so a transfer submitted during an idle visit
+goes out in that same visit): prepares go out to every involved bank at once (this bank
 answers its own without HTTP), the round ends when every vote is in or at its deadline, the
 decisions are made durable, and only then is the token released. Decisions travel in the
 background, retried by the coordinator's timer until acknowledged.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
@@ -34,6 +37,7 @@ from bank.transfers.protocol import (
     Message,
     Prepare,
     Transfer,
+    Vote,
     Votes,
     decode_message,
     encode_message,
@@ -55,10 +59,11 @@ __all__ = [
 
 log = structlog.get_logger("bank.transfers")
 
-ROUND_MS_MIN = 200
+ROUND_MS_MIN = 1_000
 """The shortest time a round waits for votes, even when the token's visit is shorter: a
-durable prepare under load can take longer than ``hold_max_ms``, and safety never rests on
-the token's deadline (holds and fences carry it), only the batch's pace does."""
+durable prepare on a busy machine can take longer than ``hold_max_ms``, and safety never
+rests on the token's deadline (holds and fences carry it), only the batch's pace does. A bank
+that refuses the connection votes no at once; only a silent one makes a round wait this long."""
 SEND_TIMEOUT_S = 2.0
 """How long one inter-bank request may take before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
@@ -100,6 +105,7 @@ class TransferService:
         ledger: Ledger,
         *,
         client: Callable[[], SignedClient],
+        holding: Callable[[], AbstractAsyncContextManager[Fence]] | None = None,
         admit: Callable[[Fence], bool] = lambda fence: True,
         round_ms_min: int = ROUND_MS_MIN,
         send_timeout_s: float = SEND_TIMEOUT_S,
@@ -113,7 +119,10 @@ class TransferService:
         self.participant = Participant(bank_id)
         self.coordinator = Coordinator(bank_id)
         self._client = client
+        self._holding = holding
         self._admit = admit
+        self.rounds_paused = False
+        """While True the runner takes no token visit (tests use it to play a paused holder)."""
         self.round_ms_min = round_ms_min
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
@@ -125,6 +134,8 @@ class TransferService:
         self._round_over = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()
         self._started = False
         self.rounds = 0
         self.committed = 0
@@ -142,6 +153,10 @@ class TransferService:
         self._started = True
         self._dispatch(sends)
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
+        if self._holding is not None:
+            self._runner = asyncio.get_running_loop().create_task(self._run_rounds())
+        if self.coordinator.backlog:
+            self._work.set()
         log.info(
             "transfers.started",
             bank=self.bank,
@@ -154,8 +169,9 @@ class TransferService:
         """Cancel the timer and every background send, and wait for them."""
         self._started = False
         tasks = list(self._tasks)
-        if self._timer is not None:
-            tasks.append(self._timer)
+        for task in (self._timer, self._runner):
+            if task is not None:
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -196,6 +212,7 @@ class TransferService:
         transfer_id: str = await self._run(
             self.coordinator.submit(transfer, idempotency=idempotency, request=request)
         )
+        self._work.set()
         return transfer_id
 
     def watch(self, transfer_id: str) -> asyncio.Future[Decided]:
@@ -211,8 +228,28 @@ class TransferService:
             if not futures:
                 del self._waiters[transfer_id]
 
-    async def on_token(self, fence: Fence, deadline: float) -> bool:
-        """The ring's callback at each token visit: run one round. False when idle."""
+    async def _run_rounds(self) -> None:
+        """Whenever transfers are pending: wait for the token, run one round under it."""
+        assert self._holding is not None
+        while True:
+            await self._work.wait()
+            if self.rounds_paused or not self.coordinator.backlog:
+                self._work.clear()
+                await asyncio.sleep(0.05 if self.rounds_paused else 0)
+                continue
+            try:
+                async with self._holding() as fence:
+                    loop = asyncio.get_running_loop()
+                    # The ring ends the visit at its own deadline; the round keeps at least
+                    # round_ms_min (see ROUND_MS_MIN) and is fenced either way.
+                    await self.run_round(fence, loop.time())
+            except Exception:
+                log.exception("transfers.round_failed")
+                await asyncio.sleep(0.1)
+
+    async def run_round(self, fence: Fence, deadline: float) -> bool:
+        """Run one round under ``fence`` (the token held now); False when nothing was pending.
+        ``deadline`` is in the loop's clock; the round lasts at least ``round_ms_min``."""
         if not self._started:
             return False
         loop = asyncio.get_running_loop()
@@ -245,11 +282,18 @@ class TransferService:
                 votes = await self.handle_participant(prepare)
             else:
                 timeout_s = max(until_ms - self._now_ms(), 1) / 1000
-                reply = await self._post(to, prepare, timeout_s=timeout_s)
+                try:
+                    reply = await self._post(to, prepare, timeout_s=timeout_s)
+                except SendFailed as error:
+                    # Unreachable (or silent until the deadline): its votes are no, now.
+                    log.info("transfers.prepare_lost", to=to, error=str(error))
+                    reply = Votes(to, prepare.fence, tuple(
+                        Vote(item.transfer_id, False, "unreachable") for item in prepare.items
+                    ))
                 if not isinstance(reply, Votes):
                     return  # counts as no at the round's deadline
                 votes = reply
-        except (SendFailed, ValueError) as error:
+        except ValueError as error:
             log.info("transfers.prepare_lost", to=to, error=str(error))
             return
         except Exception:

@@ -1,0 +1,191 @@
+"""Cross-bank transfer throughput and latency on real bank processes (prints figures).
+
+For each ring size and each concurrency: committed cross-bank transfers per second and the
+p50/p99 latency from submit to outcome (``POST /api/v1/transfers?wait_ms=...``), printed beside
+the request rate of a bare aiohttp JSON endpoint measured in the same run on the same machine
+with the same client, and the ratio of the two. Not a test: it asserts nothing.
+
+    .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
+    .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bank.documents import complete_cpf  # noqa: E402
+from bank.process import Consortium, free_ports, write_ring_file  # noqa: E402
+
+REQUEST_TIMEOUT_S = 30.0
+WAIT_MS = 10_000
+OPENING_CENTS = 10**10
+CONNECTIONS_MAX = 512
+
+
+def _bare_server(port: int) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"id": "x", "status": "committed", "echo": len(body)})
+
+    app = web.Application()
+    app.router.add_post("/bare", answer)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def _measure(
+    session: aiohttp.ClientSession, call: Any, concurrency: int, seconds: float
+) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    done = {"ok": 0, "other": 0}
+    until = time.perf_counter() + seconds
+
+    async def worker(index: int) -> None:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            ok = await call(session, index)
+            latencies.append((time.perf_counter() - started) * 1000)
+            done["ok" if ok else "other"] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return int(done["ok"] / elapsed), done["other"], latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _setup(config: Any, session: aiohttp.ClientSession, clients: int) -> list[dict[str, Any]]:
+    """One customer per client, with an account at every bank and a session at each."""
+    banks = list(config.member_ids)
+    people = []
+    for index in range(clients):
+        document = complete_cpf(f"{200000000 + 7919 * index:09d}")
+        person: dict[str, Any] = {"document": document, "tokens": {}, "accounts": {}}
+        for bank in banks:
+            url = config.bank(bank).url
+            async with session.post(url + "/api/v1/customers", json={
+                "document": document, "name": "Bench", "password": "bench-pass-1"}) as r:
+                assert r.status == 201, await r.text()
+            async with session.post(url + "/api/v1/sessions", json={
+                "document": document, "password": "bench-pass-1"}) as r:
+                token = (await r.json())["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.post(url + "/api/v1/accounts", json={
+                "kind": "individual", "owners": [document]}, headers=headers) as r:
+                number = (await r.json())["account"]
+            async with session.post(url + "/api/v1/deposits", json={
+                "bank": bank, "account": number, "amount_cents": OPENING_CENTS}, headers=headers) as r:
+                assert r.status == 201
+            person["tokens"][bank] = token
+            person["accounts"][bank] = number
+        people.append(person)
+    return people
+
+
+def run_ring(banks_count: int, concurrencies: list[int], seconds: float, hold_ms: int) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ids = [f"bank{i}" for i in range(banks_count)]
+        config = write_ring_file(Path(tmp) / "ring.toml", ids, hold_max_ms=hold_ms, data_dir=str(Path(tmp) / "var"))
+        bare_port = free_ports(1)[0]
+        bare = multiprocessing.Process(target=_bare_server, args=(bare_port,), daemon=True)
+        bare.start()
+        consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs")
+        consortium.start()
+        try:
+            rows = asyncio.run(_run(config, ids, bare_port, concurrencies, seconds))
+        finally:
+            consortium.stop()
+            bare.terminate()
+            bare.join(5)
+    return rows
+
+
+async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        people = await _setup(config, session, max(concurrencies))
+        rng = random.Random(1)
+        reasons: dict[str, int] = {}
+        payload = {"sources": [{"bank": "b", "account": 1, "amount_cents": 1}], "destination": {"bank": "c", "account": 2}}
+
+        async def bare(session: aiohttp.ClientSession, index: int) -> bool:
+            async with session.post(f"http://127.0.0.1:{bare_port}/bare", json=payload) as r:
+                await r.json()
+                return r.status == 200
+
+        async def transfer(session: aiohttp.ClientSession, index: int) -> bool:
+            person = people[index]
+            source, destination = rng.sample(ids, 2)
+            body = {"sources": [{"bank": source, "account": person["accounts"][source], "amount_cents": 1}],
+                    "destination": {"bank": destination, "account": person["accounts"][destination]}}
+            url = config.bank(source).url + f"/api/v1/transfers?wait_ms={WAIT_MS}"
+            try:
+                async with session.post(url, json=body, headers={"Authorization": f"Bearer {person['tokens'][source]}"}) as r:
+                    answer = await r.json()
+            except (aiohttp.ClientError, TimeoutError):
+                reasons["no answer"] = reasons.get("no answer", 0) + 1
+                return False
+            if answer.get("status") != "committed":
+                reason = str(answer.get("reason") or answer.get("status") or answer.get("error"))
+                reasons[reason] = reasons.get(reason, 0) + 1
+            return answer.get("status") == "committed"
+
+        for concurrency in concurrencies:
+            reasons.clear()
+            bare_rate, _, _ = await _measure(session, bare, concurrency, seconds)
+            rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
+            row = {
+                "banks": len(ids),
+                "concurrency": concurrency,
+                "committed_per_s": rate,
+                "not_committed": failed,
+                "latency_ms_p50": _percentile(latencies, 0.50),
+                "latency_ms_p99": _percentile(latencies, 0.99),
+                "bare_per_s": bare_rate,
+                "ratio": rate / bare_rate if bare_rate else float("nan"),
+            }
+            print(
+                f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
+                f"p50 {row['latency_ms_p50']:7.1f} ms  p99 {row['latency_ms_p99']:7.1f} ms  "
+                f"bare/s {bare_rate:>6}  ratio {row['ratio']:.2f}  not committed {failed} {reasons or ''}",
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--banks", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--hold-ms", type=int, default=25, help="the ring's hold_max_ms")
+    args = parser.parse_args()
+    print(f"cross-bank transfers, 1 source, submit -> outcome; {args.seconds:g} s per figure; hold_max_ms {args.hold_ms}")
+    for banks in args.banks:
+        run_ring(banks, args.concurrency, args.seconds, args.hold_ms)
+
+
+if __name__ == "__main__":
+    main()
