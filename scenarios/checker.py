@@ -71,9 +71,11 @@ def violated(verdicts: Iterable[Verdict]) -> list[Verdict]:
 
 
 def audited_money_cents(read: AuditRead) -> int:
-    """The money a consistent audit shows: in accounts plus held by unfinished transfers."""
+    """The money a consistent audit shows. ``total_cents`` is the consortium-wide total:
+    money in accounts, held by unfinished transfers and in flight between banks (the banks
+    also give ``held_cents`` on its own, already inside the total)."""
     assert read.total_cents is not None
-    return read.total_cents + (read.held_cents or 0)
+    return read.total_cents
 
 
 def check(history: History) -> tuple[Verdict, ...]:
@@ -177,6 +179,17 @@ def _inflow(operations: Iterable[Operation], read: AuditRead, baseline: int) -> 
     return _possible(certain, uncertain)
 
 
+def _suspects(operations: Iterable[Operation], *differences: int) -> str:
+    """Operations whose amount alone explains an audit's difference (a hint, not a proof)."""
+    named = [
+        f"{op.kind} {op.key} ({op.outcome}, {op.invoke_ms:.0f}-"
+        f"{'?' if op.complete_ms is None else f'{op.complete_ms:.0f}'} ms)"
+        for op in operations
+        if abs(op.inflow_cents) in {abs(d) for d in differences if d}
+    ]
+    return f"; same amount as: {', '.join(named[:3])}" if named else ""
+
+
 def _audit_total(history: History) -> Verdict:
     findings = _Findings("audit_total")
     moving = [op for op in history.operations if op.inflow_cents != 0]
@@ -185,10 +198,12 @@ def _audit_total(history: History) -> Verdict:
             continue
         money = audited_money_cents(read)
         possible = _inflow(moving, read, history.baseline_cents)
+        allowed = possible.allows(money)
         findings.judge(
-            possible.allows(money),
+            allowed,
             f"audit at {read.bank} ({read.invoke_ms:.0f}-{read.complete_ms:.0f} ms) shows "
-            f"{money} cents; the clients put in {possible.describe()}",
+            f"{money} cents; the clients put in {possible.describe()}"
+            + ("" if allowed else _suspects(moving, money - possible.low, money - possible.high)),
         )
         if read.expected_cents is not None:
             findings.judge(

@@ -325,5 +325,7 @@ async def run_under_load(
         tables=tuple(tables_from(history)) if tables_from is not None and money else (),
         money=money,
         series=figures["series"],
+        reasons=figures["reasons"],
+        history=history.to_json(),
     )
     return RunResult(report=report, history=history)

@@ -130,9 +130,9 @@ class AuditRead:
     ok: bool
     """A complete, consistent answer (200, nobody unavailable)."""
     total_cents: int | None = None
-    """Money in all accounts, as the answer gives it."""
+    """All the consortium's money, as the answer gives it (in accounts, held, in flight)."""
     held_cents: int | None = None
-    """Money held by unfinished transfers."""
+    """The part of it held by unfinished transfers."""
     expected_cents: int | None = None
     """The consortium's own count of deposits minus withdrawals ever made."""
     reason: str | None = None

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 PLOT_BUCKET_MS = 500
+REASONS_SHOWN_MAX = 8
+"""The report table lists this many refusal reasons, the most frequent first."""
 """The width of one throughput bar in the plot."""
 
 
@@ -104,6 +106,12 @@ class Report:
     """Whether money load ran (``False`` when the banks do not serve the client API)."""
     series: dict[str, Any] = attrs.field(factory=dict)
     """Points for the plot: operations, audit totals, fault moments."""
+    reasons: dict[str, int] = attrs.field(factory=dict)
+    """Why operations were refused or stayed unknown: ``kind: reason`` -> count."""
+    phases: tuple[tuple[str, float], ...] = ()
+    """What the run was doing when: (phase, seconds since the command started)."""
+    history: dict[str, Any] = attrs.field(factory=dict)
+    """The whole history the checker judged (JSON form), for whoever wants to look again."""
 
     @property
     def violated(self) -> bool:
@@ -161,7 +169,13 @@ def summarize(history: History) -> dict[str, Any]:
         span_ms = max(op.complete_ms or 0 for op in ended) - min(op.invoke_ms for op in ops)
     else:
         span_ms = 0.0
+    reasons: dict[str, int] = {}
+    for op in ops:
+        if op.outcome is not Outcome.OK:
+            label = f"{op.kind} {op.outcome}: {op.reason or 'no answer'}"
+            reasons[label] = reasons.get(label, 0) + 1
     return {
+        "reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
         "operations": len(ops),
         "committed": sum(op.outcome is Outcome.OK for op in ops),
         "aborted": sum(op.outcome is Outcome.REFUSED for op in ops),
@@ -224,6 +238,14 @@ def render(report: Report, console: Console) -> None:
     for name, value in rows:
         summary.add_row(name, value)
     console.print(summary)
+
+    if report.reasons:
+        reasons = Table(title="why operations did not commit")
+        reasons.add_column("operation, outcome: reason")
+        reasons.add_column("count", justify="right")
+        for label, count in list(report.reasons.items())[:REASONS_SHOWN_MAX]:
+            reasons.add_row(label, str(count))
+        console.print(reasons)
 
     if report.recoveries:
         recoveries = Table(title="faults and recovery")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import attrs
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -73,7 +74,11 @@ def options_for(scenario: Scenario, args: argparse.Namespace) -> RunOptions:
 
 
 async def _with_progress(
-    run: Callable[[Phase], Awaitable[T]], title: str, estimate_s: float, quiet: bool
+    run: Callable[[Phase], Awaitable[T]],
+    title: str,
+    estimate_s: float,
+    quiet: bool,
+    phases: list[tuple[str, float]],
 ) -> T:
     console = Console(stderr=True)
     with Progress(
@@ -89,6 +94,7 @@ async def _with_progress(
         started = time.monotonic()
 
         def phase(text: str) -> None:
+            phases.append((text, round(time.monotonic() - started, 3)))
             progress.update(task, description=f"{title}: {text}")
 
         async def tick() -> None:
@@ -139,6 +145,7 @@ def main(args: argparse.Namespace) -> int:
             f"{scenario.refuses_attach}; run it without --attach and it starts its own ring"
         )
         return EXIT_CANNOT_RUN
+    phases: list[tuple[str, float]] = []
     try:
         options = options_for(scenario, args)
         report: Report = asyncio.run(
@@ -147,8 +154,10 @@ def main(args: argparse.Namespace) -> int:
                 scenario.name,
                 scenario.estimate_s(options),
                 args.quiet,
+                phases,
             )
         )
+        report = attrs.evolve(report, phases=tuple(phases))
     except (ScenarioError, ConfigError) as error:
         errors.print(f"consortium scenario: {error}", markup=False, highlight=False)
         return EXIT_CANNOT_RUN

@@ -227,7 +227,7 @@ class Teller:
         for _ in range(SETUP_ATTEMPTS_MAX):
             read = await self.audit(customer, bank)
             if read.ok and read.total_cents is not None:
-                return read.total_cents + (read.held_cents or 0)
+                return read.total_cents
             await asyncio.sleep(SETUP_RETRY_MS / 1000)
         return None
 
@@ -273,7 +273,12 @@ class Teller:
             key=key,
         )
         now = self.recorder.now_ms()
-        if answer.ok:
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 202 and body.get("id") is not None:
+            # A cross-bank withdrawal answered with its transfer's record (still pending, or
+            # aborted through no fault of the request): it ends as that transfer ends.
+            op = self._transfer_status(attrs.evolve(pending, transfer_id=str(body["id"])), body)
+        elif answer.ok:
             self.recorder.saw_balance(account, answer.body, str(kind))
             op = attrs.evolve(pending, complete_ms=now, outcome=Outcome.OK)
         elif answer.refused:
@@ -339,7 +344,9 @@ class Teller:
     def _transfer_status(self, op: Operation, body: Any) -> Operation:
         status = body.get("status") if isinstance(body, dict) else None
         if status == "committed":
-            return attrs.evolve(op, complete_ms=self.recorder.now_ms(), outcome=Outcome.OK)
+            return attrs.evolve(
+                op, complete_ms=self.recorder.now_ms(), outcome=Outcome.OK, reason=None
+            )
         if status == "aborted":
             reason = body.get("reason")
             return attrs.evolve(
@@ -415,6 +422,9 @@ class Teller:
             if op.transfer_id is not None and op.outcome is Outcome.UNKNOWN:
                 await self.follow_transfer(customer, op, timeout_s=1.0)
             return
+        if op.transfer_id is not None:
+            await self.follow_transfer(customer, op, timeout_s=1.0)
+            return
         movement = op.credits[0] if op.kind is Kind.DEPOSIT else op.debits[0]
         retried = await self._cash(
             op.kind, customer, op.bank, movement.account, movement.amount_cents,
@@ -471,9 +481,9 @@ class WorkloadOptions:
     """Concurrent customers, each doing one operation at a time."""
     duration_s: float = 5.0
     """How long the load runs."""
-    opening_cents: int = 50_000
+    opening_cents: int = 20_000
     """The first deposit into every account."""
-    amount_cents_max: int = 5_000
+    amount_cents_max: int = 8_000
     """The largest single deposit, withdrawal or transfer source."""
     think_ms_max: int = 20
     """The longest pause between two operations of one client (spreads the load)."""
