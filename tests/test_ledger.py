@@ -276,3 +276,67 @@ async def test_a_failing_operation_does_not_undo_its_batch_neighbours(ledger: Le
     assert isinstance(results[1], RuntimeError)
     assert (await ledger.account(a)).balance_cents == 3  # type: ignore[union-attr]
     assert (await ledger.check()).ok
+
+
+_KILLED_WRITER = """
+import asyncio, sys
+from bank.ledger import Ledger
+
+async def main():
+    ledger = await Ledger.open(sys.argv[1])
+    await ledger.create_customer(sys.argv[2], "x", "hash")
+    account = (await ledger.create_account("individual", [sys.argv[2]])).body["account"]
+
+    async def one():
+        answer = await ledger.deposit(account, 1, document=sys.argv[2])
+        print(answer.body["balance_cents"], flush=True)
+
+    while True:  # until the test kills this process
+        await asyncio.gather(*(one() for _ in range(32)))
+
+asyncio.run(main())
+"""
+ANSWERS_BEFORE_KILL = 300
+KILL_WAIT_S_MAX = 60.0
+
+
+async def test_every_answered_deposit_survives_a_kill_9(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    path = tmp_path / "alfa.sqlite3"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILLED_WRITER,
+        str(path),
+        ANA,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert process.stdout is not None
+    answered = 0
+    try:
+        async with asyncio.timeout(KILL_WAIT_S_MAX):
+            seen = 0
+            while seen < ANSWERS_BEFORE_KILL:
+                line = await process.stdout.readline()
+                assert line, "the writer process ended early"
+                if not line.strip().isdigit():  # a log line
+                    continue
+                answered = max(answered, int(line))
+                seen += 1
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+    ledger = await Ledger.open(path)
+    try:
+        (account,) = await ledger.all_accounts()
+        # Whatever was answered was committed; more may have committed unanswered.
+        assert account.balance_cents >= answered >= ANSWERS_BEFORE_KILL
+        report = await ledger.check()
+        assert report.ok, report.problems
+    finally:
+        await ledger.close()
