@@ -1,6 +1,8 @@
 """Simulated events per second: how fast the simulator runs the pure cores.
 
-Prints figures, asserts nothing (timing goals live here, not in tests). Two workloads:
+Prints figures, asserts nothing (timing goals live here, not in tests). Times are CPU
+seconds of this process (``time.process_time``), so a busy shared machine skews them less
+than wall time would. Two workloads:
 a fault-free ring of each size, and a sweep of seeded fault schedules (what CI runs).
 Run: ``.venv/bin/python benchmarks/simulation_bench.py [--seeds N] [--profile]``.
 """
@@ -26,17 +28,17 @@ def fault_free(members: int) -> tuple[int, float]:
         [f"m{i}" for i in range(members)], seed=members, hold_max_ms=HOLD_MS,
         handoff_timeout_ms=HANDOFF_MS, network=NetworkConfig(delay_ms_min=1, delay_ms_max=4),
     )
-    started = time.perf_counter()
+    started = time.process_time()
     sim.run(VIRTUAL_MS)
-    return sim.events_handled, time.perf_counter() - started
+    return sim.events_handled, time.process_time() - started
 
 
 def sweep(seeds: int) -> tuple[int, float]:
     events = 0
-    started = time.perf_counter()
+    started = time.process_time()
     for seed in range(seeds):
         events += run_scenario(scenario_for_seed(seed)).events
-    return events, time.perf_counter() - started
+    return events, time.process_time() - started
 
 
 def main() -> None:

@@ -265,3 +265,21 @@ def test_the_same_seed_gives_the_same_run_event_for_event(capsys: pytest.Capture
     assert main(["--seed", "42"]) == 0
     printed = capsys.readouterr().out
     assert f"trace digest {one.digest}" in printed and "ok: every property held" in printed
+
+
+def test_a_member_that_leaves_is_passed_over_without_a_claim() -> None:
+    members = names(4)
+    leave_ms = 500
+    sim = Simulation(
+        members, seed=9, hold_max_ms=HOLD_MS, handoff_timeout_ms=HANDOFF_MS, network=CALM,
+        faults=[Fault(leave_ms, "leave", ("m2",))],
+    )
+    sim.run(leave_ms + 4 * loss_timeout_ms_for(4, HOLD_MS, HANDOFF_MS))
+    after = [s for s in sim.sections if s.start_ms > leave_ms + HANDOFF_MS]
+    assert after and {s.member for s in after} == {"m0", "m1", "m3"}
+    assert sim.claims == [(0, "m0", 1)], "the token was handed on, never lost"
+    assert check_single_holder(sim.sections) == []
+    assert check_fences_per_member(sim.sections) == []
+    for member in ("m0", "m1", "m3"):
+        core = sim.core(member)
+        assert core is not None and core.status.members["m2"] == "down"

@@ -334,8 +334,11 @@ class Member:
         self._left = False
         self._up = {m: True for m in members}
         self._downs = 0  # how many members are believed down (kept with _up)
+        self._departed: set[str] = set()  # members that said Leaving and have not restarted
         self._seen = FENCE_NONE  # the highest token fence seen (tokens only, never bids)
-        self._promised = FENCE_NONE  # the highest bid promised; older generations are stale
+        self._promised = FENCE_NONE  # the bid promised; older generations are stale here...
+        self._promised_until_ms = 0  # ...until then: a promise outlives no bid it could serve
+        self._bid_epoch_max = 0  # the highest epoch bid by anyone we heard of
         self._token_seen_ms: int | None = None  # last time the token was here: "fresh" within L
         self._quiet_since_ms = 0  # the loss timer runs from here
         self._holding: Fence | None = None
@@ -416,11 +419,19 @@ class Member:
                 return out
             if type(message) is Leaving:
                 self._mark_down(sender, out)
+                self._departed.add(sender)
                 return out
             if not self._up[sender]:
-                self._up[sender] = True
-                self._downs -= 1
-                out.append(MemberUp(sender))
+                # Any message brings a down member back, except what a departed member sent
+                # before it left (arriving late); it comes back by starting again, which it
+                # announces with probes, or by bidding.
+                if sender in self._departed and type(message) is not Probe and type(message) is not Claim:
+                    pass
+                else:
+                    self._departed.discard(sender)
+                    self._up[sender] = True
+                    self._downs -= 1
+                    out.append(MemberUp(sender))
             self._receive[type(message)](message, now_ms, out)
         elif kind is TimerFired:
             assert self._started, "a member's timer runs only after Start"
@@ -467,7 +478,7 @@ class Member:
             return
         claim = self._claim
         if claim is not None and now_ms >= claim.deadline_ms:
-            self._claim = None  # no majority in time; the loss timer bids again later
+            self._drop_claim(now_ms)  # no majority in time; the loss timer bids again later
         if (
             self._claim is None
             and self._holding is None
@@ -493,7 +504,7 @@ class Member:
         if self._left:
             return
         self._left = True
-        self._claim = None
+        self._drop_claim(now_ms)
         for other in self.members:
             if other != self.member_id:
                 out.append(Send(other, Leaving(self.member_id)))
@@ -505,7 +516,7 @@ class Member:
 
     def _on_token(self, message: Token, now_ms: int, out: list[Action]) -> None:
         fence = message.fence
-        if fence > self._seen and fence > self._promised:
+        if fence > self._seen and (fence > self._promised or now_ms >= self._promised_until_ms):
             self._learn(fence, now_ms, out)  # drops anything older this member still had
             self._last_accepted = (message.sender, fence)
             out.append(Send(message.sender, TokenAck(self.member_id, fence, True, fence)))
@@ -530,6 +541,8 @@ class Member:
 
     def _on_claim(self, message: Claim, now_ms: int, out: list[Action]) -> None:
         self._learn(message.fence, now_ms, out)
+        if message.epoch > self._bid_epoch_max:
+            self._bid_epoch_max = message.epoch  # our own next bid goes above it
         bid = Fence(message.epoch, message.sender, 0)
         fresh = self._token_seen_ms is not None and now_ms - self._token_seen_ms < self.loss_timeout_ms
         granted = (
@@ -537,14 +550,17 @@ class Member:
             and self._holding is None
             and self._handoff is None
             and bid > self._seen
-            and bid > self._promised
+            and (bid > self._promised or now_ms >= self._promised_until_ms)
         )
         before = self._seen
         if granted:
             # The promise: from now on every token of an older generation is stale here.
+            self._claim = None  # our own bid, if any, is lower and yields to this one
             self._promised = bid
+            # Long enough for the claimant to collect its votes and mint (its window opened
+            # before this vote); after that an unminted bid no longer blocks older tokens.
+            self._promised_until_ms = now_ms + self.claim_timeout_ms
             self._quiet_since_ms = now_ms
-            self._claim = None  # our own bid, if any, is lower and yields
         out.append(
             Send(message.sender, Vote(self.member_id, message.epoch, message.sender, granted, before))
         )
@@ -559,7 +575,7 @@ class Member:
         else:
             claim.refusals += 1
             if claim.refusals > self._n - self._majority:
-                self._claim = None  # a majority can no longer assent
+                self._drop_claim(now_ms)  # a majority can no longer assent
                 return
         if len(claim.voters) >= self._majority:
             self._mint(claim, now_ms, out)
@@ -589,7 +605,7 @@ class Member:
         if self._handoff is not None and self._handoff.fence < fence:
             self._handoff = None  # the token has moved past this hand-off
         if self._claim is not None and self._claim.bid < fence:
-            self._claim = None
+            self._drop_claim(now_ms)
 
     def _grant(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
         assert self._holding is None and not self._left
@@ -601,7 +617,7 @@ class Member:
         self._pass_at_ms = now_ms + self.hold_max_ms
         self._token_seen_ms = now_ms
         self._quiet_since_ms = now_ms
-        self._claim = None
+        self._drop_claim(now_ms)
         self._visits += 1
         out.append(Grant(fence, self._pass_at_ms))
 
@@ -639,7 +655,8 @@ class Member:
         if target == self.member_id:
             self._grant(nxt, now_ms, out)  # alone in the ring: the next visit is ours
             return
-        self._seen = max(self._seen, nxt)
+        if nxt > self._seen:
+            self._seen = nxt
         self._token_seen_ms = now_ms
         self._quiet_since_ms = now_ms
         self._handoff = _Handoff(target, nxt, now_ms, now_ms + self.handoff_timeout_ms)
@@ -652,9 +669,11 @@ class Member:
             out.append(MemberDown(member_id))
 
     def _start_claim(self, now_ms: int, out: list[Action]) -> None:
-        epoch = max(self._seen.epoch, self._promised.epoch) + 1
+        epoch = max(self._seen.epoch, self._bid_epoch_max) + 1
+        self._bid_epoch_max = epoch
         bid = Fence(epoch, self.member_id, 0)
         self._promised = bid
+        self._promised_until_ms = now_ms + self.claim_timeout_ms
         self._quiet_since_ms = now_ms
         claim = _Claim(bid, {self.member_id}, 0, now_ms + self.claim_timeout_ms)
         self._claim = claim
@@ -665,10 +684,19 @@ class Member:
         if len(claim.voters) >= self._majority:
             self._mint(claim, now_ms, out)
 
+    def _drop_claim(self, now_ms: int) -> None:
+        """Give up this member's own bid: it will never be minted, so it blocks nothing."""
+        claim = self._claim
+        if claim is None:
+            return
+        self._claim = None
+        if self._promised == claim.bid:
+            self._promised_until_ms = min(self._promised_until_ms, now_ms)
+
     def _mint(self, claim: _Claim, now_ms: int, out: list[Action]) -> None:
         fence = Fence(claim.bid.epoch, self.member_id, 1)
         assert fence > self._seen, "a minted token is above every fence this member has seen"
         assert self._holding is None
-        self._claim = None
+        self._claim = None  # minted: keep the promise; older tokens stay stale here
         out.append(TokenMinted(fence))
         self._grant(fence, now_ms, out)

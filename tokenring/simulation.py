@@ -84,6 +84,7 @@ SWEEP_HANDOFF_TIMEOUT_MS = 20
 """Seed sweeps use a fast ring so that thousands of schedules fit in CI."""
 
 _DELIVER, _TIMER, _FAULT, _CALL = 0, 1, 2, 3
+_TIMER_FIRED = TimerFired()  # one value serves every firing: it has no fields
 
 
 @attrs.frozen
@@ -311,7 +312,7 @@ class Simulation:
                 if payload == host.timer_version and (host.state == "up" or host.state == "left"):
                     self.events_handled += 1
                     host.armed_ms = None
-                    self._input(host, TimerFired())
+                    self._input(host, _TIMER_FIRED)
             elif kind == _CALL:
                 self.events_handled += 1
                 incarnation, callback = payload
@@ -426,7 +427,18 @@ class Simulation:
                 self.counts["downs"] += 1
             elif kind is MemberUp:
                 self.counts["ups"] += 1
-        self._arm(host)
+        # Re-arm the member's one timer (inlined: this runs after every event).
+        deadline = core.next_deadline_ms()
+        if deadline is not None and deadline < now_ms:
+            deadline = now_ms
+        if deadline != host.armed_ms:
+            host.timer_version += 1
+            host.armed_ms = deadline
+            if deadline is not None:
+                self._counter += 1
+                heapq.heappush(
+                    self._queue, (deadline, self._counter, _TIMER, host, host.timer_version)
+                )
 
     def _close(self, member_id: str, fence: Fence, ended_by: str) -> None:
         index = self._open.get(member_id)
@@ -499,7 +511,7 @@ class Simulation:
                 assert host.core is not None
                 deadline = host.core.next_deadline_ms()
                 if deadline is not None and deadline <= self.now_ms:
-                    self._input(host, TimerFired())  # the timer fires late
+                    self._input(host, _TIMER_FIRED)  # the timer fires late
                 inbox, host.inbox = host.inbox, []
                 for item in inbox:
                     if host.state == "up":
