@@ -76,6 +76,8 @@ REQUEST_ID_CHARS_MAX = 100
 """Longest ``X-Request-Id`` taken from a client; longer ones are replaced."""
 HASH_WORKERS_MAX = 2
 """Threads hashing passwords (scrypt is deliberately slow; it must not stall the loop)."""
+HASHES_PENDING_MAX = 64
+"""Password hashes queued or running; beyond it sign-ups and logins answer 503 at once."""
 READ_CHUNK_BYTES = 16 * 1024
 TRANSFER_WAIT_MS_MAX = 30_000
 """The longest ``?wait_ms=`` a transfer request may wait for its outcome (the cross-bank code
@@ -94,6 +96,8 @@ class ApiState:
     """Where password hashes are computed."""
     openapi: dict[str, Any]
     """The OpenAPI document, built once."""
+    hashes_pending: int = 0
+    """Password hashes queued or running (bounded by HASHES_PENDING_MAX)."""
 
 
 API_STATE = web.AppKey("client_api_state", ApiState)
@@ -582,8 +586,18 @@ async def _openapi(request: web.Request) -> web.Response:
 
 
 async def _in_hashing(request: web.Request, function: Callable[..., Any], *args: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app[API_STATE].hashing, function, *args)
+    state = request.app[API_STATE]
+    if state.hashes_pending >= HASHES_PENDING_MAX:
+        # A flood of logins must not queue unbounded scrypt work behind it.
+        raise ApiError(
+            "unavailable", "too many logins in progress; retry shortly", headers={"Retry-After": "1"}
+        )
+    state.hashes_pending += 1
+    try:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(state.hashing, function, *args)
+    finally:
+        state.hashes_pending -= 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -243,6 +243,19 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 "created_at_ms": {"type": "integer"},
             },
         },
+        "ConsortiumAudit": {
+            "type": "object",
+            "required": ["total_cents", "held_cents", "banks", "expected_cents"],
+            "properties": {
+                "total_cents": cents,
+                "balance_cents": cents,
+                "held_cents": cents,
+                "in_flight_cents": cents,
+                "expected_cents": cents,
+                "consistent": {"type": "boolean"},
+                "banks": {"type": "object", "additionalProperties": {"type": "object"}},
+            },
+        },
         "Audit": {
             "type": "object",
             "required": ["bank", "balance_cents", "held_cents", "accounts"],
@@ -336,9 +349,15 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
         },
         "/api/v1/withdrawals": {
             "post": _operation(
-                "Withdraw cash from one of the caller's accounts.",
+                "Withdraw cash from one of the caller's accounts. At another bank it is a "
+                "cross-bank debit that waits for the token.",
                 {
                     **_ok(201, "The account with its new balance.", "Account"),
+                    **_ok(
+                        202,
+                        "A cross-bank withdrawal not decided in time: its transfer record.",
+                        "TransferAccepted",
+                    ),
                     **_errors(*write_errors, 403, 404, 409, 422, 501),
                 },
                 body="Cash",
@@ -380,6 +399,14 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
             "get": _operation(
                 "This bank's totals, read in one consistent snapshot.",
                 _ok(200, "The totals.", "Audit"),
+                secured=False,
+            )
+        },
+        "/api/v1/consortium/audit": {
+            "get": _operation(
+                "Every bank's totals and the consortium's: total = balance + held + money in "
+                "flight between banks, expected = deposits minus withdrawals ever made.",
+                _ok(200, "The consortium's totals.", "ConsortiumAudit"),
                 secured=False,
             )
         },

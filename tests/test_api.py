@@ -306,8 +306,15 @@ async def test_audit_and_openapi_are_served(client: Client) -> None:
         ("/api/v1/transfers", "post"),
         ("/api/v1/transfers/{id}", "get"),
         ("/api/v1/audit", "get"),
+        ("/api/v1/consortium/audit", "get"),
         ("/api/v1/openapi.json", "get"),
     }
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            # Every operation documents its success and its error answers.
+            statuses = {int(status) for status in operation["responses"]}
+            assert any(status < 300 for status in statuses), (path, method)
+            assert 503 in statuses, (path, method)
 
 
 async def test_each_request_logs_one_canonical_line(client: Client) -> None:
@@ -326,3 +333,18 @@ async def test_the_canonical_line_names_the_error_code(client: Client) -> None:
         await client.get("/api/v1/accounts")
     (line,) = [entry for entry in logs if entry["event"] == "request"]
     assert line["status"] == 401 and line["code"] == "unauthorized"
+
+
+async def test_a_flood_of_logins_is_bounded(client: Client) -> None:
+    from bank.api import API_STATE, HASHES_PENDING_MAX
+
+    document = await sign_up(client)
+    state = client.app[API_STATE]
+    state.hashes_pending = HASHES_PENDING_MAX  # as if that many hashes were queued
+    try:
+        busy = await client.post("/api/v1/sessions", json={"document": document, "password": PASSWORD})
+        assert busy.status == 503 and busy.headers["Retry-After"] == "1"
+        assert_error(await busy.json(), "unavailable")
+    finally:
+        state.hashes_pending = 0
+    await log_in(client, document)
