@@ -27,7 +27,7 @@ from pathlib import Path
 
 from scenarios.client import ApiClient
 from scenarios.proxy import LinkProxy
-from tokenring.config import BankConfig, RingConfig, load
+from tokenring.config import RingConfig, load
 
 __all__ = [
     "BANK_IDS",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -213,7 +214,10 @@ async def run_under_load(
             if moving is None:
                 notes.append(f"the token was not seen moving within {READY_TIMEOUT_S:.0f} s")
             generations_before = len(monitor.generations_seen)
-            teller = Teller(client, urls, recorder, prefix=f"{scenario}-{seed}-{rng.randrange(10**6)}")
+            # Idempotency keys are unique to this run (not only to the seed): a ring used
+            # again under --attach answers a reused key with the first run's answer.
+            run_id = secrets.token_hex(4)
+            teller = Teller(client, urls, recorder, prefix=f"{scenario}-{seed}-{run_id}")
             kit = FaultKit(
                 ring=ring, monitor=monitor, recorder=recorder, client=client,
                 rng=random.Random(rng.randrange(2**32)), duration_s=workload.duration_s,

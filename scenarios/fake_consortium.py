@@ -65,7 +65,7 @@ class FakeConsortium:
 
     def app(self, bank: str) -> web.Application:
         app = web.Application()
-        routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]]] = [
+        routes: list[tuple[str, str, Callable[[web.Request, str], Awaitable[web.Response]]]] = [
             ("POST", "/api/v1/customers", self._customer),
             ("POST", "/api/v1/sessions", self._session),
             ("POST", "/api/v1/accounts", self._open),
@@ -83,26 +83,28 @@ class FakeConsortium:
         return app
 
     def _as(
-        self, bank: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+        self, bank: str, handler: Callable[[web.Request, str], Awaitable[web.Response]]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def run(request: web.Request) -> web.Response:
-            request["bank"] = bank
-            return await handler(request)
+            return await handler(request, bank)
 
         return run
 
-    def _caller(self, request: web.Request) -> str | None:
+    def _caller(self, request: web.Request, bank: str) -> str | None:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ")
-        bank, _, document = token.partition(":")
-        if bank != request["bank"] or (bank, document) not in self.customers:
+        issuer, _, document = token.partition(":")
+        if issuer != bank or (bank, document) not in self.customers:
             return None
         return document
 
     async def _once(
-        self, request: web.Request, apply: Callable[[str, dict[str, Any]], tuple[int, Any]]
+        self,
+        request: web.Request,
+        bank: str,
+        apply: Callable[[str, dict[str, Any]], tuple[int, Any]],
     ) -> web.Response:
-        caller = self._caller(request)
+        caller = self._caller(request, bank)
         if caller is None:
             return _error(401, "unauthorized", "no session")
         body = await request.json()
@@ -115,40 +117,40 @@ class FakeConsortium:
                 self.answers[(caller, key)] = (status, answer)
         return web.json_response(answer, status=status)
 
-    async def _customer(self, request: web.Request) -> web.Response:
+    async def _customer(self, request: web.Request, bank: str) -> web.Response:
         body = await request.json()
-        key = (request["bank"], body["document"])
+        key = (bank, body["document"])
         if key in self.customers:
             return _error(409, "customer_exists", "already a customer")
         self.customers[key] = body["password"]
         return web.json_response({"document": body["document"], "name": body["name"]}, status=201)
 
-    async def _session(self, request: web.Request) -> web.Response:
+    async def _session(self, request: web.Request, bank: str) -> web.Response:
         body = await request.json()
-        if self.customers.get((request["bank"], body["document"])) != body["password"]:
+        if self.customers.get((bank, body["document"])) != body["password"]:
             return _error(401, "bad_credentials", "wrong document or password")
-        token = f"{request['bank']}:{body['document']}"
+        token = f"{bank}:{body['document']}"
         return web.json_response({"token": token, "expires_at": "2100-01-01T00:00:00Z"}, status=201)
 
-    async def _open(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
+    async def _open(self, request: web.Request, bank: str) -> web.Response:
+        caller = self._caller(request, bank)
         if caller is None:
             return _error(401, "unauthorized", "no session")
         body = await request.json()
-        account = _Account(request["bank"], next(self._numbers), body["kind"], tuple(body["owners"]))
+        account = _Account(bank, next(self._numbers), body["kind"], tuple(body["owners"]))
         self.accounts[(account.bank, account.number)] = account
         return web.json_response(account.to_json(), status=201)
 
-    async def _list(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
+    async def _list(self, request: web.Request, bank: str) -> web.Response:
+        caller = self._caller(request, bank)
         if caller is None:
             return _error(401, "unauthorized", "no session")
         mine = [
             a.to_json()
             for a in self.accounts.values()
-            if a.bank == request["bank"] and caller in a.owners
+            if a.bank == bank and caller in a.owners
         ]
-        return web.json_response({"bank": request["bank"], "accounts": mine})
+        return web.json_response({"bank": bank, "accounts": mine})
 
     def _find(self, caller: str, body: dict[str, Any]) -> _Account | None:
         account = self.accounts.get((body["bank"], int(body["account"])))
@@ -156,7 +158,7 @@ class FakeConsortium:
             return None
         return account
 
-    async def _deposit(self, request: web.Request) -> web.Response:
+    async def _deposit(self, request: web.Request, bank: str) -> web.Response:
         def apply(caller: str, body: dict[str, Any]) -> tuple[int, Any]:
             account = self._find(caller, body)
             if account is None:
@@ -167,9 +169,9 @@ class FakeConsortium:
             account.balance_cents += 2 * amount if self.double_credit else amount
             return 201, account.to_json()
 
-        return await self._once(request, apply)
+        return await self._once(request, bank, apply)
 
-    async def _withdraw(self, request: web.Request) -> web.Response:
+    async def _withdraw(self, request: web.Request, bank: str) -> web.Response:
         def apply(caller: str, body: dict[str, Any]) -> tuple[int, Any]:
             account = self._find(caller, body)
             if account is None:
@@ -181,9 +183,9 @@ class FakeConsortium:
             self.expected_cents -= amount
             return 201, account.to_json()
 
-        return await self._once(request, apply)
+        return await self._once(request, bank, apply)
 
-    async def _transfer(self, request: web.Request) -> web.Response:
+    async def _transfer(self, request: web.Request, bank: str) -> web.Response:
         def apply(caller: str, body: dict[str, Any]) -> tuple[int, Any]:
             sources = [(self._find(caller, s), int(s["amount_cents"])) for s in body["sources"]]
             destination = self.accounts.get(
@@ -192,6 +194,7 @@ class FakeConsortium:
             transfer_id = f"t{next(self._transfer_ids)}"
             if destination is None or any(a is None for a, _ in sources):
                 return 404, {"error": {"code": "not_found", "message": "no such account"}}
+            record: dict[str, Any]
             if any(a is not None and a.balance_cents < amount for a, amount in sources):
                 record = {"id": transfer_id, "status": "aborted", "reason": "insufficient_funds"}
             else:
@@ -203,28 +206,28 @@ class FakeConsortium:
             self.transfers[transfer_id] = record
             return 202, record
 
-        return await self._once(request, apply)
+        return await self._once(request, bank, apply)
 
-    async def _get_transfer(self, request: web.Request) -> web.Response:
+    async def _get_transfer(self, request: web.Request, bank: str) -> web.Response:
         record = self.transfers.get(request.match_info["id"])
         if record is None:
             return _error(404, "not_found", "no such transfer")
         return web.json_response(record)
 
-    async def _audit(self, request: web.Request) -> web.Response:
+    async def _audit(self, request: web.Request, bank: str) -> web.Response:
         total = sum(a.balance_cents for a in self.accounts.values())
         return web.json_response(
             {"total_cents": total, "held_cents": 0, "banks": {}, "unavailable": [],
              "expected_cents": self.expected_cents}  # fmt: skip
         )
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: web.Request, bank: str) -> web.Response:
         steps = int((time.monotonic() - self._started) * 1000 / TOKEN_STEP_MS)
-        index = self.bank_ids.index(request["bank"])
+        index = self.bank_ids.index(bank)
         count = len(self.bank_ids)
         return web.json_response(
             {
-                "bank": request["bank"],
+                "bank": bank,
                 "holding": steps % count == index,
                 "generation": 1,
                 "seq": steps,
@@ -234,7 +237,7 @@ class FakeConsortium:
             }
         )
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _health(self, request: web.Request, bank: str) -> web.Response:
         return web.json_response({"ok": True})
 
 

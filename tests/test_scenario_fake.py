@@ -134,3 +134,27 @@ def test_an_unknown_scenario_is_refused_with_the_known_names(
     listed = capsys.readouterr().out
     for name in ("seed-replay", "bank-workload", "kill-holder", "partition", "scale"):
         assert name in listed
+
+
+def test_plot_draws_a_png_and_a_missing_matplotlib_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    picture = tmp_path / "run.png"
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        status, report = run_scenario(
+            ring, tmp_path / "r.json", "bank-workload", "--duration-s", "1", "--clients", "2",
+            "--plot", str(picture),
+        )  # fmt: skip
+        assert status == 0
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert report["series"]["operations"] and report["series"]["audits"]
+        # Without matplotlib the run still counts; the plot is refused with a clear line.
+        monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+        missing = tmp_path / "missing.png"
+        status, _ = run_scenario(
+            ring, tmp_path / "r2.json", "bank-workload", "--duration-s", "0.5", "--clients", "1",
+            "--plot", str(missing),
+        )  # fmt: skip
+    assert status == 0 and not missing.exists()
+    assert "--plot needs matplotlib" in capsys.readouterr().err
