@@ -14,7 +14,13 @@ import cProfile
 import pstats
 import time
 
-from tokenring.simulation import NetworkConfig, Simulation, run_scenario, scenario_for_seed
+from tokenring.simulation import (
+    NetworkConfig,
+    Simulation,
+    WorkApplication,
+    run_scenario,
+    scenario_for_seed,
+)
 
 HOLD_MS = 10
 HANDOFF_MS = 20
@@ -31,6 +37,18 @@ def fault_free(members: int) -> tuple[int, float]:
     started = time.process_time()
     sim.run(VIRTUAL_MS)
     return sim.events_handled, time.process_time() - started
+
+
+def idle_handoffs_per_s(members: int, delay_ms: int) -> float:
+    """Hand-offs per virtual second of a ring whose application has no work (releases at
+    once), with ``delay_ms`` each way: what an idle ring costs the transport."""
+    sim = Simulation(
+        [f"m{i}" for i in range(members)], seed=1, hold_max_ms=25, handoff_timeout_ms=150,
+        network=NetworkConfig(delay_ms_min=delay_ms, delay_ms_max=delay_ms),
+        application=lambda _m: WorkApplication(work_ms_max=0),
+    )
+    sim.run(VIRTUAL_MS)
+    return len(sim.sections) / (VIRTUAL_MS / 1000)
 
 
 def sweep(seeds: int) -> tuple[int, float]:
@@ -53,6 +71,10 @@ def main() -> None:
         total_s += elapsed
         print(f"fault-free ring of {members}: {events:>8,} events in {elapsed:5.2f} s "
               f"= {events / elapsed:>9,.0f} events/s")
+    for delay_ms in (0, 1):
+        rate = idle_handoffs_per_s(3, delay_ms)
+        print(f"idle ring of 3 (ring.toml timing), {delay_ms} ms delay: {rate:,.0f} hand-offs "
+              "per second")
     events, elapsed = sweep(args.seeds)
     total_events += events
     total_s += elapsed

@@ -313,3 +313,43 @@ def test_programmer_errors_are_assertions() -> None:
     started(a)
     with pytest.raises(AssertionError):
         a.handle(Start(), 1)
+
+
+def test_a_promise_lasts_the_claim_window_then_blocks_nothing() -> None:
+    members = ["a", "b", "c"]
+    b = make("b", members)
+    started(b, 0)
+    nothing = Fence(0, "", 0)
+    b.handle(Received(Claim("c", 4, nothing)), 10)
+    # Within the claimant's window an older generation is stale here...
+    early = b.handle(Received(Token("a", Fence(1, "a", 5))), 10 + b.claim_timeout_ms - 1)
+    assert of(early, TokenPurged) and not of(early, Grant)
+    # ...after it, the bid (never minted) blocks nothing: the live token is taken.
+    late = b.handle(Received(Token("a", Fence(1, "a", 8))), 10 + b.claim_timeout_ms)
+    assert of(late, Grant) == [Grant(Fence(1, "a", 8), 10 + b.claim_timeout_ms + HOLD_MS)]
+
+
+def test_a_claimant_that_gives_up_takes_the_live_token_and_later_bids_higher() -> None:
+    members = ["a", "b", "c"]
+    c = make("c", members)
+    started(c, 0)
+    loss = c.loss_timeout_ms
+    c.handle(TimerFired(), loss)
+    nothing = Fence(0, "", 0)
+    c.handle(Received(Vote("a", 1, "c", False, nothing)), loss + 1)
+    c.handle(Received(Vote("b", 1, "c", False, nothing)), loss + 1)
+    # The token c had given up for lost arrives: its abandoned bid does not make it stale.
+    actions = c.handle(Received(Token("b", Fence(1, "b", 3))), loss + 2)
+    assert of(actions, Grant)
+    # Holding it, c refuses another bid, but remembers its epoch: its own next goes above.
+    (vote,) = sends(c.handle(Received(Claim("a", 6, nothing)), loss + 2), Vote)
+    assert isinstance(vote.message, Vote) and not vote.message.granted
+    c.handle(Release(Fence(1, "b", 3)), loss + 2)
+    (handoff,) = sends(c.handle(TimerFired(), loss + 2 + c.idle_hold_ms), Token)
+    assert isinstance(handoff.message, Token)
+    fence = handoff.message.fence
+    c.handle(Received(TokenAck(handoff.to, fence, True, fence)), loss + 10)
+    # Then the ring goes silent: c's next bid is above the epoch 6 it heard of.
+    deadline = c.next_deadline_ms()
+    assert deadline is not None
+    assert of(c.handle(TimerFired(), deadline), ClaimStarted) == [ClaimStarted(7)]
