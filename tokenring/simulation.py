@@ -271,6 +271,8 @@ class Simulation:
         self.member_factory = member_factory
         self.now_ms = 0
         self.events_handled = 0
+        self.run_s = 0.0
+        """Wall-clock seconds spent in :meth:`run` (for :attr:`events_per_s`)."""
         self._sections: list[list[Any]] = []  # [member, incarnation, fence, start, end, by]
         self.counts: dict[str, int] = {
             "claims": 0, "mints": 0, "purges": 0, "downs": 0, "ups": 0, "messages": 0,
@@ -296,6 +298,18 @@ class Simulation:
 
     def run(self, until_ms: int) -> None:
         """Handle every event due up to ``until_ms`` (bounded by ``events_max``)."""
+        started = time.perf_counter()
+        try:
+            self._run(until_ms)
+        finally:
+            self.run_s += time.perf_counter() - started
+
+    @property
+    def events_per_s(self) -> float:
+        """Simulated events handled per wall-clock second of :meth:`run`."""
+        return self.events_handled / self.run_s if self.run_s > 0 else 0.0
+
+    def _run(self, until_ms: int) -> None:
         queue = self._queue
         pop = heapq.heappop
         hosts_deliver = self._deliver
@@ -769,7 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"faults stop at {scenario.faults_stop_ms} ms, run ends at {scenario.end_ms} ms")
     for fault in scenario.faults:
         print(f"  {fault.at_ms:>7} ms {fault.kind} {' '.join(fault.members)}")
-    print(f"{outcome.events} events in {elapsed:.2f} s; trace digest {outcome.digest}")
+    print(f"{outcome.events} events in {elapsed:.2f} s ({outcome.events / elapsed:,.0f}/s, "
+          f"tracing); trace digest {outcome.digest}")
     if args.trace:
         sim = Simulation(
             scenario.members, seed=scenario.seed, hold_max_ms=scenario.hold_max_ms,
