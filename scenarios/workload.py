@@ -40,9 +40,14 @@ __all__ = [
     "run_bank_workload",
 ]
 
-SETUP_ATTEMPTS_MAX = 8
-"""Tries of one setup call (customer, session, account) before the scenario gives up."""
-SETUP_RETRY_MS = 250
+SETUP_ATTEMPTS_MAX = 20
+"""Tries of one setup call (customer, session, account) before the scenario gives up; a
+busy bank answers 503 while too many password hashes are pending."""
+ENROL_ATTEMPTS_MAX = 10
+"""Documents tried for one customer before giving up (each taken one is replaced)."""
+SETUP_RETRY_MS = 100
+SETUP_RETRY_MS_MAX = 1_000
+"""Retries back off, doubling from ``SETUP_RETRY_MS`` up to this."""
 TRANSFER_WAIT_S = 10.0
 """How long a client follows its transfer before moving on (it is resolved later)."""
 TRANSFER_POLL_MS_MIN = 15
@@ -175,27 +180,32 @@ class Teller:
         self, method: str, url: str, body: Any = None, token: str | None = None
     ) -> Answer:
         answer = Answer(status=None)
+        retry_ms = SETUP_RETRY_MS
         for _ in range(SETUP_ATTEMPTS_MAX):
             answer = await self.client.call(method, url, body=body, token=token)
             if answer.status in (404, 405) and url.endswith("/api/v1/customers"):
                 raise MoneyApiMissing(f"{url} answered {answer.status}: no client API here")
             if answer.status is not None and answer.status < 500:
                 return answer
-            await asyncio.sleep(SETUP_RETRY_MS / 1000)
+            await asyncio.sleep(retry_ms / 1000)
+            retry_ms = min(SETUP_RETRY_MS_MAX, retry_ms * 2)
         return answer
 
-    async def enrol(self, customer: Customer, banks: Sequence[str]) -> None:
-        """Register ``customer`` at ``banks``, log in, and open an individual account each."""
+    async def enrol(
+        self, customer: Customer, banks: Sequence[str], rng: random.Random
+    ) -> None:
+        """Register ``customer`` at ``banks``, log in, and open an individual account each.
+
+        A document some earlier run already registered (a ring used again under --attach)
+        is replaced by a new one from ``rng``, so that the customer is always a new person."""
+        for _ in range(ENROL_ATTEMPTS_MAX):
+            if await self._register(customer, banks):
+                break
+            customer.document = make_cpf(rng)
+        else:
+            raise RuntimeError(f"no free document found for {customer.name}")
         for bank in banks:
             url = self.urls[bank]
-            answer = await self._setup_call(
-                "POST",
-                url + "/api/v1/customers",
-                {"document": customer.document, "name": customer.name,
-                 "password": customer.password},
-            )  # fmt: skip
-            if not answer.ok and answer.status != 409:
-                raise RuntimeError(f"{bank}: cannot register {customer.name}: {answer.problem}")
             answer = await self._setup_call(
                 "POST",
                 url + "/api/v1/sessions",
@@ -206,6 +216,21 @@ class Teller:
             customer.sessions[bank] = str(answer.body["token"])
             account = await self.open_account(customer, bank, "individual", [customer.document])
             customer.accounts[bank] = account
+
+    async def _register(self, customer: Customer, banks: Sequence[str]) -> bool:
+        """Register at every bank; ``False`` when the document is somebody's already."""
+        for bank in banks:
+            answer = await self._setup_call(
+                "POST",
+                self.urls[bank] + "/api/v1/customers",
+                {"document": customer.document, "name": customer.name,
+                 "password": customer.password},
+            )  # fmt: skip
+            if answer.status == 409:
+                return False
+            if not answer.ok:
+                raise RuntimeError(f"{bank}: cannot register {customer.name}: {answer.problem}")
+        return True
 
     async def open_account(
         self, customer: Customer, bank: str, kind: str, owners: list[str]
@@ -512,7 +537,7 @@ async def run_bank_workload(
         )  # fmt: skip
         for index in range(options.clients)
     }
-    await asyncio.gather(*(teller.enrol(c, banks) for c in customers.values()))
+    await asyncio.gather(*(teller.enrol(c, banks, rng) for c in customers.values()))
     baseline = await teller.baseline(customers[0], banks[0])
     teller.recorder.baseline_cents = baseline or 0
     await asyncio.gather(
