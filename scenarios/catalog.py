@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -28,6 +29,8 @@ SCALE_SIZES = (3, 5, 9, 16)
 """The ring sizes ``scale`` measures by default."""
 SEED_TRANSFERS = 10
 """How many simultaneous transfers ``seed-replay`` sends."""
+PARTICIPANT_SEARCH_S = 3.0
+"""How long ``kill-participant`` looks for a batch in progress before it kills any bank."""
 
 
 @attrs.frozen
@@ -148,10 +151,28 @@ async def _kill_holder(kit: FaultKit) -> None:
 
 async def _kill_participant(kit: FaultKit) -> None:
     await kit.until(kit.duration_s * 0.25)
-    holder = await kit.find_holder()
-    others = [b for b in kit.running() if b != holder]
-    victim = kit.rng.choice(others)
-    detail = f"while {holder} held the token" if holder else "no holder seen"
+    deadline = time.monotonic() + PARTICIPANT_SEARCH_S
+    victim, detail = None, "no batch in progress seen"
+    while victim is None and time.monotonic() < deadline:
+        # A participant of a batch in progress: a bank named by a transfer that the bank
+        # holding the token coordinates and that has not ended yet.
+        holder = await kit.find_holder(timeout_s=1.0)
+        pending = [
+            op
+            for op in kit.recorder.operations.values()
+            if op.kind is Kind.TRANSFER
+            and op.outcome is Outcome.UNKNOWN
+            and op.transfer_id is not None
+            and op.bank == holder
+        ]
+        involved = sorted(
+            {m.account.bank for op in pending for m in op.debits + op.credits} - {holder}
+        )
+        if holder is not None and involved:
+            victim = kit.rng.choice(involved)
+            detail = f"while {holder} held the token with {len(pending)} of its transfers pending"
+    if victim is None:
+        victim = kit.rng.choice(kit.running())
     await _kill_and_restart(kit, victim, detail)
 
 
