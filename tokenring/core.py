@@ -71,6 +71,8 @@ __all__ = [
 IDLE_HOLD_MS_DEFAULT = 5
 """The shortest visit: a member whose work is done at once still keeps the token this long,
 so an idle ring makes at most a few hundred hand-offs a second instead of spinning."""
+_ANNOUNCEMENTS = (Probe, Claim)
+"""What a member that left sends only once it takes part again."""
 LOSS_MARGIN_ROTATIONS = 1
 """The loss timeout is one worst-case rotation plus this many more, as margin."""
 
@@ -320,7 +322,9 @@ class Member:
         self.idle_hold_ms = (
             min(IDLE_HOLD_MS_DEFAULT, hold_max_ms) if idle_hold_ms is None else idle_hold_ms
         )
-        self.claim_timeout_ms = 2 * handoff_timeout_ms if claim_timeout_ms is None else claim_timeout_ms
+        self.claim_timeout_ms = (
+            2 * handoff_timeout_ms if claim_timeout_ms is None else claim_timeout_ms
+        )
         self.probe_interval_ms = (
             rotation_ms_for(n, hold_max_ms, handoff_timeout_ms)
             if probe_interval_ms is None
@@ -421,17 +425,16 @@ class Member:
                 self._mark_down(sender, out)
                 self._departed.add(sender)
                 return out
-            if not self._up[sender]:
-                # Any message brings a down member back, except what a departed member sent
-                # before it left (arriving late); it comes back by starting again, which it
-                # announces with probes, or by bidding.
-                if sender in self._departed and type(message) is not Probe and type(message) is not Claim:
-                    pass
-                else:
-                    self._departed.discard(sender)
-                    self._up[sender] = True
-                    self._downs -= 1
-                    out.append(MemberUp(sender))
+            # Any message brings a down member back, except what a departed member sent
+            # before it left (arriving late): it comes back by starting again, which it
+            # announces with probes, or by bidding.
+            if not self._up[sender] and (
+                sender not in self._departed or type(message) in _ANNOUNCEMENTS
+            ):
+                self._departed.discard(sender)
+                self._up[sender] = True
+                self._downs -= 1
+                out.append(MemberUp(sender))
             self._receive[type(message)](message, now_ms, out)
         elif kind is TimerFired:
             assert self._started, "a member's timer runs only after Start"
@@ -532,7 +535,11 @@ class Member:
 
     def _on_token_ack(self, message: TokenAck, now_ms: int, out: list[Action]) -> None:
         handoff = self._handoff
-        if handoff is not None and message.sender == handoff.target and message.fence == handoff.fence:
+        if (
+            handoff is not None
+            and message.sender == handoff.target
+            and message.fence == handoff.fence
+        ):
             self._handoff = None
             self._token_seen_ms = now_ms
             out.append(HandoffAcked(handoff.target, handoff.fence, now_ms - handoff.sent_ms))
@@ -544,7 +551,8 @@ class Member:
         if message.epoch > self._bid_epoch_max:
             self._bid_epoch_max = message.epoch  # our own next bid goes above it
         bid = Fence(message.epoch, message.sender, 0)
-        fresh = self._token_seen_ms is not None and now_ms - self._token_seen_ms < self.loss_timeout_ms
+        seen_ms = self._token_seen_ms
+        fresh = seen_ms is not None and now_ms - seen_ms < self.loss_timeout_ms
         granted = (
             not fresh
             and self._holding is None
@@ -562,7 +570,10 @@ class Member:
             self._promised_until_ms = now_ms + self.claim_timeout_ms
             self._quiet_since_ms = now_ms
         out.append(
-            Send(message.sender, Vote(self.member_id, message.epoch, message.sender, granted, before))
+            Send(
+                message.sender,
+                Vote(self.member_id, message.epoch, message.sender, granted, before),
+            )
         )
 
     def _on_vote(self, message: Vote, now_ms: int, out: list[Action]) -> None:

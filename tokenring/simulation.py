@@ -380,7 +380,8 @@ class Simulation:
             delay_ms = network.delay_ms_min + int(rng.random() * span)
             self._counter += 1
             heapq.heappush(
-                self._queue, (self.now_ms + delay_ms, self._counter, _DELIVER, host, (sender, message))
+                self._queue,
+                (self.now_ms + delay_ms, self._counter, _DELIVER, host, (sender, message)),
             )
 
     def _deliver(self, host: _Host, item: tuple[str, Any]) -> None:
@@ -419,12 +420,12 @@ class Simulation:
             if kind is Send:
                 self._transmit(member_id, action.to, action.message)  # type: ignore[union-attr]
             elif kind is Grant:
+                fence: Fence = action.fence  # type: ignore[union-attr]
                 self._open[member_id] = len(self._sections)
-                self._sections.append(
-                    [member_id, host.incarnation, action.fence, now_ms, None, "open"]  # type: ignore[union-attr]
-                )
+                self._sections.append([member_id, host.incarnation, fence, now_ms, None, "open"])
                 if host.app is not None:
-                    host.app.on_grant(host, action.fence, action.until_ms)  # type: ignore[union-attr]
+                    until_ms: int = action.until_ms  # type: ignore[union-attr]
+                    host.app.on_grant(host, fence, until_ms)
             elif kind is Revoke:
                 self._close(member_id, action.fence, "revoke")  # type: ignore[union-attr]
                 if host.app is not None:
@@ -660,7 +661,9 @@ def _member_names(count: int) -> tuple[str, ...]:
     return tuple(f"m{i}" for i in range(count))
 
 
-def scenario_for_seed(seed: int, *, members: int | None = None, fault_rounds_max: int = 4) -> Scenario:
+def scenario_for_seed(
+    seed: int, *, members: int | None = None, fault_rounds_max: int = 4
+) -> Scenario:
     """A short random fault schedule over a ring of 2 to 9 members, all from ``seed``."""
     rng = random.Random(seed)
     n = members if members is not None else rng.randint(MEMBERS_MIN_SWEEP, MEMBERS_MAX_SWEEP)
@@ -770,7 +773,9 @@ def run_scenario(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tokenring.simulation --seed N``: replay one seeded run and report it."""
-    parser = argparse.ArgumentParser(prog="python -m tokenring.simulation", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenring.simulation", description=main.__doc__
+    )
     parser.add_argument("--seed", type=int, required=True, help="the seed a failing test printed")
     parser.add_argument("--members", type=int, default=None, help="ring size (default: from seed)")
     parser.add_argument("--trace", action="store_true", help="print every event and action")
