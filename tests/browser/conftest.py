@@ -7,28 +7,13 @@ to ``artifacts/screenshots/`` (git-ignored) for people to look at.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-CHROMIUM_PATH = os.environ.get("CONSORTIUM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-EXPECT_TIMEOUT_MS = 15_000
-"""The longest one expectation waits; generous because the machine is shared."""
-
-_COMPLETE = re.compile(r"[^a-z0-9-]+")
+from web_steps import CHROMIUM_ARGS, CHROMIUM_PATH, EXPECT_TIMEOUT_MS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,42 +43,3 @@ async def browser() -> AsyncIterator[Any]:
             yield chromium
         finally:
             await chromium.close()
-
-
-async def new_page(browser: Any, base_url: str, *, lang: str = "pt") -> Any:
-    """A fresh browser context (its own storage: one customer) on ``base_url``."""
-    context = await browser.new_context(
-        base_url=base_url,
-        locale="pt-BR" if lang == "pt" else "en-US",
-        viewport={"width": 1280, "height": 900},
-    )
-    context.set_default_timeout(EXPECT_TIMEOUT_MS)
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    # Chromium logs every 4xx answer as "Failed to load resource"; the tests provoke those
-    # on purpose, so only script errors count.
-    page.on(
-        "console",
-        lambda message: errors.append(message.text)
-        if message.type == "error" and not message.text.startswith("Failed to load resource")
-        else None,
-    )
-    page.script_errors = errors  # read by the tests: the page must not throw
-    return page
-
-
-async def screenshot(page: Any, name: str) -> None:
-    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOT_DIR / f"{_COMPLETE.sub('-', name)}.png"
-    await page.screenshot(path=str(path), full_page=True)
-
-
-async def unlabelled_controls(page: Any) -> list[str]:
-    """Visible inputs, selects and textareas with no label: must stay empty."""
-    return await page.evaluate(
-        """() => Array.from(document.querySelectorAll('input, select, textarea'))
-            .filter((e) => e.offsetParent !== null && e.type !== 'hidden')
-            .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
-            .map((e) => e.outerHTML)"""
-    )

@@ -19,9 +19,17 @@ from playwright.async_api import expect
 from bank.documents import complete_cpf
 from bank.process import Consortium, get_json, write_ring_file
 
-from conftest import new_page, screenshot
-from test_web_browser_ring import holders_seen
-from web_steps import account_option, expect_balance, move_money, open_account, register, sign_in
+from web_steps import (
+    account_option,
+    expect_balance,
+    holders_seen,
+    move_money,
+    new_page,
+    open_account,
+    register,
+    screenshot,
+    sign_in,
+)
 
 PASSWORD = "correct horse"
 ANA = complete_cpf("529982247")

@@ -17,11 +17,21 @@ from playwright.async_api import expect
 from bank import api, keys
 from bank import web as bank_web
 from bank.documents import complete_cnpj, complete_cpf
+from bank.errors import STATUS_BY_CODE
 from bank.process import free_ports
 from tokenring.config import parse
 
-from conftest import new_page, screenshot, unlabelled_controls
-from web_steps import account_option, expect_balance, move_money, open_account, register, sign_in
+from web_steps import (
+    account_option,
+    expect_balance,
+    move_money,
+    new_page,
+    open_account,
+    register,
+    screenshot,
+    sign_in,
+    unlabelled_controls,
+)
 
 PASSWORD = "correct horse"
 ANA = complete_cpf("529982247")
@@ -106,6 +116,35 @@ async def test_money_is_parsed_to_cents_and_formatted_in_both_languages(
     assert page.script_errors == []
 
 
+async def test_every_label_exists_in_both_languages(browser: Any, bank_url: str) -> None:
+    page = await new_page(browser, bank_url)
+    await page.goto("/")
+    missing = await page.evaluate(
+        """async () => {
+            const { MESSAGES, ERRORS } = await import('/static/i18n.js');
+            const out = [];
+            for (const table of [MESSAGES, ERRORS]) {
+                for (const [lang, other] of [['pt', 'en'], ['en', 'pt']]) {
+                    for (const key of Object.keys(table[lang])) {
+                        if (!(key in table[other])) out.push(other + ':' + key);
+                    }
+                }
+            }
+            const used = [...document.querySelectorAll('[data-i18n]')].map((e) => e.dataset.i18n)
+                .concat([...document.querySelectorAll('[data-i18n-aria-label]')]
+                    .map((e) => e.dataset.i18nAriaLabel));
+            for (const key of used) if (!(key in MESSAGES.pt)) out.push('page:' + key);
+            return out;
+        }"""
+    )
+    assert missing == []
+    # Every error code the client API can answer with has a sentence of its own.
+    codes = await page.evaluate(
+        "async () => Object.keys((await import('/static/i18n.js')).ERRORS.en)"
+    )
+    assert set(STATUS_BY_CODE) - set(codes) == set()
+
+
 async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     browser: Any, bank_url: str
 ) -> None:
@@ -180,6 +219,25 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     await expect(follow).to_have_attribute("data-status", "committed")
     await expect(follow.locator('[data-step="outcome"]')).to_have_text("Concluída")
     await screenshot(page, "transfer-followed")
+
+    # A transfer the source cannot cover ends aborted, and the reason is said in words.
+    await follow.get_by_role("button", name="Nova transferência").click()
+    row = builder.locator("[data-sources] > li").first
+    await row.get_by_label("Origem 1").select_option(
+        label=account_option("Banco Alfa", joint, "R$ 200,00")
+    )
+    await row.get_by_label("Valor (R$)").fill("200,01")
+    await builder.get_by_label("Uma das minhas contas").select_option(
+        label=account_option("Banco Alfa", individual, "R$ 1.000,00")
+    )
+    await builder.get_by_role("button", name="Revisar").click()
+    await confirm.get_by_role("button", name="Confirmar e enviar").click()
+    await expect(follow).to_have_attribute("data-status", "aborted")
+    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Cancelada")
+    await expect(follow.locator("[data-follow-reason]")).to_have_text(
+        "Motivo: Saldo insuficiente. (insufficient_funds)"
+    )
+    await screenshot(page, "transfer-aborted")
 
     # The dashboard shows the new balances; in English the amounts are written the English way.
     await page.goto("/#/accounts")

@@ -7,7 +7,6 @@ real ring members (``bank.server.build_app``) in this process and watches the to
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,7 @@ from bank.process import free_ports
 from bank.server import build_app
 from tokenring.config import parse
 
-from conftest import new_page, screenshot
-
-HOLDERS_WAIT_MS = 10_000
-"""How long the page may take to show the token at two different banks."""
-
+from web_steps import holders_seen, new_page, screenshot
 
 def fake_status(
     bank: str, *, holding: bool, generation: int, seq: int, successor: str
@@ -49,28 +44,6 @@ class ScriptedRing:
 
     def status(self) -> dict[str, Any]:
         return dict(self.document)
-
-
-async def holders_seen(page: Any, count: int) -> list[str]:
-    """Watch the ring view until it has drawn the token at ``count`` different banks."""
-    return await page.evaluate(
-        """([count, waitMs]) => new Promise((resolve, reject) => {
-            const root = document.querySelector('[data-ring]');
-            const seen = new Set();
-            const note = () => {
-                if (root.dataset.holder) seen.add(root.dataset.holder);
-                if (seen.size >= count) { observer.disconnect(); resolve([...seen]); }
-            };
-            const observer = new MutationObserver(note);
-            observer.observe(root, { attributes: true, attributeFilter: ['data-holder'] });
-            note();
-            setTimeout(() => {
-                observer.disconnect();
-                reject(new Error('saw only ' + [...seen]));
-            }, waitMs);
-        })""",
-        [count, HOLDERS_WAIT_MS],
-    )
 
 
 async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
