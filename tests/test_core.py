@@ -45,7 +45,10 @@ def make(member_id: str, members: list[str], **kwargs: Any) -> Member:
 
 
 def sends(actions: list[Action], kind: type[Any] | None = None) -> list[Send]:
-    return [a for a in actions if isinstance(a, Send) and (kind is None or isinstance(a.message, kind))]
+    return [
+        a for a in actions
+        if isinstance(a, Send) and (kind is None or isinstance(a.message, kind))
+    ]
 
 
 def of(actions: list[Action], kind: type[Any]) -> list[Any]:
@@ -163,11 +166,12 @@ def test_stale_and_duplicate_tokens_are_purged_and_the_sender_learns() -> None:
     # A duplicate of the hand-off taken: acknowledged again, no second grant, no purge.
     again = b.handle(Received(Token("a", Fence(2, "a", 7))), 6)
     assert not of(again, Grant) and not of(again, TokenPurged)
-    assert sends(again, TokenAck)[0].message == TokenAck("b", Fence(2, "a", 7), True, Fence(2, "a", 7))
+    taken = Fence(2, "a", 7)
+    assert sends(again, TokenAck)[0].message == TokenAck("b", taken, True, taken)
     # An older generation: purged here, and the answer carries what superseded it.
     stale = b.handle(Received(Token("c", Fence(1, "c", 50))), 7)
     assert of(stale, TokenPurged) == [TokenPurged(Fence(1, "c", 50), "stale")]
-    assert sends(stale, TokenAck)[0].message == TokenAck("b", Fence(1, "c", 50), False, Fence(2, "a", 7))
+    assert sends(stale, TokenAck)[0].message == TokenAck("b", Fence(1, "c", 50), False, taken)
     assert not of(stale, Grant)
     # The same fence by another path (a skip's copy): one of the two is purged.
     dup = b.handle(Received(Token("c", Fence(2, "a", 7))), 8)

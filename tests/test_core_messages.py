@@ -87,7 +87,10 @@ def test_every_message_survives_its_json_form(message: Message) -> None:
         {"type": "token", "sender": "", "fence": {"epoch": 1, "issuer": "a", "seq": 1}},
         {"type": "token", "sender": 5, "fence": {"epoch": 1, "issuer": "a", "seq": 1}},
         {"type": "token", "sender": "a", "fence": "1/a/1"},
-        {"type": "claim", "sender": "a", "epoch": -2, "fence": {"epoch": 0, "issuer": "", "seq": 0}},
+        {
+            "type": "claim", "sender": "a", "epoch": -2,
+            "fence": {"epoch": 0, "issuer": "", "seq": 0},
+        },
         {
             "type": "vote", "sender": "a", "epoch": 1, "candidate": "b", "granted": "yes",
             "fence": {"epoch": 0, "issuer": "", "seq": 0},

@@ -4,7 +4,8 @@ The network is a bag of messages the machine delivers, duplicates or drops in an
 jumps by any amount and every due timer fires; members crash and restart knowing nothing;
 applications release or overrun. After every step the invariants hold: each incarnation's
 grants strictly increase, a mint always had a strict majority's assent with every voter's fence
-below it, a member holds at most one critical section, and its timers, once fired, are never left due.
+below it, a member holds at most one critical section, and its timers, once fired, are never
+left due.
 A failure shrinks to a short program that replays exactly.
 """
 

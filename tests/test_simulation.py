@@ -43,7 +43,9 @@ def names(n: int) -> list[str]:
 
 @pytest.mark.parametrize("n", range(1, 10))
 @pytest.mark.parametrize("seed", [1, 2])
-def test_without_faults_one_holder_no_claim_and_each_member_once_per_rotation(n: int, seed: int) -> None:
+def test_without_faults_one_holder_no_claim_and_each_member_once_per_rotation(
+    n: int, seed: int
+) -> None:
     members = names(n)
     # Some sections overrun their deadline, so the revoke path runs as well as release.
     sim = Simulation(
@@ -81,7 +83,9 @@ def test_minority_partition_never_mints_and_the_majority_recovers() -> None:
         sim.run(start + length + recovery_ms_for(5, HOLD_MS, HANDOFF_MS))
         during = range(start, start + length)
         minority_claims = [c for c in sim.claims if c[1] in minority and c[0] in during]
-        minority_grants = [s for s in sim.sections if s.member in minority and s.start_ms > start + loss]
+        minority_grants = [
+            s for s in sim.sections if s.member in minority and s.start_ms > start + loss
+        ]
         # A side without a token bids for one; a side may also keep circulating a copy made by
         # a hand-off whose acknowledgement the partition cut (its fences still fence it out).
         assert minority_claims or minority_grants
@@ -117,7 +121,10 @@ def test_paused_holder_is_superseded_and_its_stale_token_purged() -> None:
     sim = Simulation(
         members, seed=3, hold_max_ms=HOLD_MS, handoff_timeout_ms=HANDOFF_MS, network=CALM,
         application=overrunning,
-        faults=[Fault(grant_ms + 1, "pause", ("m1",)), Fault(grant_ms + pause_ms, "resume", ("m1",))],
+        faults=[
+            Fault(grant_ms + 1, "pause", ("m1",)),
+            Fault(grant_ms + pause_ms, "resume", ("m1",)),
+        ],
     )
     sim.run(grant_ms + pause_ms + recovery_ms_for(3, HOLD_MS, HANDOFF_MS))
     paused = next(s for s in sim.sections if s.member == "m1" and s.start_ms == grant_ms)
@@ -243,7 +250,7 @@ def _first_failing_seed(seeds: range, broken: type[Member]) -> int:
     raise AssertionError("a broken core passed every schedule: the checks are too weak")
 
 
-def test_a_failing_run_prints_its_seed_and_replays_exactly(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_run_prints_its_seed_and_replays_exactly() -> None:
     seed = _first_failing_seed(range(100), MinorityMinter)
     scenario = scenario_for_seed(seed)
     first = run_scenario(scenario, trace=True, member_factory=MinorityMinter)
@@ -255,7 +262,9 @@ def test_a_failing_run_prints_its_seed_and_replays_exactly(capsys: pytest.Captur
     assert first.violations[0] in report
 
 
-def test_the_same_seed_gives_the_same_run_event_for_event(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_same_seed_gives_the_same_run_event_for_event(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     one = run_scenario(scenario_for_seed(42), trace=True)
     two = run_scenario(scenario_for_seed(42), trace=True)
     other = run_scenario(scenario_for_seed(43), trace=True)

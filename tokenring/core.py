@@ -495,7 +495,8 @@ class Member:
                     out.append(Send(other, Probe(self.member_id, self._seen)))
 
     def _on_release(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
-        if not self._in_section or fence != self._holding:
+        held = self._holding
+        if not self._in_section or (fence is not held and fence != held):
             return  # released after a revoke, or under an old fence: nothing to end
         self._in_section = False
         # Keep an idle token a moment so an idle ring does not spin.
@@ -538,7 +539,7 @@ class Member:
         if (
             handoff is not None
             and message.sender == handoff.target
-            and message.fence == handoff.fence
+            and (message.fence is handoff.fence or message.fence == handoff.fence)
         ):
             self._handoff = None
             self._token_seen_ms = now_ms

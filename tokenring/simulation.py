@@ -460,7 +460,7 @@ class Simulation:
         if index is None:
             return
         section = self._sections[index]
-        if section[2] != fence:
+        if section[2] is not fence and section[2] != fence:
             return
         del self._open[member_id]
         section[4] = self.now_ms
