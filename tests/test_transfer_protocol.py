@@ -59,8 +59,10 @@ def test_a_prepare_holds_the_source_and_votes_yes() -> None:
 def test_a_prepare_below_the_accepted_fence_is_refused_and_holds_nothing() -> None:
     book = book_with(500)
     run_steps(Participant("beta").handle(prepare((2, "gama", 1), "alfa:0"), 0), book)
-    # A restarted participant knows no fence in memory: the book still refuses.
-    [votes] = run_steps(Participant("beta").handle(prepare((1, "alfa", 9)), 0), book)
+    # A restarted participant loads the fence it had accepted from its book.
+    restarted = Participant("beta")
+    run_steps(restarted.start(0), book)
+    [votes] = run_steps(restarted.handle(prepare((1, "alfa", 9)), 0), book)
     assert votes.votes == (Vote("alfa:1", False, "stale_fence"),)
     assert book.accounts["1"].held_cents == 100  # only the first prepare's hold
 
@@ -162,7 +164,11 @@ def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acke
     run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 26), book)
     _, again = coordinator.tick(35)
     assert sorted(to for to, _ in again) == ["alfa", "gama"]
-    # A coordinator restarted from its book re-sends what is still unacknowledged.
+    # A coordinator restarted from its book re-sends what is still unacknowledged; an
+    # acknowledgement not yet written only costs a repeated (idempotent) decision.
+    assert sorted(to for to, _ in run_steps(Coordinator("alfa").start(100), book)) == ["alfa", "beta", "gama"]
+    assert coordinator.next_resend_ms() is not None
+    run_steps(coordinator.flush_acks(), book)
     restarted = Coordinator("alfa")
     resent = run_steps(restarted.start(100), book)
     assert sorted(to for to, _ in resent) == ["alfa", "gama"]

@@ -32,6 +32,7 @@ __all__ = [
     "CommitHold",
     "Credit",
     "LoadCoordinator",
+    "LoadFence",
     "LoadOutstanding",
     "MemoryBook",
     "PlaceHold",
@@ -94,7 +95,8 @@ class CheckAccount:
 
 @attrs.frozen
 class RecordPrepared:
-    """Remember that this bank voted yes for a transfer the coordinator has not decided."""
+    """Remember that this bank was asked to prepare a transfer it has not seen decided.
+    Result: True when remembered, False when its decision is already known here."""
 
     transfer_id: str
     """The transfer voted on."""
@@ -160,6 +162,11 @@ class CashOut:
 
 
 @attrs.frozen
+class LoadFence:
+    """Result: the highest fence accepted here, or None."""
+
+
+@attrs.frozen
 class LoadOutstanding:
     """Result: ``[(transfer_id, coordinator)]`` voted yes here and not decided yet."""
 
@@ -216,6 +223,7 @@ BookOp = (
     | ReleaseHold
     | Credit
     | CashOut
+    | LoadFence
     | LoadOutstanding
     | RecordPending
     | RecordOutcomes
@@ -333,9 +341,12 @@ class MemoryBook:
             case CheckAccount(account):
                 return "ok" if account in self.accounts else "unknown_account"
             case RecordPrepared(transfer_id, coordinator):
-                if transfer_id not in self.applied:
-                    self.prepared[transfer_id] = coordinator
-                return None
+                if transfer_id in self.applied:
+                    return False
+                self.prepared[transfer_id] = coordinator
+                return True
+            case LoadFence():
+                return self.fence
             case RecordDecision(transfer_id, outcome):
                 assert self.applied.get(transfer_id, outcome) == outcome, "decisions never change"
                 self.applied[transfer_id] = outcome

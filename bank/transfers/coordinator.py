@@ -44,6 +44,7 @@ __all__ = [
     "PENDING_TRANSFERS_MAX",
     "RETRY_MS_MAX",
     "RETRY_MS_MIN",
+    "ACKS_FLUSH_MS",
     "Coordinator",
     "Decided",
 ]
@@ -52,10 +53,12 @@ BATCH_TRANSFERS_MAX = 1024
 """The most transfers one token visit prepares."""
 PENDING_TRANSFERS_MAX = 50_000
 """The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
-RETRY_MS_MIN = 50
+RETRY_MS_MIN = 500
 """The first wait before an unacknowledged decision is sent again."""
-RETRY_MS_MAX = 2_000
+RETRY_MS_MAX = 5_000
 """The longest wait between two sends of an unacknowledged decision."""
+ACKS_FLUSH_MS = 100
+"""How long acknowledgements may wait in memory before they are written, in one batch."""
 
 Send = tuple[str, Message]
 
@@ -114,6 +117,12 @@ class Coordinator:
     """Decided and not acknowledged by every bank involved."""
     retries: dict[str, _Retry] = attrs.Factory(dict)
     """Per bank with undelivered decisions: when to send them again."""
+    acks_flush_ms: int = ACKS_FLUSH_MS
+    """See :data:`ACKS_FLUSH_MS`."""
+    acks_unrecorded: dict[str, list[str]] = attrs.Factory(dict)
+    """Acknowledgements applied in memory, not yet in the book: bank -> transfer ids."""
+    acks_due_ms: int = 0
+    """When the unrecorded acknowledgements are due to be written."""
 
     def start(self, now_ms: int) -> Steps[list[Send]]:
         """Reload what the book holds (after a restart); returns the decisions to re-send."""
@@ -195,7 +204,11 @@ class Coordinator:
             case Acks(sender, transfer_ids):
                 done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
                 if done:
-                    yield [RecordAcks(sender, tuple(done))]
+                    # Recorded later, in batches (flush_acks): an acknowledgement lost in a
+                    # crash only makes the restarted coordinator send the decision again.
+                    if not self.acks_unrecorded:
+                        self.acks_due_ms = now_ms + self.acks_flush_ms
+                    self.acks_unrecorded.setdefault(sender, []).extend(done)
                 for transfer_id in done:
                     delivery = self.deliveries[transfer_id]
                     delivery.banks.discard(sender)
@@ -237,23 +250,47 @@ class Coordinator:
         yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
         # Durable from here on: the decisions are final, whatever happens to this process.
         self.round = None
+        by_bank: dict[str, list[DecisionItem]] = {}
         for d in decided:
             transfer = current.transfers[d.transfer_id]
-            self.deliveries[d.transfer_id] = _Delivery(transfer, d.outcome, set(transfer.banks))
+            delivery = _Delivery(transfer, d.outcome, set(transfer.banks))
+            self.deliveries[d.transfer_id] = delivery
             for bank in transfer.banks:
-                self.retries[bank] = _Retry(now_ms, self.retry_ms_min)
-        return decided, self.tick(now_ms)[1]
+                by_bank.setdefault(bank, []).append(self._item(delivery, bank))
+                self.retries.setdefault(bank, _Retry(now_ms + self.retry_ms_min, self.retry_ms_min))
+        sends: list[Send] = [
+            (bank, Decisions(self.bank, tuple(items))) for bank, items in by_bank.items()
+        ]
+        return decided, sends
+
+    def flush_acks(self) -> Steps[None]:
+        """Write the acknowledgements received since the last flush, in one batch."""
+        if self.acks_unrecorded:
+            batch = [RecordAcks(bank, tuple(ids)) for bank, ids in self.acks_unrecorded.items()]
+            self.acks_unrecorded = {}
+            yield batch
 
     def next_deadline_ms(self) -> int | None:
         """The round's deadline or the next re-send of decisions, whichever comes first."""
         times = [r.due_ms for r in self.retries.values()]
         if self.round is not None:
             times.append(self.round.deadline_ms)
+        if self.acks_unrecorded:
+            times.append(self.acks_due_ms)
         return min(times) if times else None
 
     def next_resend_ms(self) -> int | None:
-        """When undelivered decisions are next due to be sent (the round's deadline aside)."""
-        return min((r.due_ms for r in self.retries.values()), default=None)
+        """When undelivered decisions are next due to be sent, or acknowledgements to be
+        written (the round's deadline aside)."""
+        times = [r.due_ms for r in self.retries.values()]
+        if self.acks_unrecorded:
+            times.append(self.acks_due_ms)
+        return min(times, default=None)
+
+    @property
+    def acks_due(self) -> bool:
+        """Whether unrecorded acknowledgements wait (see :meth:`flush_acks`)."""
+        return bool(self.acks_unrecorded)
 
     def tick(self, now_ms: int) -> tuple[bool, list[Send]]:
         """Decisions due to be (re-)sent now; and whether the round's deadline has passed

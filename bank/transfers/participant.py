@@ -4,9 +4,10 @@ Rules, in the order they are checked:
 
 1. A prepare whose fence is below the highest fence this bank has accepted is refused whole
    (``stale_fence``): a holder that lost the token cannot move money here any more. The new
-   fence is stored durably *before* any hold is placed.
-2. A transfer this bank already knows decided is refused (``decided``): a late or repeated
-   prepare never leaves a hold that no decision will ever release.
+   fence is stored durably no later than any hold of the prepare.
+2. A source whose transfer this bank already saw decided is refused (``decided``, answered by
+   the book: a release for a hold never placed leaves a mark): a late or repeated prepare
+   never leaves a hold that no decision will ever release.
 3. Otherwise each source leg places a hold (ownership and funds checked here, by the
    caller's document) and each destination leg checks that its account exists. The vote is
    yes only when every leg here succeeded; a yes is remembered so that a restarted bank can
@@ -35,9 +36,9 @@ from bank.transfers.book import (
     CheckAccount,
     CommitHold,
     Credit,
+    LoadFence,
     LoadOutstanding,
     PlaceHold,
-    ReadDecision,
     RecordDecision,
     RecordPrepared,
     ReleaseHold,
@@ -88,8 +89,9 @@ class Participant:
     """Transfers voted yes here with no decision yet, and when to ask about them."""
 
     def start(self, now_ms: int) -> Steps[None]:
-        """Load the transfers voted yes and not decided (after a restart)."""
-        (rows,) = yield [LoadOutstanding()]
+        """Load the highest fence accepted and the yes votes not decided (after a restart)."""
+        fence, rows = yield [LoadFence(), LoadOutstanding()]
+        self.fence = fence
         for transfer_id, coordinator in rows:
             self.outstanding[transfer_id] = _Outstanding(
                 coordinator, now_ms + self.query_after_ms, self.query_after_ms
@@ -112,54 +114,46 @@ class Participant:
         def refuse_all(reason: str) -> Votes:
             return Votes(self.bank, prepare.fence, tuple(Vote(i.transfer_id, False, reason) for i in items))
 
+        # The check and the raise of the floor happen together, before anything is asked of
+        # the book: prepares handled concurrently see each other's fences. The book stores
+        # the fence in the same batch, ahead of the holds (a driver runs a batch in order).
         if self.fence is not None and prepare.fence < self.fence:
             return refuse_all("stale_fence")
-        # One batch: the fence is stored (and compared) before any hold of this prepare is
-        # asked for, and the decisions known here are read in the same transaction.
-        accepted, *known = yield [AcceptFence(prepare.fence)] + [
-            ReadDecision(item.transfer_id) for item in items
-        ]
-        if not accepted:
-            return refuse_all("stale_fence")
         self.fence = prepare.fence
-        ops: list[BookOp] = []
+        ops: list[BookOp] = [AcceptFence(prepare.fence)]
         spans: list[tuple[int, int]] = []
-        for item, outcome in zip(items, known):
+        for item in items:
             start = len(ops)
-            if outcome is None:
-                for leg in item.legs:
-                    assert leg.bank == self.bank, "a prepare carries only this bank's legs"
-                    if leg.role == "source":
-                        ops.append(
-                            PlaceHold(item.transfer_id, leg.account, leg.amount_cents, item.owner_document)
-                        )
-                    elif leg.role == "destination":
-                        ops.append(CheckAccount(leg.account))
-                    # A cash-out needs nothing prepared: the terminal bank pays from settlement.
+            for leg in item.legs:
+                assert leg.bank == self.bank, "a prepare carries only this bank's legs"
+                if leg.role == "source":
+                    # A source whose decision came first answers "decided": a late prepare
+                    # never holds money that no decision will release.
+                    ops.append(
+                        PlaceHold(item.transfer_id, leg.account, leg.amount_cents, item.owner_document)
+                    )
+                elif leg.role == "destination":
+                    ops.append(CheckAccount(leg.account))
+                # A cash-out needs nothing prepared: the terminal bank pays from settlement.
             spans.append((start, len(ops)))
-        # Remembered with the holds (not after them): a yes must never be sent for a hold
-        # this bank would forget to ask about. A refused one is remembered too, harmlessly:
-        # its abort clears it.
-        remember: list[BookOp] = [
-            RecordPrepared(item.transfer_id, prepare.sender)
-            for item, outcome in zip(items, known)
-            if outcome is None
-        ]
-        results = (yield ops + remember) if ops or remember else []
+        # Remembered with the holds, not after them: a yes is never sent for a hold this bank
+        # could forget to ask about. (A refused one is remembered too; its abort clears it.)
+        first_record = len(ops)
+        ops += [RecordPrepared(item.transfer_id, prepare.sender) for item in items]
+        results = yield ops
+        if not results[0]:
+            # Only a book ahead of this participant's memory refuses here; whatever was held
+            # is released by the abort this vote causes.
+            return refuse_all("stale_fence")
         votes: list[Vote] = []
-        for item, outcome, (start, end) in zip(items, known, spans):
-            if outcome is not None:
-                votes.append(Vote(item.transfer_id, False, "decided"))
-                continue
-            refused = [r for r in results[start:end] if r != "ok"]
-            if refused:
-                votes.append(Vote(item.transfer_id, False, refused[0]))
-            else:
-                votes.append(Vote(item.transfer_id, True))
-            self.outstanding.setdefault(
-                item.transfer_id,
-                _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
-            )
+        for index, (item, (begin, end)) in enumerate(zip(items, spans)):
+            refused = [r for r in results[begin:end] if r != "ok"]
+            votes.append(Vote(item.transfer_id, False, refused[0]) if refused else Vote(item.transfer_id, True))
+            if results[first_record + index]:
+                self.outstanding.setdefault(
+                    item.transfer_id,
+                    _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
+                )
         return Votes(self.bank, prepare.fence, tuple(votes))
 
     def _decide(self, items: Sequence[DecisionItem]) -> Steps[Acks]:

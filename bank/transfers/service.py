@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -91,6 +91,27 @@ def fence_from_json(data: Any) -> Fence:
     return Fence.from_dict(data)
 
 
+class KeyedLock:
+    """Mutual exclusion per key: a holder of some keys excludes holders of any of them.
+    All of a holder's keys are taken at once, so two holders never deadlock."""
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, keys: set[str]) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._busy.isdisjoint(keys))
+            self._busy |= keys
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._busy -= keys
+                self._changed.notify_all()
+
+
 class Backlogged(Exception):
     """Too many transfers wait for the token here; the client should retry later."""
 
@@ -126,7 +147,7 @@ class TransferService:
         self.round_ms_min = round_ms_min
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
-        self._participant_lock = asyncio.Lock()
+        self._participant_lock = KeyedLock()
         self._coordinator_lock = asyncio.Lock()
         self._sends = asyncio.Semaphore(sends_in_flight_max)
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
@@ -333,8 +354,10 @@ class TransferService:
     # -- the participant's side -------------------------------------------------------------
 
     async def handle_participant(self, message: Prepare | Decisions) -> Message:
-        """Prepare -> Votes, Decisions -> Acks, one step at a time."""
-        async with self._participant_lock:
+        """Prepare -> Votes, Decisions -> Acks. Steps naming a common transfer run one after
+        the other (a late prepare must not race its transfer's decision); others overlap."""
+        ids = {item.transfer_id for item in message.items}
+        async with self._participant_lock.holding(ids):
             replies: list[Message] = await self._run(
                 self.participant.handle(message, self._now_ms())
             )
@@ -434,6 +457,9 @@ class TransferService:
             async with self._coordinator_lock:
                 _, sends = self.coordinator.tick(now)
             self._dispatch(sends)
+            if self.coordinator.acks_due and self.coordinator.acks_due_ms <= now:
+                # No lock: the step takes the acknowledgements synchronously, then writes.
+                await self._run(self.coordinator.flush_acks())
             self._dispatch(self.participant.tick(now))
             # Nothing else is due before the next deadline; a woken wait re-reads it.
             await asyncio.sleep(0)

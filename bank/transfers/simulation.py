@@ -144,7 +144,13 @@ def run(
             bank_id,
             book,
             Participant(bank_id, query_after_ms=200, query_interval_ms_max=1_000),
-            Coordinator(bank_id, batch_transfers_max=batch_transfers_max, retry_ms_min=20, retry_ms_max=400),
+            Coordinator(
+                bank_id,
+                batch_transfers_max=batch_transfers_max,
+                retry_ms_min=20,
+                retry_ms_max=400,
+                acks_flush_ms=10,
+            ),
         )
         world.order.append(bank_id)
     initial = {
@@ -286,6 +292,7 @@ def _restart(world: _World, bank: _Bank) -> None:
         batch_transfers_max=bank.coordinator.batch_transfers_max,
         retry_ms_min=bank.coordinator.retry_ms_min,
         retry_ms_max=bank.coordinator.retry_ms_max,
+        acks_flush_ms=bank.coordinator.acks_flush_ms,
     )
     _drive(world, bank, bank.participant.start(world.now_ms), crash_ok=False)
     sends = _drive(world, bank, bank.coordinator.start(world.now_ms), crash_ok=False)
@@ -361,6 +368,8 @@ def _handle(world: _World, bank: _Bank, kind: str, payload: Any, fail: Callable[
             return
         bank.timer_ms = None
         expired, sends = bank.coordinator.tick(world.now_ms)
+        if bank.coordinator.acks_due and _drive(world, bank, bank.coordinator.flush_acks()) is None and not bank.alive:
+            return
         if expired:
             result = _drive(world, bank, bank.coordinator.expire(world.now_ms))
             if result is None:

@@ -34,6 +34,7 @@ from bank.transfers.book import (
     CommitHold,
     Credit,
     LoadCoordinator,
+    LoadFence,
     LoadOutstanding,
     PlaceHold,
     ReadDecision,
@@ -122,16 +123,17 @@ class LedgerBook:
 
         records = [op for op in batch if not isinstance(op, _MONEY_OPS)]
         money = [op for op in batch if isinstance(op, _MONEY_OPS)]
-        tasks: list[Any] = [self._money(op) for op in money]
-        if records:
-            tasks.append(self._records(records))
+        # The records' job is queued first: the writer runs jobs in queue order, so a fence
+        # stored in this batch is durable no later than the batch's holds.
+        tasks: list[Any] = [self._records(records)] if records else []
+        tasks += [self._money(op) for op in money]
         results = await asyncio.gather(*tasks)
         by_op: dict[int, Any] = {}
-        for op, result in zip(money, results):
-            by_op[id(op)] = result
         if records:
-            for op, result in zip(records, results[-1]):
+            for op, result in zip(records, results[0]):
                 by_op[id(op)] = result
+        for op, result in zip(money, results[1:] if records else results):
+            by_op[id(op)] = result
         return [by_op[id(op)] for op in batch]
 
     async def _money(self, op: BookOp) -> Any:
@@ -170,7 +172,7 @@ class LedgerBook:
 
     async def _records(self, ops: Sequence[BookOp]) -> list[Any]:
         now_ms = self.ledger.now_ms()
-        if all(isinstance(op, (ReadDecision, LoadOutstanding, LoadCoordinator)) for op in ops):
+        if all(isinstance(op, (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator)) for op in ops):
             return await self.ledger._read(lambda conn: [_record(conn, op, now_ms) for op in ops])
         return await self.ledger._write(lambda conn: [_record(conn, op, now_ms) for op in ops])
 
@@ -217,13 +219,16 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             decided = conn.execute(
                 "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
             ).fetchone()
-            if decided is None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms)"
-                    " VALUES (?, ?, ?)",
-                    (transfer_id, coordinator, now_ms),
-                )
-            return None
+            if decided is not None:
+                return False
+            conn.execute(
+                "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms)"
+                " VALUES (?, ?, ?)",
+                (transfer_id, coordinator, now_ms),
+            )
+            return True
+        case LoadFence():
+            return _fence_row(conn)
         case RecordDecision(transfer_id, outcome):
             conn.execute(
                 "INSERT OR IGNORE INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)",
