@@ -34,6 +34,7 @@ from bank.errors import STATUS_BY_CODE, ApiError, error_response
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
+    AccountKind,
     Answer,
     Idempotency,
     Ledger,
@@ -459,7 +460,9 @@ async def _create_account(request: web.Request) -> web.Response:
     if caller not in owners:
         raise ApiError("forbidden", "you must be one of the account's owners")
     idempotency = _idempotency(request, caller, body)
-    answer = await _ledger(request).create_account(kind, owners, idempotency=idempotency)  # type: ignore[arg-type]
+    answer = await _ledger(request).create_account(
+        cast(AccountKind, kind), owners, idempotency=idempotency
+    )
     return _answer(answer)
 
 

@@ -51,14 +51,17 @@ __all__ = [
     "QUEUE_OPERATIONS_MAX",
     "SETTLEMENT_ACCOUNT",
     "Account",
+    "AccountKind",
     "Answer",
     "CheckReport",
     "Customer",
     "Hold",
+    "HoldOutcome",
     "Idempotency",
     "Ledger",
     "LedgerClosed",
     "Transfer",
+    "TransferStatus",
     "request_fingerprint",
 ]
 

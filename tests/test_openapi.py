@@ -1,4 +1,4 @@
-"""The served OpenAPI document against the served API: schemathesis generates requests from the
+"""The served OpenAPI document against the served API: schemathesis draws requests from the
 document (valid and invalid ones) and checks every answer: no 5xx, only documented statuses,
 content types and bodies that match the document, invalid data refused."""
 
@@ -119,7 +119,7 @@ OPERATIONS = [
     for path, item in _DOCUMENT["paths"].items()
     for method, operation in item.items()
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    # An operation that takes nothing has no invalid request to generate.
+    # An operation that takes nothing has no invalid request to draw.
     if mode is GenerationMode.POSITIVE or "parameters" in operation or "requestBody" in operation
     # Served by the inter-bank layer, which needs a ring (tests/test_interbank.py covers it).
     if path not in CROSS_BANK_PATHS
@@ -141,7 +141,7 @@ def test_the_api_answers_as_its_document_says(
         database=None,
     )
     def check(case: Any) -> None:
-        # A generated logout must not end the session the next example uses.
+        # A logout drawn by schemathesis must not end the session the next example uses.
         headers: dict[str, str] = {}
         # A negative header section may be "Authorization left out": then send none.
         if not case.meta.is_negative_at(ParameterLocation.HEADER):
