@@ -427,12 +427,14 @@ async def _scale(options: RunOptions, phase: Phase) -> Report:
         recoveries=(),
         verdicts=merge_verdicts((f"{size} banks", r.verdicts) for size, r in zip(
             options.sizes, reports, strict=True)),  # fmt: skip
-        notes=tuple(note for r in reports for note in r.notes if note.startswith("no money")),
+        notes=(f"rings of {', '.join(map(str, options.sizes))} banks, one after the other, "
+               f"each under {options.clients} clients for {options.duration_s:g} s",)
+        + tuple(note for r in reports for note in r.notes if note.startswith("no money")),
         tables=(
             ReportTable(
                 title="throughput and latency per ring size (same load)",
-                columns=("banks", "operations", "committed", "aborted", "ops/s",
-                         "p50 ms", "p99 ms", "visits/s", "regenerations"),  # fmt: skip
+                columns=("banks", "ops", "ok", "refused", "ops/s", "p50 ms", "p99 ms",
+                         "visits/s", "regen."),  # fmt: skip
                 rows=tuple(rows),
             ),
         ),
