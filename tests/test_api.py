@@ -348,3 +348,22 @@ async def test_a_flood_of_logins_is_bounded(client: Client) -> None:
     finally:
         state.hashes_pending = 0
     await log_in(client, document)
+
+
+async def test_a_keyed_retry_after_a_restart_gets_the_first_answer(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    first_client: Client = await aiohttp_client(make_app(tmp_path))
+    ana, headers = await customer(first_client)
+    account = await open_account(first_client, headers, [ana])
+    keyed = {**headers, "Idempotency-Key": "restart-1"}
+    body = {"bank": "alfa", "account": account, "amount_cents": 9}
+    first = await first_client.post("/api/v1/deposits", json=body, headers=keyed)
+    first_body = await first.json()
+    await first_client.close()  # the app's cleanup closes the ledger
+    second_client: Client = await aiohttp_client(make_app(tmp_path))
+    # The session survived too: it is in the database, not only in memory.
+    retry = await second_client.post("/api/v1/deposits", json=body, headers=keyed)
+    assert retry.status == 201 and await retry.json() == first_body
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert (await audit(second_client))["balance_cents"] == 9
