@@ -137,7 +137,8 @@ def summarize(
     The holder is the member that says it holds the token; when none does (the token is in
     flight, or was held between two reads), it is the member that saw the highest fence, and
     ``holder_confirmed`` is false. A newer generation than ``previous_generation`` sets
-    ``minted``: a claim produced a new token.
+    ``minted``: a claim produced a new token; ``issuer`` names the member that minted the
+    holder's token when the members say so.
     """
     banks: list[dict[str, Any]] = []
     candidates: list[tuple[int, int, bool, str, str | None]] = []
@@ -170,6 +171,11 @@ def summarize(
             named = successor if isinstance(successor, str) else None
             candidates.append((generation, seq, holding, view.id, named))
 
+    issuers = {
+        view.id: view.status.get("issuer")
+        for view in views
+        if view.status is not None and isinstance(view.status.get("issuer"), str)
+    }
     holder: str | None = None
     confirmed = False
     generation_top: int | None = None
@@ -204,6 +210,7 @@ def summarize(
         "holder_confirmed": confirmed,
         "generation": generation_top,
         "seq": seq_top,
+        "issuer": issuers.get(holder) if holder is not None else None,
         "minted": minted,
         "members": members,
         "banks": banks,
@@ -359,7 +366,7 @@ class RingFeed:
 def _same_picture(event: dict[str, Any], latest: dict[str, Any] | None) -> bool:
     if latest is None:
         return False
-    fields = ("holder", "holder_confirmed", "generation", "seq", "members", "banks")
+    fields = ("holder", "holder_confirmed", "generation", "seq", "issuer", "members", "banks")
     return all(event[field] == latest[field] for field in fields)
 
 

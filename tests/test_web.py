@@ -298,9 +298,12 @@ def test_the_local_rings_opinion_marks_a_member_down() -> None:
     assert event["members"] == {"alfa": "up", "beta": "down"}
 
 
-def test_a_higher_generation_is_marked_minted() -> None:
-    members = views(1000, alfa=status("alfa", holding=True, generation=4, seq=1, successor="beta"))
-    assert summarize(members, self_id="alfa", now_ms=1000, previous_generation=3)["minted"]
+def test_a_higher_generation_is_marked_minted_with_its_issuer() -> None:
+    minted = status("alfa", holding=True, generation=4, seq=1, successor="beta")
+    minted["issuer"] = "gama"
+    members = views(1000, alfa=minted)
+    event = summarize(members, self_id="alfa", now_ms=1000, previous_generation=3)
+    assert event["minted"] and event["issuer"] == "gama"
     assert not summarize(members, self_id="alfa", now_ms=1000, previous_generation=4)["minted"]
     assert not summarize(members, self_id="alfa", now_ms=1000, previous_generation=None)["minted"]
 

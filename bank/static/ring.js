@@ -9,8 +9,8 @@ import { t } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const SIZE = 600; // the SVG's own coordinate space; CSS scales it to the screen
-const RADIUS = 215;
-const NODE_RADIUS = 52;
+const RADIUS = 200;
+const NODE_RADIUS = 60;
 const TOKEN_RADIUS = 20;
 const MOVE_MS = 180; // one hop's animation; shorter than the feed's interval
 const MINT_MARK_MS = 6_000; // how long the "new token minted" mark stays up
@@ -90,10 +90,10 @@ export class RingView {
         d: `M ${x - 30} ${y - 30} L ${x + 30} ${y + 30} M ${x + 30} ${y - 30} L ${x - 30} ${y + 30}`,
         class: "ring-node-cross",
       }, g);
-      const label = el("text", { x, y: y - 6, class: "ring-node-id", "text-anchor": "middle" }, g);
+      const label = el("text", { x, y: y - 12, class: "ring-node-id", "text-anchor": "middle" }, g);
       label.textContent = bank.id;
-      const state = el("text", { x, y: y + 22, class: "ring-node-state", "text-anchor": "middle" }, g);
-      const visits = el("text", { x, y: y + NODE_RADIUS + 22, class: "ring-node-visits", "text-anchor": "middle" }, g);
+      const state = el("text", { x, y: y + 14, class: "ring-node-state", "text-anchor": "middle" }, g);
+      const visits = el("text", { x, y: y + 40, class: "ring-node-visits", "text-anchor": "middle" }, g);
       const title = el("title", {}, g);
       this.nodes.set(bank.id, { g, state, visits, cross, title, angle: a, bank });
     });
@@ -117,9 +117,10 @@ export class RingView {
       node.g.classList.toggle("holder", bank.id === event.holder);
       node.g.classList.toggle("self", bank.id === (event.bank || this.selfId));
       node.state.textContent = isDown ? t("state_down") : t("state_up");
-      node.visits.textContent = bank.visits != null ? `${bank.visits} ${t("visits")}` : "";
+      node.visits.textContent =
+        bank.visits != null ? t(bank.visits === 1 ? "visits_one" : "visits_many", { n: bank.visits }) : "";
       node.title.textContent = `${bank.name} (${bank.id}) · ${isDown ? t("state_down") : t("state_up")}` +
-        (bank.visits != null ? ` · ${bank.visits} ${t("visits")}` : "");
+        (bank.visits != null ? ` · ${t(bank.visits === 1 ? "visits_one" : "visits_many", { n: bank.visits })}` : "");
     }
     this.root.dataset.holder = event.holder || "";
     this.root.dataset.generation = event.generation ?? "";
@@ -136,7 +137,7 @@ export class RingView {
     const newGeneration =
       event.minted ||
       (previous && event.generation != null && previous.generation != null && event.generation > previous.generation);
-    if (newGeneration) this.markMinted(event.generation);
+    if (newGeneration) this.markMinted(event.generation, event.issuer);
     this.renderFacts(event, down);
   }
 
@@ -195,18 +196,19 @@ export class RingView {
     this.token.setAttribute("transform", `translate(${c + (x - c) * inner} ${c + (y - c) * inner})`);
   }
 
-  markMinted(generation) {
+  markMinted(generation, issuer) {
     const mark = this.root.querySelector("[data-ring-minted]");
     if (!mark) return;
-    mark.textContent = t("minted", { generation });
-    mark.hidden = false;
+    mark.textContent = issuer ? t("minted_by", { generation, issuer }) : t("minted", { generation });
+    mark.classList.add("shown");
     mark.classList.remove("flash");
     void mark.offsetWidth; // restart the CSS animation
     mark.classList.add("flash");
     this.root.classList.add("minting");
     clearTimeout(this.mintTimer);
     this.mintTimer = setTimeout(() => {
-      mark.hidden = true;
+      mark.classList.remove("shown", "flash");
+      mark.textContent = "";
       this.root.classList.remove("minting");
     }, MINT_MARK_MS);
   }

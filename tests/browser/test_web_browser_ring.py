@@ -102,9 +102,10 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await servers["gama"].close()
     beta.update(holding=False)
     ring.document = fake_status("alfa", holding=True, generation=2, seq=1, successor="beta")
+    ring.document["issuer"] = "alfa"
     minted = page.locator("[data-ring-minted]")
     await expect(minted).to_be_visible()
-    await expect(minted).to_have_text("Novo token criado: geração 2")
+    await expect(minted).to_have_text("Novo token criado por alfa: geração 2")
     await expect(page.locator('g.ring-node[data-bank="gama"]')).to_have_class("ring-node down")
     await expect(page.locator("[data-ring-down]")).to_have_text("gama")
     await screenshot(page, "ring-new-generation")
