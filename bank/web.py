@@ -134,9 +134,10 @@ def summarize(
 ) -> dict[str, Any]:
     """The event the page draws, from the members' latest answers. Pure: no I/O, no clock.
 
-    The holder is the member that says it holds the token; when none does (the token is in
-    flight, or was held between two reads), it is the member that saw the highest fence, and
-    ``holder_confirmed`` is false. A newer generation than ``previous_generation`` sets
+    Only the newest generation any member reports counts. The holder is the member that says
+    it holds that generation's token; when none does (the token is in flight, or was held
+    between two reads), it is the member that saw the highest fence, and ``holder_confirmed``
+    is false. A newer generation than ``previous_generation`` sets
     ``minted``: a claim produced a new token; ``issuer`` names the member that minted the
     holder's token when the members say so.
     """
@@ -181,8 +182,11 @@ def summarize(
     generation_top: int | None = None
     seq_top: int | None = None
     if candidates:
-        holding_ones = [c for c in candidates if c[2]]
-        pool = holding_ones or candidates
+        # Only the newest generation counts: a paused old holder may still say "holding"
+        # about a token the others have already replaced.
+        newest = max(c[0] for c in candidates)
+        current = [c for c in candidates if c[0] == newest]
+        pool = [c for c in current if c[2]] or current
         best = max((c[0], c[1]) for c in pool)
         tied = [c for c in pool if (c[0], c[1]) == best]
         # Two members may report the same fence around a hand-off (the sender and the

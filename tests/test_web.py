@@ -254,6 +254,22 @@ def test_without_a_holding_member_the_highest_fence_is_the_last_holder() -> None
     assert (event["generation"], event["seq"]) == (2, 5)
 
 
+def test_a_stale_holder_of_an_older_generation_is_not_the_holder() -> None:
+    event = summarize(
+        views(
+            1000,
+            alfa=status("alfa", holding=True, generation=1, seq=40, successor="beta"),
+            beta=status("beta", holding=False, generation=2, seq=3, successor="gama"),
+            gama=status("gama", holding=False, generation=2, seq=2, successor="alfa"),
+        ),
+        self_id="beta",
+        now_ms=1000,
+        previous_generation=2,
+    )
+    assert (event["holder"], event["holder_confirmed"]) == ("beta", False)
+    assert (event["generation"], event["seq"]) == (2, 3)
+
+
 def test_a_fence_tie_at_a_hand_off_goes_to_the_receiver() -> None:
     event = summarize(
         views(
