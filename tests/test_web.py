@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -468,8 +469,6 @@ async def test_shutdown_ends_open_streams(aiohttp_server: Server) -> None:
     ring = FakeRing(status("alfa", holding=True, generation=1, seq=1, successor="alfa"))
     app = bank_app(config, "alfa", ring)
     server = await aiohttp_server(app)
-    import aiohttp
-
     async with aiohttp.ClientSession() as session:
         response = await session.get(server.make_url("/api/v1/ring/events"))
         await wait_for_event(sse_events(response, time.monotonic() + WAIT_S_MAX), lambda e: True)
