@@ -59,6 +59,16 @@ def sweep(seeds: int) -> tuple[int, float]:
     return events, time.process_time() - started
 
 
+def reference_loop_us() -> float:
+    """CPU microseconds for ``sum(range(1000))``: a yardstick for how fast this machine runs
+    Python right now, so figures from a busy shared box can be compared with others."""
+    rounds = 20_000
+    started = time.process_time()
+    for _ in range(rounds):
+        sum(range(1000))
+    return (time.process_time() - started) / rounds * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=500, help="fault schedules in the sweep")
@@ -82,6 +92,8 @@ def main() -> None:
           f"= {events / elapsed:>9,.0f} events/s")
     print(f"overall: {total_events / total_s:,.0f} simulated events/s "
           f"(goal {GOAL_EVENTS_PER_S:,}/s)")
+    print(f"yardstick: sum(range(1000)) took {reference_loop_us():.1f} µs of CPU here "
+          "(scale the figures above by it to compare machines)")
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(sweep, min(args.seeds, 100))
