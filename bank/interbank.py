@@ -31,6 +31,7 @@ from typing import Any, Literal
 import structlog
 from aiohttp import web
 
+from bank.api import TRANSFER_WAIT_MS_MAX
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, request_fingerprint
@@ -59,7 +60,6 @@ __all__ = [
     "ACCOUNTS_TIMEOUT_S",
     "AUDIT_TIMEOUT_S",
     "DEPOSIT_TIMEOUT_S",
-    "TRANSFER_WAIT_MS_MAX",
     "WITHDRAWAL_WAIT_MS",
     "consortium_accounts",
     "cross_bank",
@@ -74,8 +74,6 @@ AUDIT_TIMEOUT_S = 2.0
 """How long the consortium audit waits for each other bank."""
 DEPOSIT_TIMEOUT_S = 5.0
 """How long a forwarded deposit waits for the account's bank."""
-TRANSFER_WAIT_MS_MAX = 30_000
-"""The longest ``?wait_ms=`` a client may ask a transfer request to wait for its outcome."""
 WITHDRAWAL_WAIT_MS = 10_000
 """How long a cross-bank withdrawal waits for its outcome before answering 202 pending."""
 

@@ -109,6 +109,7 @@ class _World:
     trace: list[str] | None = None
     decided_seen: dict[str, str] = attrs.Factory(dict)
     hold_fences: dict[str, Any] = attrs.Factory(dict)
+    applied_checked: dict[str, int] = attrs.Factory(dict)
 
     def push(self, at_ms: int, bank: str, kind: str, payload: Any) -> None:
         self.seq += 1
@@ -227,7 +228,7 @@ def _loop(world: _World, hold_ms: int, fail: Callable[[str], InvariantViolation]
             bank.deferred.append((kind, payload))
         else:
             _handle(world, bank, kind, payload, fail)
-        _check_always(world, fail)
+        _check_always(world, bank, fail)
         if world.now_ms >= next_check_ms and _settled(world):
             return
         if world.now_ms >= next_check_ms:
@@ -435,33 +436,34 @@ def _random_transfer(world: _World, coordinator: str, index: int) -> Transfer:
     return Transfer(f"{coordinator}:{index}", coordinator, owner, tuple(legs))
 
 
-def _check_always(world: _World, fail: Callable[[str], InvariantViolation]) -> None:
-    """Money conserved at every step, nothing negative, holds add up, banks agree."""
-    cash = 0
-    money = 0
-    for bank in world.banks.values():
-        book = bank.book
-        open_held: dict[str, int] = {}
-        for (_, account), (amount, state) in book.holds.items():
-            if state == "held":
-                open_held[account] = open_held.get(account, 0) + amount
-        for number, account in book.accounts.items():
-            if account.balance_cents < 0 or account.held_cents < 0:
-                raise fail(f"{bank.id}/{number} went negative: {account}")
-            if account.held_cents != open_held.get(number, 0):
-                raise fail(f"{bank.id}/{number} held {account.held_cents} != open holds")
-        bank_cash = book.cash_in_cents - book.cash_out_cents
-        if book.money_cents() != bank_cash:
-            raise fail(f"{bank.id} does not balance: {book.money_cents()} != {bank_cash}")
-        cash += bank_cash
-        money += book.money_cents()
-        for transfer_id, outcome in book.applied.items():
+def _check_always(world: _World, bank: _Bank, fail: Callable[[str], InvariantViolation]) -> None:
+    """After each event, at the bank it touched (no other bank changed): money conserved,
+    nothing negative, held money equal to the open holds, every decision applied here equal
+    to the coordinator's."""
+    book = bank.book
+    open_held: dict[str, int] = {}
+    for (_, account), (amount, state) in book.holds.items():
+        if state == "held":
+            open_held[account] = open_held.get(account, 0) + amount
+    money = book.settlement_cents
+    for number, account in book.accounts.items():
+        if account.balance_cents < 0 or account.held_cents < 0:
+            raise fail(f"{bank.id}/{number} went negative: {account}")
+        if account.held_cents != open_held.get(number, 0):
+            raise fail(f"{bank.id}/{number} held {account.held_cents} != open holds")
+        money += account.balance_cents + account.held_cents
+    cash = book.cash_in_cents - book.cash_out_cents
+    if money != cash:
+        raise fail(f"{bank.id} does not balance: {money} != {cash}")
+    checked = world.applied_checked.get(bank.id, 0)
+    if len(book.applied) != checked:
+        # Decisions are only ever added; check the ones applied since the last event.
+        for transfer_id, outcome in list(book.applied.items())[checked:]:
             coordinator = world.banks[transfer_id.split(":")[0]].book
             decided = coordinator.outcomes.get(transfer_id)
             if decided is None or decided[0] != outcome:
                 raise fail(f"{bank.id} applied {outcome} to {transfer_id}, decided {decided}")
-    if money != cash:
-        raise fail(f"money {money} != cash {cash}")
+        world.applied_checked[bank.id] = len(book.applied)
 
 
 def _settled(world: _World) -> bool:
@@ -493,6 +495,10 @@ def _check_settled(
                 sign = -1 if leg.role == "source" else 1
                 if leg.role != "cash_out":
                     model[(leg.bank, leg.account)] += sign * leg.amount_cents
+    money = sum(b.book.money_cents() for b in world.banks.values())
+    cash = sum(b.book.cash_in_cents - b.book.cash_out_cents for b in world.banks.values())
+    if money != cash:
+        raise fail(f"money {money} != cash {cash}")
     for bank in world.banks.values():
         book = bank.book
         for (transfer_id, account), (_, state) in book.holds.items():
