@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import structlog
 from aiohttp import web
@@ -54,6 +54,7 @@ from bank.transfers.service import (
     fence_to_json,
 )
 from bank.transfers.store import KeyReused
+from tokenring.ring import Ring
 from tokenring.signing import SIGNED_SENDER, SendFailed
 
 __all__ = [
@@ -106,25 +107,33 @@ def install(app: web.Application) -> None:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    ring = app[RING]
+    ring = _ring(app)
     service = TransferService(
         app[CONFIG],
         app[BANK_ID],
-        app[LEDGER],
+        _ledger(app),
         client=lambda: ring.client,
         holding=ring.holding,
         admit=ring.admit,
     )
     await service.start()
-    app[TRANSFERS] = service
+    app[TRANSFERS] = cast(Any, service)
     try:
         yield
     finally:
         await service.stop()
 
 
+def _ledger(app: web.Application) -> Ledger:
+    return cast(Ledger, app[LEDGER])
+
+
+def _ring(app: web.Application) -> Ring:
+    return cast(Ring, app[RING])
+
+
 def _service(request: web.Request) -> TransferService:
-    service: TransferService | None = request.app.get(TRANSFERS)
+    service = cast("TransferService | None", request.app.get(TRANSFERS))
     if service is None:
         raise web.HTTPServiceUnavailable(text="transfers are starting")
     return service
@@ -197,7 +206,7 @@ async def _accounts(request: web.Request) -> web.Response:
     document = body.get("document") if isinstance(body, dict) else None
     if not isinstance(document, str) or not 0 < len(document) <= 14:
         raise _bad("document: expected a CPF or CNPJ")
-    ledger: Ledger = request.app[LEDGER]
+    ledger = _ledger(request.app)
     bank_id = request.app[BANK_ID]
     accounts = await ledger.accounts_of(document)
     return web.json_response(
@@ -217,23 +226,22 @@ async def _forwarded_deposit(request: web.Request) -> web.Response:
     key, fingerprint = body.get("idempotency_key"), body.get("fingerprint")
     if not isinstance(document, str) or not document:
         raise _bad("document")
-    for value, name in ((account, "account"), (amount, "amount_cents")):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise _bad(name)
-    if amount > AMOUNT_CENTS_MAX:
+    if not isinstance(account, int) or isinstance(account, bool) or account <= 0:
+        raise _bad("account")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= AMOUNT_CENTS_MAX:
         raise _bad("amount_cents")
     idempotency = None
     if key is not None:
         if not isinstance(key, str) or not isinstance(fingerprint, str):
             raise _bad("idempotency_key")
         idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
-    ledger: Ledger = request.app[LEDGER]
+    ledger = _ledger(request.app)
     answer = await ledger.deposit(account, amount, document=document, idempotency=idempotency)
     return web.json_response(answer.body, status=answer.status)
 
 
 async def _bank_audit(request: web.Request) -> web.Response:
-    ledger: Ledger = request.app[LEDGER]
+    ledger = _ledger(request.app)
     return web.json_response(await ledger.audit())
 
 
@@ -257,13 +265,13 @@ async def _consortium_audit(request: web.Request) -> web.Response:
     """
     app = request.app
     here = app[BANK_ID]
-    ledger: Ledger = app[LEDGER]
+    ledger = _ledger(app)
 
     async def ask(bank: str) -> dict[str, Any] | None:
         if bank == here:
             return await ledger.audit()
         try:
-            reply = await app[RING].client.get_json(
+            reply = await _ring(app).client.get_json(
                 app[CONFIG].bank(bank).url, "/interbank/audit", timeout_s=AUDIT_TIMEOUT_S
             )
         except SendFailed:
@@ -332,7 +340,7 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
         "fingerprint": None if key is None else key[2],
     }
     try:
-        reply = await app[RING].client.post_json(
+        reply = await _ring(app).client.post_json(
             app[CONFIG].bank(body["bank"]).url, "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S
         )
     except SendFailed:
@@ -343,7 +351,7 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
 
 
 def _service_of(request: web.Request) -> TransferService:
-    service: TransferService | None = request.app.get(TRANSFERS)
+    service = cast("TransferService | None", request.app.get(TRANSFERS))
     if service is None:
         raise ApiError("unavailable", "transfers are starting; retry")
     return service
@@ -352,7 +360,7 @@ def _service_of(request: web.Request) -> TransferService:
 async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) -> None:
     """Refuse at once what this bank can tell: its own sources must be the caller's, and
     a destination here must exist. The banks holding other sources check them themselves."""
-    ledger: Ledger = request.app[LEDGER]
+    ledger = _ledger(request.app)
     here = request.app[BANK_ID]
     for leg in legs:
         if leg.bank != here or leg.role == "cash_out":
@@ -389,7 +397,7 @@ async def _outcome(
     request: web.Request, service: TransferService, transfer_id: str, wait_ms: int
 ) -> dict[str, Any]:
     """The transfer's status, after waiting up to ``wait_ms`` for its decision."""
-    ledger: Ledger = request.app[LEDGER]
+    ledger = _ledger(request.app)
     if wait_ms > 0:
         future = service.watch(transfer_id)
         try:
@@ -465,7 +473,7 @@ async def _remote_account(request: web.Request, caller: str, bank: str, number: 
 async def _ask_accounts(request: web.Request, caller: str, bank: str) -> dict[str, Any] | None:
     app = request.app
     try:
-        reply = await app[RING].client.post_json(
+        reply = await _ring(app).client.post_json(
             app[CONFIG].bank(bank).url, "/interbank/accounts", {"document": caller}, timeout_s=ACCOUNTS_TIMEOUT_S
         )
     except SendFailed:

@@ -19,7 +19,7 @@ involved acknowledged the decision), after which it is forgotten in memory.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -233,7 +233,9 @@ class Coordinator:
         return delivery.banks if delivery is not None else ()
 
     def _item(self, delivery: _Delivery, bank: str) -> DecisionItem:
-        outcome = COMMITTED if delivery.outcome == COMMITTED else ABORTED
+        outcome: Literal["committed", "aborted"] = (
+            COMMITTED if delivery.outcome == COMMITTED else ABORTED
+        )
         return DecisionItem(delivery.transfer.id, outcome, delivery.transfer.legs_at(bank))
 
     def _finish_round(self, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:

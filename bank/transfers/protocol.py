@@ -50,9 +50,9 @@ ACCOUNT_CHARS_MAX = 64
 ITEMS_PER_MESSAGE_MAX = 4096
 """The most transfers one prepare, decision or acknowledgement message may carry."""
 
-PENDING = "pending"
-COMMITTED = "committed"
-ABORTED = "aborted"
+PENDING: Literal["pending"] = "pending"
+COMMITTED: Literal["committed"] = "committed"
+ABORTED: Literal["aborted"] = "aborted"
 OUTCOMES = (COMMITTED, ABORTED)
 
 Role = Literal["source", "destination", "cash_out"]

@@ -346,6 +346,7 @@ class TransferService:
         if isinstance(message, DecisionQuery):
             for to, reply in sends:
                 if to == message.sender:
+                    assert isinstance(reply, Decisions)
                     return reply
             return Decisions(self.bank, ())
         self._dispatch(sends)
@@ -394,6 +395,7 @@ class TransferService:
     async def _deliver(self, to: str, message: Message) -> None:
         """A decision or a query, to another bank or to this one."""
         if isinstance(message, Decisions):
+            acks: Message | None
             if to == self.bank:
                 acks = await self.handle_participant(message)
             else:
@@ -401,6 +403,7 @@ class TransferService:
             if isinstance(acks, Acks):
                 await self.handle_coordinator(acks)
         elif isinstance(message, DecisionQuery):
+            answer: Message | None
             if to == self.bank:
                 answer = await self.handle_coordinator(message)
             else:

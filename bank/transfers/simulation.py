@@ -442,9 +442,9 @@ def _check_always(world: _World, bank: _Bank, fail: Callable[[str], InvariantVio
     to the coordinator's."""
     book = bank.book
     open_held: dict[str, int] = {}
-    for (_, account), (amount, state) in book.holds.items():
+    for (_, held_in), (amount, state) in book.holds.items():
         if state == "held":
-            open_held[account] = open_held.get(account, 0) + amount
+            open_held[held_in] = open_held.get(held_in, 0) + amount
     money = book.settlement_cents
     for number, account in book.accounts.items():
         if account.balance_cents < 0 or account.held_cents < 0:
@@ -501,9 +501,9 @@ def _check_settled(
         raise fail(f"money {money} != cash {cash}")
     for bank in world.banks.values():
         book = bank.book
-        for (transfer_id, account), (_, state) in book.holds.items():
+        for (transfer_id, held_in), (_, state) in book.holds.items():
             if state == "held":
-                raise fail(f"{bank.id} still holds {account} for {transfer_id}")
+                raise fail(f"{bank.id} still holds {held_in} for {transfer_id}")
         if book.prepared or bank.participant.outstanding:
             raise fail(f"{bank.id} still waits for decisions: {sorted(book.prepared)}")
         for number, account in book.accounts.items():

@@ -132,8 +132,8 @@ class LedgerBook:
         if records:
             for op, result in zip(records, results[0]):
                 by_op[id(op)] = result
-        for op, result in zip(money, results[1:] if records else results):
-            by_op[id(op)] = result
+        for money_op, result in zip(money, results[1:] if records else results):
+            by_op[id(money_op)] = result
         return [by_op[id(op)] for op in batch]
 
     async def _money(self, op: BookOp) -> Any:
