@@ -439,6 +439,11 @@ async def _scale(options: RunOptions, phase: Phase) -> Report:
             ),
         ),
         money=any(r.money for r in reports),
+        unaccounted_cents=(
+            None
+            if any(r.unaccounted_cents is None for r in reports)
+            else sum(r.unaccounted_cents or 0 for r in reports)
+        ),
         series={},
     )
 

@@ -29,7 +29,14 @@ import attrs
 
 from scenarios.history import AccountRef, AuditRead, History, Kind, Operation, Outcome
 
-__all__ = ["INVARIANTS", "Verdict", "audited_money_cents", "check", "violated"]
+__all__ = [
+    "INVARIANTS",
+    "Verdict",
+    "audited_money_cents",
+    "check",
+    "unaccounted_cents",
+    "violated",
+]
 
 EXAMPLES_MAX = 5
 """How many offending records a verdict quotes; the count is always complete."""
@@ -244,6 +251,18 @@ def _model(history: History) -> dict[AccountRef, _Possible]:
                     certain[movement.account] += 0
                     uncertain[movement.account].append(sign * movement.amount_cents)
     return {account: _possible(certain[account], uncertain[account]) for account in certain}
+
+
+def unaccounted_cents(history: History) -> int | None:
+    """The money the accounts ended with minus what the committed operations put there
+    (negative: lost; positive: created); ``None`` when unknown outcomes leave it open or a
+    final balance is missing."""
+    model = _model(history)
+    if any(p.low != p.high for p in model.values()):
+        return None
+    if any(account not in history.final_balances for account in model):
+        return None
+    return sum(history.final_balances[a] - p.low for a, p in model.items())
 
 
 def _final_balances(history: History) -> Verdict:

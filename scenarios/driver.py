@@ -330,6 +330,7 @@ async def run_under_load(
         money=money,
         series=figures["series"],
         reasons=figures["reasons"],
+        unaccounted_cents=figures["unaccounted_cents"],
         history=history.to_json(),
     )
     return RunResult(report=report, history=history)

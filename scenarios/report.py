@@ -17,7 +17,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from scenarios.checker import Verdict, audited_money_cents
+from scenarios.checker import Verdict, audited_money_cents, unaccounted_cents
 from scenarios.history import History, Kind, Outcome
 
 __all__ = [
@@ -106,6 +106,9 @@ class Report:
     """Whether money load ran (``False`` when the banks do not serve the client API)."""
     series: dict[str, Any] = attrs.field(factory=dict)
     """Points for the plot: operations, audit totals, fault moments."""
+    unaccounted_cents: int | None = None
+    """Money the accounts ended with minus what the committed operations put there
+    (negative: lost, positive: created; ``None``: not determined)."""
     reasons: dict[str, int] = attrs.field(factory=dict)
     """Why operations were refused or stayed unknown: ``kind: reason`` -> count."""
     phases: tuple[tuple[str, float], ...] = ()
@@ -175,6 +178,7 @@ def summarize(history: History) -> dict[str, Any]:
             label = f"{op.kind} {op.outcome}: {op.reason or 'no answer'}"
             reasons[label] = reasons.get(label, 0) + 1
     return {
+        "unaccounted_cents": unaccounted_cents(history) if history.accounts else None,
         "reasons": dict(sorted(reasons.items(), key=lambda item: -item[1])),
         "operations": len(ops),
         "committed": sum(op.outcome is Outcome.OK for op in ops),
@@ -210,6 +214,17 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
+def _unaccounted(report: Report) -> str:
+    if not report.money:
+        return "-"
+    if report.unaccounted_cents is None:
+        return "not determined"
+    if report.unaccounted_cents == 0:
+        return "nothing"
+    verb = "created" if report.unaccounted_cents > 0 else "lost"
+    return f"[red]{_cents(abs(report.unaccounted_cents))} {verb}[/red]"
+
+
 def render(report: Report, console: Console) -> None:
     """Print the report as tables."""
     summary = Table(title=f"scenario {report.scenario} (seed {report.seed})", show_header=False)
@@ -226,6 +241,7 @@ def render(report: Report, console: Console) -> None:
         ("throughput", f"{report.throughput_ops_s:,.1f} ops/s"),
         ("latency p50", _ms(report.latency_ms_p50)),
         ("latency p99", _ms(report.latency_ms_p99)),
+        ("money lost or created", _unaccounted(report)),
         ("token visits", "-" if report.token_visits is None else str(report.token_visits)),
         ("regenerations", "-" if report.regenerations is None else str(report.regenerations)),
     ]

@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from scenarios.client import Answer, ApiClient, make_cpf
+from scenarios.cluster import ScenarioError
 from scenarios.history import (
     AccountRef,
     AuditRead,
@@ -203,7 +204,7 @@ class Teller:
                 break
             customer.document = make_cpf(rng)
         else:
-            raise RuntimeError(f"no free document found for {customer.name}")
+            raise ScenarioError(f"no free document found for {customer.name}")
         for bank in banks:
             url = self.urls[bank]
             answer = await self._setup_call(
@@ -212,7 +213,7 @@ class Teller:
                 {"document": customer.document, "password": customer.password},
             )
             if not answer.ok or not isinstance(answer.body, dict):
-                raise RuntimeError(f"{bank}: cannot log {customer.name} in: {answer.problem}")
+                raise ScenarioError(f"{bank}: cannot log {customer.name} in: {answer.problem}")
             customer.sessions[bank] = str(answer.body["token"])
             account = await self.open_account(customer, bank, "individual", [customer.document])
             customer.accounts[bank] = account
@@ -229,7 +230,7 @@ class Teller:
             if answer.status == 409:
                 return False
             if not answer.ok:
-                raise RuntimeError(f"{bank}: cannot register {customer.name}: {answer.problem}")
+                raise ScenarioError(f"{bank}: cannot register {customer.name}: {answer.problem}")
         return True
 
     async def open_account(
@@ -243,7 +244,7 @@ class Teller:
         )
         account = _account_ref(answer.body, bank) if answer.ok else None
         if account is None:
-            raise RuntimeError(f"{bank}: cannot open a {kind} account: {answer.problem}")
+            raise ScenarioError(f"{bank}: cannot open a {kind} account: {answer.problem}")
         self.recorder.accounts.append(account)
         return account
 

@@ -231,3 +231,18 @@ def test_a_baseline_from_before_the_scenario_is_added_to_the_model() -> None:
     )
     assert broken(shifted) == []
     assert broken(attrs.evolve(shifted, baseline_cents=0)) == ["audit_total"]
+
+
+def test_unaccounted_money_is_zero_when_balances_match_and_signed_when_not() -> None:
+    from scenarios.checker import unaccounted_cents
+
+    assert unaccounted_cents(good_history()) == 0
+    created = attrs.evolve(good_history(), final_balances={A: 5_000, B: 13_000, C: 0})
+    assert unaccounted_cents(created) == 5_000
+    lost = attrs.evolve(good_history(), final_balances={A: 4_000, B: 8_000, C: 0})
+    assert unaccounted_cents(lost) == -1_000
+    open_question = attrs.evolve(
+        good_history(),
+        operations=good_history().operations + (deposit("d9", C, 900, 100, None, Outcome.UNKNOWN),),
+    )
+    assert unaccounted_cents(open_question) is None

@@ -80,6 +80,7 @@ def test_an_honest_consortium_passes_every_invariant_with_every_check_done(
     assert status == 0, report["verdicts"]
     assert report["money"] and not report["violated"]
     assert report["committed"] > 10 and report["unknown"] == 0
+    assert report["unaccounted_cents"] == 0
     assert report["by_kind"]["transfer"]["ok"] > 0
     result = verdicts(report)
     for name in ("audit_total", "no_negative_balance", "final_balances", "operations_settled"):
@@ -100,7 +101,9 @@ def test_a_participant_that_credits_twice_is_caught_and_the_command_exits_1(
     assert not result["final_balances"]["held"]
     assert not result["audit_total"]["held"]
     assert "ended with" in result["final_balances"]["examples"][0]
-    assert "an invariant was violated" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "an invariant was violated" in out
+    assert report["unaccounted_cents"] > 0 and "created" in out
 
 
 def test_seed_replay_moves_at_most_what_existed_and_shows_each_transfer(tmp_path: Path) -> None:

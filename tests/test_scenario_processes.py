@@ -49,6 +49,8 @@ def assert_money_held(report: dict[str, Any]) -> None:
     for name in MONEY_INVARIANTS:
         assert result[name]["held"] or known_stale_audit(result[name]), result[name]
     assert result["operations_settled"]["held"], result["operations_settled"]
+    # Every outcome is known, so the report can say what was lost: nothing.
+    assert report["unaccounted_cents"] == 0
     assert result["audit_total"]["checked"] > 0
     assert result["final_balances"]["checked"] > 0
 
