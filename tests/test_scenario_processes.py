@@ -33,21 +33,11 @@ def verdicts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in report["verdicts"]}
 
 
-def known_stale_audit(verdict: dict[str, Any]) -> bool:
-    """Whether every audit_total violation is an audit that still counted the money of a
-    cross-bank withdrawal already answered 201 (the source bank releases the hold after the
-    answer). The checker reports it, rightly; it is left to the transfers work, and only this
-    exact shape is let through here."""
-    return verdict["name"] == "audit_total" and all(
-        "same amount as: withdrawal" in example for example in verdict["examples"]
-    )
-
-
 def assert_money_held(report: dict[str, Any]) -> None:
     assert report["money"], report["notes"]
     result = verdicts(report)
     for name in MONEY_INVARIANTS:
-        assert result[name]["held"] or known_stale_audit(result[name]), result[name]
+        assert result[name]["held"], result[name]
     assert result["operations_settled"]["held"], result["operations_settled"]
     # Every outcome is known, so the report can say what was lost: nothing.
     assert report["unaccounted_cents"] == 0
@@ -56,9 +46,10 @@ def assert_money_held(report: dict[str, Any]) -> None:
 
 
 def assert_exit_matches(status: int, report: dict[str, Any]) -> None:
-    assert status == (1 if report["violated"] else 0)
-    unexpected = [v for v in report["verdicts"] if not v["held"] and not known_stale_audit(v)]
-    assert not unexpected, unexpected
+    """Every invariant held, and the exit status says so."""
+    broken = [v for v in report["verdicts"] if not v["held"]]
+    assert not broken and not report["violated"], broken
+    assert status == 0
 
 
 def assert_recovered(report: dict[str, Any], faults: list[str]) -> None:
