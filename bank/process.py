@@ -353,8 +353,9 @@ async def catch_holder(
     *,
     among: Sequence[str] | None = None,
     attempts_max: int = CATCH_ATTEMPTS_MAX,
-) -> tuple[str, Fence]:
-    """SIGSTOP a bank while it holds the token; its id and the fence it holds, still stopped.
+) -> tuple[str, Fence, float]:
+    """SIGSTOP a bank while it holds the token: its id, the fence it holds and when it was
+    stopped (``time.monotonic()``); it is left stopped.
 
     A status sample names the holder; it is stopped at once, and then the others are watched
     for a while: if one of them takes a newer fence of the same generation, the token had
@@ -376,6 +377,7 @@ async def catch_holder(
         if holder is None:
             continue
         consortium[holder].pause()
+        stopped_at_s = time.monotonic()
         fence = _fence_seen(statuses[holder])
         assert fence is not None, "a holder has seen its own fence"
         others = {b: u for b, u in urls.items() if b != holder}
@@ -388,7 +390,7 @@ async def catch_holder(
                     moved_on = True
             await asyncio.sleep(0.02)
         if not moved_on:
-            return holder, fence
+            return holder, fence, stopped_at_s
         consortium[holder].resume()
         # Let the resumed bank rejoin before the next try.
         await asyncio.sleep(settle_s)

@@ -131,6 +131,46 @@ def assert_one_token(holds: list[tuple[core.Fence, int, int, str]]) -> None:
         assert next_fence > fence, f"fence went back from {fence} to {next_fence}"
 
 
+Hold = tuple[core.Fence, int, int, str]
+
+
+def settled(holds: list[Hold]) -> tuple[int, list[Hold]]:
+    """When only the newest generation was left, and the visits from then on.
+
+    While claims race (at start, when bits of the ring could not be reached, and after a
+    crash) two generations may briefly both have a holder: the fence keeps their work apart,
+    and the older token is purged where it arrives. "Exactly one token" is the state after
+    that: from the end of the last visit of an older generation on, every visit is of the
+    newest one.
+    """
+    newest = max(h[0].epoch for h in holds)
+    older_ends = [h[2] for h in holds if h[0].epoch < newest]
+    first_newest = min(h[1] for h in holds if h[0].epoch == newest)
+    settled_ms = max(older_ends + [first_newest])
+    tail = [h for h in holds if h[1] >= settled_ms]
+    return settled_ms, tail
+
+
+async def wait_for_settled(
+    ring: Consortium, session: aiohttp.ClientSession, bank_ids: tuple[str, ...],
+    *, more_than: int, rotations: int,
+) -> tuple[int, list[Hold]]:  # fmt: skip
+    """Wait until every bank of ``bank_ids`` had ``rotations`` visits of the newest generation
+    after the ring settled; then (settled_ms, the visits since)."""
+    async def enough() -> tuple[int, list[Hold]] | None:
+        holds = [h for h in await holds_of(ring, session, bank_ids) if h[0].epoch > more_than]
+        if not holds:
+            return None
+        settled_ms, tail = settled(holds)
+        counts = {b: sum(1 for h in tail if h[3] == b) for b in bank_ids}
+        return (settled_ms, tail) if min(counts.values()) >= rotations else None
+
+    result: tuple[int, list[Hold]] = await wait_for(
+        enough, "settled visits of the newest generation", RECOVERY_MS / 1000 + SLACK_S
+    )
+    return result
+
+
 async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
     async with session.get(url + "/metrics") as response:
         text = await response.text()
@@ -151,9 +191,9 @@ async def test_the_token_visits_every_bank_and_no_two_ever_hold_it_at_once(
         return all(s and s["visits"] >= 3 for s in statuses.values())
 
     await wait_for(every_bank_visited_thrice, "three visits each", RECOVERY_MS / 1000 + SLACK_S)
-    holds = await holds_of(ring5, session, IDS)
-    assert {h[3] for h in holds} == set(IDS)
-    assert_one_token(holds)
+    _, tail = await wait_for_settled(ring5, session, IDS, more_than=0, rotations=3)
+    assert {h[3] for h in tail} == set(IDS)
+    assert_one_token(tail)
     statuses = await fetch_statuses(session, urls(ring5))
     assert sum(1 for s in statuses.values() if s["holding"]) <= 1
     assert all(s["members"] == {b: "up" for b in IDS} for s in statuses.values())
@@ -165,7 +205,7 @@ async def test_a_killed_holder_is_replaced_by_one_newer_token_and_rejoins_after_
     await wait_for(
         lambda: _all_visited(session, ring5, IDS), "a steady ring", RECOVERY_MS / 1000 + SLACK_S
     )
-    victim, fence = await catch_holder(session, ring5)
+    victim, fence, stopped_at_s = await catch_holder(session, ring5)
     ring5[victim].kill()
     killed_at = time.monotonic()
     survivors = tuple(b for b in IDS if b != victim)
@@ -179,15 +219,15 @@ async def test_a_killed_holder_is_replaced_by_one_newer_token_and_rejoins_after_
     print(f"regeneration after SIGKILL of the holder: {regenerated_s * 1000:.0f} ms "
           f"(bound {RECOVERY_MS} ms)")  # fmt: skip
 
-    # Let the new token go round twice, then check that exactly one circulated.
-    await wait_for(
-        lambda: _all_visited(session, ring5, survivors, more_than=fence.epoch, visits=2),
-        "the new token visits every survivor",
-        RECOVERY_MS / 1000 + SLACK_S,
+    # Exactly one token of a newer generation circulates, and it did so within the bound
+    # counted from the moment the token was lost (the holder stopped, then was killed).
+    settled_ms, tail = await wait_for_settled(
+        ring5, session, survivors, more_than=fence.epoch, rotations=2
     )
-    holds = [h for h in await holds_of(ring5, session, survivors) if h[0].epoch > fence.epoch]
-    assert len({h[0].epoch for h in holds}) >= 1
-    assert_one_token(holds)
+    lost_ms = stopped_at_s * 1000
+    print(f"one token again {settled_ms - lost_ms:.0f} ms after the loss")
+    assert settled_ms - lost_ms <= RECOVERY_MS + SLACK_S * 1000
+    assert_one_token(tail)
     # The bank before the victim, which hands the token to it, skips it and marks it down.
     predecessor = IDS[IDS.index(victim) - 1]
     statuses = await fetch_statuses(session, urls(ring5, without=(victim,)))
@@ -216,7 +256,7 @@ async def test_a_paused_holders_stale_token_is_purged_and_its_old_fence_refused(
     await wait_for(
         lambda: _all_visited(session, ring5, IDS), "a steady ring", RECOVERY_MS / 1000 + SLACK_S
     )
-    sleeper, old_fence = await catch_holder(session, ring5)
+    sleeper, old_fence, _ = await catch_holder(session, ring5)
     others = tuple(b for b in IDS if b != sleeper)
 
     async def others_moved_on() -> bool:
@@ -253,12 +293,17 @@ async def test_a_paused_holders_stale_token_is_purged_and_its_old_fence_refused(
         )
         assert refused.status == 409, (bank_id, refused.body)
         assert refused.body["error"]["code"] == "stale_fence"
-    statuses = await fetch_statuses(session, urls(ring5))
-    current = max(core.Fence.from_dict(s["fence_seen"]) for s in statuses.values() if s)
-    accepted = await signer.post_json(
-        ring5[others[0]].url, "/ring/fence", {"fence": current.to_dict()}
-    )
-    assert accepted.status == 200
+    target = others[0]
+
+    async def current_fence_accepted() -> bool:
+        # The token moves on between reading the fence and sending it: try a few times.
+        status = (await fetch_statuses(session, {target: ring5[target].url}))[target]
+        reply = await signer.post_json(
+            ring5[target].url, "/ring/fence", {"fence": status["fence_seen"]}
+        )
+        return reply.status == 200
+
+    await wait_for(current_fence_accepted, "the current fence accepted", SLACK_S)
 
 
 async def test_two_banks_left_of_five_never_mint_a_token(
@@ -267,7 +312,7 @@ async def test_two_banks_left_of_five_never_mint_a_token(
     await wait_for(
         lambda: _all_visited(session, ring5, IDS), "a steady ring", RECOVERY_MS / 1000 + SLACK_S
     )
-    holder, fence = await catch_holder(session, ring5)
+    holder, fence, _ = await catch_holder(session, ring5)
     survivors = tuple(b for b in IDS if b != holder)[:2]
     for bank_id in IDS:
         if bank_id not in survivors:

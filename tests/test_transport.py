@@ -9,6 +9,7 @@ sends in flight are bounded, and re-entrant events are queued.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -289,3 +290,69 @@ async def test_a_closed_transport_ignores_events_and_cancels_its_sends(
         transport.receive(Note("beta", "late"))
     assert member.kinds() == ["Start"]
     peer.gate.set()
+
+
+class AnsweringPeer(Peer):
+    """Answers each message with messages of its own in the answer, signed or not."""
+
+    def __init__(self, *, signed: bool, secret: bytes = SECRET) -> None:
+        super().__init__()
+        self.signed = signed
+        self.secret = secret
+
+    async def on_message(self, request: web.Request) -> web.Response:
+        from tokenring.signing import HEADER_NONCE, sign_reply
+
+        self.received.append((request[SIGNED_SENDER], await request.json()))
+        body = json.dumps({"accepted": True, "messages": [
+            {"type": "note", "sender": "beta", "text": "ack"},
+            {"type": "note", "sender": "gama", "text": "not beta's to say"},
+            {"type": "nonsense"},
+        ]}).encode()  # fmt: skip
+        headers = {}
+        if self.signed:
+            headers = sign_reply(self.secret, responder="beta",
+                                 request_nonce=request.headers[HEADER_NONCE], body=body)  # fmt: skip
+        return web.Response(body=body, status=202, content_type="application/json",
+                            headers=headers)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("signed", "secret", "delivered"),
+    [(True, SECRET, True), (False, SECRET, False), (True, b"another-key", False)],
+)
+async def test_messages_in_a_signed_answer_reach_the_core_and_others_do_not(
+    aiohttp_server: ServerFactory, signed: bool, secret: bytes, delivered: bool
+) -> None:
+    peer = AnsweringPeer(signed=signed, secret=secret)
+    server = await aiohttp_server(peer.app())
+    member = ScriptedMember()
+    member.script["Start"] = [core.Send("beta", Note("alfa", "token"))]
+    async with aiohttp.ClientSession() as session:
+        transport = await make_transport(
+            session, member, {"beta": str(server.make_url("")).rstrip("/")}, []
+        )
+        transport.start()
+        await wait_until(lambda: bool(peer.received), "the peer got the message")
+        assert await transport.drain(timeout_s=WAIT_S)
+        await transport.close()
+    received = [event.message for event, _ in member.events if isinstance(event, core.Received)]
+    # Only beta's own message, and only from an answer signed with the ring key for this
+    # request; a message naming another sender or one that does not decode is dropped.
+    assert received == ([Note("beta", "ack")] if delivered else [])
+
+
+async def test_messages_sent_back_while_handling_are_returned_for_the_answer() -> None:
+    member = ScriptedMember()
+    member.script["Received"] = [
+        core.Send("beta", Note("alfa", "ack")),
+        core.Send("gama", Note("alfa", "to someone else")),
+    ]
+    async with aiohttp.ClientSession() as session:
+        transport = await make_transport(
+            session, member, {"beta": "http://127.0.0.1:9", "gama": "http://127.0.0.1:9"}, []
+        )
+        replies = transport.receive(Note("beta", "token"), reply=True)
+        assert transport.sends_in_flight == 1  # the message to gama is posted
+        await transport.close()
+    assert replies == [{"type": "note", "sender": "alfa", "text": "ack"}]

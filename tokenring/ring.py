@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -49,10 +50,12 @@ from tokenring import core
 from tokenring.config import RingConfig
 from tokenring.metrics import RingMetrics
 from tokenring.signing import (
+    HEADER_NONCE,
     SIGNED_SENDER,
     SignedClient,
     Verifier,
     error_body,
+    sign_reply,
     signature_middleware,
 )
 from tokenring.transport import (
@@ -564,8 +567,18 @@ class Ring:
                 error_body("unauthorized", "message sender differs from the signed sender"),
                 status=401,
             )
-        self._transport.receive(message)
-        return web.json_response({"accepted": True}, status=202)
+        replies = self._transport.receive(message, reply=True)
+        body = json.dumps({"accepted": True, "messages": replies}, separators=(",", ":"))
+        raw = body.encode()
+        headers = sign_reply(
+            self._secret,
+            responder=self.member_id,
+            request_nonce=request.headers[HEADER_NONCE],
+            body=raw,
+        )
+        return web.Response(
+            body=raw, status=202, content_type="application/json", headers=headers
+        )
 
     async def _serve_fence(self, request: web.Request) -> web.Response:
         try:

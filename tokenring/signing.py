@@ -48,6 +48,7 @@ __all__ = [
     "Verifier",
     "error_body",
     "sign",
+    "sign_reply",
     "signature_middleware",
     "wall_clock_ms",
 ]
@@ -131,6 +132,26 @@ def sign(
         HEADER_NONCE: nonce,
         HEADER_SIGNATURE: signature,
     }
+
+
+def _reply_canonical(responder: str, request_nonce: str, body: bytes) -> bytes:
+    # Bound to the request's nonce: a recorded answer cannot be passed off as the answer to
+    # another request; "reply" keeps it apart from any request's signed string.
+    return "\n".join(
+        ("reply", responder, request_nonce, hashlib.sha256(body).hexdigest())
+    ).encode()
+
+
+def sign_reply(secret: bytes, *, responder: str, request_nonce: str, body: bytes) -> dict[str, str]:
+    """Headers that sign an answer ``body`` to the request that carried ``request_nonce``.
+
+    A member that answers a signed request with something the requester will act on (the
+    transport returns the receiver's own ring messages in the answer) signs it with these, and
+    :class:`SignedClient` reports the verified responder in :attr:`SignedReply.signed_by`.
+    """
+    assert secret and responder and request_nonce
+    signature = _signature(secret, _reply_canonical(responder, request_nonce, body))
+    return {HEADER_SENDER: responder, HEADER_SIGNATURE: signature}
 
 
 class SignatureError(Exception):
@@ -289,6 +310,9 @@ class SignedReply:
     """The HTTP status."""
     body: Any
     """The decoded JSON body, or ``None`` when the body was empty or not JSON."""
+    signed_by: str | None = None
+    """The responder, when the answer was signed for this very request (:func:`sign_reply`)
+    with the ring key; ``None`` for an unsigned or wrongly signed answer."""
 
 
 class SignedClient:
@@ -334,6 +358,8 @@ class SignedClient:
                     if len(raw) > reply_bytes_max:
                         raise SendFailed(f"{method} {base_url}{path}: answer too large")
                     status = response.status
+                    responder = response.headers.get(HEADER_SENDER, "")
+                    reply_signature = response.headers.get(HEADER_SIGNATURE, "")
         except TimeoutError:
             raise SendFailed(f"{method} {base_url}{path}: no answer in {timeout_s} s") from None
         except aiohttp.ClientError as error:
@@ -344,7 +370,14 @@ class SignedClient:
                 decoded = json.loads(raw)
             except ValueError:
                 decoded = None
-        return SignedReply(status=status, body=decoded)
+        signed_by = None
+        if responder and reply_signature and len(responder) <= SENDER_CHARS_MAX:
+            expected = _signature(
+                self._secret, _reply_canonical(responder, headers[HEADER_NONCE], raw)
+            )
+            if hmac.compare_digest(expected, reply_signature):
+                signed_by = responder
+        return SignedReply(status=status, body=decoded, signed_by=signed_by)
 
     async def post_json(
         self,

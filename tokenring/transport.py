@@ -10,6 +10,11 @@ refused send is simply lost, because the core's own timeouts (hand-off acknowled
 already handle lost messages. Every other action is passed up, in order, to the owner (the
 :class:`~tokenring.ring.Ring`), which serves the application.
 
+One saving, with no decision in it: the messages the core sends back to the sender of the
+message it is handling (the acknowledgement of a token, a vote) travel in the HTTP answer to
+that message, signed for that very request, instead of in a request of their own. An idle
+ring then costs one HTTP exchange per hand-off instead of two.
+
 The core's ``now_ms`` is a monotonic clock in milliseconds: it never jumps with the wall clock.
 """
 
@@ -44,6 +49,8 @@ SENDS_IN_FLIGHT_MAX = 64
 
 A healthy ring has one or two in flight; only a stopped peer that accepts connections but
 never answers keeps sends open, each for at most the send timeout."""
+REPLIES_MAX = 8
+"""The most messages one answer carries back to the member whose message it answers."""
 EVENTS_QUEUED_MAX = 1_000
 """Events handed in while the core is busy with another (re-entrant calls from the owner)."""
 TIMER_SLACK_MS = 1
@@ -98,6 +105,8 @@ class Transport:
         self._handling = False
         self._queued: collections.deque[Any] = collections.deque()
         self._closed = False
+        self._reply_to: str | None = None
+        self._replies: list[dict[str, Any]] = []
         self._log = structlog.get_logger("tokenring.transport").bind(bank=member_id)
 
     @property
@@ -115,10 +124,26 @@ class Transport:
         """Give the core its ``Start`` event."""
         self.handle(core.Start())
 
-    def receive(self, message: Any) -> None:
-        """Hand one decoded message (``core.decode_message``) to the core."""
+    def receive(self, message: Any, *, reply: bool = False) -> list[dict[str, Any]]:
+        """Hand one decoded message (``core.decode_message``) to the core.
+
+        With ``reply``, the messages the core sends back to the message's sender while it
+        handles it (an acknowledgement, a vote) are not posted: they are returned, encoded, for
+        the HTTP answer to carry, which saves one request per hand-off. The sender's transport
+        takes them out of the signed answer as if they had been posted.
+        """
         self.metrics.messages_received.labels(sender=str(message.sender)).inc()
-        self.handle(core.Received(message))
+        if not reply or self._reply_to is not None:
+            self.handle(core.Received(message))
+            return []
+        self._reply_to = str(message.sender)
+        self._replies = []
+        try:
+            self.handle(core.Received(message))
+            return self._replies
+        finally:
+            self._reply_to = None
+            self._replies = []
 
     def handle(self, event: Any) -> None:
         """Feed one event to the core and carry out its actions.
@@ -176,6 +201,9 @@ class Transport:
     def _send(self, to: str, message: Any) -> None:
         url = self.peers.get(to)
         assert url is not None, f"the core sent to {to!r}, which is not a peer"
+        if to == self._reply_to and len(self._replies) < REPLIES_MAX:
+            self._replies.append(core.encode_message(message))
+            return
         if len(self._sends) >= self._sends_in_flight_max:
             self.metrics.sends_dropped.inc()
             self._log.debug("ring.send_dropped", to=to, in_flight=len(self._sends))
@@ -197,6 +225,20 @@ class Transport:
         if reply.status >= 300:
             self.metrics.sends_failed.inc()
             self._log.info("ring.send_refused", to=to, status=reply.status, answer=reply.body)
+            return
+        carried = reply.body.get("messages") if isinstance(reply.body, dict) else None
+        if not carried or reply.signed_by != to or self._closed:
+            return
+        for data in carried[:REPLIES_MAX]:
+            try:
+                message = core.decode_message(data)
+            except ValueError as error:
+                self._log.info("ring.reply_malformed", to=to, reason=str(error))
+                continue
+            if getattr(message, "sender", None) != to:
+                self._log.info("ring.reply_wrong_sender", to=to)
+                continue
+            self.receive(message)
 
     async def drain(self, *, timeout_s: float) -> bool:
         """Wait until no send is in flight, at most ``timeout_s``; whether it drained."""
