@@ -19,7 +19,7 @@ from scenarios.checker import Verdict
 from scenarios.client import make_cpf
 from scenarios.cluster import AttachedRing, LocalRing, Ring, ScenarioError
 from scenarios.driver import FaultKit, FaultScript, LoadScript, Phase, RunResult, run_under_load
-from scenarios.history import History, Kind, Movement, Outcome
+from scenarios.history import AccountRef, History, Kind, Movement, Outcome
 from scenarios.report import Report, ReportTable, merge_verdicts, percentile
 from scenarios.workload import Customer, Teller, WorkloadOptions
 
@@ -299,7 +299,10 @@ def _seed_load(replay: dict[str, object]) -> LoadScript:
             )
         )
         replay["transfer_keys"] = [op.key for op in ops]
-        replay["joint"] = joint
+        labels = {account: "Ana" for account in ana.accounts.values()}
+        labels.update({account: "Bruno" for account in bruno.accounts.values()})
+        labels[joint] = "Ana + Bruno"
+        replay["labels"] = labels
         return customers
 
     return load
@@ -308,18 +311,22 @@ def _seed_load(replay: dict[str, object]) -> LoadScript:
 def _seed_tables(replay: dict[str, object]) -> Callable[[History], Sequence[ReportTable]]:
     def tables(history: History) -> Sequence[ReportTable]:
         keys = replay.get("transfer_keys", [])
-        assert isinstance(keys, list)
+        labels = replay.get("labels", {})
+        assert isinstance(keys, list) and isinstance(labels, dict)
+
+        def named(account: AccountRef) -> str:
+            return f"{account} ({labels[account]})" if account in labels else str(account)
+
         by_key = {op.key: op for op in history.operations}
         rows = []
         for number, key in enumerate(keys, start=1):
             op = by_key[key]
             latency = op.latency_ms
             rows.append((
-                number, str(op.credits[0].account), f"{op.credits[0].amount_cents / 100:.2f}",
+                number, named(op.credits[0].account), f"{op.credits[0].amount_cents / 100:.2f}",
                 str(op.outcome), op.reason or "",
                 "-" if latency is None else f"{latency:.0f} ms",
             ))  # fmt: skip
-        cash = [op for op in history.operations if op.kind is not Kind.TRANSFER]
         moved_rows = []
         after_ms = history.funds_before_ms or 0.0
         for account, before in sorted(history.funds_before.items()):
@@ -330,13 +337,12 @@ def _seed_tables(replay: dict[str, object]) -> Callable[[History], Sequence[Repo
                 for m in op.debits
                 if m.account == account
             )
-            if moved or any(m.account == account for op in cash for m in op.debits + op.credits):
-                final = history.final_balances.get(account)
-                moved_rows.append((
-                    str(account), f"{before / 100:.2f}", f"{moved / 100:.2f}",
-                    "-" if final is None else f"{final / 100:.2f}",
-                    "yes" if moved <= before else "NO",
-                ))  # fmt: skip
+            final = history.final_balances.get(account)
+            moved_rows.append((
+                named(account), f"{before / 100:.2f}", f"{moved / 100:.2f}",
+                "-" if final is None else f"{final / 100:.2f}",
+                "yes" if moved <= before else "NO",
+            ))  # fmt: skip
         return (
             ReportTable(
                 title="the ten simultaneous transfers",
