@@ -33,6 +33,8 @@ REQUEST_TIMEOUT_S = 30.0
 WAIT_MS = 10_000
 OPENING_CENTS = 10**10
 CONNECTIONS_MAX = 512
+CUSTOMERS_MAX = 16
+"""Clients share this many customers (each customer costs a password hash per bank to set up)."""
 
 
 def _bare_server(port: int) -> None:
@@ -124,7 +126,7 @@ async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        people = await _setup(config, session, max(concurrencies))
+        people = await _setup(config, session, min(max(concurrencies), CUSTOMERS_MAX))
         rng = random.Random(1)
         reasons: dict[str, int] = {}
         payload = {"sources": [{"bank": "b", "account": 1, "amount_cents": 1}], "destination": {"bank": "c", "account": 2}}
@@ -135,7 +137,7 @@ async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[
                 return r.status == 200
 
         async def transfer(session: aiohttp.ClientSession, index: int) -> bool:
-            person = people[index]
+            person = people[index % len(people)]
             source, destination = rng.sample(ids, 2)
             body = {"sources": [{"bank": source, "account": person["accounts"][source], "amount_cents": 1}],
                     "destination": {"bank": destination, "account": person["accounts"][destination]}}

@@ -45,6 +45,7 @@ from bank.transfers.protocol import (
 from bank.transfers.store import LedgerBook
 from tokenring.config import RingConfig
 from tokenring.core import Fence
+from tokenring.ring import RingClosed
 from tokenring.signing import SendFailed, SignedClient
 
 __all__ = [
@@ -68,6 +69,8 @@ SEND_TIMEOUT_S = 2.0
 """How long one inter-bank request may take before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
 """Background inter-bank requests (decisions, queries) in flight at once."""
+ROUND_RETRY_S = 0.1
+"""The pause after a round failed unexpectedly, before the runner tries again."""
 TIMER_IDLE_S_MAX = 1.0
 """The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
 
@@ -264,9 +267,12 @@ class TransferService:
                     # The ring ends the visit at its own deadline; the round keeps at least
                     # round_ms_min (see ROUND_MS_MIN) and is fenced either way.
                     await self.run_round(fence, loop.time())
+            except RingClosed:
+                log.info("transfers.rounds_stopped", reason="this bank left the ring")
+                return
             except Exception:
                 log.exception("transfers.round_failed")
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(ROUND_RETRY_S)
 
     async def run_round(self, fence: Fence, deadline: float) -> bool:
         """Run one round under ``fence`` (the token held now); False when nothing was pending.
