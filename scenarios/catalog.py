@@ -56,15 +56,22 @@ class Scenario:
     """One entry of ``consortium scenario --list``."""
 
     name: str
+    """What ``consortium scenario NAME`` calls it."""
     summary: str
+    """One line for ``--list``."""
     run: Callable[[RunOptions, Phase], Awaitable[Report]]
+    """Runs it and returns its report."""
     refuses_attach: str | None = None
     """Why it cannot run against a ring it did not start (it kills, pauses or partitions
     banks, or starts rings of its own); ``None`` when ``--attach`` is fine."""
     banks: int = 3
+    """Banks in the ring it starts, unless ``--banks`` says otherwise."""
     duration_s: float = 8.0
+    """Seconds of load, unless ``--duration-s`` says otherwise."""
     clients: int = 4
+    """Concurrent clients, unless ``--clients`` says otherwise."""
     banks_min: int = 1
+    """The smallest ring it makes sense on."""
 
     def estimate_s(self, options: RunOptions) -> float:
         """Roughly how long a run takes (for the progress bar)."""
@@ -474,27 +481,29 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "kill-holder",
             "the bank workload while the token holder is SIGKILLed, later restarted",
-            _runner("kill-holder", _kill_holder), refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
+            _runner("kill-holder", _kill_holder),
+            refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
         ),
         Scenario(
             "kill-participant",
             "the bank workload while a participant is SIGKILLed mid-batch, later restarted",
-            _runner("kill-participant", _kill_participant), refuses_attach=_SIGNALS, duration_s=10.0,
-            banks_min=3,
+            _runner("kill-participant", _kill_participant),
+            refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
         ),
         Scenario(
             "pause-holder",
             "the bank workload while the token holder is SIGSTOPped past the loss timeout, "
             "then SIGCONTed",
-            _runner("pause-holder", _pause_holder), refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
+            _runner("pause-holder", _pause_holder),
+            refuses_attach=_SIGNALS, duration_s=10.0, banks_min=3,
         ),
         Scenario(
             "partition",
             "the bank workload while proxies between banks split the ring in two "
             "(the holder in the minority), then heal it",
             _runner("partition", _partition, proxies=True),
-            refuses_attach="it puts proxies between the banks, which only a ring it starts has", duration_s=10.0,
-            banks_min=3,
+            refuses_attach="it puts proxies between the banks, which only a ring it starts has",
+            duration_s=10.0, banks_min=3,
         ),
         Scenario(
             "scale",

@@ -58,6 +58,7 @@ class Verdict:
     name: str
     """One of :data:`INVARIANTS`."""
     held: bool
+    """Nothing broke it."""
     checked: int
     """How many records it looked at (0: nothing to judge, which is not a violation)."""
     violations: int = 0

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the running ring of -c ring.toml instead of starting one",
     )
     parser.add_argument(
-        "-c", "--config", default="ring.toml", help="the ring file for --attach (default: ring.toml)"
+        "-c",
+        "--config",
+        default="ring.toml",
+        help="the ring file for --attach (default: ring.toml)",
     )
     parser.add_argument("--banks", type=int, default=None, help="banks in the ring it starts")
     parser.add_argument(

@@ -106,7 +106,8 @@ class ApiClient:
                         decoded = text
                 answer = Answer(status=response.status, body=decoded)
                 if not answer.ok:
-                    answer = attrs.evolve(answer, problem=answer.error_code or f"http {response.status}")
+                    problem = answer.error_code or f"http {response.status}"
+                    answer = attrs.evolve(answer, problem=problem)
                 return answer
         except aiohttp.ClientConnectorError as error:
             return Answer(status=None, problem=type(error).__name__, sent=False)
@@ -135,10 +136,9 @@ def _cpf_digit(digits: list[int]) -> int:
 
 def make_cpf(rng: random.Random) -> str:
     """A CPF (a person's document) with valid check digits, drawn from ``rng``."""
-    while True:
-        digits = [rng.randrange(10) for _ in range(9)]
-        if len(set(digits)) > 1:  # all-equal digits are valid-looking but refused
-            break
+    digits = [rng.randrange(10) for _ in range(9)]
+    if len(set(digits)) == 1:  # all-equal digits are valid-looking but never issued
+        digits[0] = (digits[0] + 1) % 10
     digits.append(_cpf_digit(digits))
     digits.append(_cpf_digit(digits))
     return "".join(map(str, digits))

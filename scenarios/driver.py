@@ -75,17 +75,24 @@ class FaultKit:
     """What a fault script may use."""
 
     ring: Ring
+    """The ring under test (a :class:`LocalRing` for every fault scenario)."""
     monitor: RingMonitor
+    """What the ring's status endpoints show."""
     recorder: Recorder
+    """Where fault moments go (``recorder.fault(...)``)."""
     client: ApiClient
+    """For the script's own status calls."""
     rng: random.Random
+    """For the script's choices (the victim), seeded from ``--seed``."""
     duration_s: float
     """How long the load runs; faults fit inside it."""
     phase: Phase
+    """Tells the progress bar what the script is doing."""
     recoveries: list[Recovery] = attrs.field(factory=list)
     verdicts: list[Verdict] = attrs.field(factory=list)
     """Ring-level verdicts the script decides itself (``partition``: minority never mints)."""
     notes: list[str] = attrs.field(factory=list)
+    """Lines for the report."""
     load_started_ms: float = 0.0
     """When the load began, on the scenario clock."""
 
@@ -172,7 +179,9 @@ class RunResult:
     """One run under load: the report and the history it was made from."""
 
     report: Report
+    """What is shown and written."""
     history: History
+    """What the checker judged."""
 
 
 def _ring_verdict(name: str, checked: int, failures: Sequence[str]) -> Verdict:

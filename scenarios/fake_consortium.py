@@ -27,11 +27,18 @@ TOKEN_STEP_MS = 20
 
 @attrs.define
 class _Account:
+    """An account of a fake bank."""
+
     bank: str
+    """The fake bank that keeps it."""
     number: int
+    """Unique over the whole fake consortium (so also within its bank)."""
     kind: str
+    """As asked: individual, joint or corporate (not checked)."""
     owners: tuple[str, ...]
+    """The documents that may use it."""
     balance_cents: int = 0
+    """Available money (a fake bank never holds any)."""
 
     def to_json(self) -> dict[str, Any]:
         return {

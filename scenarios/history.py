@@ -82,6 +82,7 @@ class Operation:
     client: int
     """The client that made it."""
     kind: Kind
+    """Deposit, withdrawal or transfer."""
     bank: str
     """The bank the request was sent to (the customer's terminal bank)."""
     invoke_ms: float
@@ -89,6 +90,7 @@ class Operation:
     complete_ms: float | None
     """When the final answer arrived; ``None`` when it never did."""
     outcome: Outcome
+    """Applied, refused, or unknown."""
     debits: tuple[Movement, ...] = ()
     """What it takes out (a withdrawal, a transfer's sources)."""
     credits: tuple[Movement, ...] = ()
@@ -126,7 +128,9 @@ class AuditRead:
     bank: str
     """The bank asked."""
     invoke_ms: float
+    """When the request was sent."""
     complete_ms: float
+    """When its answer (or the lack of one) was known."""
     ok: bool
     """A complete, consistent answer (200, nobody unavailable)."""
     total_cents: int | None = None
@@ -144,9 +148,13 @@ class BalanceSeen:
     """A balance some answer showed."""
 
     at_ms: float
+    """When the answer arrived."""
     account: AccountRef
+    """Whose balance."""
     balance_cents: int
+    """The available balance it showed."""
     held_cents: int = 0
+    """The held money it showed."""
     source: str = ""
     """Which answer showed it (``deposit``, ``accounts``, ``final``...)."""
 
@@ -156,6 +164,7 @@ class FaultEvent:
     """A moment the scenario did something to the ring (or undid it)."""
 
     at_ms: float
+    """When it was done."""
     action: str
     """``kill``, ``pause``, ``resume``, ``restart``, ``partition``, ``heal``."""
     target: str
@@ -168,10 +177,13 @@ class History:
     """Everything one run of load saw, for the checker."""
 
     operations: tuple[Operation, ...]
+    """Every operation, in the order they were sent."""
     audits: tuple[AuditRead, ...] = ()
+    """Every consortium audit read."""
     balances: tuple[BalanceSeen, ...] = ()
     """Balances seen during the run (answers to deposits, account listings)."""
     faults: tuple[FaultEvent, ...] = ()
+    """What was done to the ring, and when."""
     accounts: tuple[AccountRef, ...] = ()
     """Every account the scenario created (each starts at zero)."""
     final_balances: dict[AccountRef, int] = attrs.field(factory=dict)

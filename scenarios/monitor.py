@@ -26,7 +26,9 @@ POLL_INTERVAL_MS = 40
 STATUS_TIMEOUT_S = 0.5
 """How long one status call may take; a paused or cut bank simply has no sample."""
 SAMPLES_MAX = 200_000
-"""Samples kept at most; older ones are dropped (the counts stay right)."""
+"""Samples kept at most; later ones are not kept (the counts stay right)."""
+POLLS_MAX = 200_000
+"""Polls of one monitor at most (over two hours at the default interval); then it stops."""
 
 
 @attrs.frozen
@@ -34,15 +36,21 @@ class StatusSample:
     """One answer of ``GET /ring/status`` (or its absence)."""
 
     at_ms: float
+    """When the answer (or its absence) was seen, on the scenario clock."""
     bank: str
+    """The bank asked."""
     up: bool
     """The bank answered."""
     holding: bool = False
+    """It said it holds the token."""
     generation: str | None = None
     """The generation, as canonical JSON text (compared for equality only)."""
     seq: int | None = None
+    """The token's sequence number as it last saw it."""
     visits: int | None = None
+    """Token visits it counted since it started."""
     members: dict[str, str] = attrs.field(factory=dict)
+    """Each member up or down, as it sees them."""
 
 
 class RingMonitor:
@@ -89,7 +97,9 @@ class RingMonitor:
                 pass
 
     async def _run(self) -> None:
-        while not self._stop:
+        for _ in range(POLLS_MAX):
+            if self._stop:
+                return
             started = time.monotonic()
             await self.poll_once()
             spent_s = time.monotonic() - started

@@ -20,6 +20,9 @@ CONNECTIONS_MAX = 128
 """Connections one link carries (or holds while cut) at most; more are closed at once."""
 CONNECT_TIMEOUT_S = 2.0
 """The longest the proxy waits to reach its target."""
+READS_PER_CONNECTION_MAX = 1_000_000
+"""Reads one connection is carried (or swallowed while cut) for at most; then it is closed
+(a keep-alive client simply opens a new one)."""
 
 
 class LinkProxy:
@@ -95,7 +98,9 @@ class LinkProxy:
 
     async def _blackhole(self, reader: asyncio.StreamReader) -> None:
         # Read and drop until the peer gives up or the link heals (which aborts us).
-        while self.cut:
+        for _ in range(READS_PER_CONNECTION_MAX):
+            if not self.cut:
+                return
             data = await reader.read(BUFFER_BYTES)
             if not data:
                 return
@@ -119,7 +124,7 @@ class LinkProxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while not self.cut:
+            for _ in range(READS_PER_CONNECTION_MAX):
                 data = await reader.read(BUFFER_BYTES)
                 if not data or self.cut:
                     break

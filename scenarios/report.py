@@ -65,8 +65,11 @@ class ReportTable:
     """A scenario's own table (seed-replay's transfers, scale's ring sizes)."""
 
     title: str
+    """Shown above it."""
     columns: tuple[str, ...]
+    """Column headings."""
     rows: tuple[tuple[Any, ...], ...]
+    """One tuple per row, one cell per column."""
 
 
 @attrs.frozen
@@ -74,7 +77,9 @@ class Report:
     """Everything ``consortium scenario`` prints, writes and draws for one run."""
 
     scenario: str
+    """The scenario's name."""
     seed: int
+    """The seed it ran with."""
     banks: int
     """Banks in the ring (the largest, for ``scale``)."""
     attached: bool
@@ -82,6 +87,7 @@ class Report:
     load_s: float
     """How long the load ran, in seconds."""
     operations: int
+    """Operations sent (deposits, withdrawals, transfers)."""
     committed: int
     """Operations that took effect (deposits, withdrawals, committed transfers)."""
     aborted: int
@@ -93,15 +99,21 @@ class Report:
     throughput_ops_s: float
     """Operations that ended (either way) per second of load."""
     latency_ms_p50: float | None
+    """Median time from sending an operation to its final answer."""
     latency_ms_p99: float | None
+    """99th percentile of the same."""
     token_visits: int | None
     """Token visits counted at every bank while it ran (``None``: not observed)."""
     regenerations: int | None
     """New token generations minted while it ran."""
     recoveries: tuple[Recovery, ...]
+    """One per fault, in order."""
     verdicts: tuple[Verdict, ...]
+    """One per invariant (the checker's, then the ring's)."""
     notes: tuple[str, ...] = ()
+    """Lines worth reading under the tables."""
     tables: tuple[ReportTable, ...] = ()
+    """The scenario's own tables."""
     money: bool = True
     """Whether money load ran (``False`` when the banks do not serve the client API)."""
     series: dict[str, Any] = attrs.field(factory=dict)

@@ -56,6 +56,12 @@ TRANSFER_POLL_MS_MAX = 200
 RESOLVE_TIMEOUT_S = 30.0
 """How long, after the load, unknown operations are retried and pending transfers followed."""
 RESOLVE_RETRY_MS = 200
+RESOLVE_ROUNDS_MAX = 100
+"""Rounds of retries after the load, at most (also bounded by ``RESOLVE_TIMEOUT_S``)."""
+FOLLOW_POLLS_MAX = 1_000
+"""Status polls of one transfer at most (also bounded by its timeout)."""
+SETTLE_READS_MAX = 200
+"""Final reads at most while waiting for holds to be released."""
 SETTLE_TIMEOUT_S = 15.0
 """How long the final read waits for every hold to be released."""
 SETTLE_POLL_MS = 100
@@ -76,8 +82,11 @@ class Customer:
     index: int
     """The client number (its operations carry it)."""
     document: str
+    """Its CPF (replaced when some earlier run registered the same one)."""
     name: str
+    """The name it registers with."""
     password: str
+    """The password it logs in with."""
     sessions: dict[str, str] = attrs.field(factory=dict)
     """Bearer token per bank."""
     accounts: dict[str, AccountRef] = attrs.field(factory=dict)
@@ -389,7 +398,9 @@ class Teller:
         deadline = time.monotonic() + timeout_s
         poll_ms = TRANSFER_POLL_MS_MIN
         url = f"{self.urls[op.bank]}/api/v1/transfers/{op.transfer_id}"
-        while op.outcome is Outcome.UNKNOWN and time.monotonic() < deadline:
+        for _ in range(FOLLOW_POLLS_MAX):
+            if op.outcome is not Outcome.UNKNOWN or time.monotonic() >= deadline:
+                break
             await asyncio.sleep(poll_ms / 1000)
             poll_ms = min(TRANSFER_POLL_MS_MAX, poll_ms * 2)
             answer = await self.client.call("GET", url, token=customer.sessions[op.bank])
@@ -430,7 +441,9 @@ class Teller:
         """Retry every operation still unknown with its own key, and follow every pending
         transfer, until all end or ``timeout_s`` passes; how many stay unknown."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        for _ in range(RESOLVE_ROUNDS_MAX):
+            if time.monotonic() >= deadline:
+                break
             unknown = [
                 op for op in self.recorder.operations.values() if op.outcome is Outcome.UNKNOWN
             ]
@@ -489,14 +502,16 @@ class Teller:
         participant releases holds once it learns the decision); whether all settled."""
         ours = set(self.recorder.accounts)
         deadline = time.monotonic() + timeout_s
-        while True:
+        complete = False
+        for _ in range(SETTLE_READS_MAX):
             seen = await self.balances(customers, source="final")
             self.recorder.final_balances = {a: b for a, (b, _) in seen.items()}
             self.recorder.final_held = {a: h for a, (_, h) in seen.items()}
             complete = set(seen) == ours and not any(h for _, h in seen.values())
             if complete or time.monotonic() >= deadline:
-                return complete
+                break
             await asyncio.sleep(SETTLE_POLL_MS / 1000)
+        return complete
 
 
 @attrs.frozen

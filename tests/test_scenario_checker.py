@@ -137,9 +137,13 @@ def test_a_withdrawal_in_flight_may_lower_an_audit_and_a_refused_one_may_not() -
     refused = withdrawal("w3", B, 400, 50, 120, Outcome.REFUSED)
     finals = {A: 5_000, B: 7_500, C: 0}
     ops = base.operations + (in_flight, refused)
-    ok = attrs.evolve(base, operations=ops, audits=(audit(60, 100, 12_500),), final_balances=finals)
+    ok = attrs.evolve(
+        base, operations=ops, audits=(audit(60, 100, 12_500),), final_balances=finals
+    )
     assert broken(ok) == []
-    bad = attrs.evolve(base, operations=ops, audits=(audit(60, 100, 12_100),), final_balances=finals)
+    bad = attrs.evolve(
+        base, operations=ops, audits=(audit(60, 100, 12_100),), final_balances=finals
+    )
     assert broken(bad) == ["audit_total"]
 
 

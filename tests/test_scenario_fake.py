@@ -46,9 +46,8 @@ def fake_ring(tmp_path: Path, *, double_credit: bool) -> Iterator[Path]:
         "[token]\nhold_max_ms = 20\n",
     ]
     for bank in BANKS:
-        lines.append(
-            f'[[banks]]\nid = "{bank}"\nname = "Fake {bank}"\nurl = "http://127.0.0.1:{ports[bank]}"\n'
-        )
+        url = f"http://127.0.0.1:{ports[bank]}"
+        lines.append(f'[[banks]]\nid = "{bank}"\nname = "Fake {bank}"\nurl = "{url}"\n')
     ring.write_text("\n".join(lines), encoding="utf-8")
     try:
         yield ring
