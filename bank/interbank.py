@@ -394,10 +394,29 @@ async def _start(
 
 
 async def _outcome(
-    request: web.Request, service: TransferService, transfer_id: str, wait_ms: int
+    request: web.Request, service: TransferService, transfer_id: str, wait_ms: int, *, fresh: bool
 ) -> dict[str, Any]:
-    """The transfer's status, after waiting up to ``wait_ms`` for its decision."""
+    """The transfer's status, after waiting up to ``wait_ms`` for its decision.
+
+    ``fresh``: the transfer was recorded by this request, so it is pending and its decision
+    can only come from this process; no read of the record is needed."""
     ledger = _ledger(request.app)
+    if fresh:
+        # Watched before any await: the decision cannot slip in between.
+        future = service.watch(transfer_id)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_ms / 1000):
+                    await asyncio.shield(future)
+        finally:
+            service.unwatch(transfer_id, future)
+        if not future.done() or future.cancelled():
+            return {"id": transfer_id, "status": "pending"}
+        decided = future.result()
+        fresh_answer: dict[str, Any] = {"id": transfer_id, "status": decided.outcome}
+        if decided.reason is not None:
+            fresh_answer["reason"] = decided.reason
+        return fresh_answer
     if wait_ms > 0:
         future = service.watch(transfer_id)
         try:
@@ -432,7 +451,7 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
     service, transfer_id, replayed = await _start(
         request, caller, legs, key, {"sources": body["sources"], "destination": destination}
     )
-    answer = await _outcome(request, service, transfer_id, int(raw))
+    answer = await _outcome(request, service, transfer_id, int(raw), fresh=not replayed)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return web.json_response(answer, status=202, headers=headers)
 
@@ -445,7 +464,7 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
     service, transfer_id, replayed = await _start(
         request, caller, legs, key, {"withdrawal": {k: body[k] for k in ("bank", "account", "amount_cents")}}
     )
-    answer = await _outcome(request, service, transfer_id, WITHDRAWAL_WAIT_MS)
+    answer = await _outcome(request, service, transfer_id, WITHDRAWAL_WAIT_MS, fresh=not replayed)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     if answer["status"] == "aborted" and answer.get("reason") in _REASON_CODES:
         code = _REASON_CODES[answer["reason"]]
