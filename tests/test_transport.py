@@ -70,6 +70,10 @@ class ScriptedMember:
     def next_deadline_ms(self) -> int | None:
         return self.deadline_ms
 
+    @property
+    def status(self) -> Any:
+        return attrs.make_class("Status", {"fence": attrs.field(default=None)})()
+
     def kinds(self) -> list[str]:
         return [type(event).__name__ for event, _ in self.events]
 

@@ -405,7 +405,7 @@ class Ring:
             send_timeout_ms=self._send_timeout_ms,
             sends_in_flight_max=self._sends_in_flight_max,
         )
-        self._log.info("ring.started", members=list(self.config.member_ids))
+        self._log.info("ring.started", members=list(self.config.member_ids), **self._fields())
         self._transport.start()
 
     async def _close(self) -> None:

@@ -206,7 +206,9 @@ class Transport:
             return
         if len(self._sends) >= self._sends_in_flight_max:
             self.metrics.sends_dropped.inc()
-            self._log.debug("ring.send_dropped", to=to, in_flight=len(self._sends))
+            self._log.debug(
+                "ring.send_dropped", to=to, in_flight=len(self._sends), **self._fields()
+            )
             return
         payload = core.encode_message(message)
         task = asyncio.get_running_loop().create_task(self._post(to, url, payload))
@@ -220,11 +222,17 @@ class Transport:
             )
         except SendFailed as error:
             self.metrics.sends_failed.inc()
-            self._log.debug("ring.send_failed", to=to, reason=str(error))
+            self._log.debug("ring.send_failed", to=to, reason=str(error), **self._fields())
             return
         if reply.status >= 300:
             self.metrics.sends_failed.inc()
-            self._log.info("ring.send_refused", to=to, status=reply.status, answer=reply.body)
+            self._log.info(
+                "ring.send_refused",
+                to=to,
+                status=reply.status,
+                answer=reply.body,
+                **self._fields(),
+            )
             return
         carried = reply.body.get("messages") if isinstance(reply.body, dict) else None
         if not carried or reply.signed_by != to or self._closed:
@@ -233,12 +241,19 @@ class Transport:
             try:
                 message = core.decode_message(data)
             except ValueError as error:
-                self._log.info("ring.reply_malformed", to=to, reason=str(error))
+                self._log.info("ring.reply_malformed", to=to, reason=str(error), **self._fields())
                 continue
             if getattr(message, "sender", None) != to:
-                self._log.info("ring.reply_wrong_sender", to=to)
+                self._log.info("ring.reply_wrong_sender", to=to, **self._fields())
                 continue
             self.receive(message)
+
+    def _fields(self) -> dict[str, Any]:
+        # Every ring line names the token's generation and seq as this member knows them.
+        fence = self.member.status.fence
+        if fence is None:
+            return {"generation": 0, "seq": 0}
+        return {"generation": fence.epoch, "seq": fence.seq}
 
     async def drain(self, *, timeout_s: float) -> bool:
         """Wait until no send is in flight, at most ``timeout_s``; whether it drained."""

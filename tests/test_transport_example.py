@@ -1,0 +1,80 @@
+"""The example of docs/transport.md, run as written: three processes, one counter file, no
+lost update."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bank.process import get_json, write_ring_file
+
+pytestmark = pytest.mark.processes
+
+DOC = Path(__file__).parent.parent / "docs" / "transport.md"
+MARKER = "<!-- example: ring_counter.py"
+WAIT_S = 30.0
+REQUESTS = 30
+
+
+def example_source() -> str:
+    text = DOC.read_text(encoding="utf-8")
+    after = text[text.index(MARKER):]
+    match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
+    assert match is not None, "the example's code block is missing"
+    return match.group(1)
+
+
+async def test_the_documented_example_counts_every_increment_once(tmp_path: Path) -> None:
+    script = tmp_path / "ring_counter.py"
+    script.write_text(example_source(), encoding="utf-8")
+    config = write_ring_file(
+        tmp_path / "ring.toml", ("alfa", "beta", "gama"), hold_max_ms=20, loss_timeout_ms=800
+    )
+    counter = tmp_path / "counter.txt"
+    env = dict(os.environ, CONSORTIUM_SECRET="example-key")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(config.path), member, str(counter)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for member in reversed(config.member_ids)  # the first member bids as it starts
+    ]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while not all(get_json(b.url + "/ring/status", timeout_s=0.5) for b in config.banks):
+            assert loop.time() < deadline, "the example's processes did not start"
+            assert all(p.poll() is None for p in processes), "an example process exited"
+            await asyncio.sleep(0.1)
+        urls = [config.banks[i % 3].url + "/increment" for i in range(REQUESTS)]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:
+
+            async def increment(url: str) -> dict[str, object]:
+                async with session.post(url) as response:
+                    assert response.status == 200
+                    answer: dict[str, object] = await response.json()
+                    return answer
+
+            answers = await asyncio.gather(*(increment(url) for url in urls))
+        assert sorted(a["value"] for a in answers) == list(range(1, REQUESTS + 1))  # type: ignore[type-var]
+        assert counter.read_text() == str(REQUESTS)
+        assert {a["member"] for a in answers} == set(config.member_ids)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,73 @@
+"""Logging: configured once, JSON lines off a terminal, and every ring line names its bank,
+generation and seq."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from bank.process import write_ring_file
+from tokenring import logs
+from tokenring.ring import Ring
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    was_configured = logs._configured
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        logs._configured = was_configured
+
+
+def test_json_lines_off_a_terminal_with_context_vars(restore_structlog: None) -> None:
+    stream = io.StringIO()
+    logs.configure("info", stream=stream, force=True)
+    log = structlog.get_logger("test")
+    with structlog.contextvars.bound_contextvars(request_id="r-1"):
+        log.info("ring.something", bank="alfa")
+    log.debug("dropped at info")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "ring.something" and record["level"] == "info"
+    assert record["request_id"] == "r-1" and record["bank"] == "alfa"
+    assert "timestamp" in record
+
+
+def test_configure_runs_once_unless_forced(restore_structlog: None) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    logs.configure("info", stream=first, force=True)
+    logs.configure("info", stream=second)
+    structlog.get_logger("test").info("hello")
+    assert "hello" in first.getvalue() and second.getvalue() == ""
+    assert logs.is_configured()
+
+
+async def test_every_ring_line_carries_bank_generation_and_seq(tmp_path: Path) -> None:
+    # A ring of one member: it is its own majority and mints the first token at once.
+    config = write_ring_file(tmp_path / "ring.toml", ("solo",), hold_max_ms=10)
+    ring = Ring(config, "solo", secret=b"log-test-key")
+    with structlog.testing.capture_logs() as captured:
+        await ring.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 5
+            while ring.status()["visits"] < 3:
+                assert asyncio.get_running_loop().time() < deadline, "no visits"
+                await asyncio.sleep(0.01)
+        finally:
+            await ring.stop()
+    ring_lines = [c for c in captured if str(c["event"]).startswith("ring.")]
+    assert {"ring.started", "ring.token_minted", "ring.left"} <= {c["event"] for c in ring_lines}
+    for line in ring_lines:
+        assert line["bank"] == "solo"
+        assert isinstance(line["generation"], int) and isinstance(line["seq"], int), line
+    minted = next(c for c in ring_lines if c["event"] == "ring.token_minted")
+    assert minted["generation"] >= 1 and minted["issuer"] == "solo"
