@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
@@ -55,7 +56,7 @@ from bank.transfers.service import (
 )
 from bank.transfers.store import KeyReused
 from tokenring.ring import Ring
-from tokenring.signing import SIGNED_SENDER, SendFailed
+from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
 
 __all__ = [
     "ACCOUNTS_TIMEOUT_S",
@@ -142,13 +143,13 @@ def _service(request: web.Request) -> TransferService:
 async def _message(request: web.Request, kind: type) -> Any:
     try:
         message = decode_message(await request.json(), fence_from_json)
-    except ValueError as error:
+    except ValueError as error:  # json.JSONDecodeError is a ValueError too
         raise _bad(f"malformed message: {error}") from None
     if not isinstance(message, kind):
         raise _bad(f"expected {kind.__name__}")
     if message.sender != request[SIGNED_SENDER]:
         raise web.HTTPForbidden(
-            text='{"error": {"code": "forbidden", "message": "sender is not the signer"}}',
+            text=json.dumps(error_body("forbidden", "the message's sender is not its signer")),
             content_type="application/json",
         )
     return message
@@ -156,11 +157,16 @@ async def _message(request: web.Request, kind: type) -> Any:
 
 def _bad(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(
-        text=f'{{"error": {{"code": "invalid_request", "message": "{message[:200]}"}}}}'.replace(
-            "\\", ""
-        ),
+        text=json.dumps(error_body("invalid_request", message[:200])),
         content_type="application/json",
     )
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise _bad("the body is not JSON") from None
 
 
 def _reply(message: Any) -> web.Response:
@@ -202,7 +208,7 @@ async def _acks(request: web.Request) -> web.Response:
 
 
 async def _accounts(request: web.Request) -> web.Response:
-    body = await request.json()
+    body = await _json(request)
     document = body.get("document") if isinstance(body, dict) else None
     if not isinstance(document, str) or not 0 < len(document) <= 14:
         raise _bad("document: expected a CPF or CNPJ")
@@ -219,7 +225,7 @@ async def _accounts(request: web.Request) -> web.Response:
 
 
 async def _forwarded_deposit(request: web.Request) -> web.Response:
-    body = await request.json()
+    body = await _json(request)
     if not isinstance(body, dict):
         raise _bad("expected an object")
     document, account, amount = body.get("document"), body.get("account"), body.get("amount_cents")

@@ -24,10 +24,12 @@ DEADLINE_S = 15.0
 
 
 class Banks:
-    def __init__(self, config: Any, apps: dict[str, web.Application], session: aiohttp.ClientSession):
+    def __init__(self, config: Any, apps: dict[str, web.Application], session: aiohttp.ClientSession,
+                 runners: dict[str, web.AppRunner]):
         self.config = config
         self.apps = apps
         self.session = session
+        self.runners = runners
         self.tokens: dict[tuple[str, str], str] = {}
 
     def url(self, bank: str) -> str:
@@ -82,17 +84,17 @@ async def banks(tmp_path: Path) -> AsyncIterator[Banks]:
     config = write_ring_file(tmp_path / "ring.toml", ["b0", "b1", "b2"], hold_max_ms=20,
                              data_dir=str(tmp_path / "var"))
     apps = {bank.id: build_app(config, bank.id, secret=SECRET) for bank in config.banks}
-    runners = []
+    runners: dict[str, web.AppRunner] = {}
     try:
         for bank in config.banks:
             runner = web.AppRunner(apps[bank.id], access_log=None)
             await runner.setup()
             await web.TCPSite(runner, bank.host, bank.port).start()
-            runners.append(runner)
+            runners[bank.id] = runner
         async with aiohttp.ClientSession() as session:
-            yield Banks(config, apps, session)
+            yield Banks(config, apps, session, runners)
     finally:
-        for runner in reversed(runners):
+        for runner in reversed(list(runners.values())):
             await runner.cleanup()
 
 
@@ -252,3 +254,32 @@ async def test_a_stale_holder_cannot_place_a_hold_after_the_token_moved_on(banks
     await settle(banks, {("b1", source): (1_000, 0), ("b0", destination): (0, 0)})
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 1_000
+
+
+async def test_a_bank_that_does_not_answer_is_listed_unavailable_and_stops_the_audit(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    await banks.account("b1", ANA, 250)
+    await banks.runners["b2"].cleanup()  # b2 is gone
+    status, body = await banks.call("GET", "b0", "/api/v1/accounts?scope=consortium", who=ANA)
+    assert status == 200
+    assert body["unavailable"] == ["b2"]
+    assert [entry["bank"] for entry in body["banks"]] == ["b0", "b1"]
+    status, body = await banks.call("GET", "b0", "/api/v1/consortium/audit")
+    assert status == 503 and body["error"]["code"] == "unavailable" and "b2" in body["error"]["message"]
+
+
+async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: Banks) -> None:
+    client = SignedClient(banks.session, SECRET, "b1")
+    for path, payload in [
+        ("/interbank/prepare", {"type": "prepare", "sender": "b1", "fence": "high", "items": []}),
+        ("/interbank/decisions", {"type": "decisions", "sender": "b1", "items": [{"transfer_id": "x"}]}),
+        ("/interbank/acks", {"type": "votes", "sender": "b1", "fence": None, "votes": []}),
+        ("/interbank/deposits", {"document": "1", "account": 1, "amount_cents": 1.5}),
+        ("/interbank/accounts", ["not", "an", "object"]),
+    ]:
+        reply = await client.post_json(banks.url("b0"), path, payload)
+        assert reply.status == 400, (path, reply)
+        assert reply.body["error"]["code"] == "invalid_request"
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 0
