@@ -143,10 +143,12 @@ async def _kill_and_restart(kit: FaultKit, victim: str, detail: str) -> None:
     restart = kit.recorder.fault("restart", victim)
     kit.phase(f"restarting {victim}")
     await kit.ring.restart(victim)
+    serving_ms = kit.recorder.now_ms() - restart.at_ms
     kit.phase("faults")
     await kit.measure(
         "restart", victim, restart.at_ms, "the restarted bank got the token (includes start-up)",
         lambda m: m.visited_after([victim], restart.at_ms),
+        detail=f"serving again after {serving_ms:,.0f} ms",
     )  # fmt: skip
 
 

@@ -123,6 +123,8 @@ class Report:
     (negative: lost, positive: created; ``None``: not determined)."""
     reasons: dict[str, int] = attrs.field(factory=dict)
     """Why operations were refused or stayed unknown: ``kind: reason`` -> count."""
+    options: dict[str, Any] = attrs.field(factory=dict)
+    """The options it ran with (seed, banks, duration, clients, sizes, attach)."""
     phases: tuple[tuple[str, float], ...] = ()
     """What the run was doing when: (phase, seconds since the command started)."""
     history: dict[str, Any] = attrs.field(factory=dict)

@@ -157,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
                 phases,
             )
         )
-        report = attrs.evolve(report, phases=tuple(phases))
+        report = attrs.evolve(report, phases=tuple(phases), options=attrs.asdict(options))
     except (ScenarioError, ConfigError) as error:
         errors.print(f"consortium scenario: {error}", markup=False, highlight=False)
         return EXIT_CANNOT_RUN
