@@ -9,7 +9,8 @@ involved acknowledged the decision), after which it is forgotten in memory.
   grant's fence. Only one round runs at a time.
 - The round ends when every vote is in, or at its deadline (the grant's hold deadline, where
   a missing vote counts as no). All its decisions are written in one batch (the commit
-  point); only then do the decisions go out, batched per bank.
+  point); only then do the decisions go out, batched per bank. The round counts as over (and
+  a driver may release the token) as soon as its votes are counted, while the write runs.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
@@ -249,9 +250,12 @@ class Coordinator:
             decided.append(
                 Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
             )
+        # The round is over before its decisions are written: the token need not wait for the
+        # write, and a new round may start (it takes other, pending, transfers). Should this
+        # process die before the write, its book still has these transfers pending.
+        self.round = None
         yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
         # Durable from here on: the decisions are final, whatever happens to this process.
-        self.round = None
         by_bank: dict[str, list[DecisionItem]] = {}
         for d in decided:
             transfer = current.transfers[d.transfer_id]

@@ -298,9 +298,21 @@ class TransferService:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(until_ms / 1000):
                 await self._round_over.wait()
+        # A decided round's outcomes may still be being written: waiting clients hear of them
+        # after the write; the token need not wait for it.
         if self.coordinator.round_open:
             async with self._coordinator_lock:
                 await self._coordinator_step(self.coordinator.expire(max(self._now_ms(), until_ms)))
+        # One line per round: its size, its banks and how long the token waited on it.
+        log.info(
+            "transfers.round",
+            bank=self.bank,
+            fence=str(fence),
+            transfers=sum(len(m.items) for _, m in sends if isinstance(m, Prepare)),
+            banks=len(sends),
+            round_ms=self._now_ms() - now_ms,
+            backlog=self.coordinator.backlog,
+        )
         return True
 
     async def _prepare_at(self, to: str, prepare: Prepare, until_ms: int) -> None:
@@ -331,7 +343,15 @@ class TransferService:
 
     async def _coordinator_step(self, steps: Steps[tuple[list[Decided], list[Any]]]) -> None:
         """Run a coordinator step (the caller holds the coordinator's lock)."""
-        decided, sends = await self._run(steps)
+        try:
+            batch = next(steps)
+            while True:
+                if not self.coordinator.round_open:
+                    # Votes counted: the token may go on while the decisions are written.
+                    self._round_over.set()
+                batch = steps.send(await self.book.execute(batch))
+        except StopIteration as stop:
+            decided, sends = stop.value
         if decided:
             self._round_over.set()
             for d in decided:
