@@ -40,15 +40,18 @@ async def test_the_documented_example_counts_every_increment_once(tmp_path: Path
     )
     counter = tmp_path / "counter.txt"
     env = dict(os.environ, CONSORTIUM_SECRET="example-key")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(config.path), member, str(counter)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for member in reversed(config.member_ids)  # the first member bids as it starts
-    ]
+    logs = {member: tmp_path / f"{member}.log" for member in config.member_ids}
+    processes = []
+    for member in reversed(config.member_ids):  # the first member bids as it starts
+        with logs[member].open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, str(script), str(config.path), member, str(counter)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_S
@@ -78,3 +81,7 @@ async def test_the_documented_example_counts_every_increment_once(tmp_path: Path
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        # Shown by pytest only when the test failed: what each member said.
+        for member, path in logs.items():
+            tail = path.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- {member} ---", *tail, sep="\n")
