@@ -281,7 +281,9 @@ def _print_table(report: dict[str, Any]) -> None:
             "" if rate is None else f"{rate:.1f}",
             ", ".join(down),
         )
-    Console().print(table)
+    # Off a terminal rich assumes 80 columns, too few for the urls: give the table room.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console.print(table)
     if not report["holders"]:
         print("No bank held the token at the moment of the sample (it may be in transit).")
 

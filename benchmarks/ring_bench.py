@@ -42,10 +42,10 @@ SETTLE_TIMEOUT_S = 60.0
 POLL_S = 0.01
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process, from /proc."""
+def cpu_seconds(pid: int, *, system_only: bool = False) -> float:
+    """utime + stime (or stime alone) of one process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
+    ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
     return ticks / _CLOCK_TICKS
 
 
@@ -110,12 +110,15 @@ async def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, 
             # Idle: nothing but the token moves.
             pids = [ring[b].pid for b in bank_ids]
             cpu_before = sum(cpu_seconds(pid) for pid in pids)
+            system_before = sum(cpu_seconds(pid, system_only=True) for pid in pids)
             wall_before = time.monotonic()
             window_from_ms = time.monotonic_ns() // 1_000_000
             await asyncio.sleep(args.idle_s)
-            cpu_share = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / (
-                time.monotonic() - wall_before
-            )
+            wall_s = time.monotonic() - wall_before
+            cpu_share = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / wall_s
+            system_share = (
+                sum(cpu_seconds(pid, system_only=True) for pid in pids) - system_before
+            ) / wall_s
             holds = [h for h in await all_holds(ring, client, bank_ids) if h[1] >= window_from_ms]
 
             by_bank: dict[str, list[int]] = {}
@@ -160,6 +163,7 @@ async def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, 
         "handoff_ms_p99": percentile(handoffs, 0.99) if handoffs else float("nan"),
         "handoffs": len(handoffs),
         "idle_cpu_percent": 100 * cpu_share,
+        "idle_system_percent": 100 * system_share,
         "regeneration_ms": regeneration_ms,
     }
 
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'banks':>5} {'loss ms':>8} {'rotation ms':>11} {'hand-off p50':>12} "
-        f"{'p99 ms':>7} {'idle CPU %':>10} {'regeneration ms':>15}"
+        f"{'p99 ms':>7} {'idle CPU %':>10} {'of it sys %':>11} {'regeneration ms':>15}"
     )
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="ring-bench-") as tmp:
@@ -191,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{row['banks']:>5} {row['loss_timeout_ms']:>8} {row['rotation_ms_p50']:>11.0f} "
                 f"{row['handoff_ms_p50']:>12.1f} {row['handoff_ms_p99']:>7.1f} "
-                f"{row['idle_cpu_percent']:>10.1f} {row['regeneration_ms']:>15.0f}",
+                f"{row['idle_cpu_percent']:>10.1f} {row['idle_system_percent']:>11.1f} "
+                f"{row['regeneration_ms']:>15.0f}",
                 flush=True,
             )
     return 0
