@@ -229,3 +229,25 @@ def test_messages_survive_their_json_form(message: Any) -> None:
 def test_malformed_messages_are_refused(data: Any) -> None:
     with pytest.raises(ValueError):
         decode_message(data, fence_back)
+
+
+def test_rounds_of_successive_visits_overlap_and_end_independently() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", rounds_in_flight_max=2)
+    for index in range(4):
+        run_steps(coordinator.submit(transfer(f"alfa:{index}")), book)
+    coordinator.batch_transfers_max = 1
+    first = coordinator.grant((1, "alfa", 1), until_ms=1_000, now_ms=0)
+    assert coordinator.grant((1, "alfa", 1), until_ms=1_000, now_ms=0) == []  # same visit
+    second = coordinator.grant((1, "alfa", 4), until_ms=1_100, now_ms=100)
+    assert first and second
+    assert coordinator.grant((1, "alfa", 7), until_ms=1_200, now_ms=200) == []  # bound reached
+    for bank in ("alfa", "beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 4), (Vote("alfa:1", True),)), 150), book)
+    assert book.outcomes == {"alfa:1": ("committed", None)}
+    assert coordinator.round_open  # the first round still waits for its votes
+    expired, _ = coordinator.tick(1_000)
+    assert expired
+    decided, _ = run_steps(coordinator.expire(1_000), book)
+    assert [(d.transfer_id, d.reason) for d in decided] == [("alfa:0", "vote_timeout")]
+    assert not coordinator.round_open

@@ -6,7 +6,9 @@ involved acknowledged the decision), after which it is forgotten in memory.
 
 - A round starts at a grant of the token: it takes at most ``batch_transfers_max`` pending
   transfers and sends one :class:`Prepare` per involved bank (itself included) under the
-  grant's fence. Only one round runs at a time.
+  grant's fence. Rounds of earlier visits may still wait for votes (at most
+  ``rounds_in_flight_max``): the token need not wait for them, since every participant orders
+  prepares by fence and holds keep the money.
 - The round ends when every vote is in, or at its deadline (the grant's hold deadline, where
   a missing vote counts as no). All its decisions are written in one batch (the commit
   point); only then do the decisions go out, batched per bank. The round counts as over (and
@@ -45,6 +47,7 @@ __all__ = [
     "PENDING_TRANSFERS_MAX",
     "RETRY_MS_MAX",
     "RETRY_MS_MIN",
+    "ROUNDS_IN_FLIGHT_MAX",
     "ACKS_FLUSH_MS",
     "Coordinator",
     "Decided",
@@ -54,6 +57,8 @@ BATCH_TRANSFERS_MAX = 1024
 """The most transfers one token visit prepares."""
 PENDING_TRANSFERS_MAX = 50_000
 """The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
+ROUNDS_IN_FLIGHT_MAX = 8
+"""The most rounds of one coordinator waiting for votes at once."""
 RETRY_MS_MIN = 500
 """The first wait before an unacknowledged decision is sent again."""
 RETRY_MS_MAX = 5_000
@@ -112,8 +117,10 @@ class Coordinator:
     """See :data:`RETRY_MS_MAX`."""
     pending: dict[str, Transfer] = attrs.Factory(dict)
     """Durable, undecided, not in the running round; in arrival order."""
-    round: _Round | None = None
-    """The round in flight, if any."""
+    rounds: dict[Any, _Round] = attrs.Factory(dict)
+    """The rounds waiting for votes, by fence."""
+    rounds_in_flight_max: int = ROUNDS_IN_FLIGHT_MAX
+    """See :data:`ROUNDS_IN_FLIGHT_MAX`."""
     deliveries: dict[str, _Delivery] = attrs.Factory(dict)
     """Decided and not acknowledged by every bank involved."""
     retries: dict[str, _Retry] = attrs.Factory(dict)
@@ -160,7 +167,7 @@ class Coordinator:
 
     def grant(self, fence: Any, until_ms: int, now_ms: int) -> list[Send]:
         """The token arrived: start a round under ``fence`` ending at ``until_ms`` at the latest."""
-        if self.round is not None or not self.pending:
+        if fence in self.rounds or len(self.rounds) >= self.rounds_in_flight_max or not self.pending:
             return []
         batch: dict[str, Transfer] = {}
         for transfer_id in list(self.pending)[: self.batch_transfers_max]:
@@ -171,7 +178,7 @@ class Coordinator:
                 by_bank.setdefault(bank, []).append(
                     PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
                 )
-        self.round = _Round(
+        self.rounds[fence] = _Round(
             fence=fence,
             deadline_ms=max(until_ms, now_ms),
             transfers=batch,
@@ -183,14 +190,14 @@ class Coordinator:
     @property
     def round_open(self) -> bool:
         """True while a round waits for votes."""
-        return self.round is not None
+        return bool(self.rounds)
 
     def handle(self, message: Message, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
         """Votes, acknowledgements and decision queries from participants."""
         match message:
             case Votes(sender, fence, votes):
-                current = self.round
-                if current is None or fence != current.fence:
+                current = self.rounds.get(fence)
+                if current is None:
                     return [], []  # a late answer to a finished round: its transfers are decided
                 for vote in votes:
                     waiting = current.awaiting.get(vote.transfer_id)
@@ -200,7 +207,7 @@ class Coordinator:
                     if not vote.ok:
                         current.refusals.setdefault(vote.transfer_id, vote.reason or "refused")
                 if all(not banks for banks in current.awaiting.values()):
-                    return (yield from self._finish_round(now_ms))
+                    return (yield from self._finish_rounds([current], now_ms))
                 return [], []
             case Acks(sender, transfer_ids):
                 done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
@@ -239,26 +246,29 @@ class Coordinator:
         )
         return DecisionItem(delivery.transfer.id, outcome, delivery.transfer.legs_at(bank))
 
-    def _finish_round(self, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
-        current = self.round
-        assert current is not None
+    def _finish_rounds(
+        self, finished: list[_Round], now_ms: int
+    ) -> Steps[tuple[list[Decided], list[Send]]]:
         decided: list[Decided] = []
-        for transfer_id, banks in current.awaiting.items():
-            reason = current.refusals.get(transfer_id)
-            if reason is None and banks:
-                reason = "vote_timeout"
-            decided.append(
-                Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
-            )
-        # The round is over before its decisions are written: the token need not wait for the
-        # write, and a new round may start (it takes other, pending, transfers). Should this
-        # process die before the write, its book still has these transfers pending.
-        self.round = None
+        transfers: dict[str, Transfer] = {}
+        for current in finished:
+            for transfer_id, banks in current.awaiting.items():
+                reason = current.refusals.get(transfer_id)
+                if reason is None and banks:
+                    reason = "vote_timeout"
+                decided.append(
+                    Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
+                )
+            transfers.update(current.transfers)
+            # The round is over before its decisions are written: the token need not wait
+            # for the write. Should this process die before it, its book still has these
+            # transfers pending.
+            del self.rounds[current.fence]
         yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
         # Durable from here on: the decisions are final, whatever happens to this process.
         by_bank: dict[str, list[DecisionItem]] = {}
         for d in decided:
-            transfer = current.transfers[d.transfer_id]
+            transfer = transfers[d.transfer_id]
             delivery = _Delivery(transfer, d.outcome, set(transfer.banks))
             self.deliveries[d.transfer_id] = delivery
             for bank in transfer.banks:
@@ -279,8 +289,7 @@ class Coordinator:
     def next_deadline_ms(self) -> int | None:
         """The round's deadline or the next re-send of decisions, whichever comes first."""
         times = [r.due_ms for r in self.retries.values()]
-        if self.round is not None:
-            times.append(self.round.deadline_ms)
+        times += [r.deadline_ms for r in self.rounds.values()]
         if self.acks_unrecorded:
             times.append(self.acks_due_ms)
         return min(times) if times else None
@@ -312,11 +321,12 @@ class Coordinator:
                 sends.append((bank, Decisions(self.bank, tuple(items))))
             retry.due_ms = now_ms + retry.interval_ms
             retry.interval_ms = min(retry.interval_ms * 2, self.retry_ms_max)
-        expired = self.round is not None and self.round.deadline_ms <= now_ms
+        expired = any(r.deadline_ms <= now_ms for r in self.rounds.values())
         return expired, sends
 
     def expire(self, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
-        """End the round at its deadline: votes still missing count as no."""
-        if self.round is None or self.round.deadline_ms > now_ms:
+        """End the rounds past their deadline: votes still missing count as no."""
+        finished = [r for r in self.rounds.values() if r.deadline_ms <= now_ms]
+        if not finished:
             return [], []
-        return (yield from self._finish_round(now_ms))
+        return (yield from self._finish_rounds(finished, now_ms))

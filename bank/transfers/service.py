@@ -8,12 +8,12 @@ It makes no protocol decision of its own; it only owns time (one timer task), co
 lock per role, so steps of one role never interleave) and the network (bounded timeouts,
 bounded sends in flight; a failed send is simply lost and the protocol's retries cover it).
 
-A round runs while this bank holds the token (``async with ring.holding()``, entered by one
-runner task whenever transfers are pending, so a transfer submitted during an idle visit
+A round starts while this bank holds the token (``async with ring.holding()``, entered by
+one runner task whenever transfers are pending, so a transfer submitted during an idle visit
 goes out in that same visit): prepares go out to every involved bank at once (this bank
-answers its own without HTTP), the round ends when every vote is in or at its deadline, the
-decisions are made durable, and only then is the token released. Decisions travel in the
-background, retried by the coordinator's timer until acknowledged.
+answers its own without HTTP) and the token goes on. The round ends when every vote is in or
+at its deadline; its decisions are made durable, then waiting clients hear of them and the
+decisions travel in the background, retried by the coordinator's timer until acknowledged.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ __all__ = [
 log = structlog.get_logger("bank.transfers")
 
 ROUND_MS_MIN = 1_000
-"""The shortest time a round waits for votes, even when the token's visit is shorter: a
-durable prepare on a busy machine can take longer than ``hold_max_ms``, and safety never
-rests on the token's deadline (holds and fences carry it), only the batch's pace does. A bank
-that refuses the connection votes no at once; only a silent one makes a round wait this long."""
+"""How long a round waits for votes after its token visit began. The token does not wait for
+them: a durable prepare on a busy machine takes longer than ``hold_max_ms``, and safety never
+rests on the token's deadline (holds keep the money, fences order the prepares). A bank that
+refuses the connection votes no at once; only a silent one makes a round wait this long."""
 SEND_TIMEOUT_S = 2.0
 """How long one inter-bank request may take before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
@@ -155,7 +155,6 @@ class TransferService:
         self._sends = asyncio.Semaphore(sends_in_flight_max)
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
         self._wake = asyncio.Event()
-        self._round_over = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -275,45 +274,48 @@ class TransferService:
                 await asyncio.sleep(ROUND_RETRY_S)
 
     async def run_round(self, fence: Fence, deadline: float) -> bool:
-        """Run one round under ``fence`` (the token held now); False when nothing was pending.
-        ``deadline`` is in the loop's clock; the round lasts at least ``round_ms_min``."""
+        """Start one round under ``fence`` (the token held now); False when nothing was
+        pending. The prepares are on their way when this returns: the token goes on at once
+        and the round ends when its votes are in, or ``round_ms_min`` after ``deadline``."""
         if not self._started:
             return False
         loop = asyncio.get_running_loop()
         now_ms = self._now_ms()
-        until_ms = max(int(deadline * 1000), now_ms + self.round_ms_min)
+        until_ms = max(int(deadline * 1000), now_ms) + self.round_ms_min
         async with self._coordinator_lock:
             sends = self.coordinator.grant(fence, until_ms, now_ms)
         if not sends:
             return False
         self.rounds += 1
-        self._round_over.clear()
         for to, message in sends:
             assert isinstance(message, Prepare)
             # Not through the bounded background sends: a round's prepares must not queue
             # behind retries, and each one ends with its round (its timeout is the deadline).
-            task = loop.create_task(self._prepare_at(to, message, until_ms))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(until_ms / 1000):
-                await self._round_over.wait()
-        # A decided round's outcomes may still be being written: waiting clients hear of them
-        # after the write; the token need not wait for it.
-        if self.coordinator.round_open:
-            async with self._coordinator_lock:
-                await self._coordinator_step(self.coordinator.expire(max(self._now_ms(), until_ms)))
-        # One line per round: its size, its banks and how long the token waited on it.
+            self._track(loop.create_task(self._prepare_at(to, message, until_ms)))
+        self._track(loop.create_task(self._expire_at(until_ms)))
+        # Let the prepares start on their way before the token does.
+        await asyncio.sleep(0)
+        # One line per round: its size and its banks.
         log.info(
             "transfers.round",
             bank=self.bank,
             fence=str(fence),
             transfers=sum(len(m.items) for _, m in sends if isinstance(m, Prepare)),
             banks=len(sends),
-            round_ms=self._now_ms() - now_ms,
             backlog=self.coordinator.backlog,
+            rounds_in_flight=len(self.coordinator.rounds),
         )
         return True
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire_at(self, until_ms: int) -> None:
+        """At a round's deadline, votes still missing count as no."""
+        await asyncio.sleep(max(until_ms - self._now_ms(), 0) / 1000)
+        async with self._coordinator_lock:
+            await self._coordinator_step(self.coordinator.expire(self._now_ms()))
 
     async def _prepare_at(self, to: str, prepare: Prepare, until_ms: int) -> None:
         try:
@@ -343,17 +345,8 @@ class TransferService:
 
     async def _coordinator_step(self, steps: Steps[tuple[list[Decided], list[Any]]]) -> None:
         """Run a coordinator step (the caller holds the coordinator's lock)."""
-        try:
-            batch = next(steps)
-            while True:
-                if not self.coordinator.round_open:
-                    # Votes counted: the token may go on while the decisions are written.
-                    self._round_over.set()
-                batch = steps.send(await self.book.execute(batch))
-        except StopIteration as stop:
-            decided, sends = stop.value
+        decided, sends = await self._run(steps)
         if decided:
-            self._round_over.set()
             for d in decided:
                 if d.outcome == "committed":
                     self.committed += 1

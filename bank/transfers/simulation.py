@@ -363,7 +363,8 @@ def _handle(world: _World, bank: _Bank, kind: str, payload: Any, fail: Callable[
             return
     elif kind in ("grant", "grant_only"):
         fence: Fence = payload
-        sends = bank.coordinator.grant(fence, world.now_ms + 15, world.now_ms)
+        # Votes may take longer than a visit: rounds of successive visits overlap.
+        sends = bank.coordinator.grant(fence, world.now_ms + 45, world.now_ms)
     elif kind == "timer":
         if bank.timer_ms != payload:
             return
