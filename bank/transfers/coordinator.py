@@ -9,10 +9,9 @@ involved acknowledged the decision), after which it is forgotten in memory.
   grant's fence. Rounds of earlier visits may still wait for votes (at most
   ``rounds_in_flight_max``): the token need not wait for them, since every participant orders
   prepares by fence and holds keep the money.
-- The round ends when every vote is in, or at its deadline (the grant's hold deadline, where
-  a missing vote counts as no). All its decisions are written in one batch (the commit
-  point); only then do the decisions go out, batched per bank. The round counts as over (and
-  a driver may release the token) as soon as its votes are counted, while the write runs.
+- A round ends when every vote is in, or at the deadline given with the grant (a missing vote
+  counts as no). All its decisions are written in one batch (the commit point); only then do
+  the decisions go out, batched per bank. Acknowledgements are written later, in batches.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
