@@ -115,7 +115,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         _ledger(app),
         client=lambda: ring.client,
         holding=ring.holding,
-        admit=ring.admit,
+        fence_seen=ring.fence_seen,
     )
     await service.start()
     app[TRANSFERS] = cast(Any, service)
@@ -179,7 +179,7 @@ async def _prepare(request: web.Request) -> web.Response:
     if any(leg.bank != service.bank for item in prepare.items for leg in item.legs):
         raise _bad("a prepare carries only the receiving bank's legs")
     if service.refuse_stale(prepare):
-        # The ring here has seen a newer token: the sender no longer holds it.
+        # The ring here has seen a newer generation: the sender's token was lost and replaced.
         votes = tuple(Vote(item.transfer_id, False, "stale_fence") for item in prepare.items)
         return _reply(Votes(service.bank, prepare.fence, votes))
     return _reply(await service.handle_participant(prepare))

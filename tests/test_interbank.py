@@ -224,34 +224,39 @@ async def test_interbank_routes_refuse_unsigned_and_impersonated_messages(banks:
     assert banks.apps["b0"][TRANSFERS].participant.fence is None
 
 
-async def test_a_stale_holder_cannot_place_a_hold_after_the_token_moved_on(banks: Banks) -> None:
-    """A holder paused mid-visit wakes up and sends its prepare under the old fence: the
-    bank holding the source has seen a newer token since, refuses, and holds nothing."""
+async def test_a_round_late_under_an_old_fence_cannot_hold_where_a_newer_one_was_accepted(
+    banks: Banks,
+) -> None:
+    """A holder whose round runs late (its visit long over) sends its prepare under the old
+    fence after a newer holder prepared at the same bank: that bank refuses it and holds
+    nothing. (A holder paused past the loss timeout: tests/test_transfer_stale_holder.py.)"""
     from bank.keys import RING
     from bank.transfers.protocol import Leg, Transfer
 
-    for bank in ("b0", "b1"):
+    for bank in ("b0", "b1", "b2"):
         await banks.customer(bank, ANA)
     destination = await banks.account("b0", ANA, 0)
     source = await banks.account("b1", ANA, 1_000)
+    elsewhere = await banks.account("b2", ANA, 0)
     service = banks.apps["b0"][TRANSFERS]
-    service.rounds_paused = True  # b0 is "paused": it takes no visit for its transfers
+    service.rounds_paused = True  # b0 is "slow": it takes no visit for its transfers
     async with banks.apps["b0"][RING].holding(timeout_s=DEADLINE_S) as old_fence:
         pass
-    deadline = time.monotonic() + DEADLINE_S
-    while (seen := banks.apps["b1"][RING].fence_seen()) is None or not seen > old_fence:
-        assert time.monotonic() < deadline, "the token never moved on"
-        await asyncio.sleep(0.01)
-    transfer = Transfer("b0-stale", "b0", ANA, (Leg("b1", str(source), 600, "source"),
-                                                Leg("b0", str(destination), 600, "destination")))
-    assert await service.submit(transfer) == "b0-stale"
-    outcome = service.watch("b0-stale")
-    # It "resumes" and runs the round of its old visit.
-    assert await service.run_round(old_fence, asyncio.get_running_loop().time() + 0.5)
+    # A newer holder, b2, prepares at b1 (its visit comes after b0's).
+    status, body = await banks.call(
+        "POST", "b2", "/api/v1/transfers?wait_ms=10000",
+        {"sources": [{"bank": "b1", "account": source, "amount_cents": 100}],
+         "destination": {"bank": "b2", "account": elsewhere}}, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    transfer = Transfer("b0-late", "b0", ANA, (Leg("b1", str(source), 600, "source"),
+                                               Leg("b0", str(destination), 600, "destination")))
+    assert await service.submit(transfer) == "b0-late"
+    outcome = service.watch("b0-late")
+    # b0 finally runs the round of its old visit.
+    assert await service.run_round(old_fence, asyncio.get_running_loop().time())
     decided = await asyncio.wait_for(outcome, DEADLINE_S)
     assert (decided.outcome, decided.reason) == ("aborted", "stale_fence")
-    assert await banks.balance("b1", ANA, source) == (1_000, 0)
-    await settle(banks, {("b1", source): (1_000, 0), ("b0", destination): (0, 0)})
+    await settle(banks, {("b1", source): (900, 0), ("b0", destination): (0, 0), ("b2", elsewhere): (100, 0)})
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 1_000
 

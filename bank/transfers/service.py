@@ -130,7 +130,7 @@ class TransferService:
         *,
         client: Callable[[], SignedClient],
         holding: Callable[[], AbstractAsyncContextManager[Fence]] | None = None,
-        admit: Callable[[Fence], bool] = lambda fence: True,
+        fence_seen: Callable[[], Fence | None] = lambda: None,
         round_ms_min: int = ROUND_MS_MIN,
         send_timeout_s: float = SEND_TIMEOUT_S,
         sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX,
@@ -144,7 +144,7 @@ class TransferService:
         self.coordinator = Coordinator(bank_id)
         self._client = client
         self._holding = holding
-        self._admit = admit
+        self._fence_seen = fence_seen
         self.rounds_paused = False
         """While True the runner takes no token visit (tests use it to play a paused holder)."""
         self.round_ms_min = round_ms_min
@@ -386,8 +386,13 @@ class TransferService:
         return replies[0]
 
     def refuse_stale(self, prepare: Prepare) -> bool:
-        """True when the ring has seen a fence above the prepare's (refuse without a lookup)."""
-        return not self._admit(prepare.fence)
+        """True when this bank's ring has seen a newer generation of the token than the
+        prepare's: its sender held a token that was lost and regenerated (it was paused or cut
+        off past the loss timeout), so it may not move money here any more, even where no
+        newer prepare has been seen yet. Within one generation, prepares are ordered by the
+        participant's own highest accepted fence (a round may outlive its visit)."""
+        seen = self._fence_seen()
+        return seen is not None and seen.epoch > prepare.fence.epoch
 
     # -- the network ------------------------------------------------------------------------
 
