@@ -14,7 +14,7 @@ ports, a temporary ring file), lets the ring settle, and then measures:
 
 It prints figures; it asserts nothing. Run it with:
 
-    .venv/bin/python benchmarks/ring_bench.py [--sizes 3,5,9,16] [--handoff-timeout-ms 150]
+    .venv/bin/python benchmarks/ring_bench.py [--sizes 3,5,9,16] [--handoff-timeout-ms 50]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import aiohttp
 
 from bank.process import Consortium, catch_holder, write_ring_file
 from tokenring import core
+from tokenring.config import HANDOFF_TIMEOUT_MS_DEFAULT
 from tokenring.signing import SignedClient
 
 BANK_IDS = tuple(f"b{i:02d}" for i in range(64))
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="3,5,9,16", help="ring sizes (default 3,5,9,16)")
     parser.add_argument("--hold-max-ms", type=int, default=25)
-    parser.add_argument("--handoff-timeout-ms", type=int, default=150)
+    parser.add_argument("--handoff-timeout-ms", type=int, default=HANDOFF_TIMEOUT_MS_DEFAULT)
     parser.add_argument("--loss-timeout-ms", type=int, default=None,
                         help="default: derived, 2 * n * (hold + handoff timeout)")  # fmt: skip
     parser.add_argument("--idle-s", type=float, default=5.0, help="idle window (default 5 s)")
