@@ -51,6 +51,7 @@ from tokenring.signing import SendFailed, SignedClient
 __all__ = [
     "ROUND_MS_MIN",
     "SEND_TIMEOUT_S",
+    "SUCCESSOR_VOTE_WAIT_MS",
     "SENDS_IN_FLIGHT_MAX",
     "Backlogged",
     "TransferService",
@@ -65,6 +66,9 @@ ROUND_MS_MIN = 1_000
 them: a durable prepare on a busy machine takes longer than ``hold_max_ms``, and safety never
 rests on the token's deadline (holds keep the money, fences order the prepares). A bank that
 refuses the connection votes no at once; only a silent one makes a round wait this long."""
+SUCCESSOR_VOTE_WAIT_MS = 50
+"""How long a visit waits for the vote of the bank after it in the ring (when that bank takes
+part in the round) before the token goes on regardless."""
 SEND_TIMEOUT_S = 2.0
 """How long one inter-bank request may take before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
@@ -132,6 +136,7 @@ class TransferService:
         holding: Callable[[], AbstractAsyncContextManager[Fence]] | None = None,
         fence_seen: Callable[[], Fence | None] = lambda: None,
         round_ms_min: int = ROUND_MS_MIN,
+        successor_vote_wait_ms: int = SUCCESSOR_VOTE_WAIT_MS,
         send_timeout_s: float = SEND_TIMEOUT_S,
         sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX,
         pending_transfers_max: int = PENDING_TRANSFERS_MAX,
@@ -148,6 +153,7 @@ class TransferService:
         self.rounds_paused = False
         """While True the runner takes no token visit (tests use it to play a paused holder)."""
         self.round_ms_min = round_ms_min
+        self.successor_vote_wait_ms = successor_vote_wait_ms
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
         self._participant_lock = KeyedLock()
@@ -287,14 +293,24 @@ class TransferService:
         if not sends:
             return False
         self.rounds += 1
+        successor = self._successor()
+        first: asyncio.Task[None] | None = None
         for to, message in sends:
             assert isinstance(message, Prepare)
             # Not through the bounded background sends: a round's prepares must not queue
             # behind retries, and each one ends with its round (its timeout is the deadline).
-            self._track(loop.create_task(self._prepare_at(to, message, until_ms)))
+            task = loop.create_task(self._prepare_at(to, message, until_ms))
+            self._track(task)
+            if to == successor:
+                first = task
         self._track(loop.create_task(self._expire_at(until_ms)))
-        # Let the prepares start on their way before the token does.
-        await asyncio.sleep(0)
+        if first is not None:
+            # The token's next holder would otherwise prepare under its newer fence before
+            # our prepare reaches it, and refuse ours as stale: let ours be handled there
+            # first (boundedly). Other banks are further away than our prepare.
+            await asyncio.wait([first], timeout=self.successor_vote_wait_ms / 1000)
+        else:
+            await asyncio.sleep(0)  # let the prepares start on their way before the token
         # One line per round: its size and its banks.
         log.info(
             "transfers.round",
@@ -306,6 +322,11 @@ class TransferService:
             rounds_in_flight=len(self.coordinator.rounds),
         )
         return True
+
+    def _successor(self) -> str:
+        """The next bank in ring order (the token's likely next holder)."""
+        members = list(self.config.member_ids)
+        return members[(members.index(self.bank) + 1) % len(members)]
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -383,7 +404,20 @@ class TransferService:
             )
         self._wake.set()
         assert len(replies) == 1
-        return replies[0]
+        reply = replies[0]
+        if (
+            isinstance(message, Prepare)
+            and isinstance(reply, Votes)
+            and reply.votes
+            and reply.votes[0].reason == "stale_fence"
+        ):
+            log.info(
+                "transfers.prepare_refused_stale",
+                coordinator=message.sender,
+                fence=str(message.fence),
+                accepted=str(self.participant.fence),
+            )
+        return reply
 
     def refuse_stale(self, prepare: Prepare) -> bool:
         """True when this bank's ring has seen a newer generation of the token than the
