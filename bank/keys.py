@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from tokenring.config import RingConfig
+from tokenring.ring import Ring
 
 __all__ = ["BANK_ID", "CONFIG", "LEDGER", "RING", "TRANSFERS"]
 
@@ -18,8 +19,8 @@ CONFIG = web.AppKey("config", RingConfig)
 """The whole ring.toml this bank was started with."""
 BANK_ID = web.AppKey("bank_id", str)
 """This bank's id in the ring."""
-RING = web.AppKey("ring", Any)
-"""The ``tokenring`` ring member (``status()`` gives the /ring/status document)."""
+RING = web.AppKey("ring", Ring)
+"""This bank's ring member (``status()`` gives the /ring/status document)."""
 LEDGER = web.AppKey("ledger", Any)
 """This bank's ledger (SQLite)."""
 TRANSFERS = web.AppKey("transfers", Any)

@@ -1,4 +1,4 @@
-"""The example of docs/transport.md, run as written: three processes, one counter file, no
+"""The example of README.md, run as written: three processes, one counter file, no
 lost update."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bank.process import get_json, write_ring_file
 
 pytestmark = pytest.mark.processes
 
-DOC = Path(__file__).parent.parent / "docs" / "transport.md"
+DOC = Path(__file__).parent.parent / "README.md"
 MARKER = "<!-- example: ring_counter.py"
 WAIT_S = 30.0
 REQUESTS = 30
