@@ -5,8 +5,9 @@ round the configured ring, each hand-off acknowledged, silent members skipped an
 they answer; a member that has seen no token for a loss timeout bids for a new generation, and
 only a bid that a strict majority of the configured members promised is ever minted.
 Everything that changes a member's state happens in :meth:`Member.handle`, which turns one
-event at ``now_ms`` into a list of actions; :meth:`Member.next_deadline_ms` says when to send
-:class:`TimerFired`. The transport and the simulator only carry events and actions.
+event at ``now_ms`` into a list of actions (:meth:`Member.receive` is the same for a message);
+:meth:`Member.next_deadline_ms` says when to send :class:`TimerFired`. The transport and the
+simulator only carry events and actions.
 docs/protocol.md explains the protocol, its state diagram and its timing bounds.
 """
 
@@ -309,6 +310,8 @@ class Member:
         self.member_id = member_id
         self.members = members
         self._position = {m: i for i, m in enumerate(members)}
+        self._others = frozenset(members) - {member_id}  # whom messages may come from
+        self._ring_next = tuple(members[(i + 1) % n] for i in range(n))  # by position
         self._n = n
         self._me = members.index(member_id)
         self._majority = n // 2 + 1
@@ -354,7 +357,15 @@ class Member:
         self._claim: _Claim | None = None
         self._probe_at_ms = 0
         self._visits = 0
-        # Bound once here: one dictionary lookup per message, and subclasses may override.
+        # Bound once here: one dictionary lookup per event and per message, and subclasses
+        # may override the handlers.
+        self._on_event: dict[type[Any], Callable[[Any, int, list[Action]], None]] = {
+            Received: self._on_received,
+            TimerFired: self._on_timer,
+            Release: self._on_release,
+            Start: self._on_start,
+            Leave: self._on_leave,
+        }
         self._receive: dict[type[Any], Callable[[Any, int, list[Action]], None]] = {
             Token: self._on_token,
             TokenAck: self._on_token_ack,
@@ -362,6 +373,7 @@ class Member:
             Vote: self._on_vote,
             Probe: self._on_probe,
             ProbeAck: self._on_probe_ack,
+            Leaving: self._on_leaving,
         }
 
     # -- queries --
@@ -410,51 +422,46 @@ class Member:
     def handle(self, event: Event, now_ms: int) -> list[Action]:
         """Apply ``event`` at ``now_ms``; return what to do, in order."""
         out: list[Action] = []
-        kind = type(event)
-        if kind is Received:
-            assert self._started, "a member handles messages only after Start"
-            message = event.message  # type: ignore[union-attr]
-            sender = message.sender
-            if sender == self.member_id or sender not in self._position or self._left:
-                # A stray or reflected message is an operating error: drop it. A member that
-                # left takes no part (it acknowledges no token, so senders skip it).
-                if self._left and isinstance(message, TokenAck):
-                    self._on_token_ack(message, now_ms, out)
-                return out
-            if type(message) is Leaving:
-                self._mark_down(sender, out)
-                self._departed.add(sender)
-                return out
-            # Any message brings a down member back, except what a departed member sent
-            # before it left (arriving late): it comes back by starting again, which it
-            # announces with probes, or by bidding.
-            if not self._up[sender] and (
-                sender not in self._departed or type(message) in _ANNOUNCEMENTS
-            ):
-                self._departed.discard(sender)
-                self._up[sender] = True
-                self._downs -= 1
-                out.append(MemberUp(sender))
-            self._receive[type(message)](message, now_ms, out)
-        elif kind is TimerFired:
-            assert self._started, "a member's timer runs only after Start"
-            self._on_timer(now_ms, out)
-        elif kind is Release:
-            assert self._started
-            self._on_release(event.fence, now_ms, out)  # type: ignore[union-attr]
-        elif kind is Start:
-            assert not self._started, "Start comes once; a restart is a new Member"
-            self._on_start(now_ms, out)
-        elif kind is Leave:
-            assert self._started
-            self._on_leave(now_ms, out)
-        else:
+        on_event = self._on_event.get(type(event))
+        if on_event is None:
             raise AssertionError(f"not an event: {event!r}")
+        on_event(event, now_ms, out)
+        return out
+
+    def receive(self, message: Message, now_ms: int) -> list[Action]:
+        """The same as ``handle(Received(message), now_ms)``, without making the event (the
+        simulator's hot path)."""
+        assert self._started, "a member handles messages only after Start"
+        out: list[Action] = []
+        sender = message.sender
+        if sender not in self._others or self._left:
+            # A stray or reflected message is an operating error: drop it. A member that
+            # left takes no part (it acknowledges no token, so senders skip it).
+            if self._left and type(message) is TokenAck:
+                self._on_token_ack(message, now_ms, out)
+            return out
+        # Any message brings a down member back, except its Leaving and what a departed member
+        # sent before it left (arriving late): it comes back by starting again, which it
+        # announces with probes, or by bidding.
+        if (
+            not self._up[sender]
+            and type(message) is not Leaving
+            and (sender not in self._departed or type(message) in _ANNOUNCEMENTS)
+        ):
+            self._departed.discard(sender)
+            self._up[sender] = True
+            self._downs -= 1
+            out.append(MemberUp(sender))
+        self._receive[type(message)](message, now_ms, out)
         return out
 
     # -- transitions --
 
-    def _on_start(self, now_ms: int, out: list[Action]) -> None:
+    def _on_received(self, event: Received, now_ms: int, out: list[Action]) -> None:
+        out += self.receive(event.message, now_ms)
+
+    def _on_start(self, event: Start, now_ms: int, out: list[Action]) -> None:
+        assert not self._started, "Start comes once; a restart is a new Member"
         self._started = True
         self._quiet_since_ms = now_ms
         self._probe_at_ms = now_ms + self.probe_interval_ms
@@ -468,7 +475,8 @@ class Member:
             # circulates, its fresh holders refuse this bid and nothing changes.
             self._start_claim(now_ms, out)
 
-    def _on_timer(self, now_ms: int, out: list[Action]) -> None:
+    def _on_timer(self, event: TimerFired, now_ms: int, out: list[Action]) -> None:
+        assert self._started, "a member's timer runs only after Start"
         if self._holding is not None and now_ms >= self._pass_at_ms:
             if self._in_section:
                 self._in_section = False
@@ -494,7 +502,9 @@ class Member:
                 if not self._up[other]:
                     out.append(Send(other, Probe(self.member_id, self._seen)))
 
-    def _on_release(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
+    def _on_release(self, event: Release, now_ms: int, out: list[Action]) -> None:
+        assert self._started
+        fence = event.fence
         held = self._holding
         if not self._in_section or (fence is not held and fence != held):
             return  # released after a revoke, or under an old fence: nothing to end
@@ -504,7 +514,8 @@ class Member:
         if now_ms >= self._pass_at_ms:
             self._pass_token(now_ms, out)
 
-    def _on_leave(self, now_ms: int, out: list[Action]) -> None:
+    def _on_leave(self, event: Leave, now_ms: int, out: list[Action]) -> None:
+        assert self._started
         if self._left:
             return
         self._left = True
@@ -518,10 +529,14 @@ class Member:
                 out.append(Revoke(self._holding))
             self._pass_token(now_ms, out)
 
+    def _on_leaving(self, message: Leaving, now_ms: int, out: list[Action]) -> None:
+        self._mark_down(message.sender, out)
+        self._departed.add(message.sender)
+
     def _on_token(self, message: Token, now_ms: int, out: list[Action]) -> None:
         fence = message.fence
-        if fence > self._seen and (fence > self._promised or now_ms >= self._promised_until_ms):
-            self._learn(fence, now_ms, out)  # drops anything older this member still had
+        if fence > self._seen and (now_ms >= self._promised_until_ms or fence > self._promised):
+            self._supersede(fence, now_ms, out)  # drops anything older this member still had
             self._last_accepted = (message.sender, fence)
             out.append(Send(message.sender, TokenAck(self.member_id, fence, True, fence)))
             self._grant(fence, now_ms, out)
@@ -603,8 +618,13 @@ class Member:
 
     def _learn(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
         """A token fence seen anywhere: if newer, everything older here is superseded."""
-        if fence <= self._seen:
+        seen = self._seen
+        if fence is seen or fence <= seen:  # mostly the very fence last seen: no comparison
             return
+        self._supersede(fence, now_ms, out)
+
+    def _supersede(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
+        """``fence`` is above every fence seen here: everything older here is superseded."""
         self._seen = fence
         self._quiet_since_ms = now_ms  # the ring is alive: the loss timer starts over
         holding = self._holding
@@ -621,7 +641,7 @@ class Member:
 
     def _grant(self, fence: Fence, now_ms: int, out: list[Action]) -> None:
         assert self._holding is None and not self._left
-        assert fence >= self._seen, "a grant never goes below a seen fence"
+        assert fence is self._seen or fence >= self._seen, "a grant never goes below a seen fence"
         self._seen = fence
         self._holding = fence
         self._in_section = True
@@ -629,13 +649,16 @@ class Member:
         self._pass_at_ms = now_ms + self.hold_max_ms
         self._token_seen_ms = now_ms
         self._quiet_since_ms = now_ms
-        self._drop_claim(now_ms)
+        if self._claim is not None:
+            self._drop_claim(now_ms)
         self._visits += 1
         out.append(Grant(fence, self._pass_at_ms))
 
     def _next_up(self, position: int) -> tuple[str, int]:
         """The first member after ``position`` believed up, and its ring distance; this
         member itself when no other is up."""
+        if not self._downs:
+            return self._ring_next[position], 1  # everyone is up: the very next one
         n = self._n
         for distance in range(1, n + 1):
             candidate = self.members[(position + distance) % n]
@@ -667,7 +690,7 @@ class Member:
         if target == self.member_id:
             self._grant(nxt, now_ms, out)  # alone in the ring: the next visit is ours
             return
-        if nxt > self._seen:
+        if fence is self._seen or nxt > self._seen:  # (nxt is above fence)
             self._seen = nxt
         self._token_seen_ms = now_ms
         self._quiet_since_ms = now_ms

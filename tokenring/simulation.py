@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import heapq
+import itertools
 import random
 import sys
 import time
@@ -32,10 +33,12 @@ from typing import Any, Literal, Protocol
 import attrs
 
 from tokenring.core import (
+    Action,
     ClaimStarted,
     Event,
     Fence,
     Grant,
+    HandoffAcked,
     Leave,
     Member,
     MemberDown,
@@ -83,8 +86,9 @@ SWEEP_HOLD_MAX_MS = 10
 SWEEP_HANDOFF_TIMEOUT_MS = 20
 """Seed sweeps use a fast ring so that thousands of schedules fit in CI."""
 
-_DELIVER, _TIMER, _FAULT, _CALL = 0, 1, 2, 3
+_DELIVER, _TIMER, _FAULT, _CALL, _STOP = 0, 1, 2, 3, 4
 _TIMER_FIRED = TimerFired()  # one value serves every firing: it has no fields
+_heappush = heapq.heappush
 
 
 @attrs.frozen
@@ -213,7 +217,7 @@ class _Host:
         self.app: Application | None = None
         self.incarnation = -1
         self.state = "down"  # up, paused, down (crashed), left
-        self.inbox: list[Any] = []  # what arrived while paused
+        self.inbox: list[tuple[str, Any]] = []  # (sender, message) that came while paused
         self.timer_version = 0
         self.pending_calls: list[Callable[[], None]] = []  # callbacks due while paused
         self.armed_ms: int | None = None  # the deadline the live timer event is for
@@ -231,7 +235,10 @@ class _Host:
     def call_later(self, delay_ms: int, callback: Callable[[], None]) -> None:
         assert delay_ms >= 0
         sim = self.simulation
-        sim._push(sim.now_ms + delay_ms, _CALL, self, (self.incarnation, callback))
+        heapq.heappush(
+            sim._queue,
+            (sim.now_ms + delay_ms, next(sim._made), _CALL, self, (self.incarnation, callback)),
+        )
 
 
 class Simulation:
@@ -265,7 +272,9 @@ class Simulation:
         self.hold_max_ms = hold_max_ms
         self.handoff_timeout_ms = handoff_timeout_ms
         self.loss_timeout_ms = loss_timeout_ms
-        self.network = network
+        self._network = network
+        self._draws = _draws(network)
+        self._draw = self.random.random
         self.application = application or (lambda _member: WorkApplication(hold_max_ms))
         self.events_max = events_max
         self.member_factory = member_factory
@@ -284,11 +293,22 @@ class Simulation:
         self.assents: set[tuple[str, int, str]] = set()
         """Every granted vote sent: (voter, epoch, candidate)."""
         self.trace: list[str] | None = [] if trace else None
+        # The event queue: a heap of plain tuples (at_ms, number, kind, host, payload); the
+        # number (from _made) runs events due at one instant in the order they were made.
         self._queue: list[tuple[int, int, int, Any, Any]] = []
-        self._counter = 0
+        self._made = itertools.count(1)
         self._hosts = {m: _Host(self, m) for m in self.members}
         self._open: dict[str, int] = {}  # member -> index of its open section
         self._cut_off: frozenset[str] = frozenset()  # one side of the current partition
+        # What each kind of action (other than Send, Grant, HandoffAcked) records.
+        self._record: dict[type[Any], Callable[[_Host, Any], None]] = {
+            Revoke: self._on_revoke,
+            ClaimStarted: self._on_claim_started,
+            TokenMinted: self._on_token_minted,
+            TokenPurged: self._on_token_purged,
+            MemberDown: self._on_member_down,
+            MemberUp: self._on_member_up,
+        }
         for member_id in self.members:
             self._push(0, _FAULT, None, Fault(0, "restart", (member_id,)))
         for fault in faults:
@@ -309,35 +329,64 @@ class Simulation:
         """Simulated events handled per wall-clock second of :meth:`run`."""
         return self.events_handled / self.run_s if self.run_s > 0 else 0.0
 
+    @property
+    def network(self) -> NetworkConfig:
+        """How the network treats messages now (a ``network`` fault changes it)."""
+        return self._network
+
+    @network.setter
+    def network(self, network: NetworkConfig) -> None:
+        self._network = network
+        self._draws = _draws(network)
+
     def _run(self, until_ms: int) -> None:
+        # The hot loop: locals instead of attributes, the commonest kinds first.
         queue = self._queue
         pop = heapq.heappop
-        hosts_deliver = self._deliver
-        while queue and queue[0][0] <= until_ms:
-            if self.events_handled >= self.events_max:
-                raise RuntimeError(f"seed {self.seed}: more than {self.events_max} events")
-            at_ms, _, kind, host, payload = pop(queue)
-            self.now_ms = at_ms
-            if kind == _DELIVER:
-                self.events_handled += 1
-                hosts_deliver(host, payload)
-            elif kind == _TIMER:
-                # A timer replaced by a later one is not an event: skip it uncounted.
-                if payload == host.timer_version and (host.state == "up" or host.state == "left"):
-                    self.events_handled += 1
+        deliver = self._deliver
+        handle = self._input
+        events_max = self.events_max
+        events = self.events_handled
+        # A stop mark sorts after every event due by until_ms and before every later one (their
+        # numbers start at 1), so the loop need not look at the queue's head for each event.
+        mark: tuple[int, int, int, Any, Any] = (until_ms + 1, 0, _STOP, None, None)
+        heapq.heappush(queue, mark)
+        stop: tuple[int, int, int, Any, Any] | None = mark
+        try:
+            while True:
+                at_ms, _, kind, host, payload = pop(queue)
+                if kind == _TIMER:
+                    # A timer replaced by a later one is not an event: skip it uncounted.
+                    if payload != host.timer_version or (
+                        host.state != "up" and host.state != "left"
+                    ):
+                        continue
+                elif kind == _STOP:
+                    stop = None
+                    break
+                if events >= events_max:
+                    raise RuntimeError(f"seed {self.seed}: more than {events_max} events")
+                events += 1
+                self.now_ms = at_ms
+                if kind == _DELIVER:
+                    deliver(host, payload)
+                elif kind == _TIMER:
                     host.armed_ms = None
-                    self._input(host, _TIMER_FIRED)
-            elif kind == _CALL:
-                self.events_handled += 1
-                incarnation, callback = payload
-                if host.incarnation == incarnation:
-                    if host.state == "up":
-                        callback()
-                    elif host.state == "paused":
-                        host.pending_calls.append(callback)
-            else:
-                self.events_handled += 1
-                self._fault(payload)
+                    handle(host, _TIMER_FIRED)
+                elif kind == _CALL:
+                    incarnation, callback = payload
+                    if host.incarnation == incarnation:
+                        if host.state == "up":
+                            callback()
+                        elif host.state == "paused":
+                            host.pending_calls.append(callback)
+                else:
+                    self._fault(payload)
+        finally:
+            self.events_handled = events
+            if stop is not None:  # stopped by an error: take the mark out again
+                queue.remove(stop)
+                heapq.heapify(queue)
         self.now_ms = max(self.now_ms, until_ms)
 
     @property
@@ -362,26 +411,28 @@ class Simulation:
     # -- internals --
 
     def _push(self, at_ms: int, kind: int, host: Any, payload: Any) -> None:
-        self._counter += 1
-        heapq.heappush(self._queue, (at_ms, self._counter, kind, host, payload))
+        heapq.heappush(self._queue, (at_ms, next(self._made), kind, host, payload))
 
     def _transmit(self, sender: str, to: str, message: Any) -> None:
-        network = self.network
-        rng = self.random
         self.counts["messages"] += 1
-        if type(message) is Vote and message.granted:
+        if message.__class__ is Vote and message.granted:
             self.assents.add((sender, message.epoch, message.candidate))
-        if network.drop_rate and rng.random() < network.drop_rate:
+        delay_ms_min, delay_span, drop_rate, duplicate_rate = self._draws
+        draw = self._draw
+        # The draws, in this order: drop, duplicate, then one delay per copy.
+        if drop_rate and draw() < drop_rate:
             return
-        copies = 2 if network.duplicate_rate and rng.random() < network.duplicate_rate else 1
+        duplicate = duplicate_rate and draw() < duplicate_rate
         host = self._hosts[to]
-        span = network.delay_ms_max - network.delay_ms_min + 1
-        for _ in range(copies):
-            delay_ms = network.delay_ms_min + int(rng.random() * span)
-            self._counter += 1
-            heapq.heappush(
+        at_ms = self.now_ms + delay_ms_min
+        item = (sender, message)
+        _heappush(
+            self._queue, (at_ms + int(draw() * delay_span), next(self._made), _DELIVER, host, item)
+        )
+        if duplicate:
+            _heappush(
                 self._queue,
-                (self.now_ms + delay_ms, self._counter, _DELIVER, host, (sender, message)),
+                (at_ms + int(draw() * delay_span), next(self._made), _DELIVER, host, item),
             )
 
     def _deliver(self, host: _Host, item: tuple[str, Any]) -> None:
@@ -390,33 +441,47 @@ class Simulation:
         if cut_off and (sender in cut_off) != (host.member_id in cut_off):
             return  # the partition formed while it was in flight
         state = host.state
-        if state == "paused":
-            host.inbox.append(item)
-            return
-        if state != "up" and state != "left":
-            return
-        if type(message) is _AppMessage:
+        if state != "up":
+            if state == "paused":
+                host.inbox.append(item)
+                return
+            if state != "left":
+                return
+        if message.__class__ is _AppMessage:
             if state == "up":
                 assert host.app is not None
                 host.app.on_message(host, sender, message.payload)
             return
-        self._input(host, Received(message))
+        core = host.core
+        assert core is not None
+        actions = core.receive(message, self.now_ms)
+        if self.trace is not None:
+            self._trace(host, Received(message), actions)
+        self._carry_out(host, actions)
 
     def _input(self, host: _Host, event: Event) -> None:
         core = host.core
         assert core is not None
-        now_ms = self.now_ms
-        actions = core.handle(event, now_ms)
-        trace = self.trace
-        if trace is not None:
-            trace.append(f"{now_ms} {host.member_id} <- {event!r}")
-            for action in actions:
-                trace.append(f"{now_ms} {host.member_id} -> {action!r}")
-        member_id = host.member_id
+        actions = core.handle(event, self.now_ms)
+        if self.trace is not None:
+            self._trace(host, event, actions)
         if type(event) is Release:
-            self._close(member_id, event.fence, "release")
+            self._close(host.member_id, event.fence, "release")
+        self._carry_out(host, actions)
+
+    def _trace(self, host: _Host, event: Event, actions: list[Action]) -> None:
+        assert self.trace is not None
+        prefix = f"{self.now_ms} {host.member_id}"
+        self.trace.append(f"{prefix} <- {event!r}")
         for action in actions:
-            kind = type(action)
+            self.trace.append(f"{prefix} -> {action!r}")
+
+    def _carry_out(self, host: _Host, actions: list[Action]) -> None:
+        """Do what the host's core asked, in order, then set its timer."""
+        member_id = host.member_id
+        now_ms = self.now_ms
+        for action in actions:
+            kind = action.__class__
             if kind is Send:
                 self._transmit(member_id, action.to, action.message)  # type: ignore[union-attr]
             elif kind is Grant:
@@ -426,34 +491,41 @@ class Simulation:
                 if host.app is not None:
                     until_ms: int = action.until_ms  # type: ignore[union-attr]
                     host.app.on_grant(host, fence, until_ms)
-            elif kind is Revoke:
-                self._close(member_id, action.fence, "revoke")  # type: ignore[union-attr]
-                if host.app is not None:
-                    host.app.on_revoke(host, action.fence)  # type: ignore[union-attr]
-            elif kind is ClaimStarted:
-                self.counts["claims"] += 1
-                self.claims.append((now_ms, member_id, action.epoch))  # type: ignore[union-attr]
-            elif kind is TokenMinted:
-                self.counts["mints"] += 1
-                self.mints.append((now_ms, member_id, action.fence))  # type: ignore[union-attr]
-            elif kind is TokenPurged:
-                self.counts["purges"] += 1
-            elif kind is MemberDown:
-                self.counts["downs"] += 1
-            elif kind is MemberUp:
-                self.counts["ups"] += 1
-        # Re-arm the member's one timer (inlined: this runs after every event).
+            elif kind is not HandoffAcked:  # (for metrics; nothing to record here)
+                self._record[kind](host, action)
+        # Set the member's one timer (inlined _arm: this runs after every event).
+        core = host.core
+        assert core is not None
         deadline = core.next_deadline_ms()
         if deadline is not None and deadline < now_ms:
             deadline = now_ms
         if deadline != host.armed_ms:
-            host.timer_version += 1
+            host.timer_version = version = host.timer_version + 1
             host.armed_ms = deadline
             if deadline is not None:
-                self._counter += 1
-                heapq.heappush(
-                    self._queue, (deadline, self._counter, _TIMER, host, host.timer_version)
-                )
+                _heappush(self._queue, (deadline, next(self._made), _TIMER, host, version))
+
+    def _on_revoke(self, host: _Host, action: Revoke) -> None:
+        self._close(host.member_id, action.fence, "revoke")
+        if host.app is not None:
+            host.app.on_revoke(host, action.fence)
+
+    def _on_claim_started(self, host: _Host, action: ClaimStarted) -> None:
+        self.counts["claims"] += 1
+        self.claims.append((self.now_ms, host.member_id, action.epoch))
+
+    def _on_token_minted(self, host: _Host, action: TokenMinted) -> None:
+        self.counts["mints"] += 1
+        self.mints.append((self.now_ms, host.member_id, action.fence))
+
+    def _on_token_purged(self, host: _Host, action: TokenPurged) -> None:
+        self.counts["purges"] += 1
+
+    def _on_member_down(self, host: _Host, action: MemberDown) -> None:
+        self.counts["downs"] += 1
+
+    def _on_member_up(self, host: _Host, action: MemberUp) -> None:
+        self.counts["ups"] += 1
 
     def _close(self, member_id: str, fence: Fence, ended_by: str) -> None:
         index = self._open.get(member_id)
@@ -538,6 +610,17 @@ class Simulation:
             elif kind == "leave" and host.state == "up":
                 self._input(host, Leave())
                 host.state = "left"
+
+
+def _draws(network: NetworkConfig) -> tuple[int, int, float, float]:
+    """What the network's draws need: the shortest delay, the number of delays, the drop
+    and duplicate rates."""
+    return (
+        network.delay_ms_min,
+        network.delay_ms_max - network.delay_ms_min + 1,
+        network.drop_rate,
+        network.duplicate_rate,
+    )
 
 
 # --- Checks any run can use --------------------------------------------------------------------
@@ -745,8 +828,8 @@ def run_scenario(
     recovery_ms = recovery_ms_for(n, hold, handoff)
     settled_ms = scenario.faults_stop_ms + recovery_ms
     rotation_ms = rotation_ms_for(n, hold, handoff)
-    late = [s for s in sim.sections if s.start_ms >= settled_ms]
-    violations += check_single_holder(sim.sections, from_ms=settled_ms)
+    late = [s for s in sections if s.start_ms >= settled_ms]
+    violations += check_single_holder(sections, from_ms=settled_ms)
     for earlier, later in zip(late, late[1:]):
         if not later.fence > earlier.fence:
             violations.append(f"after recovery, fence {later.fence} followed {earlier.fence}")
