@@ -3,10 +3,10 @@ every run event for event the same.
 
 ``record FILE`` writes one line per run: its name, the trace digest (``trace=True``) and a
 digest of what the same run records without tracing (sections, claims, mints, assents,
-counts, events), so the fast untraced path is checked too. ``check FILE`` runs them again and
-prints every run whose line differs or is missing there (exit status 1 if any). Runs: the sweep's seeds
-``--seeds`` from ``--base``, plus a few fixed rings (fault-free, a leave, an application
-that overruns).
+counts, events), so the fast untraced path is checked too. ``check FILE`` runs them again
+and prints every run whose line differs or is missing there (exit status 1 if any). Runs: the
+sweep's seeds ``--seeds`` from ``--base``, plus a few fixed rings (fault-free, a leave and a
+pause, an application that overruns on a lossy, partitioned network).
 Run: ``.venv/bin/python benchmarks/simulation_digests.py record /tmp/digests.txt --seeds 300``.
 """
 

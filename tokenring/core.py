@@ -559,7 +559,7 @@ class Member:
             self._handoff = None
             self._token_seen_ms = now_ms
             out.append(HandoffAcked(handoff.target, handoff.fence, now_ms - handoff.sent_ms))
-        if not self._left:
+        if not self._left and message.seen is not self._seen:
             self._learn(message.seen, now_ms, out)
 
     def _on_claim(self, message: Claim, now_ms: int, out: list[Action]) -> None:

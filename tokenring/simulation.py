@@ -21,6 +21,7 @@ and set timers. Every critical section is recorded as a :class:`Section`.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import heapq
 import itertools
@@ -184,7 +185,7 @@ class WorkApplication:
         if work_ms == 0:
             node.release(fence)
         else:
-            node.call_later(work_ms, lambda: node.release(fence))
+            node.call_later(work_ms, functools.partial(node.release, fence))
 
     def on_revoke(self, node: Node, fence: Fence) -> None:
         pass
