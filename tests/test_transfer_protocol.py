@@ -251,3 +251,21 @@ def test_rounds_of_successive_visits_overlap_and_end_independently() -> None:
     decided, _ = run_steps(coordinator.expire(1_000), book)
     assert [(d.transfer_id, d.reason) for d in decided] == [("alfa:0", "vote_timeout")]
     assert not coordinator.round_open
+
+
+def test_a_transfer_refused_only_as_stale_goes_into_a_later_round_a_bounded_number_of_times() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", stale_retries_max=1)
+    run_steps(coordinator.submit(transfer()), book)
+    for seq, expected in ((1, []), (4, [("alfa:1", "aborted", "stale_fence")])):
+        fence = (1, "alfa", seq)
+        coordinator.grant(fence, until_ms=1_000, now_ms=0)
+        for bank in ("alfa", "beta"):
+            run_steps(coordinator.handle(Votes(bank, fence, (Vote("alfa:1", True),)), 1), book)
+        decided, _ = run_steps(
+            coordinator.handle(Votes("gama", fence, (Vote("alfa:1", False, "stale_fence"),)), 2), book
+        )
+        assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == expected
+        if not expected:
+            assert list(coordinator.pending) == ["alfa:1"] and "alfa:1" not in book.outcomes
+    assert book.outcomes == {"alfa:1": ("aborted", "stale_fence")}

@@ -47,6 +47,7 @@ __all__ = [
     "RETRY_MS_MAX",
     "RETRY_MS_MIN",
     "ROUNDS_IN_FLIGHT_MAX",
+    "STALE_RETRIES_MAX",
     "ACKS_FLUSH_MS",
     "Coordinator",
     "Decided",
@@ -56,6 +57,10 @@ BATCH_TRANSFERS_MAX = 1024
 """The most transfers one token visit prepares."""
 PENDING_TRANSFERS_MAX = 50_000
 """The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
+STALE_FENCE = "stale_fence"
+STALE_RETRIES_MAX = 3
+"""How many more rounds a transfer gets when its only refusals were stale fences (another
+holder's prepare reached a participant first); then it aborts ``stale_fence``."""
 ROUNDS_IN_FLIGHT_MAX = 8
 """The most rounds of one coordinator waiting for votes at once."""
 RETRY_MS_MIN = 500
@@ -87,6 +92,7 @@ class _Round:
     transfers: dict[str, Transfer]
     awaiting: dict[str, set[str]]
     refusals: dict[str, str]
+    stale: set[str] = attrs.Factory(set)
 
 
 @attrs.define
@@ -120,6 +126,10 @@ class Coordinator:
     """The rounds waiting for votes, by fence."""
     rounds_in_flight_max: int = ROUNDS_IN_FLIGHT_MAX
     """See :data:`ROUNDS_IN_FLIGHT_MAX`."""
+    stale_retries_max: int = STALE_RETRIES_MAX
+    """See :data:`STALE_RETRIES_MAX`."""
+    stale_retries: dict[str, int] = attrs.Factory(dict)
+    """Transfers put back after a stale-fence refusal, and how many times."""
     deliveries: dict[str, _Delivery] = attrs.Factory(dict)
     """Decided and not acknowledged by every bank involved."""
     retries: dict[str, _Retry] = attrs.Factory(dict)
@@ -203,7 +213,9 @@ class Coordinator:
                     if waiting is None or sender not in waiting:
                         continue
                     waiting.discard(sender)
-                    if not vote.ok:
+                    if not vote.ok and vote.reason == STALE_FENCE:
+                        current.stale.add(vote.transfer_id)
+                    elif not vote.ok:
                         current.refusals.setdefault(vote.transfer_id, vote.reason or "refused")
                 if all(not banks for banks in current.awaiting.values()):
                     return (yield from self._finish_rounds([current], now_ms))
@@ -250,11 +262,23 @@ class Coordinator:
     ) -> Steps[tuple[list[Decided], list[Send]]]:
         decided: list[Decided] = []
         transfers: dict[str, Transfer] = {}
+        again: dict[str, Transfer] = {}
         for current in finished:
             for transfer_id, banks in current.awaiting.items():
                 reason = current.refusals.get(transfer_id)
                 if reason is None and banks:
                     reason = "vote_timeout"
+                if reason is None and transfer_id in current.stale:
+                    # Refused only because another holder's prepare got there first: not the
+                    # transfer's fault. It goes into a later round (under a newer fence), a
+                    # bounded number of times; its holds elsewhere stay, and repeat.
+                    tries = self.stale_retries.get(transfer_id, 0)
+                    if tries < self.stale_retries_max:
+                        self.stale_retries[transfer_id] = tries + 1
+                        again[transfer_id] = current.transfers[transfer_id]
+                        continue
+                    reason = STALE_FENCE
+                self.stale_retries.pop(transfer_id, None)
                 decided.append(
                     Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
                 )
@@ -263,6 +287,10 @@ class Coordinator:
             # for the write. Should this process die before it, its book still has these
             # transfers pending.
             del self.rounds[current.fence]
+        if again:
+            self.pending = {**again, **self.pending}
+        if not decided:
+            return [], []
         yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
         # Durable from here on: the decisions are final, whatever happens to this process.
         by_bank: dict[str, list[DecisionItem]] = {}

@@ -151,6 +151,7 @@ def run(
                 retry_ms_min=20,
                 retry_ms_max=400,
                 acks_flush_ms=10,
+                stale_retries_max=rng.randrange(0, 3),
             ),
         )
         world.order.append(bank_id)
@@ -294,6 +295,7 @@ def _restart(world: _World, bank: _Bank) -> None:
         retry_ms_min=bank.coordinator.retry_ms_min,
         retry_ms_max=bank.coordinator.retry_ms_max,
         acks_flush_ms=bank.coordinator.acks_flush_ms,
+        stale_retries_max=bank.coordinator.stale_retries_max,
     )
     _drive(world, bank, bank.participant.start(world.now_ms), crash_ok=False)
     sends = _drive(world, bank, bank.coordinator.start(world.now_ms), crash_ok=False)
