@@ -229,7 +229,8 @@ async def test_a_round_late_under_an_old_fence_cannot_hold_where_a_newer_one_was
 ) -> None:
     """A holder whose round runs late (its visit long over) sends its prepare under the old
     fence after a newer holder prepared at the same bank: that bank refuses it and holds
-    nothing. (A holder paused past the loss timeout: tests/test_transfer_stale_holder.py.)"""
+    nothing; the transfer goes into a later round, where it commits. (A holder paused past
+    the loss timeout: tests/test_transfer_stale_holder.py.)"""
     from bank.keys import RING
     from bank.transfers.protocol import Leg, Transfer
 
@@ -252,11 +253,20 @@ async def test_a_round_late_under_an_old_fence_cannot_hold_where_a_newer_one_was
                                                Leg("b0", str(destination), 600, "destination")))
     assert await service.submit(transfer) == "b0-late"
     outcome = service.watch("b0-late")
-    # b0 finally runs the round of its old visit.
+    # b0 finally runs the round of its old visit: b1 refuses it as stale, nothing is held,
+    # and the transfer is not decided: it waits for a later round.
     assert await service.run_round(old_fence, asyncio.get_running_loop().time())
+    deadline = time.monotonic() + DEADLINE_S
+    while service.coordinator.round_open:
+        assert time.monotonic() < deadline, "the late round never ended"
+        await asyncio.sleep(0.01)
+    assert not outcome.done() and "b0-late" in service.coordinator.pending
+    assert await banks.balance("b1", ANA, source) == (900, 0)
+    # Under a visit of its own, the same transfer goes through.
+    service.resume_rounds()
     decided = await asyncio.wait_for(outcome, DEADLINE_S)
-    assert (decided.outcome, decided.reason) == ("aborted", "stale_fence")
-    await settle(banks, {("b1", source): (900, 0), ("b0", destination): (0, 0), ("b2", elsewhere): (100, 0)})
+    assert (decided.outcome, decided.reason) == ("committed", None)
+    await settle(banks, {("b1", source): (300, 0), ("b0", destination): (600, 0), ("b2", elsewhere): (100, 0)})
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 1_000
 

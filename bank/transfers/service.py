@@ -257,6 +257,11 @@ class TransferService:
             if not futures:
                 del self._waiters[transfer_id]
 
+    def resume_rounds(self) -> None:
+        """Take token visits again after ``rounds_paused`` (tests play a paused holder)."""
+        self.rounds_paused = False
+        self._work.set()
+
     async def _run_rounds(self) -> None:
         """Whenever transfers are pending: wait for the token, run one round under it."""
         assert self._holding is not None
