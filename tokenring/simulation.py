@@ -238,7 +238,7 @@ class _Host:
         sim = self.simulation
         heapq.heappush(
             sim._queue,
-            (sim.now_ms + delay_ms, next(sim._made), _CALL, self, (self.incarnation, callback)),
+            (sim.now_ms + delay_ms, next(sim._made), _CALL, self, self.incarnation, callback),
         )
 
 
@@ -294,9 +294,11 @@ class Simulation:
         self.assents: set[tuple[str, int, str]] = set()
         """Every granted vote sent: (voter, epoch, candidate)."""
         self.trace: list[str] | None = [] if trace else None
-        # The event queue: a heap of plain tuples (at_ms, number, kind, host, payload); the
-        # number (from _made) runs events due at one instant in the order they were made.
-        self._queue: list[tuple[int, int, int, Any, Any]] = []
+        # The event queue: a heap of plain tuples (at_ms, number, kind, host, a, b); the number
+        # (from _made) runs events due at one instant in the order they were made. a and b:
+        # sender and message (deliver), timer version (timer), incarnation and callback
+        # (call), the fault (fault).
+        self._queue: list[tuple[int, int, int, Any, Any, Any]] = []
         self._made = itertools.count(1)
         self._hosts = {m: _Host(self, m) for m in self.members}
         self._open: dict[str, int] = {}  # member -> index of its open section
@@ -350,15 +352,15 @@ class Simulation:
         events = self.events_handled
         # A stop mark sorts after every event due by until_ms and before every later one (their
         # numbers start at 1), so the loop need not look at the queue's head for each event.
-        mark: tuple[int, int, int, Any, Any] = (until_ms + 1, 0, _STOP, None, None)
+        mark: tuple[int, int, int, Any, Any, Any] = (until_ms + 1, 0, _STOP, None, None, None)
         heapq.heappush(queue, mark)
-        stop: tuple[int, int, int, Any, Any] | None = mark
+        stop: tuple[int, int, int, Any, Any, Any] | None = mark
         try:
             while True:
-                at_ms, _, kind, host, payload = pop(queue)
+                at_ms, _, kind, host, a, b = pop(queue)
                 if kind == _TIMER:
                     # A timer replaced by a later one is not an event: skip it uncounted.
-                    if payload != host.timer_version or (
+                    if a != host.timer_version or (
                         host.state != "up" and host.state != "left"
                     ):
                         continue
@@ -370,19 +372,18 @@ class Simulation:
                 events += 1
                 self.now_ms = at_ms
                 if kind == _DELIVER:
-                    deliver(host, payload)
+                    deliver(host, a, b)
                 elif kind == _TIMER:
                     host.armed_ms = None
                     handle(host, _TIMER_FIRED)
                 elif kind == _CALL:
-                    incarnation, callback = payload
-                    if host.incarnation == incarnation:
+                    if host.incarnation == a:
                         if host.state == "up":
-                            callback()
+                            b()
                         elif host.state == "paused":
-                            host.pending_calls.append(callback)
+                            host.pending_calls.append(b)
                 else:
-                    self._fault(payload)
+                    self._fault(a)
         finally:
             self.events_handled = events
             if stop is not None:  # stopped by an error: take the mark out again
@@ -411,8 +412,8 @@ class Simulation:
 
     # -- internals --
 
-    def _push(self, at_ms: int, kind: int, host: Any, payload: Any) -> None:
-        heapq.heappush(self._queue, (at_ms, next(self._made), kind, host, payload))
+    def _push(self, at_ms: int, kind: int, host: Any, a: Any, b: Any = None) -> None:
+        heapq.heappush(self._queue, (at_ms, next(self._made), kind, host, a, b))
 
     def _transmit(self, sender: str, to: str, message: Any) -> None:
         self.counts["messages"] += 1
@@ -426,25 +427,24 @@ class Simulation:
         duplicate = duplicate_rate and draw() < duplicate_rate
         host = self._hosts[to]
         at_ms = self.now_ms + delay_ms_min
-        item = (sender, message)
+        queue, made = self._queue, self._made
         _heappush(
-            self._queue, (at_ms + int(draw() * delay_span), next(self._made), _DELIVER, host, item)
+            queue, (at_ms + int(draw() * delay_span), next(made), _DELIVER, host, sender, message)
         )
         if duplicate:
             _heappush(
-                self._queue,
-                (at_ms + int(draw() * delay_span), next(self._made), _DELIVER, host, item),
+                queue,
+                (at_ms + int(draw() * delay_span), next(made), _DELIVER, host, sender, message),
             )
 
-    def _deliver(self, host: _Host, item: tuple[str, Any]) -> None:
-        sender, message = item
+    def _deliver(self, host: _Host, sender: str, message: Any) -> None:
         cut_off = self._cut_off
         if cut_off and (sender in cut_off) != (host.member_id in cut_off):
             return  # the partition formed while it was in flight
         state = host.state
         if state != "up":
             if state == "paused":
-                host.inbox.append(item)
+                host.inbox.append((sender, message))
                 return
             if state != "left":
                 return
@@ -504,7 +504,7 @@ class Simulation:
             host.timer_version = version = host.timer_version + 1
             host.armed_ms = deadline
             if deadline is not None:
-                _heappush(self._queue, (deadline, next(self._made), _TIMER, host, version))
+                _heappush(self._queue, (deadline, next(self._made), _TIMER, host, version, None))
 
     def _on_revoke(self, host: _Host, action: Revoke) -> None:
         self._close(host.member_id, action.fence, "revoke")
@@ -601,9 +601,9 @@ class Simulation:
                 if deadline is not None and deadline <= self.now_ms:
                     self._input(host, _TIMER_FIRED)  # the timer fires late
                 inbox, host.inbox = host.inbox, []
-                for item in inbox:
+                for sender, message in inbox:
                     if host.state == "up":
-                        self._deliver(host, item)
+                        self._deliver(host, sender, message)
                 calls, host.pending_calls = host.pending_calls, []
                 for callback in calls:
                     callback()
