@@ -16,6 +16,10 @@ involved acknowledged the decision), after which it is forgotten in memory.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
   prepare is idempotent by transfer id) and undelivered decisions (re-sent at once).
+
+Steps may overlap in a driver (a vote batch's write need not hold up the next grant): every
+step makes its changes to the shared state before it yields, and what it does after a yield
+only adds the outcome of its own batch (deliveries, retries).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Place in the design: ``bank.interbank`` (HTTP) and the ring (``ring.holding()``)
 it feeds the pure :class:`~bank.transfers.coordinator.Coordinator` and
 :class:`~bank.transfers.participant.Participant`, executes the book operations they yield on the
 ledger (:class:`~bank.transfers.store.LedgerBook`), and carries their messages over signed HTTP.
-It makes no protocol decision of its own; it only owns time (one timer task), concurrency (one
-lock per role, so steps of one role never interleave) and the network (bounded timeouts,
+It makes no protocol decision of its own; it only owns time (one timer task), concurrency
+(participant steps naming a common transfer run one after the other; coordinator steps may
+overlap) and the network (bounded timeouts,
 bounded sends in flight; a failed send is simply lost and the protocol's retries cover it).
 
 A round starts while this bank holds the token (``async with ring.holding()``, entered by
@@ -68,7 +69,7 @@ rests on the token's deadline (holds keep the money, fences order the prepares).
 refuses the connection votes no at once; only a silent one makes a round wait this long."""
 SUCCESSOR_VOTE_WAIT_MS = 50
 """How long a visit waits for the vote of the bank after it in the ring (when that bank takes
-part in the round) before the token goes on regardless."""
+part in the round) before the token goes on regardless; never more than half a visit."""
 SEND_TIMEOUT_S = 2.0
 """How long one inter-bank request may take before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
@@ -157,7 +158,6 @@ class TransferService:
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
         self._participant_lock = KeyedLock()
-        self._coordinator_lock = asyncio.Lock()
         self._sends = asyncio.Semaphore(sends_in_flight_max)
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
         self._wake = asyncio.Event()
@@ -177,8 +177,7 @@ class TransferService:
         await self.book.open()
         now = self._now_ms()
         await self._run(self.participant.start(now))
-        async with self._coordinator_lock:
-            sends = await self._run(self.coordinator.start(now))
+        sends = await self._run(self.coordinator.start(now))
         self._started = True
         self._dispatch(sends)
         self._timer = asyncio.get_running_loop().create_task(self._timer_loop())
@@ -293,8 +292,7 @@ class TransferService:
         loop = asyncio.get_running_loop()
         now_ms = self._now_ms()
         until_ms = max(int(deadline * 1000), now_ms) + self.round_ms_min
-        async with self._coordinator_lock:
-            sends = self.coordinator.grant(fence, until_ms, now_ms)
+        sends = self.coordinator.grant(fence, until_ms, now_ms)
         if not sends:
             return False
         self.rounds += 1
@@ -313,7 +311,9 @@ class TransferService:
             # The token's next holder would otherwise prepare under its newer fence before
             # our prepare reaches it, and refuse ours as stale: let ours be handled there
             # first (boundedly). Other banks are further away than our prepare.
-            await asyncio.wait([first], timeout=self.successor_vote_wait_ms / 1000)
+            # Within the visit: the ring takes the token away at hold_max_ms regardless.
+            wait_ms = min(self.successor_vote_wait_ms, self.config.token.hold_max_ms // 2)
+            await asyncio.wait([first], timeout=wait_ms / 1000)
         else:
             await asyncio.sleep(0)  # let the prepares start on their way before the token
         # One line per round: its size and its banks.
@@ -340,8 +340,7 @@ class TransferService:
     async def _expire_at(self, until_ms: int) -> None:
         """At a round's deadline, votes still missing count as no."""
         await asyncio.sleep(max(until_ms - self._now_ms(), 0) / 1000)
-        async with self._coordinator_lock:
-            await self._coordinator_step(self.coordinator.expire(self._now_ms()))
+        await self._coordinator_step(self.coordinator.expire(self._now_ms()))
 
     async def _prepare_at(self, to: str, prepare: Prepare, until_ms: int) -> None:
         try:
@@ -366,11 +365,11 @@ class TransferService:
         except Exception:
             log.exception("transfers.prepare_failed", to=to)
             return
-        async with self._coordinator_lock:
-            await self._coordinator_step(self.coordinator.handle(votes, self._now_ms()))
+        await self._coordinator_step(self.coordinator.handle(votes, self._now_ms()))
 
     async def _coordinator_step(self, steps: Steps[tuple[list[Decided], list[Any]]]) -> None:
-        """Run a coordinator step (the caller holds the coordinator's lock)."""
+        """Run a coordinator step. Steps need no lock: each one finishes its changes to the
+        coordinator before it yields (see bank.transfers.coordinator), so they may overlap."""
         decided, sends = await self._run(steps)
         if decided:
             for d in decided:
@@ -385,8 +384,7 @@ class TransferService:
 
     async def handle_coordinator(self, message: Message) -> Message | None:
         """Acks and decision queries from participants; returns the reply, if any."""
-        async with self._coordinator_lock:
-            decided, sends = await self._run(self.coordinator.handle(message, self._now_ms()))
+        decided, sends = await self._run(self.coordinator.handle(message, self._now_ms()))
         assert not decided
         if isinstance(message, DecisionQuery):
             for to, reply in sends:
@@ -520,8 +518,7 @@ class TransferService:
                         await self._wake.wait()
                 continue
             now = self._now_ms()
-            async with self._coordinator_lock:
-                _, sends = self.coordinator.tick(now)
+            _, sends = self.coordinator.tick(now)
             self._dispatch(sends)
             if self.coordinator.acks_due and self.coordinator.acks_due_ms <= now:
                 # No lock: the step takes the acknowledgements synchronously, then writes.
