@@ -303,7 +303,8 @@ class Simulation:
         self._hosts = {m: _Host(self, m) for m in self.members}
         self._open: dict[str, int] = {}  # member -> index of its open section
         self._cut_off: frozenset[str] = frozenset()  # one side of the current partition
-        # What each kind of action (other than Send, Grant, HandoffAcked) records.
+        # What each other kind of action (not Send, Grant or HandoffAcked) records; a kind not
+        # named here (a core of the user's own) records nothing.
         self._record: dict[type[Any], Callable[[_Host, Any], None]] = {
             Revoke: self._on_revoke,
             ClaimStarted: self._on_claim_started,
@@ -493,7 +494,9 @@ class Simulation:
                     until_ms: int = action.until_ms  # type: ignore[union-attr]
                     host.app.on_grant(host, fence, until_ms)
             elif kind is not HandoffAcked:  # (for metrics; nothing to record here)
-                self._record[kind](host, action)
+                record = self._record.get(kind)
+                if record is not None:
+                    record(host, action)
         # Set the member's one timer (inlined _arm: this runs after every event).
         core = host.core
         assert core is not None
