@@ -130,7 +130,7 @@ def _ledger(app: web.Application) -> Ledger:
 
 
 def _ring(app: web.Application) -> Ring:
-    return cast(Ring, app[RING])
+    return app[RING]
 
 
 def _service(request: web.Request) -> TransferService:
