@@ -206,8 +206,8 @@ class _Host:
     """One member's process: its core, its application and whether it runs."""
 
     __slots__ = (
-        "member_id", "core", "app", "incarnation", "state", "inbox", "timer_version",
-        "simulation", "random", "pending_calls", "armed_ms",
+        "member_id", "core", "app", "incarnation", "state", "inbox", "simulation", "random",
+        "pending_calls", "armed_ms",
     )
 
     def __init__(self, simulation: Simulation, member_id: str) -> None:
@@ -219,9 +219,8 @@ class _Host:
         self.incarnation = -1
         self.state = "down"  # up, paused, down (crashed), left
         self.inbox: list[tuple[str, Any]] = []  # (sender, message) that came while paused
-        self.timer_version = 0
         self.pending_calls: list[Callable[[], None]] = []  # callbacks due while paused
-        self.armed_ms: int | None = None  # the deadline the live timer event is for
+        self.armed_ms: int | None = None  # the deadline the member's timer is set for
 
     @property
     def now_ms(self) -> int:
@@ -300,6 +299,8 @@ class Simulation:
         # (call), the fault (fault).
         self._queue: list[tuple[int, int, int, Any, Any, Any]] = []
         self._made = itertools.count(1)
+        self._timers: dict[_Host, tuple[int, int, _Host]] = {}  # set timers (see _set_timer)
+        self._next_timer: tuple[int, int, _Host] | None = None
         self._hosts = {m: _Host(self, m) for m in self.members}
         self._open: dict[str, int] = {}  # member -> index of its open section
         self._cut_off: frozenset[str] = frozenset()  # one side of the current partition
@@ -358,14 +359,19 @@ class Simulation:
         stop: tuple[int, int, int, Any, Any, Any] | None = mark
         try:
             while True:
-                at_ms, _, kind, host, a, b = pop(queue)
-                if kind == _TIMER:
-                    # A timer replaced by a later one is not an event: skip it uncounted.
-                    if a != host.timer_version or (
-                        host.state != "up" and host.state != "left"
-                    ):
+                timer = self._next_timer
+                if timer is not None and timer < queue[0]:
+                    # A member's timer comes first (its number decides a tie, as for events).
+                    at_ms, _, host = timer
+                    timers = self._timers
+                    del timers[host]
+                    self._next_timer = min(timers.values()) if timers else None
+                    if host.state != "up" and host.state != "left":
                         continue
-                elif kind == _STOP:
+                    kind = _TIMER
+                else:
+                    at_ms, _, kind, host, a, b = pop(queue)
+                if kind == _STOP:
                     stop = None
                     break
                 if events >= events_max:
@@ -504,10 +510,28 @@ class Simulation:
         if deadline is not None and deadline < now_ms:
             deadline = now_ms
         if deadline != host.armed_ms:
-            host.timer_version = version = host.timer_version + 1
-            host.armed_ms = deadline
-            if deadline is not None:
-                _heappush(self._queue, (deadline, next(self._made), _TIMER, host, version, None))
+            self._set_timer(host, deadline)
+
+    def _set_timer(self, host: _Host, deadline: int | None) -> None:
+        """Set the host's one timer to ``deadline`` (None: unset it).
+
+        Timers are not queued: each member has at most one, in _timers as (deadline, number,
+        host), and _next_timer is the first of them. A timer set takes the next number, as an
+        event made does, so a timer and an event due at one instant run in the order they were
+        made."""
+        host.armed_ms = deadline
+        timers = self._timers
+        first = self._next_timer
+        if deadline is None:
+            if timers.pop(host, None) is not None and first is not None and first[2] is host:
+                self._next_timer = min(timers.values()) if timers else None
+            return
+        timer = (deadline, next(self._made), host)
+        timers[host] = timer
+        if first is None or timer < first:
+            self._next_timer = timer
+        elif first[2] is host:  # the first timer moved later: find the new first
+            self._next_timer = min(timers.values())
 
     def _on_revoke(self, host: _Host, action: Revoke) -> None:
         self._close(host.member_id, action.fence, "revoke")
@@ -549,10 +573,7 @@ class Simulation:
             deadline = max(deadline, self.now_ms)
         if deadline == host.armed_ms:
             return  # the timer already set is the right one
-        host.timer_version += 1
-        host.armed_ms = deadline
-        if deadline is not None:
-            self._push(deadline, _TIMER, host, host.timer_version)
+        self._set_timer(host, deadline)
 
     def _fault(self, fault: Fault) -> None:
         if self.trace is not None:
@@ -576,8 +597,7 @@ class Simulation:
                 host.app = None
                 host.inbox.clear()
                 host.pending_calls.clear()
-                host.timer_version += 1
-                host.armed_ms = None
+                self._set_timer(host, None)
                 index = self._open.get(member_id)
                 if index is not None:
                     self._close(member_id, self._sections[index][2], "crash")
@@ -595,8 +615,7 @@ class Simulation:
                 self._input(host, Start())
             elif kind == "pause" and host.state == "up":
                 host.state = "paused"
-                host.timer_version += 1
-                host.armed_ms = None
+                self._set_timer(host, None)
             elif kind == "resume" and host.state == "paused":
                 host.state = "up"
                 assert host.core is not None
