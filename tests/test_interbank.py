@@ -189,6 +189,9 @@ async def test_cross_bank_deposit_withdrawal_listing_and_idempotency(banks: Bank
     status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
                                     {"bank": "b1", "account": a1, "amount_cents": 200}, who=ANA)
     assert status == 201 and body["balance_cents"] == 500, body
+    # Answered once the cash has left: an audit right after counts the withdrawal.
+    audit = await banks.audit()
+    assert audit["expected_cents"] == audit["total_cents"] == 500
     status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
                                     {"bank": "b1", "account": a1, "amount_cents": 10_000}, who=ANA)
     assert status == 409 and body["error"]["code"] == "insufficient_funds"
@@ -298,3 +301,28 @@ async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: B
         assert reply.body["error"]["code"] == "invalid_request"
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 0
+
+
+async def test_a_cross_bank_withdrawal_is_answered_once_its_cash_has_left(
+    banks: Banks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    service = banks.apps["b0"][TRANSFERS]
+    deliver = service._deliver
+
+    async def slow_to_itself(to: str, message: Any) -> None:
+        # A busy terminal bank: its own participant gets the decision late.
+        from bank.transfers.protocol import Decisions
+
+        if to == "b0" and isinstance(message, Decisions):
+            await asyncio.sleep(0.3)
+        await deliver(to, message)
+
+    monkeypatch.setattr(service, "_deliver", slow_to_itself)
+    status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                    {"bank": "b1", "account": account, "amount_cents": 400}, who=ANA)
+    assert status == 201, body
+    audit = await banks.audit()
+    assert audit["expected_cents"] == audit["total_cents"] == 600

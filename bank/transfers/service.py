@@ -160,6 +160,7 @@ class TransferService:
         self._participant_lock = KeyedLock()
         self._sends = asyncio.Semaphore(sends_in_flight_max)
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
+        self._applied_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -248,6 +249,27 @@ class TransferService:
         future: asyncio.Future[Decided] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(transfer_id, []).append(future)
         return future
+
+    async def wait_applied(self, transfer_id: str, *, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until this bank has applied the decision of
+        ``transfer_id`` as a participant (e.g. paid a cross-bank withdrawal's cash out).
+        True when it has."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Registered before the read: an application after the read resolves the future.
+        self._applied_waiters.setdefault(transfer_id, []).append(future)
+        try:
+            if await self.book.applied_here(transfer_id):
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await future
+            return future.done() and not future.cancelled()
+        finally:
+            waiting = self._applied_waiters.get(transfer_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._applied_waiters.pop(transfer_id, None)
 
     def unwatch(self, transfer_id: str, future: asyncio.Future[Decided]) -> None:
         futures = self._waiters.get(transfer_id)
@@ -408,6 +430,11 @@ class TransferService:
         self._wake.set()
         assert len(replies) == 1
         reply = replies[0]
+        if isinstance(message, Decisions):
+            for item in message.items:
+                for applied in self._applied_waiters.pop(item.transfer_id, []):
+                    if not applied.done():
+                        applied.set_result(None)
         if (
             isinstance(message, Prepare)
             and isinstance(reply, Votes)

@@ -178,6 +178,18 @@ class LedgerBook:
 
     # -- reads for the API -------------------------------------------------------------------
 
+    async def applied_here(self, transfer_id: str) -> bool:
+        """Whether this bank recorded (and, in the same transaction, applied) the decision
+        of ``transfer_id`` as a participant."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            return row is not None
+
+        return await self.ledger._read(run)
+
     async def transfer_body(self, transfer_id: str) -> Transfer | None:
         """A transfer this bank coordinates, as recorded."""
 
