@@ -25,6 +25,20 @@ kept until the deadline: that paces an idle ring at one hand-off per ``hold_max_
 letting it spin as fast as HTTP allows. ``on_token`` may return ``False`` to say "nothing to
 do"; the visit then counts as unused.
 
+**Demand.** A member with work waiting (a ``holding()`` block, or :meth:`Ring.want` from an
+``on_token`` application) while the token is elsewhere announces it to every other member
+with a signed ``POST /ring/demand`` ``{"after": fence | null}`` (``after`` is the fence of its
+last visit), only while the work waits: once after each of its visits, and again at most once
+per ``hold_max_ms`` while no visit comes (a demand may be lost). A member holding
+a visit it does not use releases it at once (the core still keeps the token ``idle_hold_ms``)
+while a demand it heard is newer than the demanding member's last visit, so the token comes
+to the work at the pace of the hand-off, not of the deadline. "Newer" is decided here, with no
+clock shared between members: within one generation a member's visits are ``n`` apart in
+``seq`` (``docs/protocol.md``, rule 1), so a demand ``after`` fence ``A`` is met once a visit
+at ``A.seq + n`` or later exists; with no such comparison (no ``after``, another generation)
+a demand lasts until this member's second visit after hearing it, because the token has gone
+once round the ring between the two. An idle ring hears no demand and keeps its pace.
+
 The ring runs standalone (``await ring.start()`` / ``await ring.stop()``, serving only the
 ``/ring/`` routes at the member's URL) or mounted into any aiohttp application
 (``ring.mount(app)``: the routes, the signature middleware for them and a ``cleanup_ctx`` that
@@ -59,6 +73,7 @@ from tokenring.signing import (
     signature_middleware,
 )
 from tokenring.transport import (
+    RING_DEMAND_PATH,
     RING_MESSAGE_PATH,
     SEND_TIMEOUT_MS_DEFAULT,
     SENDS_IN_FLIGHT_MAX,
@@ -68,6 +83,7 @@ from tokenring.transport import (
 
 __all__ = [
     "CONNECTIONS_MAX",
+    "Demand",
     "HOLDS_KEPT_MAX",
     "LEAVE_TIMEOUT_S",
     "Hold",
@@ -87,6 +103,16 @@ CONNECTIONS_MAX = 32
 """Open connections of this member's HTTP client (to every peer together)."""
 LEAVE_POLL_S = 0.01
 """While leaving without the token, how often to look whether the last sends have ended."""
+
+
+@attrs.frozen
+class Demand:
+    """What this member heard of another member's demand for the token."""
+
+    after: core.Fence | None
+    """The fence of the demanding member's last visit, as it said (``None``: it had none)."""
+    heard_ms: int
+    """When the demand arrived here, on this member's monotonic clock."""
 
 
 class RingClosed(Exception):
@@ -170,6 +196,13 @@ class Ring:
         self._handoff_acked = asyncio.Event()
         self._fence_admitted: core.Fence | None = None
         self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
+        # Demand: this member's own (announced at most once per hold_max_ms while work
+        # waits) and what it heard from the others (one entry per member, so bounded).
+        self._wanted = False
+        self._demand_sent_ms: int | None = None
+        self._demand_sent_after: core.Fence | None = None
+        self._demand_timer: asyncio.TimerHandle | None = None
+        self._demands: dict[str, Demand] = {}
 
     def __repr__(self) -> str:
         return f"Ring(member_id={self.member_id!r}, members={list(self.config.member_ids)!r})"
@@ -225,6 +258,20 @@ class Ring:
         self._fence_admitted = fence
         return True
 
+    def want(self) -> None:
+        """Say that work waits for this member's next visit (for ``on_token`` applications).
+
+        The other members are told (see the module's documentation), so that they hand an
+        unused visit on at once. Lasts until the token next arrives here; ``holding()`` needs
+        no call, a waiting block is demand by itself.
+        """
+        self._wanted = True
+        self._announce_demand()
+
+    def demands_heard(self) -> dict[str, Demand]:
+        """The last demand heard from each other member (met ones included, until replaced)."""
+        return dict(self._demands)
+
     @contextlib.asynccontextmanager
     async def holding(self, *, timeout_s: float | None = None) -> AsyncIterator[core.Fence]:
         """Wait for the token (at most ``timeout_s``; ``None`` waits on) and hold it for a block.
@@ -233,6 +280,7 @@ class Ring:
         when this member has left. See the module's documentation for the deadline.
         """
         self._waiting += 1
+        self._announce_demand()
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
@@ -320,6 +368,7 @@ class Ring:
         app.router.add_post(RING_MESSAGE_PATH, self._serve_message)
         app.router.add_post("/ring/fence", self._serve_fence)
         app.router.add_get("/ring/holds", self._serve_holds)
+        app.router.add_post(RING_DEMAND_PATH, self._serve_demand)
         app.cleanup_ctx.append(self._lifecycle)
 
     async def start(self, *, host: str | None = None, port: int | None = None) -> None:
@@ -414,6 +463,9 @@ class Ring:
         await self.leave()
         self._closed = True
         self._granted.set()
+        if self._demand_timer is not None:
+            self._demand_timer.cancel()
+            self._demand_timer = None
         if self._transport is not None:
             await self._transport.close()
         for task in list(self._callbacks):
@@ -471,6 +523,7 @@ class Ring:
         self._grant_from_ms = now_ms
         self._grant_until_ms = until_ms
         self._used = False
+        self._wanted = False
         self.metrics.token_visits.inc()
         self._log.debug("ring.granted", until_ms=until_ms, **self._fields(fence))
         if self._left:
@@ -483,6 +536,11 @@ class Ring:
             task = loop.create_task(self._run_on_token(self._on_token, fence, deadline))
             self._callbacks.add(task)
             task.add_done_callback(self._callbacks.discard)
+            return
+        if not self._waiting:
+            # Nothing here wants this visit: hand it on now if another member waits for it.
+            # (Deferred one loop turn: the core is still handing out this Grant.)
+            asyncio.get_running_loop().call_soon(self._maybe_release)
 
     def _end_grant(self, fence: core.Fence, *, released: bool) -> None:
         if self._grant is None or self._grant != fence:
@@ -497,6 +555,8 @@ class Ring:
             Hold(fence=fence, from_ms=self._grant_from_ms, to_ms=now_ms, released=released)
         )
         self._log.debug("ring.revoked", held_ms=held_ms, released=released, **self._fields(fence))
+        if self._has_work():
+            self._announce_demand()  # blocks still wait: ask for the next visit
 
     async def _run_on_token(self, on_token: OnToken, fence: core.Fence, deadline: float) -> None:
         try:
@@ -520,10 +580,12 @@ class Ring:
 
     def _maybe_release(self) -> None:
         fence = self._grant
-        if fence is None or self._transport is None or not self._used:
+        if fence is None or self._transport is None:
             return
         if self._active or self._waiting or self._callback_running:
             return
+        if not self._used and not self._demand_elsewhere(fence):
+            return  # an unused visit is kept to its deadline: that paces an idle ring
         # The core answers Release with Revoke, within this call; mark the visit released.
         self._releasing = fence
         try:
@@ -531,6 +593,66 @@ class Ring:
             self._end_grant(fence, released=True)
         finally:
             self._releasing = None
+
+    # --- demand for the token ---------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return self._wanted or self._waiting > 0
+
+    def _announce_demand(self) -> None:
+        """Tell the others that work waits here: once after each visit, and again at most
+        once per ``hold_max_ms`` while no visit came (a demand may have been lost)."""
+        if self._transport is None or self._left or self._closed:
+            return
+        if self._grant is not None or not self._has_work():
+            return  # the token is here, or nothing waits: nothing to ask for
+        now_ms = self._clock_ms()
+        interval_ms = self.config.token.hold_max_ms
+        after = self._holds[-1].fence if self._holds else None
+        sent_ms = self._demand_sent_ms
+        if (
+            sent_ms is not None
+            and after == self._demand_sent_after
+            and now_ms - sent_ms < interval_ms
+        ):
+            self._arm_demand_timer(sent_ms + interval_ms - now_ms)
+            return
+        self._demand_sent_ms = now_ms
+        self._demand_sent_after = after
+        payload = {"after": after.to_dict() if after is not None else None}
+        for peer in self.peers:
+            self._transport.post(peer, RING_DEMAND_PATH, payload)
+        self._log.debug("ring.demand_sent", after=str(after), **self._fields())
+        # While the work still waits, say it again a visit-time later (a demand may be lost,
+        # or met at the others by a visit that did not come here).
+        self._arm_demand_timer(interval_ms)
+
+    def _arm_demand_timer(self, delay_ms: int) -> None:
+        if self._demand_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._demand_timer = loop.call_later(max(delay_ms, 1) / 1000, self._demand_timer_fired)
+
+    def _demand_timer_fired(self) -> None:
+        self._demand_timer = None
+        self._announce_demand()
+
+    def _demand_elsewhere(self, fence: core.Fence) -> bool:
+        """Whether another member's demand is still unmet at this visit under ``fence``."""
+        if not self._demands:
+            return False
+        ring_size = len(self.config.member_ids)
+        # This member's previous visit: a demand heard before it started has seen the token
+        # go once round since (that visit, then this one).
+        previous_from_ms = self._holds[-1].from_ms if self._holds else None
+        for demand in self._demands.values():
+            after = demand.after
+            if after is not None and (after.epoch, after.issuer) == (fence.epoch, fence.issuer):
+                if fence.seq < after.seq + ring_size:
+                    return True  # the demanding member has had no visit since ``after``
+            elif previous_from_ms is None or demand.heard_ms >= previous_from_ms:
+                return True
+        return False
 
     def _count_down(self) -> None:
         if self._member is not None:
@@ -605,6 +727,26 @@ class Ring:
         return web.json_response(
             {"accepted": True, "fence_seen": seen.to_dict() if seen is not None else None}
         )
+
+    async def _serve_demand(self, request: web.Request) -> web.Response:
+        sender = request[SIGNED_SENDER]
+        if sender not in self.peers:
+            return web.json_response(
+                error_body("bad_request", "a member does not send demand to itself"), status=400
+            )
+        try:
+            payload = await request.json()
+            raw = payload["after"]
+            after = None if raw is None else core.Fence.from_dict(raw)
+        except (ValueError, KeyError, TypeError) as error:
+            return web.json_response(
+                error_body("bad_request", f"expected {{\"after\": fence | null}}: {error}"),
+                status=400,
+            )
+        self._demands[sender] = Demand(after=after, heard_ms=self._clock_ms())
+        self._log.debug("ring.demand_heard", member=sender, after=str(after), **self._fields())
+        self._maybe_release()
+        return web.json_response({"accepted": True}, status=202)
 
     async def _serve_holds(self, request: web.Request) -> web.Response:
         return web.json_response(

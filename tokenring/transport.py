@@ -10,6 +10,10 @@ refused send is simply lost, because the core's own timeouts (hand-off acknowled
 already handle lost messages. Every other action is passed up, in order, to the owner (the
 :class:`~tokenring.ring.Ring`), which serves the application.
 
+The owner may also post a message of its own (the ``Ring``'s demand for the token,
+``POST /ring/demand``) through :meth:`Transport.post`, under the same bounds: the same
+timeout, the same count of sends in flight, the same counters.
+
 One saving, with no decision in it: the messages the core sends back to the sender of the
 message it is handling (the acknowledgement of a token, a vote) travel in the HTTP answer to
 that message, signed for that very request, instead of in a request of their own. An idle
@@ -34,6 +38,7 @@ from tokenring.signing import SendFailed, SignedClient
 
 __all__ = [
     "EVENTS_QUEUED_MAX",
+    "RING_DEMAND_PATH",
     "RING_MESSAGE_PATH",
     "SEND_TIMEOUT_MS_DEFAULT",
     "SENDS_IN_FLIGHT_MAX",
@@ -42,6 +47,8 @@ __all__ = [
 ]
 
 RING_MESSAGE_PATH = "/ring/message"
+RING_DEMAND_PATH = "/ring/demand"
+"""Where a member announces that it has work waiting for the token (see ``tokenring.ring``)."""
 SEND_TIMEOUT_MS_DEFAULT = 1_000
 """How long one ring message may take to be answered before it counts as lost."""
 SENDS_IN_FLIGHT_MAX = 64
@@ -214,6 +221,44 @@ class Transport:
         task = asyncio.get_running_loop().create_task(self._post(to, url, payload))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
+
+    def post(self, to: str, path: str, payload: dict[str, Any]) -> bool:
+        """Post the owner's own signed message to peer ``to``, fire and forget.
+
+        Bounded like the core's sends (timeout, sends in flight); the answer is ignored and a
+        failure is only counted. Whether the message went out (``False``: dropped or closed).
+        """
+        url = self.peers.get(to)
+        assert url is not None, f"{to!r} is not a peer"
+        if self._closed:
+            return False
+        if len(self._sends) >= self._sends_in_flight_max:
+            self.metrics.sends_dropped.inc()
+            self._log.debug(
+                "ring.send_dropped", to=to, path=path, in_flight=len(self._sends),
+                **self._fields(),
+            )
+            return False
+        task = asyncio.get_running_loop().create_task(self._post_plain(to, url, path, payload))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+        return True
+
+    async def _post_plain(self, to: str, url: str, path: str, payload: dict[str, Any]) -> None:
+        try:
+            reply = await self.client.post_json(url, path, payload, timeout_s=self._send_timeout_s)
+        except SendFailed as error:
+            self.metrics.sends_failed.inc()
+            self._log.debug(
+                "ring.send_failed", to=to, path=path, reason=str(error), **self._fields()
+            )
+            return
+        if reply.status >= 300:
+            self.metrics.sends_failed.inc()
+            self._log.info(
+                "ring.send_refused", to=to, path=path, status=reply.status, answer=reply.body,
+                **self._fields(),
+            )
 
     async def _post(self, to: str, url: str, payload: dict[str, Any]) -> None:
         try:
