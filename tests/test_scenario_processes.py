@@ -33,25 +33,11 @@ def verdicts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["name"]: v for v in report["verdicts"]}
 
 
-def known_stale_audit(verdict: dict[str, Any]) -> bool:
-    """Whether ``verdict`` is an audit_total violation in which every offending audit, asked
-    just after a cross-bank withdrawal was answered 201, still counted exactly that
-    withdrawal's money (its ``expected_cents`` too). The checker reports it, rightly, and
-    ``consortium scenario`` exits 1; the fix belongs to the transfers work (answer the
-    withdrawal once its cash-out is applied). Only this exact shape is let through here, so
-    that the suite stays a signal for everything else; remove it with the fix."""
-    return (
-        verdict["name"] == "audit_total"
-        and verdict["violations"] <= len(verdict["examples"])
-        and all("same amount as: withdrawal" in e for e in verdict["examples"])
-    )
-
-
 def assert_money_held(report: dict[str, Any]) -> None:
     assert report["money"], report["notes"]
     result = verdicts(report)
     for name in MONEY_INVARIANTS:
-        assert result[name]["held"] or known_stale_audit(result[name]), result[name]
+        assert result[name]["held"], result[name]
     assert result["operations_settled"]["held"], result["operations_settled"]
     # Every outcome is known, so the report can say what was lost: nothing.
     assert report["unaccounted_cents"] == 0
@@ -60,13 +46,10 @@ def assert_money_held(report: dict[str, Any]) -> None:
 
 
 def assert_exit_matches(status: int, report: dict[str, Any]) -> None:
-    """Every invariant held (but the known stale audit), and the exit status says so."""
+    """Every invariant held, and the exit status says so."""
     broken = [(v["name"], v["examples"]) for v in report["verdicts"] if not v["held"]]
-    assert status == (1 if report["violated"] else 0)
-    unexpected = [
-        v for v in report["verdicts"] if not v["held"] and not known_stale_audit(v)
-    ]
-    assert not unexpected, broken
+    assert not broken, broken
+    assert status == 0 and not report["violated"]
 
 
 def assert_recovered(report: dict[str, Any], faults: list[str]) -> None:

@@ -137,8 +137,7 @@ async def test_ring_view_follows_the_token_of_real_ring_members(
     try:
         for bank_id in ids:
             app = build_app(config, bank_id, secret=b"browser-test-secret")
-            if "web_page" not in app.router.named_resources():
-                pytest.skip("bank.server.build_app does not install the web terminal yet")
+            assert "web_page" in app.router.named_resources(), "every bank serves the page"
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", config.bank(bank_id).port).start()
