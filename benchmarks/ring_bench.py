@@ -9,6 +9,10 @@ ports, a temporary ring file), lets the ring settle, and then measures:
   visits (all on CLOCK_MONOTONIC, which the processes of one machine share);
 - idle CPU share: the CPU time of all the bank processes together over wall time, while
   nothing but the token moves (100% is one core);
+- token wait, without and with demand: at a random moment while one bank does not hold the
+  token, the time until its next visit starts; once as the idle ring paces it, once with a
+  signed ``POST /ring/demand`` sent at that moment on that bank's behalf (what its own
+  ``holding()`` would send), p50 and max over ``--demand-samples`` moments each;
 - regeneration: a bank is stopped while it holds the token and then killed; the time from that
   moment to the first visit of a token of a newer generation (the loss timeout plus the claim).
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import secrets
 import statistics
 import sys
@@ -77,6 +82,36 @@ async def all_holds(
             fence = core.Fence.from_dict(hold["fence"])
             found.append((fence, hold["from_ms"], hold["to_ms"], bank_id))
     return found
+
+
+async def token_wait_ms(
+    ring: Consortium, client: SignedClient, bank_ids: list[str], *, demand: bool
+) -> float | None:
+    """One sample: from a random moment to the start of ``bank_ids[0]``'s next visit."""
+    bank = bank_ids[0]
+    url = ring[bank].url
+    await asyncio.sleep(random.uniform(0, len(bank_ids) * 0.03))
+    status = await client.get_json(url, "/ring/status")
+    own = await all_holds(ring, client, [bank])
+    if status.status != 200 or status.body["holding"] or not own:
+        return None
+    last = max(own)[0]
+    sent_ms = time.monotonic_ns() // 1_000_000
+    if demand:
+        body = {"after": last.to_dict()}
+        await asyncio.gather(
+            *(client.post_json(ring[b].url, "/ring/demand", body) for b in bank_ids[1:])
+        )
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+        later = [h for h in await all_holds(ring, client, [bank]) if h[0] > last]
+        if later:
+            first = min(later)
+            if first[0].epoch != last.epoch or first[0].seq != last.seq + len(bank_ids):
+                return None  # the bank held the token at the moment after all, or a skip
+            return float(first[1] - sent_ms)
+    return None
 
 
 async def wait_steady(ring: Consortium, client: SignedClient, bank_ids: list[str]) -> None:
@@ -137,6 +172,13 @@ async def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, 
                 if nxt[0].epoch == prev[0].epoch and nxt[3] != prev[3]
             ]
 
+            # Token wait for one bank, as the idle ring paces it and with a demand.
+            waits: dict[bool, list[float]] = {False: [], True: []}
+            for demand in [False, True] * args.demand_samples:
+                sample = await token_wait_ms(ring, client, bank_ids, demand=demand)
+                if sample is not None:
+                    waits[demand].append(sample)
+
             # Regeneration: stop the holder (the token is lost from then on), then kill it.
             victim, fence, stopped_at_s = await catch_holder(session, ring)
             ring[victim].kill()
@@ -166,7 +208,15 @@ async def measure(size: int, args: argparse.Namespace, work: Path) -> dict[str, 
         "idle_cpu_percent": 100 * cpu_share,
         "idle_system_percent": 100 * system_share,
         "regeneration_ms": regeneration_ms,
+        "wait_idle": waits[False],
+        "wait_demand": waits[True],
     }
+
+
+def _p50_max(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.0f}/{max(values):.0f} ({len(values)})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-timeout-ms", type=int, default=None,
                         help="default: derived, 2 * n * (hold + handoff timeout)")  # fmt: skip
     parser.add_argument("--idle-s", type=float, default=5.0, help="idle window (default 5 s)")
+    parser.add_argument("--demand-samples", type=int, default=20,
+                        help="token-wait moments, each without and with demand (default 20)")  # fmt: skip
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     assert all(2 <= s <= len(BANK_IDS) for s in sizes), sizes
@@ -187,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'banks':>5} {'loss ms':>8} {'rotation ms':>11} {'hand-off p50':>12} "
-        f"{'p99 ms':>7} {'idle CPU %':>10} {'of it sys %':>11} {'regeneration ms':>15}"
+        f"{'p99 ms':>7} {'idle CPU %':>10} {'of it sys %':>11} {'regeneration ms':>15} "
+        f"{'wait paced p50/max':>18} {'with demand p50/max':>19}"
     )
     print(header, flush=True)
     with tempfile.TemporaryDirectory(prefix="ring-bench-") as tmp:
@@ -197,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['banks']:>5} {row['loss_timeout_ms']:>8} {row['rotation_ms_p50']:>11.0f} "
                 f"{row['handoff_ms_p50']:>12.1f} {row['handoff_ms_p99']:>7.1f} "
                 f"{row['idle_cpu_percent']:>10.1f} {row['idle_system_percent']:>11.1f} "
-                f"{row['regeneration_ms']:>15.0f}",
+                f"{row['regeneration_ms']:>15.0f} "
+                f"{_p50_max(row['wait_idle']):>18} {_p50_max(row['wait_demand']):>19}",
                 flush=True,
             )
     return 0
