@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from bank.process import free_ports
 from tokenring import core
 from tokenring.signing import SIGNED_SENDER, SignedClient, Verifier, signature_middleware
-from tokenring.transport import RING_MESSAGE_PATH, Transport, monotonic_ms
+from tokenring.transport import RING_DEMAND_PATH, RING_MESSAGE_PATH, Transport, monotonic_ms
 
 SECRET = b"transport-test-key"
 WAIT_S = 5.0
@@ -100,6 +100,7 @@ class Peer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[signature_middleware(Verifier(SECRET))])
         app.router.add_post(RING_MESSAGE_PATH, self.on_message)
+        app.router.add_post(RING_DEMAND_PATH, self.on_message)
         return app
 
     async def on_message(self, request: web.Request) -> web.Response:
@@ -241,6 +242,43 @@ async def test_sends_in_flight_are_bounded_and_the_excess_is_dropped(
         assert await transport.drain(timeout_s=WAIT_S)
         await transport.close()
     assert sorted(body["text"] for _, body in peer.received) == ["0", "1", "2"]
+
+
+async def test_the_owners_own_post_is_signed_and_shares_the_bound_on_sends(
+    aiohttp_server: ServerFactory,
+) -> None:
+    peer = Peer()
+    peer.gate = asyncio.Event()
+    server = await aiohttp_server(peer.app())
+    member = ScriptedMember()
+    member.script["Start"] = [core.Send("beta", Note("alfa", "token"))]
+    async with aiohttp.ClientSession() as session:
+        transport = await make_transport(
+            session,
+            member,
+            {"beta": str(server.make_url("")).rstrip("/")},
+            [],
+            sends_in_flight_max=2,
+        )
+        transport.start()
+        assert transport.post("beta", RING_DEMAND_PATH, {"after": None})
+        # Two on the wire (the core's send and the owner's): the next one is dropped.
+        assert not transport.post("beta", RING_DEMAND_PATH, {"after": None})
+        assert sample(transport, "tokenring_sends_dropped_total") == 1
+        peer.gate.set()
+        assert await transport.drain(timeout_s=WAIT_S)
+        await transport.close()
+        assert not transport.post("beta", RING_DEMAND_PATH, {"after": None})
+    assert sorted(map(str, peer.received)) == sorted(
+        map(
+            str,
+            [
+                ("alfa", {"type": "note", "sender": "alfa", "text": "token"}),
+                ("alfa", {"after": None}),
+            ],
+        )
+    )
+    assert member.kinds() == ["Start"]
 
 
 async def test_an_event_handed_in_while_handling_is_queued_after_it() -> None:
