@@ -196,8 +196,9 @@ class Ring:
         self._handoff_acked = asyncio.Event()
         self._fence_admitted: core.Fence | None = None
         self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
-        # Demand: this member's own (announced at most once per hold_max_ms while work
-        # waits) and what it heard from the others (one entry per member, so bounded).
+        # Demand: this member's own (announced once after each visit, then at most once per
+        # hold_max_ms, only while work waits) and what it heard from the others (one entry
+        # per member, so bounded).
         self._wanted = False
         self._demand_sent_ms: int | None = None
         self._demand_sent_after: core.Fence | None = None
