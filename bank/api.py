@@ -52,6 +52,7 @@ __all__ = [
     "TRANSFER_WAIT_MS_MAX",
     "consortium_accounts",
     "cross_bank",
+    "directory",
     "install",
 ]
 
@@ -114,6 +115,7 @@ def install(app: web.Application) -> None:
         web.delete("/api/v1/sessions", _delete_session),
         web.post("/api/v1/accounts", _create_account),
         web.get("/api/v1/accounts", _list_accounts),
+        web.get("/api/v1/directory", _directory),
         web.post("/api/v1/deposits", _deposit),
         web.post("/api/v1/withdrawals", _withdraw),
         web.post("/api/v1/transfers", _create_transfer),
@@ -165,6 +167,7 @@ _CODE_BY_HTTP_STATUS = {
 # The query parameters each route takes; any other is refused, as unknown body fields are.
 _QUERY_PARAMETERS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/accounts"): frozenset({"scope"}),
+    ("GET", "/api/v1/directory"): frozenset({"document"}),
     # Cross-bank transfers may wait for their outcome (bank.interbank.TRANSFER_WAIT_MS_MAX).
     ("POST", "/api/v1/transfers"): frozenset({"wait_ms"}),
 }
@@ -487,6 +490,15 @@ async def _local_accounts(request: web.Request, caller: str) -> dict[str, Any]:
     }
 
 
+async def _directory(request: web.Request) -> web.Response:
+    """``GET /api/v1/directory?document=``: where a payee can be paid (see :func:`directory`)."""
+    await _caller(request)
+    if "document" not in request.query:
+        raise ApiError("invalid_request", "send ?document=<CPF or CNPJ>")
+    document = _document(request.query["document"])
+    return web.json_response(await directory(request, document))
+
+
 async def _deposit(request: web.Request) -> web.Response:
     return await _cash(request, "deposit")
 
@@ -650,6 +662,56 @@ async def consortium_accounts(
     from bank import interbank
 
     return await interbank.consortium_accounts(request, caller, local)
+
+
+_ACCOUNT_KINDS = frozenset({"individual", "joint", "corporate"})
+
+
+def _payee_accounts(bank: str, listing: Any) -> list[dict[str, Any]]:
+    """The accounts of a listing (an answer shaped like ``/interbank/accounts``), each cut down
+    to what names it as a destination -- ``bank``, ``account``, ``kind`` -- and nothing more;
+    an entry that does not name an account of a known kind is left out."""
+    accounts = listing.get("accounts") if isinstance(listing, dict) else None
+    out = []
+    for account in accounts if isinstance(accounts, list) else []:
+        if not isinstance(account, dict):
+            continue
+        number, kind = account.get("account"), account.get("kind")
+        if type(number) is int and kind in _ACCOUNT_KINDS:
+            out.append({"bank": bank, "account": number, "kind": kind})
+    return out
+
+
+async def directory(request: web.Request, document: str) -> dict[str, Any]:
+    """``GET /api/v1/directory``: the accounts ``document`` owns at every bank of the ring, as
+    ``{"document", "banks": [{"bank", "name", "accounts": [{"bank", "account", "kind"}]}],
+    "unavailable": [bank ids]}``. A bank appears in ``banks`` only where the document has an
+    account; one that did not answer in time is in ``unavailable``, never silently left out.
+
+    Balances, holds and owners are stripped HERE, at the asking bank, not at the answering
+    ones: the other banks answer the same signed ``/interbank/accounts`` that the caller's own
+    statement (``scope=consortium``) and cross-bank withdrawals read, so a redacted variant
+    would be a new inter-bank message every member must deploy first; and the bank that
+    answers the customer is the one place where a whitelist (:func:`_payee_accounts`) holds
+    whatever a peer of any version sends. The full listings only travel on the signed
+    bank-to-bank link, which carries them for statements already."""
+    here = request.app[BANK_ID]
+    config = request.app[CONFIG]
+    local = {"accounts": [a.to_json() for a in await _ledger(request).accounts_of(document)]}
+    if RING in request.app:
+        from bank import interbank  # imported late: it imports us
+
+        elsewhere, unavailable = await interbank.listings_elsewhere(request, document)
+    else:
+        # Without the ring no other bank can be asked: say so rather than leave them out.
+        elsewhere, unavailable = {}, [bank for bank in config.member_ids if bank != here]
+    listings = {here: local, **elsewhere}
+    banks = []
+    for bank in config.member_ids:
+        accounts = _payee_accounts(bank, listings.get(bank))
+        if accounts:
+            banks.append({"bank": bank, "name": config.bank(bank).name, "accounts": accounts})
+    return {"document": document, "banks": banks, "unavailable": unavailable}
 
 
 assert set(_CODE_BY_HTTP_STATUS.values()) <= set(STATUS_BY_CODE)

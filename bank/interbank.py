@@ -17,7 +17,9 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
 - ``/interbank/deposits``: a deposit forwarded with the caller's document and key;
 - ``GET /interbank/audit``: this bank's figures, from one read transaction.
 
-Client routes added here: ``GET /api/v1/consortium/audit``.
+Client routes added here: ``GET /api/v1/consortium/audit``. The other banks' listings behind
+``GET /api/v1/accounts?scope=consortium`` and ``GET /api/v1/directory`` (``bank.api``) come from
+:func:`listings_elsewhere`.
 """
 
 from __future__ import annotations
@@ -67,12 +69,14 @@ __all__ = [
     "consortium_accounts",
     "cross_bank",
     "install",
+    "listings_elsewhere",
 ]
 
 log = structlog.get_logger("bank.interbank")
 
 ACCOUNTS_TIMEOUT_S = 1.0
-"""How long ``scope=consortium`` waits for each other bank before listing it unavailable."""
+"""How long ``scope=consortium`` and the payee directory wait for each other bank before
+listing it unavailable."""
 AUDIT_TIMEOUT_S = 2.0
 """How long the consortium audit waits for each other bank."""
 DEPOSIT_TIMEOUT_S = 5.0
@@ -503,11 +507,12 @@ async def _remote_account(request: web.Request, caller: str, bank: str, number: 
     return None
 
 
-async def _ask_accounts(request: web.Request, caller: str, bank: str) -> dict[str, Any] | None:
+async def _ask_accounts(request: web.Request, document: str, bank: str) -> dict[str, Any] | None:
+    """``bank``'s listing of ``document``'s accounts, or None when it did not answer in time."""
     app = request.app
     try:
         reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(bank).url, "/interbank/accounts", {"document": caller}, timeout_s=ACCOUNTS_TIMEOUT_S
+            app[CONFIG].bank(bank).url, "/interbank/accounts", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S
         )
     except SendFailed:
         return None
@@ -516,19 +521,31 @@ async def _ask_accounts(request: web.Request, caller: str, bank: str) -> dict[st
     return reply.body
 
 
-async def consortium_accounts(request: web.Request, caller: str, local: dict[str, Any]) -> dict[str, Any]:
-    """The caller's accounts at every bank; banks that do not answer in time are listed as
-    unavailable (never silently left out)."""
+async def listings_elsewhere(request: web.Request, document: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """What every other bank of the ring answers to a signed ``/interbank/accounts`` for
+    ``document`` (each asked at once, each bounded by ``ACCOUNTS_TIMEOUT_S``): the answers by
+    bank id, and the ids of the banks that did not answer in time, in ring order.
+
+    The shared part of ``scope=consortium`` and of the payee directory (``bank.api``): the
+    answers are full listings (balances, holds, owners); each caller decides what to show."""
     here = request.app[BANK_ID]
     others = [bank for bank in request.app[CONFIG].member_ids if bank != here]
-    answers = await asyncio.gather(*(_ask_accounts(request, caller, bank) for bank in others))
-    by_bank = {here: local}
+    answers = await asyncio.gather(*(_ask_accounts(request, document, bank) for bank in others))
+    by_bank: dict[str, dict[str, Any]] = {}
     unavailable = []
     for bank, answer in zip(others, answers):
         if answer is None:
             unavailable.append(bank)
         else:
             by_bank[bank] = answer
+    return by_bank, unavailable
+
+
+async def consortium_accounts(request: web.Request, caller: str, local: dict[str, Any]) -> dict[str, Any]:
+    """The caller's accounts at every bank; banks that do not answer in time are listed as
+    unavailable (never silently left out)."""
+    elsewhere, unavailable = await listings_elsewhere(request, caller)
+    by_bank = {request.app[BANK_ID]: local, **elsewhere}
     return {
         "banks": [by_bank[b] for b in request.app[CONFIG].member_ids if b in by_bank],
         "unavailable": unavailable,

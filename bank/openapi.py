@@ -193,6 +193,38 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 "unavailable": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "PayeeAccount": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["bank", "account", "kind"],
+            "properties": {
+                "bank": {"type": "string"},
+                "account": {"type": "integer"},
+                "kind": {"type": "string", "enum": ["individual", "joint", "corporate"]},
+            },
+        },
+        "Directory": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["document", "banks", "unavailable"],
+            "properties": {
+                "document": {"type": "string"},
+                "banks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["bank", "name", "accounts"],
+                        "properties": {
+                            "bank": {"type": "string"},
+                            "name": {"type": "string"},
+                            "accounts": {"type": "array", "items": _ref("PayeeAccount")},
+                        },
+                    },
+                },
+                "unavailable": {"type": "array", "items": {"type": "string"}},
+            },
+        },
         "Cash": {
             "type": "object",
             "additionalProperties": False,
@@ -335,6 +367,25 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                     }
                 ],
             ),
+        },
+        "/api/v1/directory": {
+            "get": _operation(
+                "Where a payee can be paid: the accounts a document owns at every bank of the "
+                "ring, named by bank, number and kind only (no balances, holds or owners). A "
+                "bank is listed only where the document has an account; a bank that did not "
+                "answer is in `unavailable`. An unknown document has empty lists.",
+                {**_ok(200, "The payee's accounts.", "Directory"), **_errors(400, 401)},
+                parameters=[
+                    {
+                        "name": "document",
+                        "in": "query",
+                        "required": True,
+                        "description": "The payee's CPF or CNPJ, digits only "
+                        "(`invalid_document` when its check digits are wrong).",
+                        "schema": document_schema,
+                    }
+                ],
+            )
         },
         "/api/v1/deposits": {
             "post": _operation(

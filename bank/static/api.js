@@ -109,3 +109,6 @@ export const withdraw = (bank, account, amount_cents, key) =>
 export const submitTransfer = (sources, destination, key) =>
   request("POST", "/api/v1/transfers", { sources, destination }, { idempotencyKey: key });
 export const transfer = (id) => request("GET", `/api/v1/transfers/${encodeURIComponent(id)}`);
+// Where a payee can be paid: their accounts at every bank of the ring (no balances).
+export const directory = (document) =>
+  request("GET", `/api/v1/directory?document=${encodeURIComponent(document)}`);

@@ -23,6 +23,7 @@ const state = {
   listing: null, // the last GET /api/v1/accounts?scope=consortium
   accountNumbersAreNumbers: true, // the API's numbers are integers; the listing confirms it
   review: null, // the transfer being confirmed: {sources, destination, key}
+  payee: null, // the last GET /api/v1/directory answer in the transfer builder
   followToken: 0,
 };
 const ring = new RingView(document.querySelector("[data-ring]"), { selfId: consortium.bank });
@@ -524,6 +525,105 @@ async function follow(id, status) {
   }
 }
 
+// ---- the payee: a destination found by its owner's document --------------------------------
+
+// The payee's accounts across the consortium (GET /api/v1/directory): a radio list whose
+// choice fills the destination's bank and number, so the review shows exactly what is sent.
+async function lookUpPayee(form) {
+  const box = $("[data-payee-error]", form);
+  const input = form.payee_document;
+  box.textContent = "";
+  delete box.dataset.code;
+  state.payee = null;
+  renderPayee(form);
+  const digits = digitsOnly(input.value);
+  if (!documentKind(digits)) {
+    box.textContent = t("document_invalid");
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  input.removeAttribute("aria-invalid");
+  try {
+    state.payee = await api.directory(digits);
+  } catch (error) {
+    box.textContent = describe(error);
+    if (error instanceof api.ApiError) box.dataset.code = error.code;
+    return;
+  }
+  renderPayee(form);
+}
+
+function renderPayee(form = $('[data-form="transfer"]')) {
+  const root = $("[data-payee-results]", form);
+  const found = state.payee;
+  if (!found) {
+    root.replaceChildren();
+    return;
+  }
+  const chosen = $("input[name=payee_account]:checked", form)?.value;
+  const parts = [];
+  if (found.banks.length) {
+    const group = document.createElement("fieldset");
+    group.className = "payee-results";
+    const legend = document.createElement("legend");
+    legend.textContent = t("payee_accounts", { document: formatDocument(found.document) });
+    group.append(legend);
+    for (const bank of found.banks) {
+      const heading = document.createElement("p");
+      heading.className = "payee-bank";
+      heading.textContent = `${bank.name} (${bank.bank})`;
+      const list = document.createElement("ul");
+      for (const account of bank.accounts) {
+        const value = JSON.stringify([account.bank, account.account]);
+        const radio = document.createElement("input");
+        radio.type = "radio";
+        radio.name = "payee_account";
+        radio.id = `payee-${account.bank}-${account.account}`;
+        radio.value = value;
+        radio.checked = value === chosen;
+        const label = document.createElement("label");
+        label.className = "choice";
+        label.htmlFor = radio.id;
+        label.append(radio, `${t("account_number")} ${account.account} · ${kindLabel(account.kind)}`);
+        const item = document.createElement("li");
+        item.append(label);
+        list.append(item);
+      }
+      group.append(heading, list);
+    }
+    parts.push(group);
+  } else {
+    const none = document.createElement("p");
+    none.className = "muted";
+    none.dataset.payeeNone = "";
+    none.textContent = t(found.unavailable.length ? "payee_none_answered" : "payee_none");
+    parts.push(none);
+  }
+  for (const id of found.unavailable) {
+    const note = document.createElement("p");
+    note.className = "payee-bank unavailable";
+    note.dataset.payeeUnavailable = id;
+    note.textContent = t("payee_bank_unavailable", { bank: `${bankName(id)} (${id})` });
+    parts.push(note);
+  }
+  root.replaceChildren(...parts);
+}
+
+function pickPayee(radio) {
+  const form = radio.form;
+  const [bank, account] = JSON.parse(radio.value);
+  form.destination_mine.value = TYPED;
+  syncTyped(form.destination_mine);
+  form.destination_bank.value = bank;
+  form.destination_account.value = String(account);
+}
+
+// Choosing or typing another destination leaves the payee's list unchosen: one destination.
+function unpickPayee(form) {
+  for (const radio of $$("input[name=payee_account]", form)) radio.checked = false;
+}
+
 function resetTransfer() {
   state.followToken += 1;
   state.review = null;
@@ -535,6 +635,10 @@ function resetTransfer() {
   $("[data-confirm]").hidden = true;
   $("[data-follow]").hidden = true;
   clearMessages(form);
+  state.payee = null;
+  renderPayee(form);
+  $("[data-payee-error]", form).textContent = "";
+  form.payee_document.removeAttribute("aria-invalid");
   $("select", form).focus();
 }
 
@@ -610,10 +714,19 @@ function wire() {
   document.addEventListener("change", (event) => {
     const target = event.target;
     if (target.matches("select[data-account-picker]")) syncTyped(target);
+    if (target.name === "payee_account") pickPayee(target);
+    if (target.name === "destination_mine" || target.name === "destination_bank") unpickPayee(target.form);
     if (target.name === "kind") syncKind(target.form);
   });
   document.addEventListener("input", (event) => {
     if (event.target.matches("[data-sources] input[data-money]")) updateTotal();
+    if (event.target.name === "destination_account") unpickPayee(event.target.form);
+  });
+  // Enter in the payee's document looks the payee up (it would otherwise submit the review).
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.target.name !== "payee_document") return;
+    event.preventDefault();
+    $('[data-action="lookup-payee"]', event.target.form).click();
   });
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("[data-action]");
@@ -624,9 +737,11 @@ function wire() {
       renumberSources();
       renderAccounts();
       renderPickers();
+      renderPayee();
       ring.relabel();
     } else if (action === "logout") await signOut();
     else if (action === "refresh") await busy(button, loadAccounts);
+    else if (action === "lookup-payee") await busy(button, () => lookUpPayee(button.form));
     else if (action === "add-source") {
       const row = addSourceRow();
       $("select", row || document)?.focus();

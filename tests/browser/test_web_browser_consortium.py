@@ -1,6 +1,6 @@
 """The whole web terminal against real bank processes: customers at three banks, a joint
-account, deposits, one transfer from two banks to a third, balances on the dashboard, and the
-ring view showing the token travel.
+account, deposits, one transfer from two banks to a third whose destination is found by the
+payee's document, balances on the dashboard, and the ring view showing the token travel.
 
 The banks are ``consortium bank ID`` child processes (``bank.process.Consortium``) on random
 free ports of 127.0.0.1, each with its own database in a temporary folder.
@@ -101,10 +101,24 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
         label=account_option("Bank beta", at_beta, "R$ 500,00")
     )
     await second.get_by_label("Valor (R$)").fill("200,00")
-    destination = builder.get_by_label("Uma das minhas contas")
-    await destination.select_option(label="Outra conta (digitar)")
-    await builder.get_by_label("Banco").select_option("gama")
-    await builder.get_by_label("Número da conta").fill(carla_account)
+    # The destination is found by Carla's document, across the consortium.
+    payee = builder.get_by_label("CPF ou CNPJ do favorecido")
+    await payee.fill("123.456.789-00")
+    await builder.get_by_role("button", name="Buscar contas").click()
+    await expect(builder.locator("[data-payee-error]")).to_have_text(
+        "CPF ou CNPJ inválido: confira os dígitos."
+    )
+    await payee.fill(CARLA)
+    await payee.press("Enter")  # looks up; does not submit the builder
+    results = builder.locator("[data-payee-results]")
+    carla_option = results.get_by_label(f"Conta {carla_account} · Individual")
+    await expect(carla_option).to_be_visible()
+    assert "R$" not in (await results.text_content() or "")  # no balances: a payee lookup
+    await expect(builder.locator("[data-payee-unavailable]")).to_have_count(0)
+    await expect(results.locator("input[type=radio]")).to_have_count(1)
+    await carla_option.check()
+    await expect(builder.get_by_label("Banco", exact=True)).to_have_value("gama")
+    await expect(builder.get_by_label("Número da conta")).to_have_value(carla_account)
     await expect(builder.locator("[data-transfer-total]")).to_have_text("R$ 500,00")
     await screenshot(ana, "consortium-transfer-builder")
     await builder.get_by_role("button", name="Revisar").click()
@@ -140,5 +154,15 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect(carla.locator('g.ring-node[data-bank="beta"]')).to_have_class("ring-node down")
     await expect(carla.locator("[data-ring-down]")).to_have_text("beta")
     await screenshot(carla, "consortium-ring-bank-down")
+
+    # A payee lookup says beta is unavailable rather than leave Ana's account there out.
+    await ana.goto("/#/transfer")
+    await ana.reload()  # a fresh builder (the last one still shows the committed transfer)
+    builder = ana.locator('form[data-form="transfer"]')
+    await builder.get_by_label("CPF ou CNPJ do favorecido").fill(ANA)
+    await builder.get_by_role("button", name="Buscar contas").click()
+    await expect(builder.locator('[data-payee-unavailable="beta"]')).to_contain_text("indisponível")
+    await expect(builder.get_by_label(f"Conta {joint} · Conjunta")).to_be_visible()
+    await screenshot(ana, "consortium-payee-bank-unavailable")
     for page in (ana, ana_beta, carla):
         assert page.script_errors == []
