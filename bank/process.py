@@ -315,6 +315,9 @@ class Consortium:
 
 CATCH_ATTEMPTS_MAX = 40
 """How many times :func:`catch_holder` tries to stop a bank while it holds the token."""
+CATCH_WAIT_S = 15.0
+"""How long :func:`catch_holder` samples, in all, for a bank that reports holding the token
+(the ring's first token takes up to a loss timeout to appear)."""
 STATUS_TIMEOUT_S = 1.0
 """How long one ``/ring/status`` may take before the bank counts as not answering."""
 
@@ -369,13 +372,18 @@ async def catch_holder(
     urls = {bank_id: consortium[bank_id].url for bank_id in consortium.banks
             if consortium[bank_id].alive()}  # fmt: skip
     loop = asyncio.get_running_loop()
-    for _ in range(attempts_max):
+    sampling_deadline = loop.time() + CATCH_WAIT_S
+    attempts = 0
+    while attempts < attempts_max and loop.time() < sampling_deadline:
         statuses = await fetch_statuses(session, urls)
         holder = next(
             (b for b in candidates if statuses.get(b) and statuses[b]["holding"]), None
         )
         if holder is None:
+            # Between visits, or before the first token: sample again shortly.
+            await asyncio.sleep(token.hold_max_ms / 4000)
             continue
+        attempts += 1
         consortium[holder].pause()
         stopped_at_s = time.monotonic()
         fence = _fence_seen(statuses[holder])
@@ -394,4 +402,6 @@ async def catch_holder(
         consortium[holder].resume()
         # Let the resumed bank rejoin before the next try.
         await asyncio.sleep(settle_s)
-    raise RuntimeError(f"no bank caught holding the token in {attempts_max} attempts")
+    raise RuntimeError(
+        f"no bank caught holding the token ({attempts} attempts in at most {CATCH_WAIT_S} s)"
+    )

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from bank.documents import complete_cpf
-from bank.process import Consortium, write_ring_file
+from bank.process import Consortium, catch_holder, write_ring_file
 from bank.transfers.protocol import DecisionItem, Decisions, Leg, Prepare, PrepareItem, encode_message
 from bank.transfers.service import fence_to_json
 from tokenring.core import Fence
@@ -29,8 +29,6 @@ pytestmark = pytest.mark.processes
 SECRET = "stale-holder-secret"
 BANKS = ("b0", "b1", "b2")
 LOSS_TIMEOUT_MS = 600
-CATCH_ATTEMPTS_MAX = 40
-"""Tries at stopping a bank while it holds the token (each one is a fresh chance)."""
 REGENERATION_WAIT_S = 5.0
 """How long the others may take to mint a newer generation once the holder is stopped."""
 ANA = complete_cpf("529982247")
@@ -87,32 +85,16 @@ async def test_a_holder_paused_past_the_loss_timeout_cannot_hold_money_when_it_r
                                     tokens[bank])
             assert status == 201
 
-        # Stop a bank while it holds the token; retry until the others regenerate it.
-        sleeper = old_fence = None
-        for _ in range(CATCH_ATTEMPTS_MAX):
-            for bank in BANKS:
-                status = await _status(session, config.bank(bank).url)
-                if status and status["holding"]:
-                    consortium[bank].pause()
-                    sleeper, old_fence = bank, Fence.from_dict(status["fence"])
-                    break
-            if sleeper is None:
-                await asyncio.sleep(0.005)
-                continue
-            deadline = time.monotonic() + REGENERATION_WAIT_S
-            others = [b for b in BANKS if b != sleeper]
-            while time.monotonic() < deadline:
-                statuses = [await _status(session, config.bank(b).url) for b in others]
-                if all(s and s["generation"] > old_fence.epoch for s in statuses):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                # It had passed the token on just before the stop: try again.
-                consortium[sleeper].resume()
-                sleeper = old_fence = None
-                continue
-            break
-        assert sleeper is not None and old_fence is not None, "never caught a holder"
+        # Stop a bank while it provably holds the token, then let the others regenerate it.
+        sleeper, old_fence, _ = await catch_holder(session, consortium)
+        others = [b for b in BANKS if b != sleeper]
+        deadline = time.monotonic() + REGENERATION_WAIT_S
+        while True:
+            statuses = [await _status(session, config.bank(b).url) for b in others]
+            if all(s and s["generation"] > old_fence.epoch for s in statuses):
+                break
+            assert time.monotonic() < deadline, f"no newer generation: {statuses}"
+            await asyncio.sleep(0.05)
         consortium[sleeper].resume()
 
         target = next(b for b in BANKS if b != sleeper)
