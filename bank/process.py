@@ -218,14 +218,16 @@ class BankProcess:
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
 
-    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """SIGTERM, wait at most ``timeout_s``, then SIGKILL; the exit code."""
+    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S, signalled: bool = False) -> int | None:
+        """SIGTERM (unless ``signalled``: already sent), wait at most ``timeout_s``, then
+        SIGKILL; the exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            # A paused child cannot handle SIGTERM until it runs again.
-            self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
+            if not signalled:
+                # A paused child cannot handle SIGTERM until it runs again.
+                self.process.send_signal(signal.SIGCONT)
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -298,7 +300,12 @@ class Consortium:
             if bank.alive():
                 bank.signal(signal.SIGCONT)
                 bank.signal(signal.SIGTERM)
-        return {bank_id: bank.stop(timeout_s=timeout_s) for bank_id, bank in self.banks.items()}
+        # One SIGTERM each: a second one could reach a bank after its shutdown has put the
+        # default handler back, and kill it in the middle of leaving the ring.
+        return {
+            bank_id: bank.stop(timeout_s=timeout_s, signalled=True)
+            for bank_id, bank in self.banks.items()
+        }
 
     def statuses(self) -> dict[str, Any]:
         return {bank_id: bank.status() for bank_id, bank in self.banks.items()}

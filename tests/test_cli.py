@@ -136,6 +136,9 @@ def test_up_starts_every_bank_and_sigterm_stops_them_all(ring_file: RingConfig) 
         assert len(banks) == len(ring_file.banks)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=WAIT_S) == 0
+        assert process.stdout is not None
+        # Every bank left the ring and exited cleanly (none killed by a signal).
+        assert process.stdout.read().decode().rstrip().endswith("Stopped.")
         assert all(gone(pid) for pid in banks)
         for bank in ring_file.banks:
             assert get_json(bank.url + "/healthz", timeout_s=0.5) is None
