@@ -6,4 +6,8 @@ The layers, from the inside out: ``tokenring.core`` (a pure state machine: no I/
 (``async with ring.holding() as fence``). ``tokenring.config`` reads ``ring.toml``.
 """
 
-__all__: list[str] = []
+from tokenring.config import ConfigError, RingConfig, load
+from tokenring.core import Fence, Member
+from tokenring.ring import Ring, RingClosed
+
+__all__ = ["ConfigError", "Fence", "Member", "Ring", "RingClosed", "RingConfig", "load"]
