@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
+import os
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
 
@@ -386,6 +386,26 @@ async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) 
             raise ApiError("forbidden", f"account {leg.account} is not yours")
 
 
+TRANSFER_ID_RANDOM_BYTES = 8
+"""Random bytes in a transfer id (after ``<bank>-``), as hex."""
+
+RANDOM_POOL_BYTES_MAX = 4096
+"""System randomness drawn at a time for transfer ids: one ``os.urandom`` per 512 ids
+instead of one per id; every id is still unpredictable system randomness, used once."""
+
+_random_pool = b""
+_random_pool_at = 0
+
+
+def _transfer_id_hex() -> str:
+    global _random_pool, _random_pool_at
+    if _random_pool_at + TRANSFER_ID_RANDOM_BYTES > len(_random_pool):
+        _random_pool, _random_pool_at = os.urandom(RANDOM_POOL_BYTES_MAX), 0
+    start = _random_pool_at
+    _random_pool_at = start + TRANSFER_ID_RANDOM_BYTES
+    return _random_pool[start:_random_pool_at].hex()
+
+
 async def _start(
     request: web.Request, caller: str, legs: list[Leg], key: tuple[str, str, str] | None, body: Any
 ) -> tuple[TransferService, str, bool]:
@@ -395,7 +415,7 @@ async def _start(
     if total > AMOUNT_CENTS_MAX:
         raise ApiError("invalid_request", f"a transfer moves at most {AMOUNT_CENTS_MAX} cents")
     await _check_local_legs(request, caller, legs)
-    transfer = Transfer(f"{here}-{secrets.token_hex(8)}", here, caller, tuple(legs))
+    transfer = Transfer(f"{here}-{_transfer_id_hex()}", here, caller, tuple(legs))
     try:
         transfer_id = await service.submit(transfer, idempotency=key, request=body)
     except KeyReused:
