@@ -189,19 +189,11 @@ def run_up(config: RingConfig) -> int:
 async def _sample(config: RingConfig, timeout_s: float) -> dict[str, Any]:
     import aiohttp
 
-    async def one(session: aiohttp.ClientSession, url: str) -> Any:
-        try:
-            async with session.get(url + "/ring/status") as response:
-                if response.status != 200:
-                    return None
-                return await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
+    from bank.process import fetch_statuses
 
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        answers = await asyncio.gather(*(one(session, bank.url) for bank in config.banks))
-    return {bank.id: answer for bank, answer in zip(config.banks, answers, strict=True)}
+    async with aiohttp.ClientSession() as session:
+        urls = {bank.id: bank.url for bank in config.banks}
+        return await fetch_statuses(session, urls, timeout_s=timeout_s)
 
 
 def collect_status(

@@ -831,29 +831,18 @@ class Ledger:
     ) -> Answer:
         """Cash in: 201 account; 404 ``unknown_account``, 403 ``forbidden``, 409 ``balance_limit``."""
         _assert_amount(amount_cents)
-        now = self.now_ms()
 
-        def run(conn: sqlite3.Connection) -> Answer:
-            def apply() -> Answer:
-                found = _owned_account(conn, self.bank_id, account, document)
-                if isinstance(found, Answer):
-                    return found
-                if found.balance_cents + amount_cents > BALANCE_CENTS_MAX:
-                    return Answer.refused(
-                        "balance_limit", f"the balance would exceed {BALANCE_CENTS_MAX} cents"
-                    )
-                _post(
-                    conn,
-                    "deposit",
-                    None,
-                    now,
-                    [(account, "available", amount_cents), (CASH_ACCOUNT, "available", -amount_cents)],
+        def refusal(found: Account) -> Answer | None:
+            if found.balance_cents + amount_cents > BALANCE_CENTS_MAX:
+                return Answer.refused(
+                    "balance_limit", f"the balance would exceed {BALANCE_CENTS_MAX} cents"
                 )
-                return Answer(201, _must_account(conn, self.bank_id, account).to_json())
+            return None
 
-            return _idempotent(conn, idempotency, now, apply)
-
-        return await self._write(run)
+        return await self._cash(
+            "deposit", account, amount_cents, document=document, idempotency=idempotency,
+            refusal=refusal,
+        )  # fmt: skip
 
     async def withdraw(
         self,
@@ -865,6 +854,32 @@ class Ledger:
     ) -> Answer:
         """Cash out: 201 account; 404, 403, or 409 ``insufficient_funds``."""
         _assert_amount(amount_cents)
+
+        def refusal(found: Account) -> Answer | None:
+            if found.balance_cents < amount_cents:
+                return Answer.refused(
+                    "insufficient_funds",
+                    f"account {account} has {found.balance_cents} cents available",
+                )
+            return None
+
+        return await self._cash(
+            "withdrawal", account, -amount_cents, document=document, idempotency=idempotency,
+            refusal=refusal,
+        )  # fmt: skip
+
+    async def _cash(
+        self,
+        kind: str,
+        account: int,
+        signed_cents: int,
+        *,
+        document: str,
+        idempotency: Idempotency | None,
+        refusal: Callable[[Account], Answer | None],
+    ) -> Answer:
+        """Move ``signed_cents`` between ``account`` and the bank's cash (positive: cash in),
+        once per idempotency key, unless the owner check or ``refusal`` answers otherwise."""
         now = self.now_ms()
 
         def run(conn: sqlite3.Connection) -> Answer:
@@ -872,17 +887,15 @@ class Ledger:
                 found = _owned_account(conn, self.bank_id, account, document)
                 if isinstance(found, Answer):
                     return found
-                if found.balance_cents < amount_cents:
-                    return Answer.refused(
-                        "insufficient_funds",
-                        f"account {account} has {found.balance_cents} cents available",
-                    )
+                refused = refusal(found)
+                if refused is not None:
+                    return refused
                 _post(
                     conn,
-                    "withdrawal",
+                    kind,
                     None,
                     now,
-                    [(account, "available", -amount_cents), (CASH_ACCOUNT, "available", amount_cents)],
+                    [(account, "available", signed_cents), (CASH_ACCOUNT, "available", -signed_cents)],
                 )
                 return Answer(201, _must_account(conn, self.bank_id, account).to_json())
 
