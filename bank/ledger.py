@@ -62,6 +62,12 @@ __all__ = [
     "LedgerClosed",
     "Transfer",
     "TransferStatus",
+    "account_in",
+    "commit_hold_in",
+    "credit_in",
+    "place_hold_in",
+    "post_in",
+    "release_hold_in",
     "request_fingerprint",
 ]
 
@@ -481,7 +487,7 @@ class _Writer:
                 except queue.Empty:
                     break
                 if item is not _STOP:
-                    self._settle(item.future, None, LedgerClosed("the ledger is closed"))
+                    self._settle([(item.future, None, LedgerClosed("the ledger is closed"))])
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         results: list[tuple[_Job, Any, BaseException | None]] = []
@@ -507,18 +513,19 @@ class _Writer:
             results = [(job, None, error) for job in jobs]
         self.batches += 1
         self.operations += len(jobs)
-        # Answers leave only now, after the COMMIT made the whole batch durable.
-        for job, value, job_error in results:
-            self._settle(job.future, value, job_error)
+        # Answers leave only now, after the COMMIT made the whole batch durable: all of them
+        # in one callback of the event loop (one wake-up of the loop per batch, not per job).
+        self._settle([(job.future, value, job_error) for job, value, job_error in results])
 
-    def _settle(self, future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    def _settle(self, answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         def settle() -> None:
-            if future.done():  # the caller was cancelled; the write stands regardless
-                return
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+            for future, value, error in answers:
+                if future.done():  # the caller was cancelled; the write stands regardless
+                    continue
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
 
         try:
             self.loop.call_soon_threadsafe(settle)
@@ -535,7 +542,11 @@ class Ledger:
     """One bank's ledger; open it with ``await Ledger.open(path)``, end with ``await close()``.
 
     Every method is a coroutine that never blocks the event loop. Writes are queued to the
-    writer thread and answered after their group's COMMIT; reads run on the reader thread.
+    writer thread and answered after their group's COMMIT; reads that may scan run on the
+    reader thread. Point reads (one row by its key: an account, a transfer, a session) run
+    on the event loop's own thread, on a connection of their own: in WAL mode they never wait
+    for the writer, and they take a few microseconds where a hop to a thread and back costs
+    ten times that (and wakes a thread that competes for the GIL).
     ``clock`` gives the time in seconds (tests move it forward to expire sessions).
     """
 
@@ -546,6 +557,7 @@ class Ledger:
         writer: _Writer,
         reader_conn: sqlite3.Connection,
         reader: concurrent.futures.ThreadPoolExecutor,
+        point_conn: sqlite3.Connection,
         *,
         queue_operations_max: int,
         clock: Callable[[], float],
@@ -556,6 +568,7 @@ class Ledger:
         self._writer = writer
         self._reader_conn = reader_conn
         self._reader = reader
+        self._point_conn = point_conn
         self._slots = asyncio.Semaphore(queue_operations_max)
         self._closed = False
         # Live sessions by token hash: every request looks its session up, and this process
@@ -583,7 +596,7 @@ class Ledger:
         file = Path(path)
         loop = asyncio.get_running_loop()
 
-        def prepare() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        def prepare() -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
             file.parent.mkdir(parents=True, exist_ok=True)
             writer_conn = _connect(file, synchronous)
             try:
@@ -591,9 +604,13 @@ class Ledger:
             except BaseException:
                 writer_conn.close()
                 raise
-            return writer_conn, _connect(file, synchronous)
+            point_conn = _connect(file, synchronous)
+            # Never wait on the event loop's thread: a busy database sends the read to the
+            # reader thread instead (see Ledger._point).
+            point_conn.execute("PRAGMA busy_timeout=0")
+            return writer_conn, _connect(file, synchronous), point_conn
 
-        writer_conn, reader_conn = await asyncio.to_thread(prepare)
+        writer_conn, reader_conn, point_conn = await asyncio.to_thread(prepare)
         bank = bank_id or file.name.split(".")[0]
         writer = _Writer(
             writer_conn,
@@ -612,6 +629,7 @@ class Ledger:
             writer,
             reader_conn,
             reader,
+            point_conn,
             queue_operations_max=queue_operations_max,
             clock=clock,
         )
@@ -626,6 +644,7 @@ class Ledger:
         assert not self._writer.thread.is_alive(), "the ledger writer did not stop in time"
         self._reader.shutdown(wait=True)
         self._reader_conn.close()
+        self._point_conn.close()
 
     @property
     def batches(self) -> int:
@@ -640,6 +659,13 @@ class Ledger:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run(conn)`` in the writer thread, inside a group-commit transaction (in a
+        savepoint of its own: an exception undoes only its changes and reaches the caller);
+        answered after the COMMIT. For modules that keep their own tables in this database
+        (``bank.transfers.store``) and call the ``*_in`` functions of this module."""
+        return await self._write(run)
+
     async def _write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
@@ -649,11 +675,35 @@ class Ledger:
             self._writer.queue.put_nowait(_Job(run, future))
             return await future
 
+    async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run(conn)`` on the reader thread (a read that may scan many rows)."""
+        return await self._read(run)
+
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         conn = self._reader_conn
         return await asyncio.get_running_loop().run_in_executor(self._reader, run, conn)
+
+    async def point(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run(conn)``, a read of a few rows by key, on the event loop's thread (see
+        the class's note); on the reader thread when the database is busy (rare in WAL)."""
+        return await self._point(run)
+
+    async def _point(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise LedgerClosed("the ledger is closed")
+        conn = self._point_conn
+        try:
+            conn.execute("BEGIN")  # one snapshot for every statement of the read
+            try:
+                return run(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            return await self._read(run)
 
     # -- customers and sessions -----------------------------------------------------------
 
@@ -721,7 +771,7 @@ class Ledger:
             ).fetchone()
             return None if row is None else (str(row[0]), int(row[1]))
 
-        found = await self._read(run)
+        found = await self._point(run)
         if found is None:
             return None
         # A logout that ran while we read must not be undone by caching what we read.
@@ -794,7 +844,7 @@ class Ledger:
 
     async def account(self, number: int) -> Account | None:
         """A customer account by number (system accounts are not customer accounts)."""
-        return await self._read(lambda conn: _account(conn, self.bank_id, number))
+        return await self._point(lambda conn: _account(conn, self.bank_id, number))
 
     async def accounts_of(self, document: str) -> list[Account]:
         """Every account ``document`` owns here, by number."""
@@ -977,7 +1027,7 @@ class Ledger:
                 return None
             return Transfer(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
-        return await self._read(run)
+        return await self._point(run)
 
     # -- holds: the participant's side of a cross-bank transfer ---------------------------
 
@@ -994,42 +1044,11 @@ class Ledger:
         _assert_transfer_id(transfer_id)
         _assert_amount(amount_cents)
         now = self.now_ms()
-
-        def run(conn: sqlite3.Connection) -> HoldOutcome:
-            first = _hold_operation(conn, "place", transfer_id, account)
-            if first is not None:
-                return first
-            outcome: HoldOutcome
-            decided = conn.execute(
-                "SELECT 1 FROM hold_operations WHERE transfer_id = ? AND account = ?"
-                " AND operation IN ('commit', 'release')",
-                (transfer_id, account),
-            ).fetchone()
-            found = _owned_account(conn, self.bank_id, account, owner_document)
-            if decided is not None:
-                outcome = "decided"
-            elif isinstance(found, Answer):
-                outcome = "unknown_account" if found.status == 404 else "forbidden"
-            elif found.balance_cents < amount_cents:
-                outcome = "insufficient_funds"
-            else:
-                _post(
-                    conn,
-                    "hold",
-                    transfer_id,
-                    now,
-                    [(account, "available", -amount_cents), (account, "held", amount_cents)],
-                )
-                conn.execute(
-                    "INSERT INTO holds (transfer_id, account, amount_cents, state, placed_at_ms)"
-                    " VALUES (?, ?, ?, 'held', ?)",
-                    (transfer_id, account, amount_cents, now),
-                )
-                outcome = "ok"
-            _record_hold_operation(conn, "place", transfer_id, account, outcome, now)
-            return outcome
-
-        return await self._write(run)
+        return await self._write(
+            lambda conn: place_hold_in(
+                conn, self.bank_id, transfer_id, account, amount_cents, owner_document, now
+            )
+        )
 
     async def commit_hold(
         self, transfer_id: str, account: int, *, destination: int | None = None
@@ -1043,38 +1062,9 @@ class Ledger:
         """
         _assert_transfer_id(transfer_id)
         now = self.now_ms()
-
-        def run(conn: sqlite3.Connection) -> HoldOutcome:
-            first = _hold_operation(conn, "commit", transfer_id, account)
-            if first is not None:
-                return first
-            target = SETTLEMENT_ACCOUNT if destination is None else destination
-            if destination is not None and _account(conn, self.bank_id, destination) is None:
-                return "unknown_account"
-            hold = _hold(conn, transfer_id, account)
-            outcome: HoldOutcome
-            if hold is None:
-                outcome = "no_hold"
-            elif hold.state != "held":
-                outcome = hold.state
-            else:
-                _post(
-                    conn,
-                    "commit",
-                    transfer_id,
-                    now,
-                    [(account, "held", -hold.amount_cents), (target, "available", hold.amount_cents)],
-                )
-                conn.execute(
-                    "UPDATE holds SET state = 'committed', destination = ?, decided_at_ms = ?"
-                    " WHERE transfer_id = ? AND account = ?",
-                    (target, now, transfer_id, account),
-                )
-                outcome = "ok"
-            _record_hold_operation(conn, "commit", transfer_id, account, outcome, now)
-            return outcome
-
-        return await self._write(run)
+        return await self._write(
+            lambda conn: commit_hold_in(conn, self.bank_id, transfer_id, account, now, destination)
+        )
 
     async def release_hold(self, transfer_id: str, account: int) -> HoldOutcome:
         """Give the held money back to the account's available balance.
@@ -1084,35 +1074,7 @@ class Ledger:
         """
         _assert_transfer_id(transfer_id)
         now = self.now_ms()
-
-        def run(conn: sqlite3.Connection) -> HoldOutcome:
-            first = _hold_operation(conn, "release", transfer_id, account)
-            if first is not None:
-                return first
-            hold = _hold(conn, transfer_id, account)
-            outcome: HoldOutcome
-            if hold is None:
-                outcome = "no_hold"
-            elif hold.state != "held":
-                outcome = hold.state
-            else:
-                _post(
-                    conn,
-                    "release",
-                    transfer_id,
-                    now,
-                    [(account, "held", -hold.amount_cents), (account, "available", hold.amount_cents)],
-                )
-                conn.execute(
-                    "UPDATE holds SET state = 'released', decided_at_ms = ?"
-                    " WHERE transfer_id = ? AND account = ?",
-                    (now, transfer_id, account),
-                )
-                outcome = "ok"
-            _record_hold_operation(conn, "release", transfer_id, account, outcome, now)
-            return outcome
-
-        return await self._write(run)
+        return await self._write(lambda conn: release_hold_in(conn, transfer_id, account, now))
 
     async def credit(self, transfer_id: str, account: int, amount_cents: int) -> HoldOutcome:
         """Money arriving from another bank: debit settlement, credit ``account``.
@@ -1123,30 +1085,9 @@ class Ledger:
         _assert_transfer_id(transfer_id)
         _assert_amount(amount_cents)
         now = self.now_ms()
-
-        def run(conn: sqlite3.Connection) -> HoldOutcome:
-            first = _hold_operation(conn, "credit", transfer_id, account)
-            if first is not None:
-                return first
-            target = _account(conn, self.bank_id, account)
-            outcome: HoldOutcome
-            if target is None:
-                outcome = "unknown_account"
-            elif target.balance_cents + amount_cents > BALANCE_CENTS_MAX:
-                outcome = "balance_limit"
-            else:
-                _post(
-                    conn,
-                    "credit",
-                    transfer_id,
-                    now,
-                    [(SETTLEMENT_ACCOUNT, "available", -amount_cents), (account, "available", amount_cents)],
-                )
-                outcome = "ok"
-            _record_hold_operation(conn, "credit", transfer_id, account, outcome, now)
-            return outcome
-
-        return await self._write(run)
+        return await self._write(
+            lambda conn: credit_in(conn, self.bank_id, transfer_id, account, amount_cents, now)
+        )
 
     async def holds(self, transfer_id: str) -> list[Hold]:
         """Every hold placed here for ``transfer_id``, by account."""
@@ -1222,6 +1163,172 @@ class Ledger:
 # ---------------------------------------------------------------------------------------------
 # SQL helpers (run on the writer or reader thread)
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Hold operations inside a writer transaction (Ledger.write), for bank.transfers.store
+# ---------------------------------------------------------------------------------------------
+
+
+def place_hold_in(
+    conn: sqlite3.Connection,
+    bank_id: str,
+    transfer_id: str,
+    account: int,
+    amount_cents: int,
+    owner_document: str,
+    now_ms: int,
+) -> HoldOutcome:
+    """:meth:`Ledger.place_hold` inside the caller's writer transaction."""
+    _assert_transfer_id(transfer_id)
+    _assert_amount(amount_cents)
+    first = _hold_operation(conn, "place", transfer_id, account)
+    if first is not None:
+        return first
+    outcome: HoldOutcome
+    decided = conn.execute(
+        "SELECT 1 FROM hold_operations WHERE transfer_id = ? AND account = ?"
+        " AND operation IN ('commit', 'release')",
+        (transfer_id, account),
+    ).fetchone()
+    found = _owned_account(conn, bank_id, account, owner_document)
+    if decided is not None:
+        outcome = "decided"
+    elif isinstance(found, Answer):
+        outcome = "unknown_account" if found.status == 404 else "forbidden"
+    elif found.balance_cents < amount_cents:
+        outcome = "insufficient_funds"
+    else:
+        _post(
+            conn,
+            "hold",
+            transfer_id,
+            now_ms,
+            [(account, "available", -amount_cents), (account, "held", amount_cents)],
+        )
+        conn.execute(
+            "INSERT INTO holds (transfer_id, account, amount_cents, state, placed_at_ms)"
+            " VALUES (?, ?, ?, 'held', ?)",
+            (transfer_id, account, amount_cents, now_ms),
+        )
+        outcome = "ok"
+    _record_hold_operation(conn, "place", transfer_id, account, outcome, now_ms)
+    return outcome
+
+
+def commit_hold_in(
+    conn: sqlite3.Connection,
+    bank_id: str,
+    transfer_id: str,
+    account: int,
+    now_ms: int,
+    destination: int | None = None,
+) -> HoldOutcome:
+    """:meth:`Ledger.commit_hold` inside the caller's writer transaction."""
+    _assert_transfer_id(transfer_id)
+    first = _hold_operation(conn, "commit", transfer_id, account)
+    if first is not None:
+        return first
+    target = SETTLEMENT_ACCOUNT if destination is None else destination
+    if destination is not None and _account(conn, bank_id, destination) is None:
+        return "unknown_account"
+    return _end_hold(conn, "commit", transfer_id, account, target, now_ms)
+
+
+def release_hold_in(
+    conn: sqlite3.Connection, transfer_id: str, account: int, now_ms: int
+) -> HoldOutcome:
+    """:meth:`Ledger.release_hold` inside the caller's writer transaction."""
+    _assert_transfer_id(transfer_id)
+    first = _hold_operation(conn, "release", transfer_id, account)
+    if first is not None:
+        return first
+    return _end_hold(conn, "release", transfer_id, account, None, now_ms)
+
+
+def _end_hold(
+    conn: sqlite3.Connection,
+    operation: Literal["commit", "release"],
+    transfer_id: str,
+    account: int,
+    target: int | None,
+    now_ms: int,
+) -> HoldOutcome:
+    """Commit the hold to ``target`` (``operation`` ``commit``) or give it back to the
+    account (``release``), once; the outcome is recorded either way."""
+    hold = _hold(conn, transfer_id, account)
+    outcome: HoldOutcome
+    if hold is None:
+        outcome = "no_hold"
+    elif hold.state != "held":
+        outcome = hold.state
+    else:
+        to = account if target is None else target
+        _post(
+            conn,
+            operation,
+            transfer_id,
+            now_ms,
+            [(account, "held", -hold.amount_cents), (to, "available", hold.amount_cents)],
+        )
+        conn.execute(
+            "UPDATE holds SET state = ?, destination = ?, decided_at_ms = ?"
+            " WHERE transfer_id = ? AND account = ?",
+            ("committed" if operation == "commit" else "released", target, now_ms, transfer_id, account),
+        )
+        outcome = "ok"
+    _record_hold_operation(conn, operation, transfer_id, account, outcome, now_ms)
+    return outcome
+
+
+def credit_in(
+    conn: sqlite3.Connection,
+    bank_id: str,
+    transfer_id: str,
+    account: int,
+    amount_cents: int,
+    now_ms: int,
+) -> HoldOutcome:
+    """:meth:`Ledger.credit` inside the caller's writer transaction."""
+    _assert_transfer_id(transfer_id)
+    _assert_amount(amount_cents)
+    first = _hold_operation(conn, "credit", transfer_id, account)
+    if first is not None:
+        return first
+    target = _account(conn, bank_id, account)
+    outcome: HoldOutcome
+    if target is None:
+        outcome = "unknown_account"
+    elif target.balance_cents + amount_cents > BALANCE_CENTS_MAX:
+        outcome = "balance_limit"
+    else:
+        _post(
+            conn,
+            "credit",
+            transfer_id,
+            now_ms,
+            [(SETTLEMENT_ACCOUNT, "available", -amount_cents), (account, "available", amount_cents)],
+        )
+        outcome = "ok"
+    _record_hold_operation(conn, "credit", transfer_id, account, outcome, now_ms)
+    return outcome
+
+
+def account_in(conn: sqlite3.Connection, bank_id: str, number: int) -> Account | None:
+    """A customer account by number, inside the caller's transaction (None: no such one)."""
+    return _account(conn, bank_id, number)
+
+
+def post_in(
+    conn: sqlite3.Connection,
+    kind: str,
+    transfer_id: str | None,
+    now_ms: int,
+    entries: Sequence[tuple[int, str, int]],
+) -> int:
+    """Append one journal transaction (entries summing to zero) inside the caller's writer
+    transaction and apply it to the stored balances; its number."""
+    return _post(conn, kind, transfer_id, now_ms, entries)
 
 
 def _assert_amount(amount_cents: int) -> None:

@@ -104,6 +104,24 @@ def test_a_lone_member_mints_and_keeps_visiting_itself() -> None:
     assert member.status.visits == 2
 
 
+def test_a_release_wanted_elsewhere_hands_on_at_once_without_the_idle_hold() -> None:
+    members = ["a", "b", "c"]
+    ring, fence = holding_ring(members)
+    a = ring["a"]
+    # Idle: released at 2 ms, kept until the idle hold is over (granted at 1 ms).
+    assert sends(a.handle(Release(fence), 2), Token) == []
+    assert a.next_deadline_ms() == 1 + a.idle_hold_ms
+    (handoff,) = sends(a.handle(TimerFired(), 1 + a.idle_hold_ms), Token)
+    assert handoff.to == "b"
+
+    ring, fence = holding_ring(members)
+    a = ring["a"]
+    # Another member waits for the token: it leaves within the Release itself.
+    (handoff,) = sends(a.handle(Release(fence, wanted=True), 2), Token)
+    assert handoff.to == "b" and handoff.message == Token("a", Fence(1, "a", 2))
+    assert not a.status.holding
+
+
 def test_first_member_bootstraps_with_a_majority_and_hands_on_with_ack() -> None:
     members = ["a", "b", "c"]
     ring, fence = holding_ring(members)

@@ -136,6 +136,9 @@ class Release:
 
     fence: Fence
     """The fence of the :class:`Grant` being released; a stale one is ignored."""
+    wanted: bool = False
+    """Another member is known to wait for the token: hand it on now, without the
+    ``idle_hold_ms`` that keeps an idle ring from spinning."""
 
 
 @attrs.frozen
@@ -509,8 +512,10 @@ class Member:
         if not self._in_section or (fence is not held and fence != held):
             return  # released after a revoke, or under an old fence: nothing to end
         self._in_section = False
-        # Keep an idle token a moment so an idle ring does not spin.
-        self._pass_at_ms = max(now_ms, self._granted_ms + self.idle_hold_ms)
+        # Keep an idle token a moment so an idle ring does not spin; not when another
+        # member is known to wait for it (the ring then moves at the pace of the work).
+        hold_ms = 0 if event.wanted else self.idle_hold_ms
+        self._pass_at_ms = max(now_ms, self._granted_ms + hold_ms)
         if now_ms >= self._pass_at_ms:
             self._pass_token(now_ms, out)
 

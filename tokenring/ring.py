@@ -30,9 +30,9 @@ do"; the visit then counts as unused.
 with a signed ``POST /ring/demand`` ``{"after": fence | null}`` (``after`` is the fence of its
 last visit), only while the work waits: once after each of its visits, and again at most once
 per ``hold_max_ms`` while no visit comes (a demand may be lost). A member holding
-a visit it does not use releases it at once (the core still keeps the token ``idle_hold_ms``)
-while a demand it heard is newer than the demanding member's last visit, so the token comes
-to the work at the pace of the hand-off, not of the deadline. "Newer" is decided here, with no
+a visit it does not use releases it at once (and the core hands it on without its
+``idle_hold_ms``) while a demand it heard is newer than the demanding member's last visit,
+so the token comes to the work at the pace of the hand-off, not of the deadline. "Newer" is decided here, with no
 clock shared between members: within one generation a member's visits are ``n`` apart in
 ``seq`` (``docs/protocol.md``, rule 1), so a demand ``after`` fence ``A`` is met once a visit
 at ``A.seq + n`` or later exists; with no such comparison (no ``after``, another generation)
@@ -585,12 +585,14 @@ class Ring:
             return
         if self._active or self._waiting or self._callback_running:
             return
-        if not self._used and not self._demand_elsewhere(fence):
+        wanted = self._demand_elsewhere(fence)
+        if not self._used and not wanted:
             return  # an unused visit is kept to its deadline: that paces an idle ring
         # The core answers Release with Revoke, within this call; mark the visit released.
+        # With a demand heard the token goes on at once (no idle_hold_ms): work waits for it.
         self._releasing = fence
         try:
-            self._transport.handle(core.Release(fence))
+            self._transport.handle(core.Release(fence, wanted=wanted))
             self._end_grant(fence, released=True)
         finally:
             self._releasing = None

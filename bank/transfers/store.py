@@ -3,14 +3,14 @@
 Place in the design: the async driver (:mod:`bank.transfers.service`) executes the batches the
 pure coordinator and participant yield (:mod:`bank.transfers.book`) through :class:`LedgerBook`.
 
-- Money goes through the ledger's own idempotent hold operations (``place_hold``,
-  ``commit_hold``, ``release_hold``, ``credit``): every operation of a batch is queued at
-  once, so the ledger's writer commits the batch together (group commit, one fsync).
-- The protocol's own records (the highest fence accepted, decisions applied here, yes votes
-  awaiting a decision, the coordinator's transfers and their deliveries, cross-bank
-  idempotency keys) live in tables of the same database, written by functions that run in
-  the ledger's writer thread inside its transactions (``Ledger._write``). So a batch of
-  protocol records is atomic, and it shares the ledger's durability (WAL, synchronous=FULL).
+- Money goes through the ledger's own idempotent hold operations (``place_hold_in``,
+  ``commit_hold_in``, ``release_hold_in``, ``credit_in``), and the protocol's own records (the
+  highest fence accepted, decisions applied here, yes votes awaiting a decision, the
+  coordinator's transfers and their deliveries, cross-bank idempotency keys) live in tables
+  of the same database. A whole batch is **one job** of the ledger's writer thread
+  (``Ledger.write``): its operations run in order in one transaction, so a batch is atomic,
+  shares the ledger's durability (WAL, synchronous=FULL) and its group commit (one fsync for
+  whatever else is queued with it).
 - A transfer the coordinator records is also written to the ledger's ``transfers`` table, so
   ``GET /api/v1/transfers/{id}`` shows cross-bank transfers exactly like local ones.
 """
@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS transfer_cash_outs (
 """The protocol's tables, in the ledger's database (created when the service starts)."""
 
 _MONEY_OPS = (PlaceHold, CheckAccount, CommitHold, ReleaseHold, Credit)
+_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator)
 
 
 def account_number(account: str) -> int | None:
@@ -115,66 +116,21 @@ class LedgerBook:
                 if statement.strip():
                     conn.execute(statement)
 
-        await self.ledger._write(run)
+        await self.ledger.write(run)
 
     async def execute(self, batch: Sequence[BookOp]) -> list[Any]:
-        """Run a batch (every operation queued at once) and answer each one's result."""
-        import asyncio
+        """Run a batch and answer each operation's result, in order.
 
-        records = [op for op in batch if not isinstance(op, _MONEY_OPS)]
-        money = [op for op in batch if isinstance(op, _MONEY_OPS)]
-        # The records' job is queued first: the writer runs jobs in queue order, so a fence
-        # stored in this batch is durable no later than the batch's holds.
-        tasks: list[Any] = [self._records(records)] if records else []
-        tasks += [self._money(op) for op in money]
-        results = await asyncio.gather(*tasks)
-        by_op: dict[int, Any] = {}
-        if records:
-            for op, result in zip(records, results[0]):
-                by_op[id(op)] = result
-        for money_op, result in zip(money, results[1:] if records else results):
-            by_op[id(money_op)] = result
-        return [by_op[id(op)] for op in batch]
-
-    async def _money(self, op: BookOp) -> Any:
-        ledger = self.ledger
-        match op:
-            case PlaceHold(transfer_id, account, amount, owner):
-                number = account_number(account)
-                if number is None:
-                    return "unknown_account"
-                return await ledger.place_hold(transfer_id, number, amount, owner)
-            case CheckAccount(account):
-                number = account_number(account)
-                found = None if number is None else await ledger.account(number)
-                return "ok" if found is not None else "unknown_account"
-            case CommitHold(transfer_id, account, _):
-                number = account_number(account)
-                assert number is not None, "a committed source was held, so it is a number"
-                outcome = await ledger.commit_hold(transfer_id, number)
-                if outcome != "ok":
-                    log.error("transfer.commit_hold_refused", transfer_id=transfer_id, outcome=outcome)
-                return outcome
-            case ReleaseHold(transfer_id, account, _):
-                number = account_number(account)
-                if number is None:
-                    return "no_hold"
-                return await ledger.release_hold(transfer_id, number)
-            case Credit(transfer_id, account, amount):
-                number = account_number(account)
-                assert number is not None, "a committed destination was checked, so it is a number"
-                outcome = await ledger.credit(transfer_id, number, amount)
-                if outcome != "ok":
-                    # The money stays in settlement, visible to the audit as in flight.
-                    log.error("transfer.credit_refused", transfer_id=transfer_id, outcome=outcome)
-                return outcome
-        raise AssertionError(f"not a money operation: {op!r}")
-
-    async def _records(self, ops: Sequence[BookOp]) -> list[Any]:
+        The whole batch is one job of the ledger's writer: its operations run in order inside
+        one transaction (so a fence stored by the batch is durable no later than its holds,
+        and the batch shares a group commit with whatever else is queued), with one future
+        and one wake-up of the event loop for all of them. Batches that only load state
+        (after a restart) run on the reader thread."""
         now_ms = self.ledger.now_ms()
-        if all(isinstance(op, (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator)) for op in ops):
-            return await self.ledger._read(lambda conn: [_record(conn, op, now_ms) for op in ops])
-        return await self.ledger._write(lambda conn: [_record(conn, op, now_ms) for op in ops])
+        if all(isinstance(op, _LOADS) for op in batch):
+            return await self.ledger.read(lambda conn: [_record(conn, op, now_ms) for op in batch])
+        bank = self.ledger.bank_id
+        return await self.ledger.write(lambda conn: [_apply(conn, bank, op, now_ms) for op in batch])
 
     # -- reads for the API -------------------------------------------------------------------
 
@@ -188,7 +144,7 @@ class LedgerBook:
             ).fetchone()
             return row is not None
 
-        return await self.ledger._read(run)
+        return await self.ledger.point(run)
 
     async def transfer_body(self, transfer_id: str) -> Transfer | None:
         """A transfer this bank coordinates, as recorded."""
@@ -199,7 +155,49 @@ class LedgerBook:
             ).fetchone()
             return None if row is None else transfer_from_dict(json.loads(row[0]))
 
-        return await self.ledger._read(run)
+        return await self.ledger.point(run)
+
+
+def _apply(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
+    """One operation of a batch, inside the writer's transaction."""
+    if isinstance(op, _MONEY_OPS):
+        return _money(conn, bank, op, now_ms)
+    return _record(conn, op, now_ms)
+
+
+def _money(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
+    """A money operation through the ledger's own idempotent hold operations."""
+    match op:
+        case PlaceHold(transfer_id, account, amount, owner):
+            number = account_number(account)
+            if number is None:
+                return "unknown_account"
+            return ledger_module.place_hold_in(conn, bank, transfer_id, number, amount, owner, now_ms)
+        case CheckAccount(account):
+            number = account_number(account)
+            found = None if number is None else ledger_module.account_in(conn, bank, number)
+            return "ok" if found is not None else "unknown_account"
+        case CommitHold(transfer_id, account, _):
+            number = account_number(account)
+            assert number is not None, "a committed source was held, so it is a number"
+            outcome = ledger_module.commit_hold_in(conn, bank, transfer_id, number, now_ms)
+            if outcome != "ok":
+                log.error("transfer.commit_hold_refused", transfer_id=transfer_id, outcome=outcome)
+            return outcome
+        case ReleaseHold(transfer_id, account, _):
+            number = account_number(account)
+            if number is None:
+                return "no_hold"
+            return ledger_module.release_hold_in(conn, transfer_id, number, now_ms)
+        case Credit(transfer_id, account, amount):
+            number = account_number(account)
+            assert number is not None, "a committed destination was checked, so it is a number"
+            outcome = ledger_module.credit_in(conn, bank, transfer_id, number, amount, now_ms)
+            if outcome != "ok":
+                # The money stays in settlement, visible to the audit as in flight.
+                log.error("transfer.credit_refused", transfer_id=transfer_id, outcome=outcome)
+            return outcome
+    raise AssertionError(f"not a money operation: {op!r}")
 
 
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
@@ -262,7 +260,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     (transfer_id, amount, now_ms),
                 )
                 # Cash leaves from settlement: the source bank's commit put it there.
-                ledger_module._post(
+                ledger_module.post_in(
                     conn,
                     "cash_out",
                     transfer_id,
