@@ -97,7 +97,13 @@ async def serve(
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        log.info("bank.serving", bank=app[BANK_ID], url=f"http://{host}:{port}", pid=os.getpid())
+        log.info(
+            "bank.serving",
+            bank=app[BANK_ID],
+            url=f"http://{host}:{port}",
+            pid=os.getpid(),
+            loop=type(loop).__module__.split(".")[0],
+        )
         if on_ready is not None:
             on_ready()
         if parent_pid is not None:

@@ -3,10 +3,14 @@
 For each ring size and each concurrency: committed cross-bank transfers per second and the
 p50/p99 latency from submit to outcome (``POST /api/v1/transfers?wait_ms=...``), printed beside
 the request rate of a bare aiohttp JSON endpoint measured in the same run on the same machine
-with the same client, and the ratio of the two. Not a test: it asserts nothing.
+with the same client and the same event loop, and the ratio of the two. Also the CPU time each
+committed transfer cost the banks (all of them together) and the load generator, beside what
+one bare request cost its server and the client: where the machine's two cores go. Not a
+test: it asserts nothing.
 
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
+    .venv/bin/python benchmarks/transfer_bench.py --loop asyncio  # everything on asyncio's loop
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import sys
 import tempfile
@@ -26,6 +31,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bank.cli import EVENT_LOOPS, loop_factory  # noqa: E402
 from bank.documents import complete_cpf  # noqa: E402
 from bank.process import Consortium, free_ports, write_ring_file  # noqa: E402
 
@@ -37,14 +43,31 @@ CUSTOMERS_MAX = 16
 """Clients share this many customers (each customer costs a password hash per bank to set up)."""
 
 
-def _bare_server(port: int) -> None:
+def _bare_server(port: int, loop: str) -> None:
     async def answer(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({"id": "x", "status": "committed", "echo": len(body)})
 
     app = web.Application()
     app.router.add_post("/bare", answer)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    factory = loop_factory(loop)
+    event_loop = factory() if factory is not None else asyncio.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 async def _measure(
@@ -102,18 +125,24 @@ async def _setup(config: Any, session: aiohttp.ClientSession, clients: int) -> l
     return people
 
 
-def run_ring(banks_count: int, concurrencies: list[int], seconds: float, hold_ms: int) -> list[dict[str, Any]]:
+def run_ring(
+    banks_count: int, concurrencies: list[int], seconds: float, hold_ms: int, loop: str
+) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ids = [f"bank{i}" for i in range(banks_count)]
         config = write_ring_file(Path(tmp) / "ring.toml", ids, hold_max_ms=hold_ms, data_dir=str(Path(tmp) / "var"))
         bare_port = free_ports(1)[0]
-        bare = multiprocessing.Process(target=_bare_server, args=(bare_port,), daemon=True)
+        bare = multiprocessing.Process(target=_bare_server, args=(bare_port, loop), daemon=True)
         bare.start()
         consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs")
+        for bank in consortium.banks.values():
+            bank.extra_args = ["--loop", loop]
         consortium.start()
+        pids = {"bare": bare.pid or 0, "banks": [consortium[b].pid for b in ids]}
         try:
-            rows = asyncio.run(_run(config, ids, bare_port, concurrencies, seconds))
+            with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+                rows = runner.run(_run(config, ids, bare_port, concurrencies, seconds, pids))
         finally:
             consortium.stop()
             bare.terminate()
@@ -121,7 +150,9 @@ def run_ring(banks_count: int, concurrencies: list[int], seconds: float, hold_ms
     return rows
 
 
-async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[int], seconds: float) -> list[dict[str, Any]]:
+async def _run(
+    config: Any, ids: list[str], bare_port: int, concurrencies: list[int], seconds: float, pids: dict[str, Any]
+) -> list[dict[str, Any]]:
     rows = []
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -153,10 +184,19 @@ async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[
                 reasons[reason] = reasons.get(reason, 0) + 1
             return answer.get("status") == "committed"
 
+        def cpu_now() -> tuple[float, float, float]:
+            banks = sum(_cpu_s(pid) for pid in pids["banks"])
+            return _cpu_s(pids["bare"]), banks, _own_cpu_s()
+
         for concurrency in concurrencies:
             reasons.clear()
+            before = cpu_now()
             bare_rate, _, _ = await _measure(session, bare, concurrency, seconds)
+            middle = cpu_now()
             rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
+            after = cpu_now()
+            bare_count = max(1.0, bare_rate * seconds)
+            count = max(1.0, rate * seconds)
             row = {
                 "banks": len(ids),
                 "concurrency": concurrency,
@@ -166,11 +206,21 @@ async def _run(config: Any, ids: list[str], bare_port: int, concurrencies: list[
                 "latency_ms_p99": _percentile(latencies, 0.99),
                 "bare_per_s": bare_rate,
                 "ratio": rate / bare_rate if bare_rate else float("nan"),
+                "bare_server_cpu_ms": 1000 * (middle[0] - before[0]) / bare_count,
+                "bare_client_cpu_ms": 1000 * (middle[2] - before[2]) / bare_count,
+                "banks_cpu_ms": 1000 * (after[1] - middle[1]) / count,
+                "client_cpu_ms": 1000 * (after[2] - middle[2]) / count,
             }
             print(
                 f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
                 f"p50 {row['latency_ms_p50']:7.1f} ms  p99 {row['latency_ms_p99']:7.1f} ms  "
                 f"bare/s {bare_rate:>6}  ratio {row['ratio']:.2f}  not committed {failed} {reasons or ''}",
+                flush=True,
+            )
+            print(
+                f"{'':17}CPU per transfer: banks {row['banks_cpu_ms']:.2f} ms, client "
+                f"{row['client_cpu_ms']:.2f} ms; per bare request: server "
+                f"{row['bare_server_cpu_ms']:.2f} ms, client {row['bare_client_cpu_ms']:.2f} ms",
                 flush=True,
             )
             rows.append(row)
@@ -182,11 +232,18 @@ def main() -> None:
     parser.add_argument("--banks", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--hold-ms", type=int, default=25, help="the ring's hold_max_ms")
+    parser.add_argument("--hold-ms", type=int, default=50, help="the ring's hold_max_ms (default: ring.toml's 50)")
+    parser.add_argument(
+        "--loop", choices=EVENT_LOOPS, default=EVENT_LOOPS[0],
+        help="the event loop of the banks, the bare endpoint and the load generator alike",
+    )
     args = parser.parse_args()
-    print(f"cross-bank transfers, 1 source, submit -> outcome; {args.seconds:g} s per figure; hold_max_ms {args.hold_ms}")
+    print(
+        f"cross-bank transfers, 1 source, submit -> outcome; {args.seconds:g} s per figure; "
+        f"hold_max_ms {args.hold_ms}; {args.loop} loop; {os.cpu_count()} CPUs"
+    )
     for banks in args.banks:
-        run_ring(banks, args.concurrency, args.seconds, args.hold_ms)
+        run_ring(banks, args.concurrency, args.seconds, args.hold_ms, args.loop)
 
 
 if __name__ == "__main__":

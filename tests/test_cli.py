@@ -190,3 +190,40 @@ def test_status_with_no_bank_running_says_so_and_exits_1(ring_file: RingConfig) 
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["up"] == 0 and not any(b["up"] for b in report["banks"])
+
+
+def test_bank_loop_option_names_the_event_loop_and_refuses_others() -> None:
+    from bank.cli import build_parser, loop_factory
+
+    args = build_parser().parse_args(["bank", "alfa", "--loop", "asyncio"])
+    assert args.loop == "asyncio" and loop_factory("asyncio") is None
+    assert build_parser().parse_args(["bank", "alfa"]).loop == "uvloop"
+    import uvloop
+
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    refused = consortium("bank", "alfa", "--loop", "trio")
+    assert refused.returncode == 2 and "invalid choice: 'trio'" in refused.stderr
+
+
+@pytest.mark.processes
+def test_banks_on_either_event_loop_share_one_ring(ring_file: RingConfig, tmp_path: Path) -> None:
+    ring = Consortium(ring_file, secret="loop-test-key", log_dir=tmp_path / "logs")
+    ring["beta"].extra_args = ["--loop", "asyncio"]
+    ring.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        visits: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            visits = {b: get_json(ring[b].url + "/ring/status")["visits"] for b in ring.banks}
+            if all(count >= 2 for count in visits.values()):
+                break
+            time.sleep(0.1)
+        assert all(count >= 2 for count in visits.values()), visits
+    finally:
+        ring.stop()
+    loops = {}
+    for bank in ("alfa", "beta", "gama"):
+        for line in (tmp_path / "logs" / f"{bank}.log").read_text().splitlines():
+            if '"bank.serving"' in line:
+                loops[bank] = json.loads(line)["loop"]
+    assert loops == {"alfa": "uvloop", "beta": "asyncio", "gama": "uvloop"}

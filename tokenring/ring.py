@@ -29,7 +29,7 @@ do"; the visit then counts as unused.
 ``on_token`` application) while the token is elsewhere announces it to every other member
 with a signed ``POST /ring/demand`` ``{"after": fence | null}`` (``after`` is the fence of its
 last visit), only while the work waits: once after each of its visits, and again at most once
-per ``hold_max_ms`` while no visit comes (a demand may be lost). A member holding
+per idle rotation, ``(n - 1) * hold_max_ms``, while no visit comes (a demand may be lost). A member holding
 a visit it does not use releases it at once (and the core hands it on without its
 ``idle_hold_ms``) while a demand it heard is newer than the demanding member's last visit,
 so the token comes to the work at the pace of the hand-off, not of the deadline. "Newer" is decided here, with no
@@ -604,13 +604,14 @@ class Ring:
 
     def _announce_demand(self) -> None:
         """Tell the others that work waits here: once after each visit, and again at most
-        once per ``hold_max_ms`` while no visit came (a demand may have been lost)."""
+        once per idle rotation, ``(n - 1) * hold_max_ms``, while no visit came (a demand may
+        have been lost; sooner than that, an idle token comes here at its own pace)."""
         if self._transport is None or self._left or self._closed:
             return
         if self._grant is not None or not self._has_work():
             return  # the token is here, or nothing waits: nothing to ask for
         now_ms = self._clock_ms()
-        interval_ms = self.config.token.hold_max_ms
+        interval_ms = self.config.token.hold_max_ms * max(1, len(self.config.member_ids) - 1)
         after = self._holds[-1].fence if self._holds else None
         sent_ms = self._demand_sent_ms
         if (
