@@ -62,6 +62,7 @@ __all__ = [
     "LedgerClosed",
     "Transfer",
     "TransferStatus",
+    "account_exists_in",
     "account_in",
     "commit_hold_in",
     "credit_in",
@@ -1045,9 +1046,7 @@ class Ledger:
         _assert_amount(amount_cents)
         now = self.now_ms()
         return await self._write(
-            lambda conn: place_hold_in(
-                conn, self.bank_id, transfer_id, account, amount_cents, owner_document, now
-            )
+            lambda conn: place_hold_in(conn, transfer_id, account, amount_cents, owner_document, now)
         )
 
     async def commit_hold(
@@ -1086,7 +1085,7 @@ class Ledger:
         _assert_amount(amount_cents)
         now = self.now_ms()
         return await self._write(
-            lambda conn: credit_in(conn, self.bank_id, transfer_id, account, amount_cents, now)
+            lambda conn: credit_in(conn, transfer_id, account, amount_cents, now)
         )
 
     async def holds(self, transfer_id: str) -> list[Hold]:
@@ -1172,7 +1171,6 @@ class Ledger:
 
 def place_hold_in(
     conn: sqlite3.Connection,
-    bank_id: str,
     transfer_id: str,
     account: int,
     amount_cents: int,
@@ -1182,21 +1180,33 @@ def place_hold_in(
     """:meth:`Ledger.place_hold` inside the caller's writer transaction."""
     _assert_transfer_id(transfer_id)
     _assert_amount(amount_cents)
-    first = _hold_operation(conn, "place", transfer_id, account)
-    if first is not None:
-        return first
+    # What this transfer already did to this account (three key lookups, one statement).
+    done = dict(
+        conn.execute(
+            "SELECT operation, outcome FROM hold_operations"
+            " WHERE operation IN ('place', 'commit', 'release') AND transfer_id = ? AND account = ?",
+            (transfer_id, account),
+        ).fetchall()
+    )
+    if "place" in done:
+        return cast(HoldOutcome, done["place"])
+    found = (
+        conn.execute(
+            "SELECT balance_cents, EXISTS (SELECT 1 FROM account_owners"
+            " WHERE account = ? AND document = ?) FROM accounts WHERE number = ?",
+            (account, owner_document, account),
+        ).fetchone()
+        if account > 0
+        else None
+    )
     outcome: HoldOutcome
-    decided = conn.execute(
-        "SELECT 1 FROM hold_operations WHERE transfer_id = ? AND account = ?"
-        " AND operation IN ('commit', 'release')",
-        (transfer_id, account),
-    ).fetchone()
-    found = _owned_account(conn, bank_id, account, owner_document)
-    if decided is not None:
+    if done:
         outcome = "decided"
-    elif isinstance(found, Answer):
-        outcome = "unknown_account" if found.status == 404 else "forbidden"
-    elif found.balance_cents < amount_cents:
+    elif found is None:
+        outcome = "unknown_account"
+    elif not found[1]:
+        outcome = "forbidden"
+    elif found[0] < amount_cents:
         outcome = "insufficient_funds"
     else:
         _post(
@@ -1283,7 +1293,6 @@ def _end_hold(
 
 def credit_in(
     conn: sqlite3.Connection,
-    bank_id: str,
     transfer_id: str,
     account: int,
     amount_cents: int,
@@ -1295,11 +1304,11 @@ def credit_in(
     first = _hold_operation(conn, "credit", transfer_id, account)
     if first is not None:
         return first
-    target = _account(conn, bank_id, account)
+    balance = _balance(conn, account)
     outcome: HoldOutcome
-    if target is None:
+    if balance is None:
         outcome = "unknown_account"
-    elif target.balance_cents + amount_cents > BALANCE_CENTS_MAX:
+    elif balance + amount_cents > BALANCE_CENTS_MAX:
         outcome = "balance_limit"
     else:
         _post(
@@ -1317,6 +1326,19 @@ def credit_in(
 def account_in(conn: sqlite3.Connection, bank_id: str, number: int) -> Account | None:
     """A customer account by number, inside the caller's transaction (None: no such one)."""
     return _account(conn, bank_id, number)
+
+
+def account_exists_in(conn: sqlite3.Connection, number: int) -> bool:
+    """Whether a customer account has this number, inside the caller's transaction."""
+    return _balance(conn, number) is not None
+
+
+def _balance(conn: sqlite3.Connection, number: int) -> int | None:
+    """A customer account's available balance; None when there is no such account."""
+    if number <= 0:  # system accounts are not customers' to see
+        return None
+    row = conn.execute("SELECT balance_cents FROM accounts WHERE number = ?", (number,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 def post_in(
@@ -1400,16 +1422,24 @@ def _post(
         (kind, transfer_id, now_ms),
     ).lastrowid
     assert txn is not None
-    conn.executemany(
-        "INSERT INTO entries (txn, account, bucket, amount_cents) VALUES (?, ?, ?, ?)",
-        [(txn, account, bucket, amount) for account, bucket, amount in entries],
+    # One statement for all the entries, one update per account touched (a hold moves money
+    # between the two buckets of one account): the fewest statements for the same effect.
+    conn.execute(
+        "INSERT INTO entries (txn, account, bucket, amount_cents) VALUES "
+        + ", ".join(["(?, ?, ?, ?)"] * len(entries)),
+        [value for account, bucket, amount in entries for value in (txn, account, bucket, amount)],
     )
+    deltas: dict[int, list[int]] = {}
     for account, bucket, amount in entries:
-        column = "balance_cents" if bucket == "available" else "held_cents"
+        delta = deltas.setdefault(account, [0, 0])
+        delta[0 if bucket == "available" else 1] += amount
+    for account, (available, held) in deltas.items():
         # The CHECK constraints refuse a negative customer balance or hold: a programmer
         # error here, since every caller checked funds first.
         cursor = conn.execute(
-            f"UPDATE accounts SET {column} = {column} + ? WHERE number = ?", (amount, account)
+            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents + ?"
+            " WHERE number = ?",
+            (available, held, account),
         )
         assert cursor.rowcount == 1, f"no account {account}"
     return txn

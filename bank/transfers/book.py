@@ -192,8 +192,9 @@ class RecordPending:
 class RecordOutcomes:
     """The commit point: store the decisions of a batch, each with the banks to tell."""
 
-    outcomes: tuple[tuple[str, str, str | None], ...]
-    """``(transfer_id, outcome, reason)`` per decided transfer."""
+    outcomes: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
+    """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every bank
+    the decision must reach, the transfer's own)."""
 
 
 @attrs.frozen
@@ -393,7 +394,8 @@ class MemoryBook:
                 self.transfers[transfer.id] = transfer
                 return None
             case RecordOutcomes(outcomes):
-                for transfer_id, outcome, reason in outcomes:
+                for transfer_id, outcome, reason, banks in outcomes:
+                    assert set(banks) == set(self.transfers[transfer_id].banks)
                     assert outcome in (COMMITTED, ABORTED)
                     known = self.outcomes.get(transfer_id)
                     assert known is None or known[0] == outcome, "decisions never change"

@@ -295,7 +295,14 @@ class Coordinator:
             self.pending = {**again, **self.pending}
         if not decided:
             return [], []
-        yield [RecordOutcomes(tuple((d.transfer_id, d.outcome, d.reason) for d in decided))]
+        yield [
+            RecordOutcomes(
+                tuple(
+                    (d.transfer_id, d.outcome, d.reason, tuple(sorted(transfers[d.transfer_id].banks)))
+                    for d in decided
+                )
+            )
+        ]
         # Durable from here on: the decisions are final, whatever happens to this process.
         by_bank: dict[str, list[DecisionItem]] = {}
         for d in decided:

@@ -172,11 +172,11 @@ def _money(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
             number = account_number(account)
             if number is None:
                 return "unknown_account"
-            return ledger_module.place_hold_in(conn, bank, transfer_id, number, amount, owner, now_ms)
+            return ledger_module.place_hold_in(conn, transfer_id, number, amount, owner, now_ms)
         case CheckAccount(account):
             number = account_number(account)
-            found = None if number is None else ledger_module.account_in(conn, bank, number)
-            return "ok" if found is not None else "unknown_account"
+            found = number is not None and ledger_module.account_exists_in(conn, number)
+            return "ok" if found else "unknown_account"
         case CommitHold(transfer_id, account, _):
             number = account_number(account)
             assert number is not None, "a committed source was held, so it is a number"
@@ -192,7 +192,7 @@ def _money(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
         case Credit(transfer_id, account, amount):
             number = account_number(account)
             assert number is not None, "a committed destination was checked, so it is a number"
-            outcome = ledger_module.credit_in(conn, bank, transfer_id, number, amount, now_ms)
+            outcome = ledger_module.credit_in(conn, transfer_id, number, amount, now_ms)
             if outcome != "ok":
                 # The money stays in settlement, visible to the audit as in flight.
                 log.error("transfer.credit_refused", transfer_id=transfer_id, outcome=outcome)
@@ -240,14 +240,16 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
         case LoadFence():
             return _fence_row(conn)
         case RecordDecision(transfer_id, outcome):
-            conn.execute(
-                "INSERT OR IGNORE INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)",
+            inserted = conn.execute(
+                "INSERT INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)"
+                " ON CONFLICT (transfer_id) DO NOTHING RETURNING outcome",
                 (transfer_id, outcome, now_ms),
-            )
-            stored = conn.execute(
-                "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
-            ).fetchone()[0]
-            assert stored == outcome, f"{transfer_id}: decided {stored}, now told {outcome}"
+            ).fetchone()
+            if inserted is None:  # told again: it must be the same decision
+                stored = conn.execute(
+                    "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
+                ).fetchone()[0]
+                assert stored == outcome, f"{transfer_id}: decided {stored}, now told {outcome}"
             conn.execute("DELETE FROM transfer_prepared WHERE transfer_id = ?", (transfer_id,))
             return None
         case CashOut(transfer_id, amount):
@@ -298,20 +300,20 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             )
             return None
         case RecordOutcomes(outcomes):
-            for transfer_id, outcome, reason in outcomes:
-                row = conn.execute(
-                    "SELECT body, outcome FROM transfer_coordinated WHERE transfer_id = ?",
-                    (transfer_id,),
-                ).fetchone()
-                assert row is not None, f"deciding {transfer_id}, never recorded"
-                if row[1] is not None:
-                    assert row[1] == outcome, "decisions never change"
-                    continue
-                banks = transfer_from_dict(json.loads(row[0])).banks
-                conn.execute(
-                    "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
+            for transfer_id, outcome, reason, banks in outcomes:
+                updated = conn.execute(
+                    "UPDATE transfer_coordinated SET outcome = ?, unacked = ?"
+                    " WHERE transfer_id = ? AND outcome IS NULL",
                     (outcome, json.dumps(sorted(banks)), transfer_id),
-                )
+                ).rowcount
+                if not updated:
+                    row = conn.execute(
+                        "SELECT outcome FROM transfer_coordinated WHERE transfer_id = ?",
+                        (transfer_id,),
+                    ).fetchone()
+                    assert row is not None, f"deciding {transfer_id}, never recorded"
+                    assert row[0] == outcome, "decisions never change"
+                    continue
                 conn.execute(
                     "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
                     (outcome, reason, now_ms, transfer_id),
