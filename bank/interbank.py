@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
 
@@ -58,7 +57,7 @@ from bank.transfers.service import (
 )
 from bank.transfers.store import KeyReused
 from tokenring.ring import Ring
-from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
+from tokenring.signing import SIGNED_SENDER, RandomPool, SendFailed, error_body
 
 __all__ = [
     "ACCOUNTS_TIMEOUT_S",
@@ -379,31 +378,18 @@ async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) 
     for leg in legs:
         if leg.bank != here or leg.role == "cash_out":
             continue
-        account = await ledger.account(int(leg.account))
-        if account is None:
+        owners = await ledger.owners(int(leg.account))
+        if owners is None:
             raise ApiError("unknown_account", f"no account {leg.account} at bank {here}")
-        if leg.role == "source" and caller not in account.owners:
+        if leg.role == "source" and caller not in owners:
             raise ApiError("forbidden", f"account {leg.account} is not yours")
 
 
 TRANSFER_ID_RANDOM_BYTES = 8
 """Random bytes in a transfer id (after ``<bank>-``), as hex."""
 
-RANDOM_POOL_BYTES_MAX = 4096
-"""System randomness drawn at a time for transfer ids: one ``os.urandom`` per 512 ids
-instead of one per id; every id is still unpredictable system randomness, used once."""
-
-_random_pool = b""
-_random_pool_at = 0
-
-
-def _transfer_id_hex() -> str:
-    global _random_pool, _random_pool_at
-    if _random_pool_at + TRANSFER_ID_RANDOM_BYTES > len(_random_pool):
-        _random_pool, _random_pool_at = os.urandom(RANDOM_POOL_BYTES_MAX), 0
-    start = _random_pool_at
-    _random_pool_at = start + TRANSFER_ID_RANDOM_BYTES
-    return _random_pool[start:_random_pool_at].hex()
+_transfer_ids = RandomPool()
+"""Transfer ids draw on the system's randomness a pool at a time (see RandomPool)."""
 
 
 async def _start(
@@ -415,7 +401,7 @@ async def _start(
     if total > AMOUNT_CENTS_MAX:
         raise ApiError("invalid_request", f"a transfer moves at most {AMOUNT_CENTS_MAX} cents")
     await _check_local_legs(request, caller, legs)
-    transfer = Transfer(f"{here}-{_transfer_id_hex()}", here, caller, tuple(legs))
+    transfer = Transfer(f"{here}-{_transfer_ids.hex(TRANSFER_ID_RANDOM_BYTES)}", here, caller, tuple(legs))
     try:
         transfer_id = await service.submit(transfer, idempotency=key, request=body)
     except KeyReused:

@@ -48,6 +48,7 @@ __all__ = [
     "BALANCE_CENTS_MAX",
     "BATCH_OPERATIONS_MAX",
     "CASH_ACCOUNT",
+    "OWNERS_CACHED_MAX",
     "QUEUE_OPERATIONS_MAX",
     "SETTLEMENT_ACCOUNT",
     "Account",
@@ -85,6 +86,8 @@ BATCH_OPERATIONS_MAX = 256
 READERS_MAX = 1
 """Threads serving reads, each with its own connection."""
 SESSIONS_CACHED_MAX = 10_000
+OWNERS_CACHED_MAX = 100_000
+"""Accounts whose owners are kept in memory (least recently used ones are forgotten)."""
 """Live sessions kept in memory (least recently used dropped first); the rest are read."""
 CLOSE_WAIT_S_MAX = 30.0
 """How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
@@ -576,6 +579,9 @@ class Ledger:
         # is the only one that creates or ends them, so a cache here stays true.
         self._sessions: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._session_deletions = 0
+        # Owners by account number. An account's owners are set when it is opened and never
+        # change, and accounts are never removed, so what was read once stays true.
+        self._owners: OrderedDict[int, frozenset[str]] = OrderedDict()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -846,6 +852,22 @@ class Ledger:
     async def account(self, number: int) -> Account | None:
         """A customer account by number (system accounts are not customer accounts)."""
         return await self._point(lambda conn: _account(conn, self.bank_id, number))
+
+    async def owners(self, number: int) -> frozenset[str] | None:
+        """The documents owning customer account ``number``; None when there is no such
+        account. From memory after the first read: owners never change."""
+        cached = self._owners.get(number)
+        if cached is not None:
+            self._owners.move_to_end(number)
+            return cached
+        account = await self.account(number)
+        if account is None:
+            return None
+        owners = frozenset(account.owners)
+        self._owners[number] = owners
+        while len(self._owners) > OWNERS_CACHED_MAX:
+            self._owners.popitem(last=False)
+        return owners
 
     async def accounts_of(self, document: str) -> list[Account]:
         """Every account ``document`` owns here, by number."""

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,6 +158,30 @@ async def test_concurrent_retries_with_one_key_apply_once(ledger: Ledger) -> Non
     assert sum(not answer.replayed for answer in answers) == 1
     account = await ledger.account(a)
     assert account is not None and account.balance_cents == 7
+
+
+async def test_owners_are_read_once_and_kept_within_their_bound(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bank import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "OWNERS_CACHED_MAX", 2)
+    a, b, joint = await _setup(ledger)
+    assert await ledger.owners(joint) == frozenset({ANA, BRUNO})
+    assert await ledger.owners(a) == frozenset({ANA})
+    assert await ledger.owners(999) is None and await ledger.owners(-1) is None  # none; system
+    reads: list[int] = []
+    account = ledger.account
+
+    async def counted(number: int) -> Any:
+        reads.append(number)
+        return await account(number)
+
+    monkeypatch.setattr(ledger, "account", counted)
+    assert await ledger.owners(joint) == frozenset({ANA, BRUNO})  # remembered
+    assert await ledger.owners(b) == frozenset({BRUNO})  # read; the oldest (a) is forgotten
+    assert await ledger.owners(a) == frozenset({ANA})
+    assert reads == [b, a]
 
 
 async def test_hold_place_commit_release_and_their_repeats(ledger: Ledger) -> None:

@@ -272,3 +272,19 @@ async def test_signed_client_raises_send_failed_when_nobody_answers() -> None:
         with pytest.raises(SendFailed) as caught:
             await client.post_json(f"http://127.0.0.1:{port}", "/ring/message", {}, timeout_s=2)
     assert SECRET.decode() not in str(caught.value)
+
+
+def test_the_random_pool_gives_fresh_bytes_across_refills() -> None:
+    from tokenring.signing import RandomPool
+
+    pool = RandomPool(pool_bytes=40)  # a refill every few draws
+    drawn = [pool.hex(16) for _ in range(300)]
+    assert all(len(value) == 32 and int(value, 16) >= 0 for value in drawn)
+    assert len(set(drawn)) == len(drawn)
+    with pytest.raises(AssertionError):
+        pool.hex(41)  # more than one pool holds
+
+
+def test_every_signature_carries_its_own_nonce() -> None:
+    nonces = {sign(b"k", "POST", "/ring/token", b"{}", sender="a")["X-Ring-Nonce"] for _ in range(2000)}
+    assert len(nonces) == 2000

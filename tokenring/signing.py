@@ -21,7 +21,8 @@ import collections
 import hashlib
 import hmac
 import json
-import secrets
+import os
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "SIGNED_SENDER",
     "SKEW_MS_MAX",
     "NonceCache",
+    "RandomPool",
     "SendFailed",
     "SignatureError",
     "SignedClient",
@@ -69,6 +71,8 @@ NONCES_MAX = 200_000
 messages a second, so a minute of traffic fits; beyond it, messages are refused (503) rather
 than accepted without a replay check."""
 NONCE_CHARS_MAX = 64
+NONCE_BYTES = 16
+"""Random bytes in a nonce this module makes (32 hex characters)."""
 """Longer nonces are refused: the cache's memory is bounded by count times this."""
 SENDER_CHARS_MAX = 64
 SEND_TIMEOUT_S_DEFAULT = 2.0
@@ -105,6 +109,38 @@ def _canonical(
     ).encode()
 
 
+RANDOM_POOL_BYTES = 4096
+"""System randomness drawn at a time by a :class:`RandomPool`."""
+
+
+class RandomPool:
+    """Unpredictable hex strings (nonces, ids) from system randomness drawn
+    ``RANDOM_POOL_BYTES`` at a time: one ``os.urandom`` call per 256 nonces instead of one
+    per nonce. Every byte comes from the system's generator and is used once. (A system call
+    on the event loop's thread also hands the GIL to any other thread that wants it, and
+    getting it back can take far longer than the call itself.)"""
+
+    def __init__(self, pool_bytes: int = RANDOM_POOL_BYTES) -> None:
+        assert pool_bytes > 0
+        self._pool_bytes = pool_bytes
+        self._pool = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def hex(self, nbytes: int) -> str:
+        """``nbytes`` unused random bytes, as ``2 * nbytes`` hex characters."""
+        assert 0 < nbytes <= self._pool_bytes, nbytes
+        with self._lock:
+            if self._at + nbytes > len(self._pool):
+                self._pool, self._at = os.urandom(self._pool_bytes), 0
+            start = self._at
+            self._at = start + nbytes
+            return self._pool[start : self._at].hex()
+
+
+_nonces = RandomPool()
+
+
 def _signature(secret: bytes, canonical: bytes) -> str:
     return hmac.new(secret, canonical, hashlib.sha256).hexdigest()
 
@@ -124,7 +160,7 @@ def sign(
     assert path.startswith("/") and "\n" not in path, path
     assert sender and "\n" not in sender and len(sender) <= SENDER_CHARS_MAX, sender
     timestamp_ms = wall_clock_ms() if timestamp_ms is None else timestamp_ms
-    nonce = secrets.token_hex(16) if nonce is None else nonce
+    nonce = _nonces.hex(NONCE_BYTES) if nonce is None else nonce
     signature = _signature(secret, _canonical(method, path, sender, timestamp_ms, nonce, body))
     return {
         HEADER_SENDER: sender,
