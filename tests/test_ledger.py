@@ -184,6 +184,35 @@ async def test_owners_are_read_once_and_kept_within_their_bound(
     assert reads == [b, a]
 
 
+async def test_a_point_read_that_finds_the_database_busy_is_read_on_the_reader_thread(
+    ledger: Ledger,
+) -> None:
+    a, _, _ = await _setup(ledger)
+    await ledger.deposit(a, 40, document=ANA)
+
+    real = ledger._point_conn
+
+    class Failing:
+        """A connection whose every statement fails with ``message``."""
+
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def execute(self, *args: Any) -> Any:
+            raise sqlite3.OperationalError(self.message)
+
+    try:
+        ledger._point_conn = Failing("database is locked")  # type: ignore[assignment]
+        account = await ledger.account(a)
+        assert account is not None and account.balance_cents == 40
+        # Any other error is a programmer's, raised as it is.
+        ledger._point_conn = Failing("no such table: accounts")  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await ledger.account(a)
+    finally:
+        ledger._point_conn = real
+
+
 async def test_hold_place_commit_release_and_their_repeats(ledger: Ledger) -> None:
     a, b, joint = await _setup(ledger)
     await ledger.deposit(a, 100, document=ANA)
