@@ -55,7 +55,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
-import aiohttp
 import attrs
 import structlog
 from aiohttp import web
@@ -63,6 +62,7 @@ from aiohttp import web
 from tokenring import core
 from tokenring.config import RingConfig
 from tokenring.metrics import RingMetrics
+from tokenring.peers import PeerClient
 from tokenring.signing import (
     HEADER_NONCE,
     SIGNED_SENDER,
@@ -100,7 +100,7 @@ LEAVE_TIMEOUT_S = 2.0
 HOLDS_KEPT_MAX = 256
 """How many past visits :meth:`Ring.holds_recent` remembers."""
 CONNECTIONS_MAX = 32
-"""Open connections of this member's HTTP client (to every peer together)."""
+"""Connections this member keeps open to each other member at most (its PeerClient)."""
 LEAVE_POLL_S = 0.01
 """While leaving without the token, how often to look whether the last sends have ended."""
 
@@ -173,7 +173,7 @@ class Ring:
         self._connections_max = connections_max
         self._log = structlog.get_logger("tokenring.ring").bind(bank=member_id)
 
-        self._session: aiohttp.ClientSession | None = None
+        self._peers: PeerClient | None = None
         self._client: SignedClient | None = None
         self._member: core.Member | None = None
         self._transport: Transport | None = None
@@ -434,9 +434,9 @@ class Ring:
 
     async def _open(self) -> None:
         assert self._transport is None, "a ring member starts once"
-        connector = aiohttp.TCPConnector(limit=self._connections_max)
-        self._session = aiohttp.ClientSession(connector=connector)
-        self._client = SignedClient(self._session, self._secret, self.member_id)
+        # Keep-alive connections to the other members, at most connections_max to each.
+        self._peers = PeerClient(connections_per_peer_max=self._connections_max)
+        self._client = SignedClient(self._peers, self._secret, self.member_id)
         self._member = core.Member(
             self.member_id,
             list(self.config.member_ids),
@@ -473,8 +473,8 @@ class Ring:
             task.cancel()
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        if self._peers is not None:
+            await self._peers.close()
 
     # --- the core's actions -----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ A refused message gets 401 and the contract's error body and never reaches its h
 changes nothing.
 
 The sending side is :class:`SignedClient`; the transport and the bank's inter-bank code both
-use it. The key never appears in a repr, a log line or an error message.
+use it, over :class:`~tokenring.peers.PeerClient` (or any ``aiohttp.ClientSession``). The key never appears in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import aiohttp
 import attrs
 from aiohttp import web
 from yarl import URL
+
+from tokenring.peers import PeerClient, PeerError
 
 __all__ = [
     "HEADER_NONCE",
@@ -352,17 +354,21 @@ class SignedReply:
 
 
 class SignedClient:
-    """Sends signed JSON requests from ``sender`` to other members, over one shared session.
+    """Sends signed JSON requests from ``sender`` to other members, over one shared
+    :class:`~tokenring.peers.PeerClient` (what a ring member uses) or ``aiohttp.ClientSession``.
 
     ``await client.post_json(base_url, "/interbank/prepare", payload, timeout_s=2)`` returns a
     :class:`SignedReply` whatever the status; it raises :class:`SendFailed` when no answer came.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, secret: bytes, sender: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | PeerClient, secret: bytes, sender: str
+    ) -> None:
         assert secret, "a signed client needs a non-empty key"
         self.session = session
         self._secret = secret
         self.sender = sender
+        self._peers: dict[str, tuple[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"SignedClient(sender={self.sender!r})"
@@ -383,22 +389,31 @@ class SignedClient:
         headers = sign(self._secret, method, path, body, sender=self.sender)
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        # encoded=True: the path goes on the wire exactly as it was signed.
-        url = URL(base_url.rstrip("/") + path, encoded=True)
         try:
             async with asyncio.timeout(timeout_s):
-                async with self.session.request(
-                    method, url, data=body or None, headers=headers
-                ) as response:
-                    raw = await response.content.read(reply_bytes_max + 1)
-                    if len(raw) > reply_bytes_max:
-                        raise SendFailed(f"{method} {base_url}{path}: answer too large")
-                    status = response.status
-                    responder = response.headers.get(HEADER_SENDER, "")
-                    reply_signature = response.headers.get(HEADER_SIGNATURE, "")
+                if isinstance(self.session, PeerClient):
+                    host, port = self._peer(base_url)
+                    reply = await self.session.request(
+                        method, host, port, path, headers, body, reply_bytes_max=reply_bytes_max
+                    )
+                    raw, status = reply.body, reply.status
+                    responder = reply.headers.get(HEADER_SENDER.lower(), "")
+                    reply_signature = reply.headers.get(HEADER_SIGNATURE.lower(), "")
+                else:
+                    # encoded=True: the path goes on the wire exactly as it was signed.
+                    url = URL(base_url.rstrip("/") + path, encoded=True)
+                    async with self.session.request(
+                        method, url, data=body or None, headers=headers
+                    ) as response:
+                        raw = await response.content.read(reply_bytes_max + 1)
+                        if len(raw) > reply_bytes_max:
+                            raise SendFailed(f"{method} {base_url}{path}: answer too large")
+                        status = response.status
+                        responder = response.headers.get(HEADER_SENDER, "")
+                        reply_signature = response.headers.get(HEADER_SIGNATURE, "")
         except TimeoutError:
             raise SendFailed(f"{method} {base_url}{path}: no answer in {timeout_s} s") from None
-        except aiohttp.ClientError as error:
+        except (aiohttp.ClientError, PeerError, OSError) as error:
             raise SendFailed(f"{method} {base_url}{path}: {type(error).__name__}") from None
         decoded: Any = None
         if raw:
@@ -414,6 +429,15 @@ class SignedClient:
             if hmac.compare_digest(expected, reply_signature):
                 signed_by = responder
         return SignedReply(status=status, body=decoded, signed_by=signed_by)
+
+    def _peer(self, base_url: str) -> tuple[str, int]:
+        peer = self._peers.get(base_url)
+        if peer is None:
+            url = URL(base_url)
+            if url.scheme != "http" or url.host is None or url.port is None:
+                raise SendFailed(f"{base_url}: a member is reached at an http://host:port URL")
+            peer = self._peers[base_url] = (url.host, url.port)
+        return peer
 
     async def post_json(
         self,

@@ -130,7 +130,7 @@ class LedgerBook:
         if all(isinstance(op, _LOADS) for op in batch):
             return await self.ledger.read(lambda conn: [_record(conn, op, now_ms) for op in batch])
         bank = self.ledger.bank_id
-        return await self.ledger.write(lambda conn: [_apply(conn, bank, op, now_ms) for op in batch])
+        return await self.ledger.write(lambda conn: _apply_batch(conn, bank, batch, now_ms))
 
     # -- reads for the API -------------------------------------------------------------------
 
@@ -158,11 +158,76 @@ class LedgerBook:
         return await self.ledger.point(run)
 
 
-def _apply(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
-    """One operation of a batch, inside the writer's transaction."""
-    if isinstance(op, _MONEY_OPS):
-        return _money(conn, bank, op, now_ms)
-    return _record(conn, op, now_ms)
+IN_LIST_MAX = 500
+"""The most keys one ``IN (...)`` list of a bulk statement names (SQLite's own limit on
+bound parameters is far above it)."""
+
+
+def _apply_batch(conn: sqlite3.Connection, bank: str, batch: Sequence[BookOp], now_ms: int) -> list[Any]:
+    """A batch's operations in order, inside the writer's transaction. A run of consecutive
+    ``RecordPrepared`` or ``RecordDecision`` operations (a prepare's or a decision's items)
+    is written with a few statements for the whole run instead of a few per item."""
+    results: list[Any] = []
+    index = 0
+    while index < len(batch):
+        op = batch[index]
+        kind = type(op)
+        if kind in _BULK:
+            end = index + 1
+            while end < len(batch) and type(batch[end]) is kind and end - index < IN_LIST_MAX:
+                end += 1
+            results += _BULK[kind](conn, batch[index:end], now_ms)
+            index = end
+            continue
+        results.append(_money(conn, bank, op, now_ms) if isinstance(op, _MONEY_OPS) else _record(conn, op, now_ms))
+        index += 1
+    return results
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[bool]:
+    """``RecordPrepared`` for a run: False for a transfer already decided here."""
+    ids = [op.transfer_id for op in ops]
+    decided = {
+        row[0]
+        for row in conn.execute(
+            f"SELECT transfer_id FROM transfer_applied WHERE transfer_id IN ({_marks(len(ids))})", ids
+        )
+    }
+    conn.executemany(
+        "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms) VALUES (?, ?, ?)",
+        [(op.transfer_id, op.coordinator, now_ms) for op in ops if op.transfer_id not in decided],
+    )
+    return [op.transfer_id not in decided for op in ops]
+
+
+def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[None]:
+    """``RecordDecision`` for a run: the first decision told stands, and is the only one."""
+    conn.executemany(
+        "INSERT INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)"
+        " ON CONFLICT (transfer_id) DO NOTHING",
+        [(op.transfer_id, op.outcome, now_ms) for op in ops],
+    )
+    ids = [op.transfer_id for op in ops]
+    stored = dict(
+        conn.execute(
+            f"SELECT transfer_id, outcome FROM transfer_applied WHERE transfer_id IN ({_marks(len(ids))})",
+            ids,
+        ).fetchall()
+    )
+    for op in ops:
+        told = stored[op.transfer_id]
+        assert told == op.outcome, f"{op.transfer_id}: decided {told}, now told {op.outcome}"
+    conn.executemany(
+        "DELETE FROM transfer_prepared WHERE transfer_id = ?", [(transfer_id,) for transfer_id in ids]
+    )
+    return [None] * len(ops)
+
+
+_BULK: dict[type, Any] = {RecordPrepared: _record_prepared, RecordDecision: _record_decisions}
 
 
 def _money(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
@@ -225,33 +290,8 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
             ).fetchone()
             return None if row is None else row[0]
-        case RecordPrepared(transfer_id, coordinator):
-            decided = conn.execute(
-                "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
-            ).fetchone()
-            if decided is not None:
-                return False
-            conn.execute(
-                "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms)"
-                " VALUES (?, ?, ?)",
-                (transfer_id, coordinator, now_ms),
-            )
-            return True
         case LoadFence():
             return _fence_row(conn)
-        case RecordDecision(transfer_id, outcome):
-            inserted = conn.execute(
-                "INSERT INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)"
-                " ON CONFLICT (transfer_id) DO NOTHING RETURNING outcome",
-                (transfer_id, outcome, now_ms),
-            ).fetchone()
-            if inserted is None:  # told again: it must be the same decision
-                stored = conn.execute(
-                    "SELECT outcome FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
-                ).fetchone()[0]
-                assert stored == outcome, f"{transfer_id}: decided {stored}, now told {outcome}"
-            conn.execute("DELETE FROM transfer_prepared WHERE transfer_id = ?", (transfer_id,))
-            return None
         case CashOut(transfer_id, amount):
             done = conn.execute(
                 "SELECT 1 FROM transfer_cash_outs WHERE transfer_id = ?", (transfer_id,)
@@ -300,36 +340,47 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             )
             return None
         case RecordOutcomes(outcomes):
-            for transfer_id, outcome, reason, banks in outcomes:
-                updated = conn.execute(
-                    "UPDATE transfer_coordinated SET outcome = ?, unacked = ?"
-                    " WHERE transfer_id = ? AND outcome IS NULL",
-                    (outcome, json.dumps(sorted(banks)), transfer_id),
-                ).rowcount
-                if not updated:
-                    row = conn.execute(
-                        "SELECT outcome FROM transfer_coordinated WHERE transfer_id = ?",
-                        (transfer_id,),
-                    ).fetchone()
-                    assert row is not None, f"deciding {transfer_id}, never recorded"
-                    assert row[0] == outcome, "decisions never change"
-                    continue
-                conn.execute(
+            for start in range(0, len(outcomes), IN_LIST_MAX):
+                part = outcomes[start : start + IN_LIST_MAX]
+                ids = [transfer_id for transfer_id, _, _, _ in part]
+                known = dict(
+                    conn.execute(
+                        "SELECT transfer_id, outcome FROM transfer_coordinated"
+                        f" WHERE transfer_id IN ({_marks(len(ids))})",
+                        ids,
+                    ).fetchall()
+                )
+                fresh = []
+                for transfer_id, outcome, reason, banks in part:
+                    assert transfer_id in known, f"deciding {transfer_id}, never recorded"
+                    if known[transfer_id] is not None:
+                        assert known[transfer_id] == outcome, "decisions never change"
+                        continue
+                    known[transfer_id] = outcome  # a repeat within the batch is the same one
+                    fresh.append((transfer_id, outcome, reason, banks))
+                conn.executemany(
+                    "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
+                    [(o, json.dumps(sorted(b)), t) for t, o, _, b in fresh],
+                )
+                conn.executemany(
                     "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
-                    (outcome, reason, now_ms, transfer_id),
+                    [(o, r, now_ms, t) for t, o, r, _ in fresh],
                 )
             return None
         case RecordAcks(bank, transfer_ids):
-            for transfer_id in transfer_ids:
-                row = conn.execute(
-                    "SELECT unacked FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
-                ).fetchone()
-                if row is None or row[0] is None:
-                    continue
-                left = [b for b in json.loads(row[0]) if b != bank]
-                conn.execute(
-                    "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?",
-                    (json.dumps(left) if left else None, transfer_id),
+            for start in range(0, len(transfer_ids), IN_LIST_MAX):
+                acked = transfer_ids[start : start + IN_LIST_MAX]
+                rows = conn.execute(
+                    "SELECT transfer_id, unacked FROM transfer_coordinated"
+                    f" WHERE unacked IS NOT NULL AND transfer_id IN ({_marks(len(acked))})",
+                    acked,
+                ).fetchall()
+                updates = []
+                for transfer_id, unacked in rows:
+                    left = [b for b in json.loads(unacked) if b != bank]
+                    updates.append((json.dumps(left) if left else None, transfer_id))
+                conn.executemany(
+                    "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates
                 )
             return None
         case LoadCoordinator():

@@ -1,0 +1,91 @@
+"""The real bank's book (``LedgerBook``) on its SQLite ledger: the protocol's records written a
+run of items at a time answer exactly what the protocol expects of them, item by item."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bank.documents import complete_cpf
+from bank.ledger import Ledger
+from bank.transfers import store
+from bank.transfers.book import (
+    LoadCoordinator,
+    LoadOutstanding,
+    RecordAcks,
+    RecordDecision,
+    RecordOutcomes,
+    RecordPending,
+    RecordPrepared,
+)
+from bank.transfers.protocol import Leg, Transfer
+from bank.transfers.store import LedgerBook
+
+ANA = complete_cpf("529982247")
+
+
+def transfer(transfer_id: str) -> Transfer:
+    return Transfer(
+        transfer_id,
+        "b0",
+        ANA,
+        (Leg("b0", "1", 5, "source"), Leg("b1", "2", 5, "destination")),
+    )
+
+
+@pytest.fixture
+async def book(tmp_path: Path) -> AsyncIterator[LedgerBook]:
+    ledger = await Ledger.open(tmp_path / "b0.sqlite3")
+    opened = LedgerBook(ledger)
+    await opened.open()
+    yield opened
+    await ledger.close()
+
+
+async def test_prepared_records_answer_per_item_and_decisions_clear_them(book: LedgerBook) -> None:
+    assert await book.execute([RecordDecision("t9", "aborted")]) == [None]
+    answers = await book.execute(
+        [RecordPrepared("t1", "b1"), RecordPrepared("t9", "b1"), RecordPrepared("t2", "b1"),
+         RecordPrepared("t1", "b1")]  # fmt: skip
+    )
+    assert answers == [True, False, True, True]  # t9 was decided here already
+    assert await book.execute([LoadOutstanding()]) == [[("t1", "b1"), ("t2", "b1")]]
+    decided = [RecordDecision("t1", "committed"), RecordDecision("t1", "committed"),
+               RecordDecision("t2", "aborted")]  # fmt: skip
+    assert await book.execute(decided) == [None, None, None]
+    assert await book.execute(decided) == [None, None, None]  # told again: the same
+    assert await book.execute([LoadOutstanding()]) == [[]]
+    assert await book.applied_here("t1") and not await book.applied_here("t3")
+    with pytest.raises(AssertionError, match="decided committed, now told aborted"):
+        await book.execute([RecordDecision("t1", "aborted")])
+    # The failed batch changed nothing.
+    assert await book.execute([RecordPrepared("t1", "b1")]) == [False]
+
+
+async def test_outcomes_and_acks_in_bulk(book: LedgerBook, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "IN_LIST_MAX", 2)  # several statements per operation
+    ids = ["t1", "t2", "t3"]
+    for transfer_id in ids:
+        assert await book.execute([RecordPending(transfer(transfer_id))]) == [None]
+    outcomes = RecordOutcomes(
+        (("t1", "committed", None, ("b0", "b1")), ("t2", "aborted", "insufficient_funds", ("b0", "b1")),
+         ("t1", "committed", None, ("b0", "b1")))  # fmt: skip
+    )
+    assert await book.execute([outcomes]) == [None]
+    await book.execute([outcomes])  # a repeat changes nothing
+    ((pending, undelivered),) = await book.execute([LoadCoordinator()])
+    assert [t.id for t in pending] == ["t3"]
+    assert [(t.id, outcome, banks) for t, outcome, banks in undelivered] == [
+        ("t1", "committed", frozenset({"b0", "b1"})),
+        ("t2", "aborted", frozenset({"b0", "b1"})),
+    ]
+    record = await book.ledger.transfer("t2")
+    assert record is not None and (record.status, record.reason) == ("aborted", "insufficient_funds")
+    with pytest.raises(AssertionError, match="decisions never change"):
+        await book.execute([RecordOutcomes((("t1", "aborted", "x", ("b0", "b1")),))])
+    await book.execute([RecordAcks("b1", ("t1", "t2", "t3"))])
+    await book.execute([RecordAcks("b0", ("t1",))])
+    ((_, undelivered),) = await book.execute([LoadCoordinator()])
+    assert [(t.id, banks) for t, _, banks in undelivered] == [("t2", frozenset({"b0"}))]
