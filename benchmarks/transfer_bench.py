@@ -55,6 +55,19 @@ def _bare_server(port: int, loop: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
 
 
+CALIBRATION_LOOPS = 5_000_000
+
+
+def _calibration() -> float:
+    """Millions of plain CPython loop iterations per second on one core, now: shared and
+    virtual machines change speed over minutes, so every run prints it beside its figures."""
+    started = time.process_time()
+    total = 0
+    for index in range(CALIBRATION_LOOPS):
+        total += index
+    return CALIBRATION_LOOPS / 1e6 / max(time.process_time() - started, 1e-9)
+
+
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used, from /proc (Linux)."""
     try:
@@ -217,10 +230,14 @@ async def _run(
                 f"bare/s {bare_rate:>6}  ratio {row['ratio']:.2f}  not committed {failed} {reasons or ''}",
                 flush=True,
             )
+            row["bare_requests_per_transfer"] = (
+                row["banks_cpu_ms"] / row["bare_server_cpu_ms"] if row["bare_server_cpu_ms"] else float("nan")
+            )
             print(
                 f"{'':17}CPU per transfer: banks {row['banks_cpu_ms']:.2f} ms, client "
                 f"{row['client_cpu_ms']:.2f} ms; per bare request: server "
-                f"{row['bare_server_cpu_ms']:.2f} ms, client {row['bare_client_cpu_ms']:.2f} ms",
+                f"{row['bare_server_cpu_ms']:.2f} ms, client {row['bare_client_cpu_ms']:.2f} ms; "
+                f"a transfer costs the banks {row['bare_requests_per_transfer']:.1f} bare requests",
                 flush=True,
             )
             rows.append(row)
@@ -242,8 +259,10 @@ def main() -> None:
         f"cross-bank transfers, 1 source, submit -> outcome; {args.seconds:g} s per figure; "
         f"hold_max_ms {args.hold_ms}; {args.loop} loop; {os.cpu_count()} CPUs"
     )
+    print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (before)")
     for banks in args.banks:
         run_ring(banks, args.concurrency, args.seconds, args.hold_ms, args.loop)
+    print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (after)")
 
 
 if __name__ == "__main__":
