@@ -123,6 +123,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         client=lambda: ring.client,
         holding=ring.holding,
         fence_seen=ring.fence_seen,
+        want=ring.want,
     )
     await service.start()
     app[TRANSFERS] = cast(Any, service)

@@ -122,6 +122,32 @@ def test_a_release_wanted_elsewhere_hands_on_at_once_without_the_idle_hold() -> 
     assert not a.status.holding
 
 
+def test_a_want_rides_the_token_round_the_ring_to_its_member() -> None:
+    members = ["a", "b", "c"]
+    ring, fence = holding_ring(members)
+    a, b, c = ring["a"], ring["b"], ring["c"]
+    # a still has work when it releases: the token carries its want.
+    (handoff,) = sends(a.handle(Release(fence, again=True), 1 + a.idle_hold_ms), Token)
+    assert handoff.message.wanting == ("a",)
+    actions = b.handle(Received(handoff.message), 10)
+    (grant,) = of(actions, Grant)
+    assert grant.wanting == ("a",)  # b learns that a waits, with no message from a
+    (handoff,) = sends(b.handle(Release(grant.fence, wanted=True), 11), Token)
+    assert handoff.message.wanting == ("a",) and handoff.to == "c"
+    # c adds its own want; both ride on.
+    (grant,) = of(c.handle(Received(handoff.message), 12), Grant)
+    (handoff,) = sends(c.handle(Release(grant.fence, wanted=True, again=True), 13), Token)
+    assert handoff.message.wanting == ("a", "c") and handoff.to == "a"
+    # At a, its own want is met: only c's goes on.
+    (grant,) = of(a.handle(Received(handoff.message), 14), Grant)
+    assert grant.wanting == ("c",)
+    (handoff,) = sends(a.handle(Release(grant.fence, wanted=True), 15), Token)
+    assert handoff.message.wanting == ("c",)
+    # An id that is not a member is never carried further.
+    (grant,) = of(b.handle(Received(Token("a", Fence(1, "a", 5), ("c", "zz"))), 16), Grant)
+    assert grant.wanting == ("c",)
+
+
 def test_first_member_bootstraps_with_a_majority_and_hands_on_with_ack() -> None:
     members = ["a", "b", "c"]
     ring, fence = holding_ring(members)

@@ -25,7 +25,7 @@ from tokenring.core import (
 ids = st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True)
 fences = st.builds(Fence, st.integers(0, 10**6), st.one_of(st.just(""), ids), st.integers(0, 10**9))
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Token, ids, fences),
+    st.builds(Token, ids, fences, st.lists(ids, max_size=5).map(tuple)),
     st.builds(TokenAck, ids, fences, st.booleans(), fences),
     st.builds(Claim, ids, st.integers(0, 10**6), fences),
     st.builds(Vote, ids, st.integers(0, 10**6), ids, st.booleans(), fences),
@@ -87,6 +87,10 @@ def test_every_message_survives_its_json_form(message: Message) -> None:
         {"type": "token", "sender": "", "fence": {"epoch": 1, "issuer": "a", "seq": 1}},
         {"type": "token", "sender": 5, "fence": {"epoch": 1, "issuer": "a", "seq": 1}},
         {"type": "token", "sender": "a", "fence": "1/a/1"},
+        {"type": "token", "sender": "a", "fence": {"epoch": 1, "issuer": "a", "seq": 1}, "wanting": "b"},
+        {"type": "token", "sender": "a", "fence": {"epoch": 1, "issuer": "a", "seq": 1}, "wanting": [""]},
+        {"type": "token", "sender": "a", "fence": {"epoch": 1, "issuer": "a", "seq": 1},
+         "wanting": ["m"] * 65},
         {
             "type": "claim", "sender": "a", "epoch": -2,
             "fence": {"epoch": 0, "issuer": "", "seq": 0},
@@ -101,3 +105,11 @@ def test_every_message_survives_its_json_form(message: Message) -> None:
 def test_malformed_message_is_refused(data: Any) -> None:
     with pytest.raises(ValueError):
         decode_message(data)
+
+
+def test_a_token_from_a_member_that_sends_no_wanting_list_is_read() -> None:
+    fence = {"epoch": 1, "issuer": "a", "seq": 1}
+    assert decode_message({"type": "token", "sender": "a", "fence": fence}) == Token(
+        "a", Fence(1, "a", 1)
+    )
+    assert encode_message(Token("a", Fence(1, "a", 1), ("b",)))["wanting"] == ["b"]

@@ -136,3 +136,28 @@ async def test_demand_route_records_the_sender_and_refuses_what_is_malformed(
         # Unsigned: refused by the signature middleware before the route.
         async with session.post(beta.bank.url + RING_DEMAND_PATH, json={"after": None}) as r:
             assert r.status == 401
+
+
+async def test_a_want_left_at_release_rides_the_token_and_posts_nothing(
+    rings: dict[str, Ring],
+) -> None:
+    alfa = rings["alfa"]
+    await wait_until(
+        lambda: all(len(r.holds_recent()) >= 1 for r in rings.values()), "a visit each"
+    )
+    async with alfa.holding(timeout_s=WAIT_S) as first:
+        alfa.want()  # more work will wait for the next visit
+    await wait_until(
+        lambda: any(h.fence == first for h in alfa.holds_recent()), "the used visit ended"
+    )
+    heard = {m: r.demands_heard().get("alfa") for m, r in rings.items() if m != "alfa"}
+    nxt = core.Fence(first.epoch, first.issuer, first.seq + len(IDS))
+    await wait_until(
+        lambda: any(h.fence == nxt for h in alfa.holds_recent()), "alfa's next visit ended"
+    )
+    # The others learned of the want from the token: each handed its unused visit on at once.
+    between = visits_between(rings, first, nxt)
+    assert [rings_of(rings, h) for h in between] == ["beta", "gama"]
+    assert all(h.released for h in between), between
+    # ... and no demand message was sent for it.
+    assert {m: r.demands_heard().get("alfa") for m, r in rings.items() if m != "alfa"} == heard

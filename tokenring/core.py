@@ -139,6 +139,9 @@ class Release:
     wanted: bool = False
     """Another member is known to wait for the token: hand it on now, without the
     ``idle_hold_ms`` that keeps an idle ring from spinning."""
+    again: bool = False
+    """Work still waits here: the token carries this member's want round the ring
+    (:attr:`Token.wanting`), so the holders on the way hand unused visits on at once."""
 
 
 @attrs.frozen
@@ -171,6 +174,9 @@ class Grant:
     """The fence that every piece of work done in this critical section carries."""
     until_ms: int
     """When the core ends the critical section whether released or not."""
+    wanting: tuple[str, ...] = ()
+    """Other members that wait for the token (it carried their want here): an unused visit
+    should be handed on at once."""
 
 
 @attrs.frozen
@@ -360,6 +366,9 @@ class Member:
         self._claim: _Claim | None = None
         self._probe_at_ms = 0
         self._visits = 0
+        # Who the token carries as wanting it (see Token.wanting): what it brought here, less
+        # this member, plus this member when its work still waits at Release.
+        self._wanting: tuple[str, ...] = ()
         # Bound once here: one dictionary lookup per event and per message, and subclasses
         # may override the handlers.
         self._on_event: dict[type[Any], Callable[[Any, int, list[Action]], None]] = {
@@ -512,6 +521,8 @@ class Member:
         if not self._in_section or (fence is not held and fence != held):
             return  # released after a revoke, or under an old fence: nothing to end
         self._in_section = False
+        if event.again and self.member_id not in self._wanting:
+            self._wanting = tuple(sorted((*self._wanting, self.member_id)))
         # Keep an idle token a moment so an idle ring does not spin; not when another
         # member is known to wait for it (the ring then moves at the pace of the work).
         hold_ms = 0 if event.wanted else self.idle_hold_ms
@@ -544,6 +555,7 @@ class Member:
             self._supersede(fence, now_ms, out)  # drops anything older this member still had
             self._last_accepted = (message.sender, fence)
             out.append(Send(message.sender, TokenAck(self.member_id, fence, True, fence)))
+            self._wanting = tuple(m for m in message.wanting if m in self._position)
             self._grant(fence, now_ms, out)
             return
         if self._last_accepted == (message.sender, fence):
@@ -657,7 +669,9 @@ class Member:
         if self._claim is not None:
             self._drop_claim(now_ms)
         self._visits += 1
-        out.append(Grant(fence, self._pass_at_ms))
+        # This visit meets this member's own want: the token goes on without it.
+        self._wanting = tuple(m for m in self._wanting if m != self.member_id)
+        out.append(Grant(fence, self._pass_at_ms, self._wanting))
 
     def _next_up(self, position: int) -> tuple[str, int]:
         """The first member after ``position`` believed up, and its ring distance; this
@@ -700,7 +714,7 @@ class Member:
         self._token_seen_ms = now_ms
         self._quiet_since_ms = now_ms
         self._handoff = _Handoff(target, nxt, now_ms, now_ms + self.handoff_timeout_ms)
-        out.append(Send(target, Token(self.member_id, nxt)))
+        out.append(Send(target, Token(self.member_id, nxt, self._wanting)))
 
     def _mark_down(self, member_id: str, out: list[Action]) -> None:
         if self._up[member_id]:

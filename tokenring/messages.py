@@ -29,6 +29,8 @@ __all__ = [
 
 ISSUER_CHARS_MAX = 64
 """Longest member id a fence may carry; config refuses longer rings long before this."""
+WANTING_MAX = 64
+"""The most members a token's ``wanting`` list may name (a ring has at most 64 members)."""
 
 
 @attrs.frozen(order=False)
@@ -103,6 +105,10 @@ class Token:
     """The member handing the token on."""
     fence: Fence
     """The fence the receiver holds the token under (never re-sent once it may have arrived)."""
+    wanting: tuple[str, ...] = ()
+    """Members whose work still waited when their last visit ended and that have not held the
+    token since: every holder on the way hands an unused visit on at once (demand carried by
+    the token itself, in place of a message to every member)."""
 
 
 @attrs.frozen
@@ -191,6 +197,10 @@ _FIELD_KINDS: dict[type[Any], dict[str, Any]] = {
     cls: {field.name: field.type for field in attrs.fields(cls)}
     for cls in _TYPES.values()
 }
+_REQUIRED: dict[type[Any], set[str]] = {
+    cls: {field.name for field in attrs.fields(cls) if field.default is attrs.NOTHING}
+    for cls in _TYPES.values()
+}
 
 
 def encode_message(message: Message) -> dict[str, Any]:
@@ -198,13 +208,18 @@ def encode_message(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {"type": _NAMES[type(message)]}
     for name in _FIELD_KINDS[type(message)]:
         value = getattr(message, name)
-        out[name] = value.to_dict() if isinstance(value, Fence) else value
+        if isinstance(value, Fence):
+            value = value.to_dict()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
     return out
 
 
 def decode_message(data: Mapping[str, Any]) -> Message:
     """The message in ``data``; ``ValueError`` on an unknown type, a missing, extra or
-    mistyped field."""
+    mistyped field (a field with a default, such as a token's ``wanting``, may be absent:
+    what a member of an earlier version sends)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"a message is an object, not {type(data).__name__}")
     kind = data.get("type")
@@ -213,10 +228,12 @@ def decode_message(data: Mapping[str, Any]) -> Message:
         raise ValueError(f"unknown message type {kind!r}")
     fields = _FIELD_KINDS[cls]
     keys = set(data) - {"type"}
-    if keys != set(fields):
+    if not _REQUIRED[cls] <= keys <= set(fields):
         raise ValueError(f"{kind} has fields {sorted(fields)}, not {sorted(keys)}")
     values: dict[str, Any] = {}
     for name, annotation in fields.items():
+        if name not in data:
+            continue
         value = data[name]
         if annotation in ("Fence", Fence):
             values[name] = Fence.from_dict(value)
@@ -224,6 +241,14 @@ def decode_message(data: Mapping[str, Any]) -> Message:
             if not isinstance(value, bool):
                 raise ValueError(f"{kind}.{name} must be true or false, not {value!r}")
             values[name] = value
+        elif annotation in ("tuple[str, ...]",):
+            if (
+                not isinstance(value, list)
+                or len(value) > WANTING_MAX
+                or not all(isinstance(v, str) and v and len(v) <= ISSUER_CHARS_MAX for v in value)
+            ):
+                raise ValueError(f"{kind}.{name} must be a list of member ids, not {value!r}")
+            values[name] = tuple(value)
         elif annotation in ("int", int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{kind}.{name} must be a non-negative integer, not {value!r}")

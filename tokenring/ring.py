@@ -200,6 +200,10 @@ class Ring:
         # hold_max_ms, only while work waits) and what it heard from the others (one entry
         # per member, so bounded).
         self._wanted = False
+        self._grant_wanting: tuple[str, ...] = ()
+        """Other members the token carried as wanting it to this visit."""
+        self._want_rides: core.Fence | None = None
+        """The visit whose Release put this member's own want on the token."""
         self._demand_sent_ms: int | None = None
         self._demand_sent_after: core.Fence | None = None
         self._demand_timer: asyncio.TimerHandle | None = None
@@ -481,7 +485,7 @@ class Ring:
     def _on_actions(self, actions: Sequence[Any]) -> None:
         for action in actions:
             if isinstance(action, core.Grant):
-                self._begin_grant(action.fence, action.until_ms)
+                self._begin_grant(action.fence, action.until_ms, action.wanting)
             elif isinstance(action, core.Revoke):
                 self._end_grant(action.fence, released=False)
             elif isinstance(action, core.HandoffAcked):
@@ -515,7 +519,9 @@ class Ring:
             else:
                 self._log.debug("ring.action", action=repr(action), **self._fields())
 
-    def _begin_grant(self, fence: core.Fence, until_ms: int) -> None:
+    def _begin_grant(
+        self, fence: core.Fence, until_ms: int, wanting: Sequence[str] = ()
+    ) -> None:
         if self._grant is not None:
             # The core gives one visit at a time; close the previous one all the same.
             self._end_grant(self._grant, released=False)
@@ -525,6 +531,7 @@ class Ring:
         self._grant_until_ms = until_ms
         self._used = False
         self._wanted = False
+        self._grant_wanting = tuple(wanting)
         self.metrics.token_visits.inc()
         self._log.debug("ring.granted", until_ms=until_ms, **self._fields(fence))
         if self._left:
@@ -556,8 +563,17 @@ class Ring:
             Hold(fence=fence, from_ms=self._grant_from_ms, to_ms=now_ms, released=released)
         )
         self._log.debug("ring.revoked", held_ms=held_ms, released=released, **self._fields(fence))
-        if self._has_work():
-            self._announce_demand()  # blocks still wait: ask for the next visit
+        if not self._has_work():
+            return
+        if self._want_rides == fence:
+            # The token carries this member's want round the ring (Token.wanting): no message
+            # to every member. Counted as announced after this visit; said again only if no
+            # visit comes within the repeat interval (the token may be lost).
+            self._demand_sent_ms = now_ms
+            self._demand_sent_after = fence
+            self._arm_demand_timer(self._demand_repeat_ms())
+            return
+        self._announce_demand()  # blocks still wait: ask for the next visit
 
     async def _run_on_token(self, on_token: OnToken, fence: core.Fence, deadline: float) -> None:
         try:
@@ -590,9 +606,12 @@ class Ring:
             return  # an unused visit is kept to its deadline: that paces an idle ring
         # The core answers Release with Revoke, within this call; mark the visit released.
         # With a demand heard the token goes on at once (no idle_hold_ms): work waits for it.
+        # Work still waiting here (Ring.want) rides on the token as this member's demand.
+        again = self._has_work()
+        self._want_rides = fence if again else None
         self._releasing = fence
         try:
-            self._transport.handle(core.Release(fence, wanted=wanted))
+            self._transport.handle(core.Release(fence, wanted=wanted, again=again))
             self._end_grant(fence, released=True)
         finally:
             self._releasing = None
@@ -611,7 +630,7 @@ class Ring:
         if self._grant is not None or not self._has_work():
             return  # the token is here, or nothing waits: nothing to ask for
         now_ms = self._clock_ms()
-        interval_ms = self.config.token.hold_max_ms * max(1, len(self.config.member_ids) - 1)
+        interval_ms = self._demand_repeat_ms()
         after = self._holds[-1].fence if self._holds else None
         sent_ms = self._demand_sent_ms
         if (
@@ -631,6 +650,10 @@ class Ring:
         # or met at the others by a visit that did not come here).
         self._arm_demand_timer(interval_ms)
 
+    def _demand_repeat_ms(self) -> int:
+        """How long a demand stands before it is said again: an idle rotation."""
+        return self.config.token.hold_max_ms * max(1, len(self.config.member_ids) - 1)
+
     def _arm_demand_timer(self, delay_ms: int) -> None:
         if self._demand_timer is not None:
             return
@@ -643,6 +666,8 @@ class Ring:
 
     def _demand_elsewhere(self, fence: core.Fence) -> bool:
         """Whether another member's demand is still unmet at this visit under ``fence``."""
+        if self._grant_wanting:
+            return True  # the token itself says who waits for it
         if not self._demands:
             return False
         ring_size = len(self.config.member_ids)

@@ -136,6 +136,7 @@ class TransferService:
         client: Callable[[], SignedClient],
         holding: Callable[[], AbstractAsyncContextManager[Fence]] | None = None,
         fence_seen: Callable[[], Fence | None] = lambda: None,
+        want: Callable[[], None] = lambda: None,
         round_ms_min: int = ROUND_MS_MIN,
         successor_vote_wait_ms: int = SUCCESSOR_VOTE_WAIT_MS,
         send_timeout_s: float = SEND_TIMEOUT_S,
@@ -151,6 +152,7 @@ class TransferService:
         self._client = client
         self._holding = holding
         self._fence_seen = fence_seen
+        self._want = want
         self.rounds_paused = False
         """While True the runner takes no token visit (tests use it to play a paused holder)."""
         self.round_ms_min = round_ms_min
@@ -298,6 +300,10 @@ class TransferService:
                     # The ring ends the visit at its own deadline; the round keeps at least
                     # round_ms_min (see ROUND_MS_MIN) and is fenced either way.
                     await self.run_round(fence, loop.time())
+                    if self.coordinator.backlog:
+                        # More arrived during the visit: the token carries this want round
+                        # the ring (no demand message to every bank).
+                        self._want()
             except RingClosed:
                 log.info("transfers.rounds_stopped", reason="this bank left the ring")
                 return
