@@ -267,10 +267,16 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > BODY_BYTES_MAX:
         raise ApiError("payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes")
     data = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-        data += chunk
-        if len(data) > BODY_BYTES_MAX:
-            raise ApiError("payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes")
+    if request.content_length is not None:
+        # Its length is known and within the bound: read it whole.
+        data += await request.read()
+    else:
+        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+            data += chunk
+            if len(data) > BODY_BYTES_MAX:
+                raise ApiError(
+                    "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
+                )
     try:
         value = json.loads(data, parse_float=_refuse_float, parse_constant=_refuse_float)
     except _FloatRefused as error:
