@@ -264,11 +264,14 @@ class Ring:
         return True
 
     def want(self) -> None:
-        """Say that work waits for this member's next visit (for ``on_token`` applications).
+        """Say that work waits for this member's next visit.
 
-        The other members are told (see the module's documentation), so that they hand an
-        unused visit on at once. Lasts until the token next arrives here; ``holding()`` needs
-        no call, a waiting block is demand by itself.
+        The other members learn of it (see the module's documentation) and hand an unused
+        visit on at once. Called during a visit (in a ``holding()`` block or ``on_token``), the
+        want leaves with the token itself (``Token.wanting``), with no message to anyone;
+        called between visits, it is posted to every member. Lasts until the token next
+        arrives here. A ``holding()`` block waiting for the token needs no call: it is demand
+        by itself.
         """
         self._wanted = True
         self._announce_demand()
