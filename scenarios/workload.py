@@ -498,8 +498,9 @@ class Teller:
     async def read_final(
         self, customers: dict[int, Customer], *, timeout_s: float = SETTLE_TIMEOUT_S
     ) -> bool:
-        """Read every account's final balance, re-reading while money is still held (a
-        participant releases holds once it learns the decision); whether all settled."""
+        """Read every account's final balance, re-reading while money is still held or in
+        flight (a participant releases a hold, and a destination is credited, once it learns
+        the decision, which may travel with a later message); whether all settled."""
         ours = set(self.recorder.accounts)
         deadline = time.monotonic() + timeout_s
         complete = False
@@ -507,11 +508,26 @@ class Teller:
             seen = await self.balances(customers, source="final")
             self.recorder.final_balances = {a: b for a, (b, _) in seen.items()}
             self.recorder.final_held = {a: h for a, (_, h) in seen.items()}
-            complete = set(seen) == ours and not any(h for _, h in seen.values())
+            complete = (
+                set(seen) == ours
+                and not any(h for _, h in seen.values())
+                and await self._nothing_in_flight()
+            )
             if complete or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_MS / 1000)
         return complete
+
+    async def _nothing_in_flight(self) -> bool:
+        """Whether the consortium's audit shows no money between banks (decided transfers
+        whose destinations are not credited yet). An answer without the figure counts as
+        none in flight; no answer, as some."""
+        bank = next(iter(self.urls))
+        answer = await self.client.call("GET", self.urls[bank] + "/api/v1/consortium/audit")
+        if not answer.ok or not isinstance(answer.body, dict):
+            return False
+        in_flight = answer.body.get("in_flight_cents", 0)
+        return isinstance(in_flight, int) and in_flight == 0
 
 
 @attrs.frozen
