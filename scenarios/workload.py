@@ -498,36 +498,35 @@ class Teller:
     async def read_final(
         self, customers: dict[int, Customer], *, timeout_s: float = SETTLE_TIMEOUT_S
     ) -> bool:
-        """Read every account's final balance, re-reading while money is still held or in
-        flight (a participant releases a hold, and a destination is credited, once it learns
-        the decision, which may travel with a later message); whether all settled."""
+        """Read every account's final balance once the consortium is quiet: nothing held and
+        nothing between banks (a participant releases a hold, and a destination is credited,
+        once it learns the decision, which may come after the client's answer). The audit is
+        read first: once it shows quiet, with the load over, nothing changes any more, so the
+        balances read after it are final. Whether all settled in time."""
         ours = set(self.recorder.accounts)
         deadline = time.monotonic() + timeout_s
         complete = False
         for _ in range(SETTLE_READS_MAX):
+            quiet = await self._quiet()
             seen = await self.balances(customers, source="final")
             self.recorder.final_balances = {a: b for a, (b, _) in seen.items()}
             self.recorder.final_held = {a: h for a, (_, h) in seen.items()}
-            complete = (
-                set(seen) == ours
-                and not any(h for _, h in seen.values())
-                and await self._nothing_in_flight()
-            )
+            complete = quiet and set(seen) == ours and not any(h for _, h in seen.values())
             if complete or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_MS / 1000)
         return complete
 
-    async def _nothing_in_flight(self) -> bool:
-        """Whether the consortium's audit shows no money between banks (decided transfers
-        whose destinations are not credited yet). An answer without the figure counts as
-        none in flight; no answer, as some."""
+    async def _quiet(self) -> bool:
+        """Whether the consortium's audit shows no money held and none between banks (decided
+        transfers not yet applied everywhere). A figure the answer lacks counts as zero (a
+        simpler bank's audit); no answer counts as not quiet."""
         bank = next(iter(self.urls))
         answer = await self.client.call("GET", self.urls[bank] + "/api/v1/consortium/audit")
         if not answer.ok or not isinstance(answer.body, dict):
             return False
-        in_flight = answer.body.get("in_flight_cents", 0)
-        return isinstance(in_flight, int) and in_flight == 0
+        figures = [answer.body.get(name, 0) for name in ("held_cents", "in_flight_cents")]
+        return all(isinstance(value, int) and value == 0 for value in figures)
 
 
 @attrs.frozen
