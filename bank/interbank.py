@@ -184,7 +184,9 @@ def _reply(message: Any) -> web.Response:
 async def _prepare(request: web.Request) -> web.Response:
     service = _service(request)
     prepare: Prepare = await _message(request, Prepare)
-    if any(leg.bank != service.bank for item in prepare.items for leg in item.legs):
+    legs = [leg for item in prepare.items for leg in item.legs]
+    legs += [leg for decided in prepare.decisions for leg in decided.legs]
+    if any(leg.bank != service.bank for leg in legs):
         raise _bad("a prepare carries only the receiving bank's legs")
     if service.refuse_stale(prepare):
         # The ring here has seen a newer generation: the sender's token was lost and replaced.

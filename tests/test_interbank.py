@@ -252,6 +252,7 @@ async def test_a_round_late_under_an_old_fence_cannot_hold_where_a_newer_one_was
         {"sources": [{"bank": "b1", "account": source, "amount_cents": 100}],
          "destination": {"bank": "b2", "account": elsewhere}}, who=ANA)
     assert status == 202 and body["status"] == "committed", body
+    await settle(banks, {("b1", source): (900, 0)})  # its decision reached b1
     transfer = Transfer("b0-late", "b0", ANA, (Leg("b1", str(source), 600, "source"),
                                                Leg("b0", str(destination), 600, "destination")))
     assert await service.submit(transfer) == "b0-late"

@@ -78,6 +78,25 @@ def test_a_late_prepare_of_a_decided_transfer_leaves_no_hold() -> None:
     assert book.accounts["1"].held_cents == 0 and book.accounts["1"].balance_cents == 500
 
 
+def test_decisions_carried_by_a_prepare_apply_even_when_the_prepare_is_stale() -> None:
+    book = book_with(500)
+    participant = Participant("beta")
+    run_steps(participant.handle(prepare((2, "alfa", 1), "alfa:1"), 0), book)
+    assert book.accounts["1"].held_cents == 100
+    commit = (DecisionItem("alfa:1", "committed", (Leg("beta", "1", 100, "source"),)),)
+    # A prepare under an older fence: refused, but the decision it carries is final.
+    late = Prepare("gama", (1, "gama", 7), prepare((1, "gama", 7), "gama:1").items, commit)
+    [votes] = run_steps(participant.handle(late, 1), book)
+    assert votes.votes == (Vote("gama:1", False, "stale_fence"),) and votes.acked == ("alfa:1",)
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (400, 0)
+    assert book.settlement_cents == 100 and participant.outstanding == {}
+    # Carried again with a fresh prepare: applied once, acknowledged again.
+    fresh = Prepare("alfa", (2, "alfa", 4), prepare((2, "alfa", 4), "alfa:2").items, commit)
+    [votes] = run_steps(participant.handle(fresh, 2), book)
+    assert votes.votes == (Vote("alfa:2", True),) and votes.acked == ("alfa:1",)
+    assert book.settlement_cents == 100 and book.accounts["1"].held_cents == 100
+
+
 def test_refusals_name_their_reason() -> None:
     book = book_with(50)
     items = (
@@ -147,12 +166,37 @@ def test_a_round_prepares_once_per_bank_and_decides_when_all_voted() -> None:
         ("alfa:2", "aborted", "unknown_account"),
     ]
     assert book.outcomes == {"alfa:1": ("committed", None), "alfa:2": ("aborted", "unknown_account")}
-    assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["alfa", "beta", "gama"]
+    # Its own part at once; the other banks' wait to travel with the next prepare to them.
+    assert [to for to, m in sends if isinstance(m, Decisions)] == ["alfa"]
+    run_steps(coordinator.submit(transfer("alfa:3")), book)
+    sends = coordinator.grant((1, "alfa", 4), until_ms=50, now_ms=3)
+    carried = {to: m.decisions for to, m in sends if isinstance(m, Prepare)}
+    assert carried["alfa"] == ()
+    assert [(d.transfer_id, d.outcome) for d in carried["beta"]] == [("alfa:1", "committed"), ("alfa:2", "aborted")]
+    assert carried["gama"][0].legs == (Leg("gama", "5", 100, "destination"),)
+    # Votes that acknowledge them end their delivery there.
+    votes = Votes("beta", (1, "alfa", 4), (Vote("alfa:3", True),), acked=("alfa:1", "alfa:2"))
+    run_steps(coordinator.handle(votes, 4), book)
+    assert all("beta" not in d.banks for d in coordinator.deliveries.values())
+
+
+def test_decisions_with_no_prepare_to_ride_go_on_their_own_after_the_defer() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", decision_defer_ms=50)
+    run_steps(coordinator.submit(transfer("alfa:1")), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("alfa", "beta", "gama"):
+        votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),))
+        _, sends = run_steps(coordinator.handle(votes, 10), book)
+    assert [to for to, _ in sends] == ["alfa"]
+    assert coordinator.tick(59) == (False, [])
+    _, sends = coordinator.tick(60)
+    assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["beta", "gama"]
 
 
 def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acked() -> None:
     book = MemoryBook("alfa")
-    coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40)
+    coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40, decision_defer_ms=5)
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
     assert coordinator.tick(24) == (False, [])
@@ -160,9 +204,11 @@ def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acke
     assert expired
     decided, sends = run_steps(coordinator.expire(25), book)
     assert [(d.outcome, d.reason) for d in decided] == [("aborted", "vote_timeout")]
-    assert len(sends) == 3
-    run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 26), book)
-    _, again = coordinator.tick(35)
+    assert [to for to, _ in sends] == ["alfa"]  # the others' wait for a prepare to ride
+    _, sends = coordinator.tick(30)
+    assert sorted(to for to, _ in sends) == ["beta", "gama"]
+    run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 31), book)
+    _, again = coordinator.tick(1_000)
     assert sorted(to for to, _ in again) == ["alfa", "gama"]
     # A coordinator restarted from its book re-sends what is still unacknowledged; an
     # acknowledgement not yet written only costs a repeated (idempotent) decision.
@@ -204,6 +250,8 @@ def test_late_votes_of_a_finished_round_are_ignored() -> None:
         Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("alfa", "", 5, "cash_out"),)),)),
         Acks("beta", ("alfa:1", "alfa:2")),
         DecisionQuery("beta", ("alfa:1",)),
+        Prepare("alfa", (1, "alfa", 5), (), (DecisionItem("alfa:0", "aborted", (Leg("beta", "1", 9, "source"),)),)),
+        Votes("beta", (1, "alfa", 5), (), acked=("alfa:0",)),
     ],
 )
 def test_messages_survive_their_json_form(message: Any) -> None:
@@ -224,6 +272,8 @@ def test_messages_survive_their_json_form(message: Any) -> None:
          "owner_document": "d", "legs": [{"bank": "b", "account": "1", "amount_cents": -1, "role": "source"}]}]},
         {"type": "prepare", "sender": "a", "fence": "bad", "items": []},
         {"type": "decisions", "sender": "a", "items": [{"transfer_id": "t", "outcome": "maybe", "legs": []}]},
+        {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [], "decisions": "x"},
+        {"type": "votes", "sender": "a", "fence": [1, "a", 1], "votes": [], "acked": [3]},
     ],
 )
 def test_malformed_messages_are_refused(data: Any) -> None:

@@ -11,7 +11,9 @@ involved acknowledged the decision), after which it is forgotten in memory.
   prepares by fence and holds keep the money.
 - A round ends when every vote is in, or at the deadline given with the grant (a missing vote
   counts as no). All its decisions are written in one batch (the commit point); only then do
-  the decisions go out, batched per bank. Acknowledgements are written later, in batches.
+  the decisions go out: this bank's own at once, another bank's with the next prepare to it
+  (or on their own after ``decision_defer_ms``), batched per bank. Acknowledgements (an Acks
+  message, or ``Votes.acked``) are written later, in batches.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
@@ -53,6 +55,7 @@ __all__ = [
     "ROUNDS_IN_FLIGHT_MAX",
     "STALE_RETRIES_MAX",
     "ACKS_FLUSH_MS",
+    "DECISION_DEFER_MS",
     "Coordinator",
     "Decided",
 ]
@@ -73,6 +76,9 @@ RETRY_MS_MAX = 5_000
 """The longest wait between two sends of an unacknowledged decision."""
 ACKS_FLUSH_MS = 100
 """How long acknowledgements may wait in memory before they are written, in one batch."""
+DECISION_DEFER_MS = 200
+"""How long a decision for another bank waits to travel with this coordinator's next prepare
+to that bank (under load one comes within a rotation) before it is sent on its own."""
 
 Send = tuple[str, Message]
 
@@ -140,6 +146,8 @@ class Coordinator:
     """Per bank with undelivered decisions: when to send them again."""
     acks_flush_ms: int = ACKS_FLUSH_MS
     """See :data:`ACKS_FLUSH_MS`."""
+    decision_defer_ms: int = DECISION_DEFER_MS
+    """See :data:`DECISION_DEFER_MS`."""
     acks_unrecorded: dict[str, list[str]] = attrs.Factory(dict)
     """Acknowledgements applied in memory, not yet in the book: bank -> transfer ids."""
     acks_due_ms: int = 0
@@ -198,7 +206,20 @@ class Coordinator:
             awaiting={t.id: set(t.banks) for t in batch.values()},
             refusals={},
         )
-        return [(bank, Prepare(self.bank, fence, tuple(items))) for bank, items in by_bank.items()]
+        sends: list[Send] = []
+        for bank, items in by_bank.items():
+            # Decisions this bank has not acknowledged travel with the prepare: no message of
+            # their own. Sent now, so their next re-send is a retry interval away.
+            decisions = () if bank == self.bank else self._undelivered(bank)
+            if decisions:
+                self.retries[bank] = _Retry(now_ms + self.retry_ms_min, self.retry_ms_min)
+            sends.append((bank, Prepare(self.bank, fence, tuple(items), decisions)))
+        return sends
+
+    def _undelivered(self, bank: str) -> tuple[DecisionItem, ...]:
+        """The decisions ``bank`` has not acknowledged, as that bank's items (bounded)."""
+        items = [self._item(d, bank) for d in self.deliveries.values() if bank in d.banks]
+        return tuple(items[:ITEMS_PER_MESSAGE_MAX])
 
     @property
     def round_open(self) -> bool:
@@ -208,7 +229,9 @@ class Coordinator:
     def handle(self, message: Message, now_ms: int) -> Steps[tuple[list[Decided], list[Send]]]:
         """Votes, acknowledgements and decision queries from participants."""
         match message:
-            case Votes(sender, fence, votes):
+            case Votes(sender, fence, votes, acked):
+                if acked:
+                    self._acknowledged(sender, acked, now_ms)
                 current = self.rounds.get(fence)
                 if current is None:
                     return [], []  # a late answer to a finished round: its transfers are decided
@@ -225,20 +248,7 @@ class Coordinator:
                     return (yield from self._finish_rounds([current], now_ms))
                 return [], []
             case Acks(sender, transfer_ids):
-                done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
-                if done:
-                    # Recorded later, in batches (flush_acks): an acknowledgement lost in a
-                    # crash only makes the restarted coordinator send the decision again.
-                    if not self.acks_unrecorded:
-                        self.acks_due_ms = now_ms + self.acks_flush_ms
-                    self.acks_unrecorded.setdefault(sender, []).extend(done)
-                for transfer_id in done:
-                    delivery = self.deliveries[transfer_id]
-                    delivery.banks.discard(sender)
-                    if not delivery.banks:
-                        del self.deliveries[transfer_id]
-                if not any(sender in d.banks for d in self.deliveries.values()):
-                    self.retries.pop(sender, None)
+                self._acknowledged(sender, transfer_ids, now_ms)
                 return [], []
             case DecisionQuery(sender, transfer_ids):
                 items = [
@@ -250,6 +260,23 @@ class Coordinator:
                     return [], []
                 return [], [(sender, Decisions(self.bank, tuple(items[:ITEMS_PER_MESSAGE_MAX])))]
         raise AssertionError(f"a coordinator does not handle {type(message).__name__}")
+
+    def _acknowledged(self, sender: str, transfer_ids: Iterable[str], now_ms: int) -> None:
+        """``sender`` applied these decisions (an Acks message, or with its votes)."""
+        done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
+        if done:
+            # Recorded later, in batches (flush_acks): an acknowledgement lost in a crash only
+            # makes the restarted coordinator send the decision again.
+            if not self.acks_unrecorded:
+                self.acks_due_ms = now_ms + self.acks_flush_ms
+            self.acks_unrecorded.setdefault(sender, []).extend(done)
+        for transfer_id in done:
+            delivery = self.deliveries[transfer_id]
+            delivery.banks.discard(sender)
+            if not delivery.banks:
+                del self.deliveries[transfer_id]
+        if not any(sender in d.banks for d in self.deliveries.values()):
+            self.retries.pop(sender, None)
 
     def _banks_waiting(self, transfer_id: str) -> Iterable[str]:
         delivery = self.deliveries.get(transfer_id)
@@ -304,17 +331,20 @@ class Coordinator:
             )
         ]
         # Durable from here on: the decisions are final, whatever happens to this process.
-        by_bank: dict[str, list[DecisionItem]] = {}
+        # This bank's own part is applied at once (no network); another bank's waits up to
+        # decision_defer_ms to travel with the next prepare to it, then goes on its own.
+        local: list[DecisionItem] = []
         for d in decided:
             transfer = transfers[d.transfer_id]
             delivery = _Delivery(transfer, d.outcome, set(transfer.banks))
             self.deliveries[d.transfer_id] = delivery
             for bank in transfer.banks:
-                by_bank.setdefault(bank, []).append(self._item(delivery, bank))
-                self.retries.setdefault(bank, _Retry(now_ms + self.retry_ms_min, self.retry_ms_min))
-        sends: list[Send] = [
-            (bank, Decisions(self.bank, tuple(items))) for bank, items in by_bank.items()
-        ]
+                if bank == self.bank:
+                    local.append(self._item(delivery, bank))
+                    self.retries.setdefault(bank, _Retry(now_ms + self.retry_ms_min, self.retry_ms_min))
+                else:
+                    self.retries.setdefault(bank, _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min))
+        sends: list[Send] = [(self.bank, Decisions(self.bank, tuple(local)))] if local else []
         return decided, sends
 
     def flush_acks(self) -> Steps[None]:

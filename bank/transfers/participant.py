@@ -110,17 +110,28 @@ class Participant:
 
     def _prepare(self, prepare: Prepare, now_ms: int) -> Steps[Votes]:
         items = prepare.items
+        # Decisions of earlier rounds that came with this prepare: final, so applied whatever
+        # the prepare's fence, in the same batch (ahead of it; they hold nothing).
+        decision_ops, acked = self._decision_ops(prepare.decisions)
 
         def refuse_all(reason: str) -> Votes:
-            return Votes(self.bank, prepare.fence, tuple(Vote(i.transfer_id, False, reason) for i in items))
+            return Votes(
+                self.bank,
+                prepare.fence,
+                tuple(Vote(i.transfer_id, False, reason) for i in items),
+                acked,
+            )
 
         # The check and the raise of the floor happen together, before anything is asked of
         # the book: prepares handled concurrently see each other's fences. The book stores
         # the fence in the same batch, ahead of the holds (a driver runs a batch in order).
         if self.fence is not None and prepare.fence < self.fence:
+            if decision_ops:
+                yield decision_ops
             return refuse_all("stale_fence")
         self.fence = prepare.fence
-        ops: list[BookOp] = [AcceptFence(prepare.fence)]
+        base = len(decision_ops)
+        ops: list[BookOp] = [*decision_ops, AcceptFence(prepare.fence)]
         spans: list[tuple[int, int]] = []
         for item in items:
             start = len(ops)
@@ -141,7 +152,7 @@ class Participant:
         first_record = len(ops)
         ops += [RecordPrepared(item.transfer_id, prepare.sender) for item in items]
         results = yield ops
-        if not results[0]:
+        if not results[base]:
             # Only a book ahead of this participant's memory refuses here; whatever was held
             # is released by the abort this vote causes.
             return refuse_all("stale_fence")
@@ -154,13 +165,20 @@ class Participant:
                     item.transfer_id,
                     _Outstanding(prepare.sender, now_ms + self.query_after_ms, self.query_after_ms),
                 )
-        return Votes(self.bank, prepare.fence, tuple(votes))
+        return Votes(self.bank, prepare.fence, tuple(votes), acked)
 
     def _decide(self, items: Sequence[DecisionItem]) -> Steps[Acks]:
-        # One batch: the record and the money. Should a crash keep one and lose the other,
-        # nothing is acknowledged, the coordinator sends the decision again, and every
-        # operation is idempotent; a late prepare meanwhile finds either the record or the
-        # hold already decided (the book answers "decided").
+        ops, acked = self._decision_ops(items)
+        if ops:
+            yield ops
+        return Acks(self.bank, acked)
+
+    def _decision_ops(self, items: Sequence[DecisionItem]) -> tuple[list[BookOp], tuple[str, ...]]:
+        """The book operations that record and apply ``items``, and the ids acknowledged once
+        they are done. One batch: the record and the money. Should a crash keep one and lose
+        the other, nothing is acknowledged, the coordinator sends the decision again, and
+        every operation is idempotent; a late prepare meanwhile finds either the record or
+        the hold already decided (the book answers "decided")."""
         ops: list[BookOp] = [RecordDecision(item.transfer_id, item.outcome) for item in items]
         for item in items:
             self.outstanding.pop(item.transfer_id, None)
@@ -175,9 +193,7 @@ class Participant:
                         ops.append(CashOut(item.transfer_id, leg.amount_cents))
                 elif leg.role == "source":
                     ops.append(ReleaseHold(item.transfer_id, leg.account, leg.amount_cents))
-        if ops:
-            yield ops
-        return Acks(self.bank, tuple(item.transfer_id for item in items))
+        return ops, tuple(item.transfer_id for item in items)
 
     def next_deadline_ms(self) -> int | None:
         """When the next decision query is due, if any."""

@@ -138,6 +138,9 @@ class Prepare:
     """The token's fence under which the coordinator started this batch."""
     items: tuple[PrepareItem, ...]
     """The batch: every transfer of this token visit that touches the receiving bank."""
+    decisions: tuple[DecisionItem, ...] = ()
+    """Decisions of earlier rounds not yet acknowledged by the receiving bank, delivered with
+    this prepare instead of a message of their own (applied whatever the fence)."""
 
 
 @attrs.frozen
@@ -163,6 +166,8 @@ class Votes:
     """The prepare's fence, so that a late answer to an older round is recognised."""
     votes: tuple[Vote, ...]
     """One per prepared item."""
+    acked: tuple[str, ...] = ()
+    """The transfers whose decisions came with the prepare and are applied here."""
 
 
 @attrs.frozen
@@ -253,6 +258,33 @@ def _leg_from_dict(data: Any) -> Leg:
     )
 
 
+def _decisions_to_json(items: Sequence[DecisionItem]) -> list[dict[str, Any]]:
+    return [
+        {
+            "transfer_id": item.transfer_id,
+            "outcome": item.outcome,
+            "legs": [_leg_to_dict(leg) for leg in item.legs],
+        }
+        for item in items
+    ]
+
+
+def _decisions_from_json(data: Mapping[str, Any], key: str) -> tuple[DecisionItem, ...]:
+    decided = []
+    for raw in _list(data, key):
+        if not isinstance(raw, Mapping) or raw.get("outcome") not in OUTCOMES:
+            raise ValueError("decision: expected an object with an outcome")
+        decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw)))
+    return tuple(decided)
+
+
+def _ids(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    ids = _list(data, key)
+    if not all(isinstance(i, str) and i for i in ids):
+        raise ValueError(f"{key}: expected strings")
+    return tuple(ids)
+
+
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list) or len(value) > ITEMS_PER_MESSAGE_MAX:
@@ -293,8 +325,8 @@ def transfer_from_dict(data: Mapping[str, Any]) -> Transfer:
 def encode_message(message: Message, fence_to_json: FenceEncoder) -> dict[str, Any]:
     """A message as a JSON-able dict with a ``type`` key."""
     match message:
-        case Prepare(sender, fence, items):
-            return {
+        case Prepare(sender, fence, items, decisions):
+            prepare = {
                 "type": "prepare",
                 "sender": sender,
                 "fence": fence_to_json(fence),
@@ -307,8 +339,11 @@ def encode_message(message: Message, fence_to_json: FenceEncoder) -> dict[str, A
                     for item in items
                 ],
             }
-        case Votes(sender, fence, votes):
-            return {
+            if decisions:
+                prepare["decisions"] = _decisions_to_json(decisions)
+            return prepare
+        case Votes(sender, fence, votes, acked):
+            answer = {
                 "type": "votes",
                 "sender": sender,
                 "fence": fence_to_json(fence),
@@ -316,19 +351,11 @@ def encode_message(message: Message, fence_to_json: FenceEncoder) -> dict[str, A
                     {"transfer_id": v.transfer_id, "ok": v.ok, "reason": v.reason} for v in votes
                 ],
             }
+            if acked:
+                answer["acked"] = list(acked)
+            return answer
         case Decisions(sender, items):
-            return {
-                "type": "decisions",
-                "sender": sender,
-                "items": [
-                    {
-                        "transfer_id": item.transfer_id,
-                        "outcome": item.outcome,
-                        "legs": [_leg_to_dict(leg) for leg in item.legs],
-                    }
-                    for item in items
-                ],
-            }
+            return {"type": "decisions", "sender": sender, "items": _decisions_to_json(items)}
         case Acks(sender, transfer_ids):
             return {"type": "acks", "sender": sender, "transfer_ids": list(transfer_ids)}
         case DecisionQuery(sender, transfer_ids):
@@ -354,7 +381,8 @@ def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
                     legs=_legs(raw),
                 )
             )
-        return Prepare(sender, fence_from_json(data.get("fence")), tuple(items))
+        decisions = _decisions_from_json(data, "decisions") if "decisions" in data else ()
+        return Prepare(sender, fence_from_json(data.get("fence")), tuple(items), decisions)
     if kind == "votes":
         votes = []
         for raw in _list(data, "votes"):
@@ -364,18 +392,12 @@ def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
             if reason is not None and not isinstance(reason, str):
                 raise ValueError("vote: reason must be a string")
             votes.append(Vote(_text(raw, "transfer_id"), raw["ok"], reason))
-        return Votes(sender, fence_from_json(data.get("fence")), tuple(votes))
+        acked = _ids(data, "acked") if "acked" in data else ()
+        return Votes(sender, fence_from_json(data.get("fence")), tuple(votes), acked)
     if kind == "decisions":
-        decided = []
-        for raw in _list(data, "items"):
-            if not isinstance(raw, Mapping) or raw.get("outcome") not in OUTCOMES:
-                raise ValueError("decision: expected an object with an outcome")
-            decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw)))
-        return Decisions(sender, tuple(decided))
+        return Decisions(sender, _decisions_from_json(data, "items"))
     if kind in ("acks", "decision_query"):
-        ids = _list(data, "transfer_ids")
-        if not all(isinstance(i, str) and i for i in ids):
-            raise ValueError("transfer_ids: expected strings")
+        ids = _ids(data, "transfer_ids")
         if kind == "acks":
             return Acks(sender, tuple(ids))
         return DecisionQuery(sender, tuple(ids))

@@ -400,6 +400,9 @@ class TransferService:
         coordinator before it yields (see bank.transfers.coordinator), so they may overlap."""
         decided, sends = await self._run(steps)
         if decided:
+            # Decisions for other banks wait (boundedly) for a prepare to ride with: the
+            # timer must see their new due time.
+            self._wake.set()
             for d in decided:
                 if d.outcome == "committed":
                     self.committed += 1
@@ -429,6 +432,8 @@ class TransferService:
         """Prepare -> Votes, Decisions -> Acks. Steps naming a common transfer run one after
         the other (a late prepare must not race its transfer's decision); others overlap."""
         ids = {item.transfer_id for item in message.items}
+        decisions: tuple[Any, ...] = message.decisions if isinstance(message, Prepare) else ()
+        ids |= {item.transfer_id for item in decisions}
         async with self._participant_lock.holding(ids):
             replies: list[Message] = await self._run(
                 self.participant.handle(message, self._now_ms())
@@ -436,8 +441,9 @@ class TransferService:
         self._wake.set()
         assert len(replies) == 1
         reply = replies[0]
-        if isinstance(message, Decisions):
-            for item in message.items:
+        applied_items = message.items if isinstance(message, Decisions) else decisions
+        if applied_items:
+            for item in applied_items:
                 for applied in self._applied_waiters.pop(item.transfer_id, []):
                     if not applied.done():
                         applied.set_result(None)
