@@ -64,7 +64,6 @@ __all__ = [
     "Transfer",
     "TransferStatus",
     "account_exists_in",
-    "account_in",
     "commit_hold_in",
     "credit_in",
     "place_hold_in",
@@ -86,9 +85,9 @@ BATCH_OPERATIONS_MAX = 256
 READERS_MAX = 1
 """Threads serving reads, each with its own connection."""
 SESSIONS_CACHED_MAX = 10_000
+"""Live sessions kept in memory (least recently used dropped first); the rest are read."""
 OWNERS_CACHED_MAX = 100_000
 """Accounts whose owners are kept in memory (least recently used ones are forgotten)."""
-"""Live sessions kept in memory (least recently used dropped first); the rest are read."""
 CLOSE_WAIT_S_MAX = 30.0
 """How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
 TRANSFER_ID_CHARS_MAX = 100
@@ -613,7 +612,7 @@ class Ledger:
                 raise
             point_conn = _connect(file, synchronous)
             # Never wait on the event loop's thread: a busy database sends the read to the
-            # reader thread instead (see Ledger._point).
+            # reader thread instead (see Ledger.point).
             point_conn.execute("PRAGMA busy_timeout=0")
             return writer_conn, _connect(file, synchronous), point_conn
 
@@ -669,11 +668,9 @@ class Ledger:
     async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` in the writer thread, inside a group-commit transaction (in a
         savepoint of its own: an exception undoes only its changes and reaches the caller);
-        answered after the COMMIT. For modules that keep their own tables in this database
-        (``bank.transfers.store``) and call the ``*_in`` functions of this module."""
-        return await self._write(run)
-
-    async def _write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        answered after the COMMIT. Every write of this class goes through it, and so do
+        modules that keep their own tables in this database (``bank.transfers.store``,
+        calling the ``*_in`` functions of this module)."""
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         async with self._slots:
@@ -684,9 +681,6 @@ class Ledger:
 
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` on the reader thread (a read that may scan many rows)."""
-        return await self._read(run)
-
-    async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         conn = self._reader_conn
@@ -695,9 +689,6 @@ class Ledger:
     async def point(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)``, a read of a few rows by key, on the event loop's thread (see
         the class's note); on the reader thread when the database is busy (rare in WAL)."""
-        return await self._point(run)
-
-    async def _point(self, run: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         conn = self._point_conn
@@ -710,7 +701,7 @@ class Ledger:
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise
-            return await self._read(run)
+            return await self.read(run)
 
     # -- customers and sessions -----------------------------------------------------------
 
@@ -738,10 +729,10 @@ class Ledger:
 
             return _idempotent(conn, idempotency, now, apply)
 
-        return await self._write(run)
+        return await self.write(run)
 
     async def customer(self, document: str) -> Customer | None:
-        return await self._read(lambda conn: _customer(conn, document))
+        return await self.read(lambda conn: _customer(conn, document))
 
     async def create_session(self, token_hash: str, document: str, expires_at_ms: int) -> None:
         """Store a session (by its token's hash); expired sessions are pruned on the way."""
@@ -754,7 +745,7 @@ class Ledger:
                 (token_hash, document, expires_at_ms),
             )
 
-        await self._write(run)
+        await self.write(run)
         self._cache_session(token_hash, (document, expires_at_ms))
 
     async def session_document(self, token_hash: str) -> str | None:
@@ -778,7 +769,7 @@ class Ledger:
             ).fetchone()
             return None if row is None else (str(row[0]), int(row[1]))
 
-        found = await self._point(run)
+        found = await self.point(run)
         if found is None:
             return None
         # A logout that ran while we read must not be undone by caching what we read.
@@ -801,7 +792,7 @@ class Ledger:
             cursor = conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
             return cursor.rowcount > 0
 
-        return await self._write(run)
+        return await self.write(run)
 
     # -- accounts -------------------------------------------------------------------------
 
@@ -847,11 +838,11 @@ class Ledger:
 
             return _idempotent(conn, idempotency, now, apply)
 
-        return await self._write(run)
+        return await self.write(run)
 
     async def account(self, number: int) -> Account | None:
         """A customer account by number (system accounts are not customer accounts)."""
-        return await self._point(lambda conn: _account(conn, self.bank_id, number))
+        return await self.point(lambda conn: _account(conn, self.bank_id, number))
 
     async def owners(self, number: int) -> frozenset[str] | None:
         """The documents owning customer account ``number``; None when there is no such
@@ -880,7 +871,7 @@ class Ledger:
             accounts = [_account(conn, self.bank_id, row[0]) for row in rows]
             return [account for account in accounts if account is not None]
 
-        return await self._read(run)
+        return await self.read(run)
 
     async def all_accounts(self) -> list[Account]:
         """Every customer account of the bank (for checks, tests and benchmarks)."""
@@ -890,7 +881,7 @@ class Ledger:
             accounts = [_account(conn, self.bank_id, row[0]) for row in rows.fetchall()]
             return [account for account in accounts if account is not None]
 
-        return await self._read(run)
+        return await self.read(run)
 
     # -- local money movements ------------------------------------------------------------
 
@@ -963,7 +954,7 @@ class Ledger:
                 refused = refusal(found)
                 if refused is not None:
                     return refused
-                _post(
+                post_in(
                     conn,
                     kind,
                     None,
@@ -974,7 +965,7 @@ class Ledger:
 
             return _idempotent(conn, idempotency, now, apply)
 
-        return await self._write(run)
+        return await self.write(run)
 
     async def transfer_local(
         self,
@@ -1021,7 +1012,7 @@ class Ledger:
                 if reason is None:
                     entries = [(account, "available", -amount) for account, amount in sources]
                     entries.append((destination, "available", total))
-                    _post(conn, "transfer", transfer_id, now, entries)
+                    post_in(conn, "transfer", transfer_id, now, entries)
                 status = "committed" if reason is None else "aborted"
                 conn.execute(
                     "INSERT INTO transfers (id, requested_by, status, reason, request,"
@@ -1035,7 +1026,7 @@ class Ledger:
 
             return _idempotent(conn, idempotency, now, apply)
 
-        return await self._write(run)
+        return await self.write(run)
 
     async def transfer(self, transfer_id: str) -> Transfer | None:
         """The record of a transfer taken by this bank."""
@@ -1050,7 +1041,7 @@ class Ledger:
                 return None
             return Transfer(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
 
-        return await self._point(run)
+        return await self.point(run)
 
     # -- holds: the participant's side of a cross-bank transfer ---------------------------
 
@@ -1064,10 +1055,8 @@ class Ledger:
         committed or released, so a late prepare must not hold money again). Applied at most
         once per ``(transfer_id, account)``: a repeat answers the first outcome.
         """
-        _assert_transfer_id(transfer_id)
-        _assert_amount(amount_cents)
         now = self.now_ms()
-        return await self._write(
+        return await self.write(
             lambda conn: place_hold_in(conn, transfer_id, account, amount_cents, owner_document, now)
         )
 
@@ -1081,9 +1070,8 @@ class Ledger:
         already); ``unknown_account`` (no such destination; nothing recorded, may be retried).
         At most once: a repeat answers the first outcome.
         """
-        _assert_transfer_id(transfer_id)
         now = self.now_ms()
-        return await self._write(
+        return await self.write(
             lambda conn: commit_hold_in(conn, self.bank_id, transfer_id, account, now, destination)
         )
 
@@ -1093,9 +1081,8 @@ class Ledger:
         Outcomes: ``ok``; ``no_hold`` (none was placed: a later place is then refused as
         ``decided``); ``committed`` (too late: it was committed). At most once.
         """
-        _assert_transfer_id(transfer_id)
         now = self.now_ms()
-        return await self._write(lambda conn: release_hold_in(conn, transfer_id, account, now))
+        return await self.write(lambda conn: release_hold_in(conn, transfer_id, account, now))
 
     async def credit(self, transfer_id: str, account: int, amount_cents: int) -> HoldOutcome:
         """Money arriving from another bank: debit settlement, credit ``account``.
@@ -1103,10 +1090,8 @@ class Ledger:
         Outcomes: ``ok``; ``unknown_account``; ``balance_limit``. At most once per
         ``(transfer_id, account)``: a repeat answers the first outcome and moves nothing.
         """
-        _assert_transfer_id(transfer_id)
-        _assert_amount(amount_cents)
         now = self.now_ms()
-        return await self._write(
+        return await self.write(
             lambda conn: credit_in(conn, transfer_id, account, amount_cents, now)
         )
 
@@ -1121,7 +1106,7 @@ class Ledger:
             ).fetchall()
             return [Hold(*row) for row in rows]
 
-        return await self._read(run)
+        return await self.read(run)
 
     async def open_holds(self) -> list[Hold]:
         """Every hold still waiting for its transfer's decision (for recovery after a crash)."""
@@ -1133,7 +1118,7 @@ class Ledger:
             ).fetchall()
             return [Hold(*row) for row in rows]
 
-        return await self._read(run)
+        return await self.read(run)
 
     # -- audit and check ------------------------------------------------------------------
 
@@ -1166,7 +1151,7 @@ class Ledger:
                 "transfers": transfers,
             }
 
-        return await self._read(run)
+        return await self.read(run)
 
     async def check(self) -> CheckReport:
         """Recompute every balance and hold from the journal and compare with the stored ones."""
@@ -1178,7 +1163,7 @@ class Ledger:
             finally:
                 conn.execute("COMMIT")
 
-        return await self._read(run)
+        return await self.read(run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1231,7 +1216,7 @@ def place_hold_in(
     elif found[0] < amount_cents:
         outcome = "insufficient_funds"
     else:
-        _post(
+        post_in(
             conn,
             "hold",
             transfer_id,
@@ -1296,7 +1281,7 @@ def _end_hold(
         outcome = hold.state
     else:
         to = account if target is None else target
-        _post(
+        post_in(
             conn,
             operation,
             transfer_id,
@@ -1333,7 +1318,7 @@ def credit_in(
     elif balance + amount_cents > BALANCE_CENTS_MAX:
         outcome = "balance_limit"
     else:
-        _post(
+        post_in(
             conn,
             "credit",
             transfer_id,
@@ -1343,11 +1328,6 @@ def credit_in(
         outcome = "ok"
     _record_hold_operation(conn, "credit", transfer_id, account, outcome, now_ms)
     return outcome
-
-
-def account_in(conn: sqlite3.Connection, bank_id: str, number: int) -> Account | None:
-    """A customer account by number, inside the caller's transaction (None: no such one)."""
-    return _account(conn, bank_id, number)
 
 
 def account_exists_in(conn: sqlite3.Connection, number: int) -> bool:
@@ -1361,18 +1341,6 @@ def _balance(conn: sqlite3.Connection, number: int) -> int | None:
         return None
     row = conn.execute("SELECT balance_cents FROM accounts WHERE number = ?", (number,)).fetchone()
     return None if row is None else int(row[0])
-
-
-def post_in(
-    conn: sqlite3.Connection,
-    kind: str,
-    transfer_id: str | None,
-    now_ms: int,
-    entries: Sequence[tuple[int, str, int]],
-) -> int:
-    """Append one journal transaction (entries summing to zero) inside the caller's writer
-    transaction and apply it to the stored balances; its number."""
-    return _post(conn, kind, transfer_id, now_ms, entries)
 
 
 def _assert_amount(amount_cents: int) -> None:
@@ -1430,14 +1398,15 @@ def _system_balance(conn: sqlite3.Connection, number: int) -> int:
     return int(row[0])
 
 
-def _post(
+def post_in(
     conn: sqlite3.Connection,
     kind: str,
     transfer_id: str | None,
     now_ms: int,
     entries: Sequence[tuple[int, str, int]],
 ) -> int:
-    """Append one journal transaction and apply it to the stored balances."""
+    """Append one journal transaction (entries summing to zero) inside the caller's writer
+    transaction and apply it to the stored balances; its number."""
     assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
     txn = conn.execute(
         "INSERT INTO journal (kind, transfer_id, at_ms) VALUES (?, ?, ?)",

@@ -323,7 +323,7 @@ async def test_a_failing_operation_does_not_undo_its_batch_neighbours(ledger: Le
 
     results = await asyncio.gather(
         ledger.deposit(a, 1, document=ANA),
-        ledger._write(broken),
+        ledger.write(broken),
         ledger.deposit(a, 2, document=ANA),
         return_exceptions=True,
     )

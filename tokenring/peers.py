@@ -105,9 +105,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    async def _more(self) -> None:
-        """Wait until more bytes arrived or the peer closed."""
+    async def _more(self, *, eof_ends: bool = False) -> None:
+        """Wait until more bytes arrived or the peer closed; a close before the answer is
+        complete is an error unless ``eof_ends`` (an answer that runs to the close)."""
         if self._eof:
+            if eof_ends:
+                return
             raise PeerError("the peer closed the connection")
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -160,21 +163,13 @@ class _Connection(asyncio.Protocol):
             while not self._eof:
                 if len(buffer) > reply_bytes_max:
                     raise PeerError("the answer is too large")
-                await self._more_or_eof()
+                await self._more(eof_ends=True)
             body = bytes(buffer)
             buffer.clear()
             keep = False
         if buffer:
             keep = False  # bytes nobody asked for: do not trust this connection again
         return PeerReply(status, headers, body), keep and not self.closed
-
-    async def _more_or_eof(self) -> None:
-        if not self._eof:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
 
     async def _chunked(self, reply_bytes_max: int) -> bytes:
         buffer = self._buffer

@@ -28,11 +28,12 @@ do"; the visit then counts as unused.
 **Demand.** A member with work waiting (a ``holding()`` block, or :meth:`Ring.want` from an
 ``on_token`` application) while the token is elsewhere announces it to every other member
 with a signed ``POST /ring/demand`` ``{"after": fence | null}`` (``after`` is the fence of its
-last visit), only while the work waits: once after each of its visits, and again at most once
-per idle rotation, ``(n - 1) * hold_max_ms``, while no visit comes (a demand may be lost). A member holding
-a visit it does not use releases it at once (and the core hands it on without its
-``idle_hold_ms``) while a demand it heard is newer than the demanding member's last visit,
-so the token comes to the work at the pace of the hand-off, not of the deadline. "Newer" is decided here, with no
+last visit), only while the work waits: once after each of its visits, and again at most
+once per idle rotation, ``(n - 1) * hold_max_ms``, while no visit comes (a demand may be
+lost). A member holding a visit it does not use releases it at once (and the core hands it
+on without its ``idle_hold_ms``) while a demand it heard is newer than the demanding
+member's last visit, so the token comes to the work at the pace of the hand-off, not of the
+deadline. "Newer" is decided here, with no
 clock shared between members: within one generation a member's visits are ``n`` apart in
 ``seq`` (``docs/protocol.md``, rule 1), so a demand ``after`` fence ``A`` is met once a visit
 at ``A.seq + n`` or later exists; with no such comparison (no ``after``, another generation)

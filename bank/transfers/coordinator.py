@@ -339,11 +339,10 @@ class Coordinator:
             delivery = _Delivery(transfer, d.outcome, set(transfer.banks))
             self.deliveries[d.transfer_id] = delivery
             for bank in transfer.banks:
+                wait_ms = self.retry_ms_min if bank == self.bank else self.decision_defer_ms
+                self.retries.setdefault(bank, _Retry(now_ms + wait_ms, self.retry_ms_min))
                 if bank == self.bank:
                     local.append(self._item(delivery, bank))
-                    self.retries.setdefault(bank, _Retry(now_ms + self.retry_ms_min, self.retry_ms_min))
-                else:
-                    self.retries.setdefault(bank, _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min))
         sends: list[Send] = [(self.bank, Decisions(self.bank, tuple(local)))] if local else []
         return decided, sends
 

@@ -431,9 +431,9 @@ class TransferService:
     async def handle_participant(self, message: Prepare | Decisions) -> Message:
         """Prepare -> Votes, Decisions -> Acks. Steps naming a common transfer run one after
         the other (a late prepare must not race its transfer's decision); others overlap."""
-        ids = {item.transfer_id for item in message.items}
-        decisions: tuple[Any, ...] = message.decisions if isinstance(message, Prepare) else ()
-        ids |= {item.transfer_id for item in decisions}
+        # Decisions travel alone or with a prepare; they are applied either way.
+        decided = message.items if isinstance(message, Decisions) else message.decisions
+        ids = {item.transfer_id for item in (*message.items, *decided)}
         async with self._participant_lock.holding(ids):
             replies: list[Message] = await self._run(
                 self.participant.handle(message, self._now_ms())
@@ -441,12 +441,10 @@ class TransferService:
         self._wake.set()
         assert len(replies) == 1
         reply = replies[0]
-        applied_items = message.items if isinstance(message, Decisions) else decisions
-        if applied_items:
-            for item in applied_items:
-                for applied in self._applied_waiters.pop(item.transfer_id, []):
-                    if not applied.done():
-                        applied.set_result(None)
+        for item in decided:
+            for applied in self._applied_waiters.pop(item.transfer_id, []):
+                if not applied.done():
+                    applied.set_result(None)
         if (
             isinstance(message, Prepare)
             and isinstance(reply, Votes)
