@@ -36,7 +36,7 @@ from aiohttp import web
 from bank.api import TRANSFER_WAIT_MS_MAX
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
-from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, request_fingerprint
+from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, new_transfer_id, request_fingerprint
 from bank.transfers.protocol import (
     Acks,
     DecisionQuery,
@@ -57,7 +57,7 @@ from bank.transfers.service import (
 )
 from bank.transfers.store import KeyReused
 from tokenring.ring import Ring
-from tokenring.signing import SIGNED_SENDER, RandomPool, SendFailed, error_body
+from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
 
 __all__ = [
     "ACCOUNTS_TIMEOUT_S",
@@ -388,13 +388,6 @@ async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) 
             raise ApiError("forbidden", f"account {leg.account} is not yours")
 
 
-TRANSFER_ID_RANDOM_BYTES = 8
-"""Random bytes in a transfer id (after ``<bank>-``), as hex."""
-
-_transfer_ids = RandomPool()
-"""Transfer ids draw on the system's randomness a pool at a time (see RandomPool)."""
-
-
 async def _start(
     request: web.Request, caller: str, legs: list[Leg], key: tuple[str, str, str] | None, body: Any
 ) -> tuple[TransferService, str, bool]:
@@ -404,7 +397,7 @@ async def _start(
     if total > AMOUNT_CENTS_MAX:
         raise ApiError("invalid_request", f"a transfer moves at most {AMOUNT_CENTS_MAX} cents")
     await _check_local_legs(request, caller, legs)
-    transfer = Transfer(f"{here}-{_transfer_ids.hex(TRANSFER_ID_RANDOM_BYTES)}", here, caller, tuple(legs))
+    transfer = Transfer(new_transfer_id(here), here, caller, tuple(legs))
     try:
         transfer_id = await service.submit(transfer, idempotency=key, request=body)
     except KeyReused:

@@ -4,7 +4,9 @@ keyed operation takes effect once, and what was answered survives a restart."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from bank.ledger import (
     Idempotency,
     Ledger,
     LedgerClosed,
+    new_transfer_id,
     request_fingerprint,
 )
 
@@ -64,6 +67,27 @@ async def test_a_new_database_is_migrated_once_and_reopening_keeps_everything(
 
 async def test_bank_id_comes_from_the_file_name(ledger: Ledger) -> None:
     assert ledger.bank_id == "alfa"
+
+
+def test_transfer_ids_are_unique_and_ordered_by_the_time_they_were_made() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    ids = [new_transfer_id("alfa") for _ in range(2_000)]
+    after_ms = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"alfa-[0-9a-f]{11}[0-9a-f]{16}", i) for i in ids), ids[:3]
+    made_ms = [int(i[len("alfa-") : len("alfa-") + 11], 16) for i in ids]
+    assert made_ms == sorted(made_ms)
+    assert before_ms <= made_ms[0] and made_ms[-1] <= after_ms
+
+
+async def test_every_connection_keeps_its_temporary_files_in_memory(ledger: Ledger) -> None:
+    def temp_store(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA temp_store").fetchone()[0])
+
+    memory = 2
+    assert await ledger.write(temp_store) == memory
+    assert await ledger.read(temp_store) == memory
+    assert await ledger.point(temp_store) == memory
 
 
 async def test_deposit_withdrawal_and_refusals(ledger: Ledger) -> None:
