@@ -18,6 +18,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import json
+import math
 import os
 import random
 import re
@@ -95,6 +96,8 @@ class ApiState:
 
     throttle: auth.LoginThrottle
     """Refuses logins after repeated failures."""
+    lookups: auth.RateLimit
+    """Bounds each customer's payee look-ups (``GET /api/v1/directory``)."""
     hashing: concurrent.futures.ThreadPoolExecutor
     """Where password hashes are computed."""
     openapi: dict[str, Any]
@@ -139,6 +142,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     app[API_STATE] = ApiState(
         throttle=auth.LoginThrottle(),
+        lookups=auth.RateLimit(),
         hashing=hashing,
         openapi=openapi.document(bank_id=bank_id, bank_name=config.bank(bank_id).name),
     )
@@ -504,10 +508,19 @@ async def _local_accounts(request: web.Request, caller: str) -> dict[str, Any]:
 
 async def _directory(request: web.Request) -> web.Response:
     """``GET /api/v1/directory?document=``: where a payee can be paid (see :func:`directory`)."""
-    await _caller(request)
+    caller = await _caller(request)
     if "document" not in request.query:
         raise ApiError("invalid_request", "send ?document=<CPF or CNPJ>")
     document = _document(request.query["document"])
+    # Counted once the request is valid: a typo in a document costs the customer nothing.
+    wait_s = request.app[API_STATE].lookups.take(caller)
+    if wait_s > 0:
+        raise ApiError(
+            "too_many_attempts",
+            f"at most {auth.DIRECTORY_LOOKUPS_MAX} payee look-ups per"
+            f" {auth.DIRECTORY_WINDOW_S:.0f} s; try again later",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
     return web.json_response(await directory(request, document))
 
 

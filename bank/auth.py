@@ -1,4 +1,5 @@
-"""Customers' secrets: password hashes, session tokens, and the brake on guessing passwords.
+"""Customers' secrets: password hashes, session tokens, and the brakes on guessing passwords
+and on looking up other customers.
 
 Place in the design: the client API calls these; the ledger stores only what they produce
 (a salted scrypt hash, a sha256 of a token), never a password or a token itself.
@@ -11,12 +12,14 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 import attrs
 
 __all__ = [
+    "DIRECTORY_LOOKUPS_MAX",
+    "DIRECTORY_WINDOW_S",
     "LOGIN_FAILURES_MAX",
     "LOGIN_FAILURE_WINDOW_S",
     "LOGIN_LOCKOUT_S",
@@ -24,6 +27,7 @@ __all__ = [
     "PASSWORD_CHARS_MIN",
     "SESSION_TTL_S",
     "LoginThrottle",
+    "RateLimit",
     "hash_password",
     "new_token",
     "token_hash",
@@ -54,6 +58,11 @@ LOGIN_LOCKOUT_S = 60.0
 """How long logins for a document are refused after too many failures."""
 THROTTLED_DOCUMENTS_MAX = 10_000
 """Documents tracked at once; the least recently failed are forgotten first."""
+DIRECTORY_LOOKUPS_MAX = 30
+"""Payee look-ups (``GET /api/v1/directory``) one customer may make per window: plenty for a
+person paying people, few for a script walking through documents to learn who banks where."""
+DIRECTORY_WINDOW_S = 60.0
+"""The window of :data:`DIRECTORY_LOOKUPS_MAX`, in seconds."""
 
 
 def hash_password(password: str) -> str:
@@ -155,3 +164,43 @@ class LoginThrottle:
 
     def succeeded(self, document: str) -> None:
         self._failures.pop(document, None)
+
+
+@attrs.define
+class RateLimit:
+    """At most ``limit`` uses per ``window_s`` seconds for each key (a customer's document),
+    over a sliding window. A refused use does not count.
+
+    In memory and per bank, like :class:`LoginThrottle`: a restart forgets it, and a customer
+    signed in at several banks gets the allowance at each.
+    """
+
+    limit: int = DIRECTORY_LOOKUPS_MAX
+    """Uses allowed within any window."""
+    window_s: float = DIRECTORY_WINDOW_S
+    """The window's length."""
+    keys_max: int = THROTTLED_DOCUMENTS_MAX
+    """Bound on the keys remembered (the least recently used are forgotten first)."""
+    clock: Callable[[], float] = time.monotonic
+    """The time in seconds."""
+    _uses: OrderedDict[str, deque[float]] = attrs.field(factory=OrderedDict)
+
+    def __attrs_post_init__(self) -> None:
+        assert self.limit > 0 and self.window_s > 0 and self.keys_max > 0
+
+    def take(self, key: str) -> float:
+        """Count a use by ``key`` and return 0, or, when its allowance is spent, count nothing
+        and return the seconds until a use is allowed again."""
+        now = self.clock()
+        uses = self._uses.pop(key, None) or deque()
+        while uses and now - uses[0] >= self.window_s:
+            uses.popleft()
+        wait_s = 0.0
+        if len(uses) >= self.limit:
+            wait_s = uses[0] + self.window_s - now
+        else:
+            uses.append(now)
+        self._uses[key] = uses
+        while len(self._uses) > self.keys_max:
+            self._uses.popitem(last=False)
+        return wait_s

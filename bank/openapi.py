@@ -18,7 +18,12 @@ from bank.api import (
     TRANSFER_SOURCES_MAX,
     TRANSFER_WAIT_MS_MAX,
 )
-from bank.auth import PASSWORD_CHARS_MAX, PASSWORD_CHARS_MIN
+from bank.auth import (
+    DIRECTORY_LOOKUPS_MAX,
+    DIRECTORY_WINDOW_S,
+    PASSWORD_CHARS_MAX,
+    PASSWORD_CHARS_MIN,
+)
 from bank.errors import STATUS_BY_CODE
 from bank.ledger import AMOUNT_CENTS_MAX
 
@@ -34,7 +39,8 @@ _REASONS = {
     409: "Refused by the ledger (`insufficient_funds`, `customer_exists`, `balance_limit`).",
     413: f"The body is larger than {BODY_BYTES_MAX} bytes (`payload_too_large`).",
     422: "Unknown bank, unknown customer, or an Idempotency-Key reused for another request.",
-    429: "Too many failed logins for this document (`too_many_attempts`); see Retry-After.",
+    429: "Too many failed logins for this document, or too many payee look-ups by this "
+    "customer (`too_many_attempts`); see Retry-After.",
     501: "The request involves another bank of the ring (`not_implemented` for now).",
     503: "The bank is shutting down (`unavailable`).",
 }
@@ -373,8 +379,9 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 "Where a payee can be paid: the accounts a document owns at every bank of the "
                 "ring, named by bank, number and kind only (no balances, holds or owners). A "
                 "bank is listed only where the document has an account; a bank that did not "
-                "answer is in `unavailable`. An unknown document has empty lists.",
-                {**_ok(200, "The payee's accounts.", "Directory"), **_errors(400, 401)},
+                "answer is in `unavailable`. An unknown document has empty lists. A customer may "
+                f"look up {DIRECTORY_LOOKUPS_MAX} payees per {DIRECTORY_WINDOW_S:.0f} s.",
+                {**_ok(200, "The payee's accounts.", "Directory"), **_errors(400, 401, 429)},
                 parameters=[
                     {
                         "name": "document",

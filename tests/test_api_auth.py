@@ -65,3 +65,24 @@ def test_the_brake_remembers_a_bounded_number_of_documents() -> None:
         throttle.failed(document)
     assert throttle.retry_after_s("a") == 0  # the oldest was forgotten
     assert all(throttle.retry_after_s(d) > 0 for d in ("b", "c", "d"))
+
+
+def test_a_rate_limit_allows_the_named_uses_per_sliding_window() -> None:
+    clock = FakeClock()
+    limit = auth.RateLimit(limit=3, window_s=60.0, clock=clock)
+    for _ in range(3):
+        assert limit.take("a") == 0
+        clock.now_s += 10
+    assert limit.take("a") == 30.0  # the first use leaves the window 60 s after it was made
+    assert limit.take("b") == 0  # each key has its own allowance
+    clock.now_s += 30
+    assert limit.take("a") == 0  # the first use has left; the refused ones never counted
+    assert limit.take("a") == 10.0
+
+
+def test_a_rate_limit_remembers_a_bounded_number_of_keys() -> None:
+    limit = auth.RateLimit(limit=1, window_s=60.0, keys_max=3, clock=FakeClock())
+    for key in ("a", "b", "c", "d"):
+        assert limit.take(key) == 0
+    assert limit.take("a") == 0  # the least recently used was forgotten
+    assert all(limit.take(key) > 0 for key in ("c", "d"))

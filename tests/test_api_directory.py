@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bank import auth
 from bank.documents import complete_cnpj, complete_cpf
 from bank.process import write_ring_file
 from bank.server import build_app
@@ -200,3 +201,24 @@ async def test_without_the_ring_the_other_banks_are_unavailable(aiohttp_client: 
                    "accounts": [{"bank": "alfa", "account": number, "kind": "individual"}]}],
         "unavailable": ["beta"],
     }
+
+
+async def test_a_customer_looks_up_at_most_the_named_number_of_payees_per_window(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client: TestClient[Any, Any] = await aiohttp_client(make_app(tmp_path))
+    payee, payee_headers = await customer(client)
+    await open_account(client, payee_headers, [payee])
+    _, headers = await customer(client)
+    response = await client.get("/api/v1/directory?document=123", headers=headers)
+    assert response.status == 400  # a bad document is refused and not counted
+    for _ in range(auth.DIRECTORY_LOOKUPS_MAX):
+        response = await client.get(f"/api/v1/directory?document={payee}", headers=headers)
+        assert response.status == 200
+    response = await client.get(f"/api/v1/directory?document={payee}", headers=headers)
+    assert response.status == 429
+    assert (await response.json())["error"]["code"] == "too_many_attempts"
+    assert 1 <= int(response.headers["Retry-After"]) <= auth.DIRECTORY_WINDOW_S
+    # Another customer still has the whole allowance.
+    response = await client.get(f"/api/v1/directory?document={payee}", headers=payee_headers)
+    assert response.status == 200
