@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,9 @@ from bank.ledger import (
     new_transfer_id,
     request_fingerprint,
 )
+
+READY_S_MAX = 10.0
+"""Bound on a test's wait for the writer thread."""
 
 ANA = complete_cpf("529982247")
 BRUNO = complete_cpf("111444777")
@@ -88,6 +92,24 @@ async def test_every_connection_keeps_its_temporary_files_in_memory(ledger: Ledg
     assert await ledger.write(temp_store) == memory
     assert await ledger.read(temp_store) == memory
     assert await ledger.point(temp_store) == memory
+
+
+async def test_writes_queued_while_a_batch_runs_join_its_commit(ledger: Ledger) -> None:
+    running, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        running.set()
+        assert release.wait(READY_S_MAX)
+        return "first"
+
+    before = ledger.batches
+    first = asyncio.ensure_future(ledger.write(slow))
+    assert await asyncio.to_thread(running.wait, READY_S_MAX)  # the batch is running
+    later = [asyncio.ensure_future(ledger.write(lambda conn, i=i: i)) for i in range(3)]
+    await asyncio.sleep(0)  # each task takes its first step: its job is queued
+    release.set()
+    assert await asyncio.gather(first, *later) == ["first", 0, 1, 2]
+    assert ledger.batches - before == 1  # one COMMIT for all four
 
 
 async def test_deposit_withdrawal_and_refusals(ledger: Ledger) -> None:
