@@ -5,8 +5,9 @@ p50/p99 latency from submit to outcome (``POST /api/v1/transfers?wait_ms=...``),
 the request rate of a bare aiohttp JSON endpoint measured in the same run on the same machine
 with the same client and the same event loop, and the ratio of the two. Also the CPU time each
 committed transfer cost the banks (all of them together) and the load generator, beside what
-one bare request cost its server and the client: where the machine's two cores go. Not a
-test: it asserts nothing.
+one bare request cost its server and the client: where the machine's two cores go; and the
+transfers a token visit carried and the bytes the banks wrote per transfer. Not a test: it
+asserts nothing.
 
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
@@ -76,6 +77,32 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _written_bytes(pid: int) -> float:
+    """Bytes a process has written through system calls (files and sockets), from /proc."""
+    try:
+        with open(f"/proc/{pid}/io") as io:
+            for line in io:
+                if line.startswith("wchar:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def _token_visits(session: aiohttp.ClientSession, config: Any) -> float:
+    """Token visits so far, summed over the banks' ``/metrics``."""
+    total = 0.0
+    for bank in config.member_ids:
+        async with session.get(config.bank(bank).url + "/metrics") as response:
+            text = await response.text()
+        total += sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("tokenring_token_visits_total")
+        )
+    return total
 
 
 def _own_cpu_s() -> float:
@@ -206,8 +233,12 @@ async def _run(
             before = cpu_now()
             bare_rate, _, _ = await _measure(session, bare, concurrency, seconds)
             middle = cpu_now()
+            visits_before = await _token_visits(session, config)
+            written_before = sum(_written_bytes(pid) for pid in pids["banks"])
             rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
             after = cpu_now()
+            written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
+            visits = await _token_visits(session, config) - visits_before
             bare_count = max(1.0, bare_rate * seconds)
             count = max(1.0, rate * seconds)
             row = {
@@ -223,6 +254,8 @@ async def _run(
                 "bare_client_cpu_ms": 1000 * (middle[2] - before[2]) / bare_count,
                 "banks_cpu_ms": 1000 * (after[1] - middle[1]) / count,
                 "client_cpu_ms": 1000 * (after[2] - middle[2]) / count,
+                "transfers_per_visit": rate * seconds / visits if visits else float("nan"),
+                "written_kb_per_transfer": written / 1000 / count,
             }
             print(
                 f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
@@ -238,6 +271,11 @@ async def _run(
                 f"{row['client_cpu_ms']:.2f} ms; per bare request: server "
                 f"{row['bare_server_cpu_ms']:.2f} ms, client {row['bare_client_cpu_ms']:.2f} ms; "
                 f"a transfer costs the banks {row['bare_requests_per_transfer']:.1f} bare requests",
+                flush=True,
+            )
+            print(
+                f"{'':17}{row['transfers_per_visit']:.1f} transfers per token visit; the banks wrote "
+                f"{row['written_kb_per_transfer']:.0f} KB per transfer (files and sockets)",
                 flush=True,
             )
             rows.append(row)
