@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bank.keys import BANK_ID, CONFIG, RING
+from bank.metrics import BankCollector
 from tokenring.config import RingConfig
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
@@ -44,6 +45,7 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
     app[RING] = ring
     # One signature middleware guards both the ring's messages and the inter-bank API.
     ring.mount(app, signed_prefixes=SIGNED_PREFIXES)
+    ring.metrics.registry.register(BankCollector(app))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
 

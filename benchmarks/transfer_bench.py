@@ -6,7 +6,8 @@ the request rate of a bare aiohttp JSON endpoint measured in the same run on the
 with the same client and the same event loop, and the ratio of the two. Also the CPU time each
 committed transfer cost the banks (all of them together) and the load generator, beside what
 one bare request cost its server and the client: where the machine's two cores go; and the
-transfers a token visit carried and the bytes the banks wrote per transfer. Not a test: it
+transfers a token visit carried, and the commits the banks made and the bytes they wrote per
+transfer. Not a test: it
 asserts nothing.
 
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
@@ -91,18 +92,21 @@ def _written_bytes(pid: int) -> float:
     return float("nan")
 
 
-async def _token_visits(session: aiohttp.ClientSession, config: Any) -> float:
-    """Token visits so far, summed over the banks' ``/metrics``."""
-    total = 0.0
+COUNTED = ("tokenring_token_visits_total", "bank_ledger_commits_total")
+"""Counters of the banks' ``/metrics`` read around each measurement."""
+
+
+async def _counters(session: aiohttp.ClientSession, config: Any) -> dict[str, float]:
+    """The :data:`COUNTED` counters so far, each summed over the banks."""
+    totals = dict.fromkeys(COUNTED, 0.0)
     for bank in config.member_ids:
         async with session.get(config.bank(bank).url + "/metrics") as response:
             text = await response.text()
-        total += sum(
-            float(line.split()[-1])
-            for line in text.splitlines()
-            if line.startswith("tokenring_token_visits_total")
-        )
-    return total
+        for line in text.splitlines():
+            name = line.split(" ", 1)[0]
+            if name in totals:
+                totals[name] += float(line.split()[-1])
+    return totals
 
 
 def _own_cpu_s() -> float:
@@ -233,12 +237,13 @@ async def _run(
             before = cpu_now()
             bare_rate, _, _ = await _measure(session, bare, concurrency, seconds)
             middle = cpu_now()
-            visits_before = await _token_visits(session, config)
+            counted_before = await _counters(session, config)
             written_before = sum(_written_bytes(pid) for pid in pids["banks"])
             rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
             after = cpu_now()
             written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
-            visits = await _token_visits(session, config) - visits_before
+            counted_after = await _counters(session, config)
+            visits, commits = (counted_after[name] - counted_before[name] for name in COUNTED)
             bare_count = max(1.0, bare_rate * seconds)
             count = max(1.0, rate * seconds)
             row = {
@@ -256,6 +261,7 @@ async def _run(
                 "client_cpu_ms": 1000 * (after[2] - middle[2]) / count,
                 "transfers_per_visit": rate * seconds / visits if visits else float("nan"),
                 "written_kb_per_transfer": written / 1000 / count,
+                "commits_per_transfer": commits / count,
             }
             print(
                 f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
@@ -274,7 +280,8 @@ async def _run(
                 flush=True,
             )
             print(
-                f"{'':17}{row['transfers_per_visit']:.1f} transfers per token visit; the banks wrote "
+                f"{'':17}{row['transfers_per_visit']:.1f} transfers per token visit; the banks made "
+                f"{row['commits_per_transfer']:.2f} commits and wrote "
                 f"{row['written_kb_per_transfer']:.0f} KB per transfer (files and sockets)",
                 flush=True,
             )

@@ -327,3 +327,40 @@ async def test_a_cross_bank_withdrawal_is_answered_once_its_cash_has_left(
     assert status == 201, body
     audit = await banks.audit()
     assert audit["expected_cents"] == audit["total_cents"] == 600
+
+
+def _metric_values(text: str) -> dict[str, float]:
+    """``name{labels} value`` lines of a Prometheus exposition, by name with labels."""
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+async def test_metrics_count_the_coordinated_transfers_and_the_ledger_commits(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    a0 = await banks.account("b0", ANA, 1_000)
+    a1 = await banks.account("b1", ANA, 0)
+
+    async def scrape() -> dict[str, float]:
+        async with banks.session.get(banks.url("b0") + "/metrics") as response:
+            assert response.status == 200
+            return _metric_values(await response.text())
+
+    before = await scrape()
+    assert before['bank_transfers_decided_total{outcome="committed"}'] == 0
+    for amount in (400, 5_000):  # the second asks for more than the account holds
+        request = {"sources": [{"bank": "b0", "account": a0, "amount_cents": amount}],
+                   "destination": {"bank": "b1", "account": a1}}
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+        assert status == 202 and body["status"] in ("committed", "aborted"), body
+    after = await scrape()
+    assert after['bank_transfers_decided_total{outcome="committed"}'] == 1
+    assert after['bank_transfers_decided_total{outcome="aborted"}'] == 1
+    assert after["bank_transfers_pending"] == 0
+    assert after["bank_transfer_rounds_total"] - before["bank_transfer_rounds_total"] >= 1
+    commits = after["bank_ledger_commits_total"] - before["bank_ledger_commits_total"]
+    writes = after["bank_ledger_writes_total"] - before["bank_ledger_writes_total"]
+    assert 1 <= commits <= writes  # two pending records and their decisions, at least

@@ -1,0 +1,67 @@
+"""A bank's own figures in ``GET /metrics``, beside the ring member's.
+
+:class:`BankCollector` is registered in the ring member's registry (see
+:mod:`tokenring.metrics`) and reads, at each scrape, the counters the ledger and the transfer
+service keep anyway: nothing is counted twice and nothing is counted on the hot path.
+
+- ``bank_ledger_commits_total``: transactions the ledger's writer committed (group commits;
+  each one is an ``fsync``).
+- ``bank_ledger_writes_total``: writer jobs in them (a job is one operation or one batch of
+  the transfer book).
+- ``bank_transfer_rounds_total``: rounds this bank ran as the token's holder.
+- ``bank_transfers_decided_total{outcome}``: cross-bank transfers this bank coordinated and
+  decided since it started, by outcome (``committed``, ``aborted``).
+- ``bank_transfers_pending``: transfers recorded here and waiting for a round.
+
+The counters restart at zero with the process, as Prometheus expects of counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bank.keys import LEDGER, TRANSFERS
+
+__all__ = ["BankCollector"]
+
+
+class BankCollector(Collector):
+    """The ledger's and the transfer service's counters of the bank serving ``app``."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        ledger: Any = self._app.get(LEDGER)
+        service: Any = self._app.get(TRANSFERS)
+        if ledger is not None:  # absent until the application has started
+            yield CounterMetricFamily(
+                "bank_ledger_commits", "Transactions committed by the ledger's writer.",
+                value=ledger.batches,
+            )
+            yield CounterMetricFamily(
+                "bank_ledger_writes", "Writer jobs committed (or refused) in those transactions.",
+                value=ledger.operations,
+            )
+        if service is not None:
+            yield CounterMetricFamily(
+                "bank_transfer_rounds", "Rounds run by this bank as the token's holder.",
+                value=service.rounds,
+            )
+            decided = CounterMetricFamily(
+                "bank_transfers_decided",
+                "Cross-bank transfers coordinated here and decided, by outcome.",
+                labels=["outcome"],
+            )
+            decided.add_metric(["committed"], service.committed)
+            decided.add_metric(["aborted"], service.aborted)
+            yield decided
+            yield GaugeMetricFamily(
+                "bank_transfers_pending", "Transfers recorded here and waiting for a round.",
+                value=service.coordinator.backlog,
+            )
