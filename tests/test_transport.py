@@ -23,6 +23,7 @@ from bank.process import free_ports
 from tokenring import core
 from tokenring.signing import SIGNED_SENDER, SignedClient, Verifier, signature_middleware
 from tokenring.transport import RING_DEMAND_PATH, RING_MESSAGE_PATH, Transport, monotonic_ms
+from waiting import wait_until as wait_within
 
 SECRET = b"transport-test-key"
 WAIT_S = 5.0
@@ -83,11 +84,7 @@ def sample(transport: Transport, name: str, **labels: str) -> float | None:
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {WAIT_S} s: {what}")
-        await asyncio.sleep(0.005)
+    await wait_within(condition, what, WAIT_S)
 
 
 class Peer:

@@ -9,7 +9,6 @@ so every released unused visit below is the demand at work.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tokenring import core
 from tokenring.ring import Hold, Ring
 from tokenring.signing import SignedClient
 from tokenring.transport import RING_DEMAND_PATH
+import waiting
 
 SECRET = b"ring-demand-test-key"
 WAIT_S = 10.0
@@ -33,12 +33,7 @@ ROUNDS = 3
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.002)
+    await waiting.wait_until(condition, what, timeout_s, poll_s=0.002)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,12 @@ from tokenring import core
 from tokenring.ring import Ring, RingClosed
 from tokenring.signing import SignedClient, sign
 from tokenring.transport import RING_MESSAGE_PATH
+from waiting import wait_until
 
 SECRET = b"ring-face-test-key"
 WAIT_S = 10.0
 """The longest any condition here is waited for (generous: the machine is shared)."""
 IDS = ("alfa", "beta", "gama")
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(0.005)
 
 
 def counter(ring: Ring, name: str) -> float:

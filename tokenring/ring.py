@@ -198,7 +198,7 @@ class Ring:
         self._fence_admitted: core.Fence | None = None
         self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
         # Demand: this member's own (announced once after each visit, then at most once per
-        # hold_max_ms, only while work waits) and what it heard from the others (one entry
+        # idle rotation, only while work waits) and what it heard from the others (one entry
         # per member, so bounded).
         self._wanted = False
         self._grant_wanting: tuple[str, ...] = ()

@@ -11,7 +11,8 @@ A refused message gets 401 and the contract's error body and never reaches its h
 changes nothing.
 
 The sending side is :class:`SignedClient`; the transport and the bank's inter-bank code both
-use it, over :class:`~tokenring.peers.PeerClient` (or any ``aiohttp.ClientSession``). The key never appears in a repr, a log line or an error message.
+use it, over :class:`~tokenring.peers.PeerClient` (or any ``aiohttp.ClientSession``). The key
+never appears in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ NONCES_MAX = 200_000
 messages a second, so a minute of traffic fits; beyond it, messages are refused (503) rather
 than accepted without a replay check."""
 NONCE_CHARS_MAX = 64
+"""Longer nonces are refused: the cache's memory is bounded by count times this."""
 NONCE_BYTES = 16
 """Random bytes in a nonce this module makes (32 hex characters)."""
-"""Longer nonces are refused: the cache's memory is bounded by count times this."""
 SENDER_CHARS_MAX = 64
 SEND_TIMEOUT_S_DEFAULT = 2.0
 """How long :meth:`SignedClient.request_json` waits for a whole answer by default."""

@@ -27,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from tokenring import core
 from tokenring.metrics import RingMetrics
-from tokenring.signing import SendFailed, SignedClient
+from tokenring.signing import SendFailed, SignedClient, SignedReply
 
 __all__ = [
     "EVENTS_QUEUED_MAX",
@@ -211,16 +211,7 @@ class Transport:
         if to == self._reply_to and len(self._replies) < REPLIES_MAX:
             self._replies.append(core.encode_message(message))
             return
-        if len(self._sends) >= self._sends_in_flight_max:
-            self.metrics.sends_dropped.inc()
-            self._log.debug(
-                "ring.send_dropped", to=to, in_flight=len(self._sends), **self._fields()
-            )
-            return
-        payload = core.encode_message(message)
-        task = asyncio.get_running_loop().create_task(self._post(to, url, payload))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
+        self._spawn(to, RING_MESSAGE_PATH, lambda: self._post(to, url, core.encode_message(message)))
 
     def post(self, to: str, path: str, payload: dict[str, Any]) -> bool:
         """Post the owner's own signed message to peer ``to``, fire and forget.
@@ -232,6 +223,11 @@ class Transport:
         assert url is not None, f"{to!r} is not a peer"
         if self._closed:
             return False
+        return self._spawn(to, path, lambda: self._post_plain(to, url, path, payload))
+
+    def _spawn(self, to: str, path: str, send: Callable[[], Coroutine[Any, Any, Any]]) -> bool:
+        """Start ``send()`` as one of the sends in flight; False (counted as dropped) when
+        ``SENDS_IN_FLIGHT_MAX`` are already out."""
         if len(self._sends) >= self._sends_in_flight_max:
             self.metrics.sends_dropped.inc()
             self._log.debug(
@@ -239,12 +235,15 @@ class Transport:
                 **self._fields(),
             )
             return False
-        task = asyncio.get_running_loop().create_task(self._post_plain(to, url, path, payload))
+        task = asyncio.get_running_loop().create_task(send())
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
         return True
 
-    async def _post_plain(self, to: str, url: str, path: str, payload: dict[str, Any]) -> None:
+    async def _post_plain(
+        self, to: str, url: str, path: str, payload: dict[str, Any]
+    ) -> SignedReply | None:
+        """Post and count a failure; the answer when it was a success (a 2xx), else None."""
         try:
             reply = await self.client.post_json(url, path, payload, timeout_s=self._send_timeout_s)
         except SendFailed as error:
@@ -252,32 +251,19 @@ class Transport:
             self._log.debug(
                 "ring.send_failed", to=to, path=path, reason=str(error), **self._fields()
             )
-            return
+            return None
         if reply.status >= 300:
             self.metrics.sends_failed.inc()
             self._log.info(
                 "ring.send_refused", to=to, path=path, status=reply.status, answer=reply.body,
                 **self._fields(),
             )
+            return None
+        return reply
 
     async def _post(self, to: str, url: str, payload: dict[str, Any]) -> None:
-        try:
-            reply = await self.client.post_json(
-                url, RING_MESSAGE_PATH, payload, timeout_s=self._send_timeout_s
-            )
-        except SendFailed as error:
-            self.metrics.sends_failed.inc()
-            self._log.debug("ring.send_failed", to=to, reason=str(error), **self._fields())
-            return
-        if reply.status >= 300:
-            self.metrics.sends_failed.inc()
-            self._log.info(
-                "ring.send_refused",
-                to=to,
-                status=reply.status,
-                answer=reply.body,
-                **self._fields(),
-            )
+        reply = await self._post_plain(to, url, RING_MESSAGE_PATH, payload)
+        if reply is None:
             return
         carried = reply.body.get("messages") if isinstance(reply.body, dict) else None
         if not carried or reply.signed_by != to or self._closed:

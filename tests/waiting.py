@@ -1,0 +1,26 @@
+"""Waiting in tests for a condition that other tasks make true, with a bound on the wait.
+
+Kept out of ``conftest.py`` so that test modules import it by a name no other folder uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+WAIT_S = 10.0
+"""The longest a condition is waited for by default (generous: the machine is shared)."""
+POLL_S = 0.005
+"""How often the condition is looked at."""
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S, *, poll_s: float = POLL_S
+) -> None:
+    """Return once ``condition()`` is true; fail naming ``what`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(poll_s)
