@@ -1203,9 +1203,8 @@ def new_transfer_id(bank_id: str) -> str:
     ``TRANSFER_ID_RANDOM_BYTES`` random bytes (16 hex digits), so no one guesses another's.
 
     Ids made in time order land next to each other in every index keyed by transfer id: a
-    group commit writes a few index pages, not one page per transfer (with random ids a
-    transfer cost each bank about 60 % more bytes written). A clock that steps back costs only
-    that locality: uniqueness rests on the random part.
+    group commit writes a few index pages, not one page per transfer. A clock that steps back
+    costs only that locality: uniqueness rests on the random part.
     """
     return (
         f"{bank_id}-{time.time_ns() // 1_000_000:011x}"
