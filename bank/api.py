@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
-import json
 import math
 import os
 import random
@@ -43,6 +42,7 @@ from bank.ledger import (
     LedgerClosed,
     request_fingerprint,
 )
+from tokenring import jsonio
 
 __all__ = [
     "ACCOUNT_NUMBER_MAX",
@@ -197,9 +197,10 @@ async def _api_middleware(
     )
     started = time.perf_counter()
     code: str | None = None
-    with structlog.contextvars.bound_contextvars(
-        request_id=request_id, bank=request.app[BANK_ID]
-    ):
+    # Bound for everything logged below this request, and reset when it ends (aiohttp runs
+    # each request in a task of its own, on a copy of the context).
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id, bank=request.app[BANK_ID])
+    try:
         try:
             resource = request.match_info.route.resource
             route = (request.method, resource.canonical if resource is not None else "")
@@ -215,7 +216,7 @@ async def _api_middleware(
                 raise
             code = _CODE_BY_HTTP_STATUS.get(error.status, "internal_error")
             headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-            response = web.json_response(
+            response = jsonio.response(
                 {"error": {"code": code, "message": error.reason}},
                 status=error.status,
                 headers=headers,
@@ -242,12 +243,14 @@ async def _api_middleware(
             code=code,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     return response
 
 
 def _error_code(response: web.Response) -> str | None:
     try:
-        body = json.loads(response.body) if isinstance(response.body, bytes) else None
+        body = jsonio.loads(response.body) if isinstance(response.body, bytes) else None
         return str(body["error"]["code"]) if body else None
     except (ValueError, KeyError, TypeError):
         return None
@@ -282,7 +285,9 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
                     "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
                 )
     try:
-        value = json.loads(data, parse_float=_refuse_float, parse_constant=_refuse_float)
+        value = jsonio.loads_strict_fallback(
+            data, parse_float=_refuse_float, parse_constant=_refuse_float
+        )
     except _FloatRefused as error:
         raise ApiError(
             "invalid_request", f"numbers must be integers (money is in cents), not {error}"
@@ -377,7 +382,7 @@ def _ledger(request: web.Request) -> Ledger:
 
 def _answer(answer: Answer) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
-    return web.json_response(answer.body, status=answer.status, headers=headers)
+    return jsonio.response(answer.body, status=answer.status, headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,7 +446,7 @@ async def _create_session(request: web.Request) -> web.Response:
     await ledger.create_session(auth.token_hash(token), document, expires_at_ms)
     structlog.contextvars.bind_contextvars(customer=document)
     expires_at = datetime.datetime.fromtimestamp(expires_at_ms / 1000, datetime.UTC)
-    return web.json_response(
+    return jsonio.response(
         {"token": token, "expires_at": expires_at.isoformat().replace("+00:00", "Z")},
         status=201,
     )
@@ -492,8 +497,8 @@ async def _list_accounts(request: web.Request) -> web.Response:
         raise ApiError("invalid_request", "scope must be local or consortium")
     local = await _local_accounts(request, caller)
     if scope == "consortium":
-        return web.json_response(await consortium_accounts(request, caller, local))
-    return web.json_response(local)
+        return jsonio.response(await consortium_accounts(request, caller, local))
+    return jsonio.response(local)
 
 
 async def _local_accounts(request: web.Request, caller: str) -> dict[str, Any]:
@@ -521,7 +526,7 @@ async def _directory(request: web.Request) -> web.Response:
             f" {auth.DIRECTORY_WINDOW_S:.0f} s; try again later",
             headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
         )
-    return web.json_response(await directory(request, document))
+    return jsonio.response(await directory(request, document))
 
 
 async def _deposit(request: web.Request) -> web.Response:
@@ -614,15 +619,15 @@ async def _get_transfer(request: web.Request) -> web.Response:
     # Someone else's transfer is answered like a missing one: ids are not to be probed.
     if transfer is None or transfer.requested_by != caller:
         raise ApiError("not_found", "no such transfer")
-    return web.json_response(transfer.to_json())
+    return jsonio.response(transfer.to_json())
 
 
 async def _audit(request: web.Request) -> web.Response:
-    return web.json_response(await _ledger(request).audit())
+    return jsonio.response(await _ledger(request).audit())
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return web.json_response(request.app[API_STATE].openapi)
+    return jsonio.response(request.app[API_STATE].openapi)
 
 
 async def _in_hashing(request: web.Request, function: Callable[..., Any], *args: Any) -> Any:

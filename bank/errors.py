@@ -13,6 +13,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from tokenring import jsonio
+
 __all__ = [
     "STATUS_BY_CODE",
     "ApiError",
@@ -84,6 +86,6 @@ def error_response(
     code: str, message: str, *, headers: dict[str, str] | None = None
 ) -> web.Response:
     """A JSON response in the contract's error shape with the code's status."""
-    return web.json_response(
+    return jsonio.response(
         error_body(code, message), status=STATUS_BY_CODE[code], headers=headers
     )

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
 
@@ -56,6 +55,7 @@ from bank.transfers.service import (
     fence_to_json,
 )
 from bank.transfers.store import KeyReused
+from tokenring import jsonio
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
 
@@ -150,14 +150,14 @@ def _service(request: web.Request) -> TransferService:
 
 async def _message(request: web.Request, kind: type) -> Any:
     try:
-        message = decode_message(await request.json(), fence_from_json)
+        message = decode_message(jsonio.loads(await request.read()), fence_from_json)
     except ValueError as error:  # json.JSONDecodeError is a ValueError too
         raise _bad(f"malformed message: {error}") from None
     if not isinstance(message, kind):
         raise _bad(f"expected {kind.__name__}")
     if message.sender != request[SIGNED_SENDER]:
         raise web.HTTPForbidden(
-            text=json.dumps(error_body("forbidden", "the message's sender is not its signer")),
+            text=jsonio.dumps_text(error_body("forbidden", "the message's sender is not its signer")),
             content_type="application/json",
         )
     return message
@@ -165,20 +165,20 @@ async def _message(request: web.Request, kind: type) -> Any:
 
 def _bad(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(
-        text=json.dumps(error_body("invalid_request", message[:200])),
+        text=jsonio.dumps_text(error_body("invalid_request", message[:200])),
         content_type="application/json",
     )
 
 
 async def _json(request: web.Request) -> Any:
     try:
-        return await request.json()
+        return jsonio.loads(await request.read())
     except ValueError:
         raise _bad("the body is not JSON") from None
 
 
 def _reply(message: Any) -> web.Response:
-    return web.json_response(encode_message(message, fence_to_json))
+    return jsonio.response(encode_message(message, fence_to_json))
 
 
 async def _prepare(request: web.Request) -> web.Response:
@@ -214,7 +214,7 @@ async def _acks(request: web.Request) -> web.Response:
     service = _service(request)
     acks: Acks = await _message(request, Acks)
     await service.handle_coordinator(acks)
-    return web.json_response({})
+    return jsonio.response({})
 
 
 async def _accounts(request: web.Request) -> web.Response:
@@ -225,7 +225,7 @@ async def _accounts(request: web.Request) -> web.Response:
     ledger = _ledger(request.app)
     bank_id = request.app[BANK_ID]
     accounts = await ledger.accounts_of(document)
-    return web.json_response(
+    return jsonio.response(
         {
             "bank": bank_id,
             "name": request.app[CONFIG].bank(bank_id).name,
@@ -253,12 +253,12 @@ async def _forwarded_deposit(request: web.Request) -> web.Response:
         idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
     ledger = _ledger(request.app)
     answer = await ledger.deposit(account, amount, document=document, idempotency=idempotency)
-    return web.json_response(answer.body, status=answer.status)
+    return jsonio.response(answer.body, status=answer.status)
 
 
 async def _bank_audit(request: web.Request) -> web.Response:
     ledger = _ledger(request.app)
-    return web.json_response(await ledger.audit())
+    return jsonio.response(await ledger.audit())
 
 
 def _figures(audit: dict[str, Any]) -> dict[str, int]:
@@ -304,7 +304,7 @@ async def _consortium_audit(request: web.Request) -> web.Response:
     held = sum(f["held_cents"] for f in figures.values())
     in_flight = sum(f["settlement_cents"] for f in figures.values())
     expected = sum(f["cash_cents"] for f in figures.values())
-    return web.json_response(
+    return jsonio.response(
         {
             "total_cents": balance + held + in_flight,
             "balance_cents": balance,
@@ -363,7 +363,7 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
         raise ApiError("unavailable", f"bank {body['bank']} did not answer; retry with the same Idempotency-Key") from None
     if not isinstance(reply.body, dict) or reply.status >= 500:
         raise ApiError("unavailable", f"bank {body['bank']} could not take the deposit")
-    return web.json_response(reply.body, status=reply.status)
+    return jsonio.response(reply.body, status=reply.status)
 
 
 def _service_of(request: web.Request) -> TransferService:
@@ -469,7 +469,7 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
     )
     answer = await _outcome(request, service, transfer_id, int(raw), fresh=not replayed)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.json_response(answer, status=202, headers=headers)
+    return jsonio.response(answer, status=202, headers=headers)
 
 
 async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
@@ -488,15 +488,15 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
     if answer["status"] != "committed":
         # Still pending, or aborted for a reason that is no fault of the request (a bank did
         # not answer in time): the transfer's record says which; a new request may succeed.
-        return web.json_response(answer, status=202, headers=headers)
+        return jsonio.response(answer, status=202, headers=headers)
     # The cash leaves here: answer once it has (the decision reaches this bank's participant
     # just after the commit point), so that an audit read after the answer counts it.
     if not await service.wait_applied(transfer_id, timeout_s=CASH_OUT_WAIT_S):
-        return web.json_response(answer, status=202, headers=headers)
+        return jsonio.response(answer, status=202, headers=headers)
     account = await _remote_account(request, caller, body["bank"], int(body["account"]))
     result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
     result["transfer_id"] = transfer_id
-    return web.json_response(result, status=201, headers=headers)
+    return jsonio.response(result, status=201, headers=headers)
 
 
 async def _remote_account(request: web.Request, caller: str, bank: str, number: int) -> dict[str, Any] | None:

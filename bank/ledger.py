@@ -41,6 +41,7 @@ import attrs
 import structlog
 
 from bank.errors import Refusal
+from tokenring import jsonio
 from tokenring.signing import RandomPool
 
 __all__ = [
@@ -460,7 +461,11 @@ class _Writer:
         self.conn = conn
         self.loop = loop
         self.batch_operations_max = batch_operations_max
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_operations_max + 1)
+        # Unbounded in itself (a SimpleQueue's put is one C call, with no Python-level
+        # condition to notify): ``Ledger``'s semaphore of ``queue_operations_max`` slots is
+        # the bound, and the stop marker is the one item beyond it.
+        self.queue_operations_max = queue_operations_max
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.batches = 0
         self.operations = 0
         self._stopping = False
@@ -694,8 +699,9 @@ class Ledger:
             raise LedgerClosed("the ledger is closed")
         async with self._slots:
             future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            # The semaphore keeps the queue below its bound, so this never blocks the loop.
+            # The semaphore keeps the queue within its bound; a put never blocks the loop.
             self._writer.queue.put_nowait(_Job(run, future))
+            assert self._writer.queue.qsize() <= self._writer.queue_operations_max + 1
             return await future
 
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
@@ -1036,7 +1042,7 @@ class Ledger:
                 conn.execute(
                     "INSERT INTO transfers (id, requested_by, status, reason, request,"
                     " created_at_ms, decided_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (transfer_id, document, status, reason, json.dumps(request), now, now),
+                    (transfer_id, document, status, reason, jsonio.dumps_text(request), now, now),
                 )
                 body: dict[str, Any] = {"id": transfer_id, "status": status}
                 if reason is not None:
@@ -1058,7 +1064,7 @@ class Ledger:
             ).fetchone()
             if row is None:
                 return None
-            return Transfer(row[0], row[1], row[2], row[3], json.loads(row[4]), row[5])
+            return Transfer(row[0], row[1], row[2], row[3], jsonio.loads(row[4]), row[5])
 
         return await self.point(run)
 
@@ -1491,7 +1497,7 @@ def _idempotent(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request",
             )
-        return Answer(row[1], json.loads(row[2]), replayed=True)
+        return Answer(row[1], jsonio.loads(row[2]), replayed=True)
     answer = apply()
     # The answer is stored in the same transaction as the effect: both or neither survive.
     conn.execute(
@@ -1502,7 +1508,7 @@ def _idempotent(
             idempotency.key,
             idempotency.fingerprint,
             answer.status,
-            json.dumps(answer.body),
+            jsonio.dumps_text(answer.body),
             now_ms,
         ),
     )

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bank.keys import BANK_ID, CONFIG, RING
 from bank.metrics import BankCollector
+from tokenring import jsonio
 from tokenring.config import RingConfig
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
@@ -66,7 +67,7 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "bank": request.app[BANK_ID]})
+    return jsonio.response({"status": "ok", "bank": request.app[BANK_ID]})
 
 
 async def _metrics(request: web.Request) -> web.Response:

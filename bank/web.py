@@ -35,6 +35,7 @@ import structlog
 from aiohttp import web
 
 from bank import keys
+from tokenring import jsonio
 
 __all__ = [
     "FEED",
@@ -388,7 +389,7 @@ _PAGE_TEMPLATE = web.AppKey("web_page_template", str)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return jsonio.response({"error": {"code": code, "message": message}}, status=status)
 
 
 def _consortium_document(app: web.Application) -> dict[str, Any]:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -60,7 +59,7 @@ import attrs
 import structlog
 from aiohttp import web
 
-from tokenring import core
+from tokenring import core, jsonio
 from tokenring.config import RingConfig
 from tokenring.metrics import RingMetrics
 from tokenring.peers import PeerClient
@@ -702,29 +701,28 @@ class Ring:
     # --- the /ring/ routes ------------------------------------------------------------------
 
     async def _serve_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+        return jsonio.response(self.status())
 
     async def _serve_message(self, request: web.Request) -> web.Response:
         if self._transport is None or self._closed:
-            return web.json_response(
+            return jsonio.response(
                 error_body("unavailable", "this member is not running"), status=503
             )
         try:
-            payload = await request.json()
+            payload = jsonio.loads(await request.read())
             message = core.decode_message(payload)
         except ValueError as error:
-            return web.json_response(
+            return jsonio.response(
                 error_body("bad_message", f"malformed ring message: {error}"), status=400
             )
         sender = request[SIGNED_SENDER]
         if getattr(message, "sender", sender) != sender:
-            return web.json_response(
+            return jsonio.response(
                 error_body("unauthorized", "message sender differs from the signed sender"),
                 status=401,
             )
         replies = self._transport.receive(message, reply=True)
-        body = json.dumps({"accepted": True, "messages": replies}, separators=(",", ":"))
-        raw = body.encode()
+        raw = jsonio.dumps({"accepted": True, "messages": replies})
         headers = sign_reply(
             self._secret,
             responder=self.member_id,
@@ -737,16 +735,16 @@ class Ring:
 
     async def _serve_fence(self, request: web.Request) -> web.Response:
         try:
-            payload = await request.json()
+            payload = jsonio.loads(await request.read())
             fence = core.Fence.from_dict(payload["fence"])
         except (ValueError, KeyError, TypeError) as error:
-            return web.json_response(
+            return jsonio.response(
                 error_body("bad_request", f"expected {{\"fence\": {{...}}}}: {error}"),
                 status=400,
             )
         if not self.admit(fence):
             seen = self.fence_seen()
-            return web.json_response(
+            return jsonio.response(
                 {
                     "error": {
                         "code": "stale_fence",
@@ -757,31 +755,31 @@ class Ring:
                 status=409,
             )
         seen = self.fence_seen()
-        return web.json_response(
+        return jsonio.response(
             {"accepted": True, "fence_seen": seen.to_dict() if seen is not None else None}
         )
 
     async def _serve_demand(self, request: web.Request) -> web.Response:
         sender = request[SIGNED_SENDER]
         if sender not in self.peers:
-            return web.json_response(
+            return jsonio.response(
                 error_body("bad_request", "a member does not send demand to itself"), status=400
             )
         try:
-            payload = await request.json()
+            payload = jsonio.loads(await request.read())
             raw = payload["after"]
             after = None if raw is None else core.Fence.from_dict(raw)
         except (ValueError, KeyError, TypeError) as error:
-            return web.json_response(
+            return jsonio.response(
                 error_body("bad_request", f"expected {{\"after\": fence | null}}: {error}"),
                 status=400,
             )
         self._demands[sender] = Demand(after=after, heard_ms=self._clock_ms())
         self._log.debug("ring.demand_heard", member=sender, after=str(after), **self._fields())
         self._maybe_release()
-        return web.json_response({"accepted": True}, status=202)
+        return jsonio.response({"accepted": True}, status=202)
 
     async def _serve_holds(self, request: web.Request) -> web.Response:
-        return web.json_response(
+        return jsonio.response(
             {"bank": self.member_id, "holds": [h.to_dict() for h in self._holds]}
         )

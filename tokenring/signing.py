@@ -21,7 +21,6 @@ import asyncio
 import collections
 import hashlib
 import hmac
-import json
 import os
 import threading
 import time
@@ -33,6 +32,7 @@ import attrs
 from aiohttp import web
 from yarl import URL
 
+from tokenring import jsonio
 from tokenring.peers import PeerClient, PeerError
 
 __all__ = [
@@ -329,7 +329,7 @@ def signature_middleware(
         try:
             sender = verifier.verify(request.method, request.raw_path, request.headers, body)
         except SignatureError as error:
-            return web.json_response(error_body(error.code, str(error)), status=error.status)
+            return jsonio.response(error_body(error.code, str(error)), status=error.status)
         request[SIGNED_SENDER] = sender
         response = await handler(request)
         return response
@@ -386,7 +386,7 @@ class SignedClient:
     ) -> SignedReply:
         """Send ``payload`` (JSON; nothing when ``None``) and return the decoded answer."""
         assert timeout_s > 0, timeout_s
-        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        body = b"" if payload is None else jsonio.dumps(payload)
         headers = sign(self._secret, method, path, body, sender=self.sender)
         if payload is not None:
             headers["Content-Type"] = "application/json"
@@ -419,7 +419,7 @@ class SignedClient:
         decoded: Any = None
         if raw:
             try:
-                decoded = json.loads(raw)
+                decoded = jsonio.loads(raw)
             except ValueError:
                 decoded = None
         signed_by = None

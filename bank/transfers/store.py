@@ -17,7 +17,6 @@ pure coordinator and participant yield (:mod:`bank.transfers.book`) through :cla
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +45,7 @@ from bank.transfers.book import (
     ReleaseHold,
 )
 from bank.transfers.protocol import Transfer, transfer_from_dict, transfer_to_dict
+from tokenring import jsonio
 from tokenring.core import Fence
 
 __all__ = ["SCHEMA", "LedgerBook", "account_number"]
@@ -153,7 +153,7 @@ class LedgerBook:
             row = conn.execute(
                 "SELECT body FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
             ).fetchone()
-            return None if row is None else transfer_from_dict(json.loads(row[0]))
+            return None if row is None else transfer_from_dict(jsonio.loads(row[0]))
 
         return await self.ledger.point(run)
 
@@ -331,12 +331,12 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 )
             conn.execute(
                 "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)",
-                (transfer.id, json.dumps(transfer_to_dict(transfer))),
+                (transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))),
             )
             conn.execute(
                 "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
                 " VALUES (?, ?, 'pending', NULL, ?, ?)",
-                (transfer.id, transfer.owner_document, json.dumps(request or {}), now_ms),
+                (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), now_ms),
             )
             return None
         case RecordOutcomes(outcomes):
@@ -360,7 +360,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     fresh.append((transfer_id, outcome, reason, banks))
                 conn.executemany(
                     "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
-                    [(o, json.dumps(sorted(b)), t) for t, o, _, b in fresh],
+                    [(o, jsonio.dumps_text(sorted(b)), t) for t, o, _, b in fresh],
                 )
                 conn.executemany(
                     "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
@@ -377,21 +377,21 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 ).fetchall()
                 updates = []
                 for transfer_id, unacked in rows:
-                    left = [b for b in json.loads(unacked) if b != bank]
-                    updates.append((json.dumps(left) if left else None, transfer_id))
+                    left = [b for b in jsonio.loads(unacked) if b != bank]
+                    updates.append((jsonio.dumps_text(left) if left else None, transfer_id))
                 conn.executemany(
                     "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates
                 )
             return None
         case LoadCoordinator():
             pending = [
-                transfer_from_dict(json.loads(body))
+                transfer_from_dict(jsonio.loads(body))
                 for (body,) in conn.execute(
                     "SELECT body FROM transfer_coordinated WHERE outcome IS NULL ORDER BY seq"
                 )
             ]
             undelivered = [
-                (transfer_from_dict(json.loads(body)), outcome, frozenset(json.loads(unacked)))
+                (transfer_from_dict(jsonio.loads(body)), outcome, frozenset(jsonio.loads(unacked)))
                 for body, outcome, unacked in conn.execute(
                     "SELECT body, outcome, unacked FROM transfer_coordinated"
                     " WHERE outcome IS NOT NULL AND unacked IS NOT NULL ORDER BY seq"
