@@ -12,6 +12,8 @@ service keep anyway: nothing is counted twice and nothing is counted on the hot 
 - ``bank_transfers_decided_total{outcome}``: cross-bank transfers this bank coordinated and
   decided since it started, by outcome (``committed``, ``aborted``).
 - ``bank_transfers_pending``: transfers recorded here and waiting for a round.
+- ``bank_signed_requests_sent_total{path}``: requests this bank sent to other members (token
+  hand-offs, demand, prepares, decisions, listings), by path, answered or not.
 
 The counters restart at zero with the process, as Prometheus expects of counters.
 """
@@ -25,7 +27,8 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bank.keys import LEDGER, TRANSFERS
+from bank.keys import LEDGER, RING, TRANSFERS
+from tokenring.ring import RingClosed
 
 __all__ = ["BankCollector"]
 
@@ -39,6 +42,20 @@ class BankCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ledger: Any = self._app.get(LEDGER)
         service: Any = self._app.get(TRANSFERS)
+        ring: Any = self._app.get(RING)
+        try:
+            counts: dict[str, int] = dict(ring.client.sent) if ring is not None else {}
+        except RingClosed:  # not started yet, or stopped
+            counts = {}
+        if counts:
+            sent = CounterMetricFamily(
+                "bank_signed_requests_sent",
+                "Signed requests sent to other members, by path.",
+                labels=["path"],
+            )
+            for path, count in sorted(counts.items()):
+                sent.add_metric([path], count)
+            yield sent
         if ledger is not None:  # absent until the application has started
             yield CounterMetricFamily(
                 "bank_ledger_commits", "Transactions committed by the ledger's writer.",

@@ -6,9 +6,8 @@ the request rate of a bare aiohttp JSON endpoint measured in the same run on the
 with the same client and the same event loop, and the ratio of the two. Also the CPU time each
 committed transfer cost the banks (all of them together) and the load generator, beside what
 one bare request cost its server and the client: where the machine's two cores go; and the
-transfers a token visit carried, and the commits the banks made and the bytes they wrote per
-transfer. Not a test: it
-asserts nothing.
+transfers a token visit carried, and the commits the banks made, the messages they sent each
+other and the bytes they wrote per transfer. Not a test: it asserts nothing.
 
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
@@ -92,8 +91,9 @@ def _written_bytes(pid: int) -> float:
     return float("nan")
 
 
-COUNTED = ("tokenring_token_visits_total", "bank_ledger_commits_total")
-"""Counters of the banks' ``/metrics`` read around each measurement."""
+COUNTED = ("tokenring_token_visits_total", "bank_ledger_commits_total", "bank_signed_requests_sent_total")
+"""Counters of the banks' ``/metrics`` read around each measurement (each summed over its
+labels and over the banks)."""
 
 
 async def _counters(session: aiohttp.ClientSession, config: Any) -> dict[str, float]:
@@ -103,7 +103,7 @@ async def _counters(session: aiohttp.ClientSession, config: Any) -> dict[str, fl
         async with session.get(config.bank(bank).url + "/metrics") as response:
             text = await response.text()
         for line in text.splitlines():
-            name = line.split(" ", 1)[0]
+            name = line.split(" ", 1)[0].split("{", 1)[0]
             if name in totals:
                 totals[name] += float(line.split()[-1])
     return totals
@@ -243,7 +243,7 @@ async def _run(
             after = cpu_now()
             written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
             counted_after = await _counters(session, config)
-            visits, commits = (counted_after[name] - counted_before[name] for name in COUNTED)
+            visits, commits, messages = (counted_after[name] - counted_before[name] for name in COUNTED)
             bare_count = max(1.0, bare_rate * seconds)
             count = max(1.0, rate * seconds)
             row = {
@@ -262,6 +262,7 @@ async def _run(
                 "transfers_per_visit": rate * seconds / visits if visits else float("nan"),
                 "written_kb_per_transfer": written / 1000 / count,
                 "commits_per_transfer": commits / count,
+                "messages_per_transfer": messages / count,
             }
             print(
                 f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
@@ -280,9 +281,10 @@ async def _run(
                 flush=True,
             )
             print(
-                f"{'':17}{row['transfers_per_visit']:.1f} transfers per token visit; the banks made "
-                f"{row['commits_per_transfer']:.2f} commits and wrote "
-                f"{row['written_kb_per_transfer']:.0f} KB per transfer (files and sockets)",
+                f"{'':17}{row['transfers_per_visit']:.1f} transfers per token visit; per transfer the "
+                f"banks made {row['commits_per_transfer']:.2f} commits, sent each other "
+                f"{row['messages_per_transfer']:.2f} messages and wrote "
+                f"{row['written_kb_per_transfer']:.0f} KB (files and sockets)",
                 flush=True,
             )
             rows.append(row)

@@ -364,3 +364,5 @@ async def test_metrics_count_the_coordinated_transfers_and_the_ledger_commits(ba
     commits = after["bank_ledger_commits_total"] - before["bank_ledger_commits_total"]
     writes = after["bank_ledger_writes_total"] - before["bank_ledger_writes_total"]
     assert 1 <= commits <= writes  # two pending records and their decisions, at least
+    prepares = 'bank_signed_requests_sent_total{path="/interbank/prepare"}'
+    assert after[prepares] - before.get(prepares, 0) >= 1  # b1 was asked to check a1

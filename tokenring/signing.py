@@ -82,6 +82,9 @@ SEND_TIMEOUT_S_DEFAULT = 2.0
 """How long :meth:`SignedClient.request_json` waits for a whole answer by default."""
 REPLY_BYTES_MAX = 1 << 20
 """A larger answer is an operating error (:class:`SendFailed`), not something to buffer."""
+PATHS_COUNTED_MAX = 64
+"""Distinct paths :attr:`SignedClient.sent` counts one by one; requests to any further path
+are counted together under ``"other"``."""
 
 SIGNED_PREFIXES: tuple[str, ...] = ("/ring/", "/interbank/")
 """Every path under these is member-to-member and must be signed."""
@@ -370,6 +373,9 @@ class SignedClient:
         self._secret = secret
         self.sender = sender
         self._peers: dict[str, tuple[str, int]] = {}
+        self.sent: dict[str, int] = {}
+        """Requests sent so far (answered or not), by path (at most :data:`PATHS_COUNTED_MAX`
+        paths, then ``"other"``): what a member's messages cost it, for its metrics."""
 
     def __repr__(self) -> str:
         return f"SignedClient(sender={self.sender!r})"
@@ -387,6 +393,8 @@ class SignedClient:
         """Send ``payload`` (JSON; nothing when ``None``) and return the decoded answer."""
         assert timeout_s > 0, timeout_s
         body = b"" if payload is None else jsonio.dumps(payload)
+        counted = path if path in self.sent or len(self.sent) < PATHS_COUNTED_MAX else "other"
+        self.sent[counted] = self.sent.get(counted, 0) + 1
         headers = sign(self._secret, method, path, body, sender=self.sender)
         if payload is not None:
             headers["Content-Type"] = "application/json"
