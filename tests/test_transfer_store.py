@@ -89,3 +89,23 @@ async def test_outcomes_and_acks_in_bulk(book: LedgerBook, monkeypatch: pytest.M
     await book.execute([RecordAcks("b0", ("t1",))])
     ((_, undelivered),) = await book.execute([LoadCoordinator()])
     assert [(t.id, banks) for t, _, banks in undelivered] == [("t2", frozenset({"b0"}))]
+
+
+def test_in_lists_have_a_handful_of_texts_whatever_the_batch_size() -> None:
+    texts = set()
+    for size in range(1, store.IN_LIST_MAX + 1):
+        keys = [f"t{index}" for index in range(size)]
+        marks, params = store._in_list(keys)
+        assert marks.count("?") == len(params) >= size
+        assert params[:size] == keys and set(params[size:]) <= {keys[-1]}
+        texts.add(marks)
+    assert len(texts) == store.IN_LIST_MAX.bit_length()  # 1, 2, 4, ... IN_LIST_MAX
+
+
+async def test_runs_of_every_length_answer_item_by_item(book: LedgerBook) -> None:
+    for size in range(1, 34):
+        ids = [f"s{size}-{index}" for index in range(size)]
+        decided = ids[::3]
+        await book.execute([RecordDecision(transfer_id, "aborted") for transfer_id in decided])
+        answers = await book.execute([RecordPrepared(transfer_id, "b1") for transfer_id in ids])
+        assert answers == [transfer_id not in decided for transfer_id in ids]
