@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bank import ledger as ledger_module
 from bank.documents import complete_cpf
 from bank.ledger import Ledger
 from bank.transfers import store
@@ -93,13 +94,13 @@ async def test_outcomes_and_acks_in_bulk(book: LedgerBook, monkeypatch: pytest.M
 
 def test_in_lists_have_a_handful_of_texts_whatever_the_batch_size() -> None:
     texts = set()
-    for size in range(1, store.IN_LIST_MAX + 1):
+    for size in range(1, ledger_module.IN_LIST_MAX + 1):
         keys = [f"t{index}" for index in range(size)]
-        marks, params = store._in_list(keys)
+        marks, params = ledger_module.in_list(keys)
         assert marks.count("?") == len(params) >= size
         assert params[:size] == keys and set(params[size:]) <= {keys[-1]}
         texts.add(marks)
-    assert len(texts) == store.IN_LIST_MAX.bit_length()  # 1, 2, 4, ... IN_LIST_MAX
+    assert len(texts) == ledger_module.IN_LIST_MAX.bit_length()  # 1, 2, 4, ... IN_LIST_MAX
 
 
 async def test_runs_of_every_length_answer_item_by_item(book: LedgerBook) -> None:

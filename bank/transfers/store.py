@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from bank import ledger as ledger_module
-from bank.ledger import CASH_ACCOUNT, SETTLEMENT_ACCOUNT, Ledger
+from bank.ledger import CASH_ACCOUNT, IN_LIST_MAX, SETTLEMENT_ACCOUNT, HoldRequest, Ledger, in_list
 from bank.transfers.book import (
     AcceptFence,
     BookOp,
@@ -86,7 +86,6 @@ CREATE TABLE IF NOT EXISTS transfer_cash_outs (
 """
 """The protocol's tables, in the ledger's database (created when the service starts)."""
 
-_MONEY_OPS = (PlaceHold, CheckAccount, CommitHold, ReleaseHold, Credit)
 _LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator)
 
 
@@ -158,48 +157,33 @@ class LedgerBook:
         return await self.ledger.point(run)
 
 
-IN_LIST_MAX = 512
-"""The most keys one ``IN (...)`` list of a bulk statement names (SQLite's own limit on
-bound parameters is far above it). A power of two: see :func:`_in_list`."""
-
-
 def _apply_batch(conn: sqlite3.Connection, bank: str, batch: Sequence[BookOp], now_ms: int) -> list[Any]:
     """A batch's operations in order, inside the writer's transaction. A run of consecutive
     ``RecordPrepared`` or ``RecordDecision`` operations (a prepare's or a decision's items)
-    is written with a few statements for the whole run instead of a few per item."""
+    is written with a few statements for the whole run instead of a few per item, and so is
+    a run of hold operations (holds placed, committed or released, credits)."""
     results: list[Any] = []
     index = 0
     while index < len(batch):
         op = batch[index]
         kind = type(op)
-        if kind in _BULK:
+        if kind in _BULK or kind in _HOLD_OPS:
             end = index + 1
-            while end < len(batch) and type(batch[end]) is kind and end - index < IN_LIST_MAX:
+            same = _HOLD_OPS if kind in _HOLD_OPS else (kind,)
+            while end < len(batch) and type(batch[end]) in same and end - index < IN_LIST_MAX:
                 end += 1
-            results += _BULK[kind](conn, batch[index:end], now_ms)
+            run = batch[index:end]
+            results += _holds(conn, run, now_ms) if kind in _HOLD_OPS else _BULK[kind](conn, run, now_ms)
             index = end
             continue
-        results.append(_money(conn, bank, op, now_ms) if isinstance(op, _MONEY_OPS) else _record(conn, op, now_ms))
+        results.append(_check_account(conn, op) if isinstance(op, CheckAccount) else _record(conn, op, now_ms))
         index += 1
     return results
 
 
-def _in_list(keys: Sequence[str]) -> tuple[str, list[str]]:
-    """The ``?, ?, ...`` of an ``IN`` list naming ``keys``, and its parameters.
-
-    The list is padded to a power of two by repeating the last key (a repeat in an ``IN``
-    list changes nothing), so a statement has a handful of texts instead of one per batch
-    size: the connection's cache of prepared statements keeps them all, and none is parsed
-    and planned again because a batch size it had not seen pushed it out."""
-    assert 0 < len(keys) <= IN_LIST_MAX
-    size = 1 << (len(keys) - 1).bit_length()
-    params = list(keys) + [keys[-1]] * (size - len(keys))
-    return ", ".join("?" * size), params
-
-
 def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[bool]:
     """``RecordPrepared`` for a run: False for a transfer already decided here."""
-    marks, ids = _in_list([op.transfer_id for op in ops])
+    marks, ids = in_list([op.transfer_id for op in ops])
     decided = {
         row[0]
         for row in conn.execute(f"SELECT transfer_id FROM transfer_applied WHERE transfer_id IN ({marks})", ids)
@@ -219,7 +203,7 @@ def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int)
         [(op.transfer_id, op.outcome, now_ms) for op in ops],
     )
     ids = [op.transfer_id for op in ops]
-    marks, params = _in_list(ids)
+    marks, params = in_list(ids)
     stored = dict(
         conn.execute(
             f"SELECT transfer_id, outcome FROM transfer_applied WHERE transfer_id IN ({marks})", params
@@ -237,39 +221,56 @@ def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int)
 _BULK: dict[type, Any] = {RecordPrepared: _record_prepared, RecordDecision: _record_decisions}
 
 
-def _money(conn: sqlite3.Connection, bank: str, op: BookOp, now_ms: int) -> Any:
-    """A money operation through the ledger's own idempotent hold operations."""
-    match op:
-        case PlaceHold(transfer_id, account, amount, owner):
-            number = account_number(account)
-            if number is None:
-                return "unknown_account"
-            return ledger_module.place_hold_in(conn, transfer_id, number, amount, owner, now_ms)
-        case CheckAccount(account):
-            number = account_number(account)
-            found = number is not None and ledger_module.account_exists_in(conn, number)
-            return "ok" if found else "unknown_account"
-        case CommitHold(transfer_id, account, _):
-            number = account_number(account)
-            assert number is not None, "a committed source was held, so it is a number"
-            outcome = ledger_module.commit_hold_in(conn, bank, transfer_id, number, now_ms)
-            if outcome != "ok":
-                log.error("transfer.commit_hold_refused", transfer_id=transfer_id, outcome=outcome)
-            return outcome
-        case ReleaseHold(transfer_id, account, _):
-            number = account_number(account)
-            if number is None:
-                return "no_hold"
-            return ledger_module.release_hold_in(conn, transfer_id, number, now_ms)
-        case Credit(transfer_id, account, amount):
-            number = account_number(account)
-            assert number is not None, "a committed destination was checked, so it is a number"
-            outcome = ledger_module.credit_in(conn, transfer_id, number, amount, now_ms)
-            if outcome != "ok":
-                # The money stays in settlement, visible to the audit as in flight.
-                log.error("transfer.credit_refused", transfer_id=transfer_id, outcome=outcome)
-            return outcome
-    raise AssertionError(f"not a money operation: {op!r}")
+_HOLD_OPS = (PlaceHold, CommitHold, ReleaseHold, Credit)
+
+
+def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list[Any]:
+    """A run of hold operations through the ledger's own idempotent ones, applied together
+    (:func:`bank.ledger.apply_holds_in`); each one's outcome, in order."""
+    outcomes: list[Any] = [None] * len(ops)
+    requests: list[HoldRequest] = []
+    where: list[int] = []
+    for position, op in enumerate(ops):
+        request: HoldRequest | None = None
+        match op:
+            case PlaceHold(transfer_id, account, amount, owner):
+                number = account_number(account)
+                if number is None:
+                    outcomes[position] = "unknown_account"
+                else:
+                    request = HoldRequest("place", transfer_id, number, amount, owner)
+            case CommitHold(transfer_id, account, _):
+                number = account_number(account)
+                assert number is not None, "a committed source was held, so it is a number"
+                request = HoldRequest("commit", transfer_id, number)
+            case ReleaseHold(transfer_id, account, _):
+                number = account_number(account)
+                if number is None:
+                    outcomes[position] = "no_hold"
+                else:
+                    request = HoldRequest("release", transfer_id, number)
+            case Credit(transfer_id, account, amount):
+                number = account_number(account)
+                assert number is not None, "a committed destination was checked, so it is a number"
+                request = HoldRequest("credit", transfer_id, number, amount)
+            case _:
+                raise AssertionError(f"not a hold operation: {op!r}")
+        if request is not None:
+            requests.append(request)
+            where.append(position)
+    for position, request, outcome in zip(where, requests, ledger_module.apply_holds_in(conn, requests, now_ms)):
+        outcomes[position] = outcome
+        if outcome != "ok" and request.operation in ("commit", "credit"):
+            # A refused credit leaves the money in settlement, visible to the audit as in
+            # flight; a refused commit of a decided transfer is a bug worth a loud line.
+            log.error(f"transfer.{request.operation}_refused", transfer_id=request.transfer_id, outcome=outcome)
+    return outcomes
+
+
+def _check_account(conn: sqlite3.Connection, op: CheckAccount) -> str:
+    number = account_number(op.account)
+    found = number is not None and ledger_module.account_exists_in(conn, number)
+    return "ok" if found else "unknown_account"
 
 
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
@@ -349,7 +350,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
         case RecordOutcomes(outcomes):
             for start in range(0, len(outcomes), IN_LIST_MAX):
                 part = outcomes[start : start + IN_LIST_MAX]
-                marks, ids = _in_list([transfer_id for transfer_id, _, _, _ in part])
+                marks, ids = in_list([transfer_id for transfer_id, _, _, _ in part])
                 known = dict(
                     conn.execute(
                         f"SELECT transfer_id, outcome FROM transfer_coordinated WHERE transfer_id IN ({marks})",
@@ -375,7 +376,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             return None
         case RecordAcks(bank, transfer_ids):
             for start in range(0, len(transfer_ids), IN_LIST_MAX):
-                marks, acked = _in_list(transfer_ids[start : start + IN_LIST_MAX])
+                marks, acked = in_list(transfer_ids[start : start + IN_LIST_MAX])
                 rows = conn.execute(
                     "SELECT transfer_id, unacked FROM transfer_coordinated"
                     f" WHERE unacked IS NOT NULL AND transfer_id IN ({marks})",
