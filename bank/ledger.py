@@ -25,6 +25,7 @@ the writer commits, and they only ever see committed data.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import json
@@ -465,11 +466,13 @@ class _Writer:
         self.conn = conn
         self.loop = loop
         self.batch_operations_max = batch_operations_max
+        # Lists of jobs (what one pass of the event loop wrote) and, last, the stop marker.
         # Unbounded in itself (a SimpleQueue's put is one C call, with no Python-level
-        # condition to notify): ``Ledger``'s semaphore of ``queue_operations_max`` slots is
-        # the bound, and the stop marker is the one item beyond it.
-        self.queue_operations_max = queue_operations_max
+        # condition to notify): ``Ledger``'s semaphore of ``queue_operations_max`` slots bounds
+        # the jobs in it.
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Jobs taken from the queue and not yet run (a list beyond what one batch takes).
+        self._carry: collections.deque[_Job] = collections.deque()
         self.batches = 0
         self.operations = 0
         self._stopping = False
@@ -478,32 +481,43 @@ class _Writer:
 
     def _main(self) -> None:
         try:
-            while not self._stopping:
-                first = self.queue.get()
+            while not self._stopping or self._carry:
+                if not self._carry and not self._stopping:
+                    first = self.queue.get()
+                    if first is _STOP:
+                        self._stopping = True
+                    else:
+                        self._carry.extend(first)
                 jobs: list[_Job] = []
-                if first is _STOP:
-                    self._stopping = True
-                else:
-                    jobs.append(first)
-                    self._more(jobs)
+                self._more(jobs)
                 if jobs:
                     self._run_batch(jobs)
         finally:
             self.conn.close()
             # Anything queued after the stop (a caller racing close) learns it is closed.
+            late = list(self._carry)
             while True:
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is not _STOP:
-                    self._settle([(item.future, None, LedgerClosed("the ledger is closed"))])
+                    late += item
+            if late:
+                self._settle([(job.future, None, LedgerClosed("the ledger is closed")) for job in late])
 
     def _more(self, jobs: list[_Job]) -> bool:
         """Append to ``jobs`` what was queued meanwhile (within the batch bound); True when
-        something was added. Taking the stop marker ends the writer after this batch."""
+        something was added. Taking the stop marker ends the writer once what was queued
+        before it has run."""
         added = False
-        while not self._stopping and len(jobs) < self.batch_operations_max:
+        while len(jobs) < self.batch_operations_max:
+            if self._carry:
+                jobs.append(self._carry.popleft())
+                added = True
+                continue
+            if self._stopping:
+                break
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
@@ -511,8 +525,7 @@ class _Writer:
             if item is _STOP:
                 self._stopping = True
             else:
-                jobs.append(item)
-                added = True
+                self._carry.extend(item)
         return added
 
     def _run_batch(self, jobs: list[_Job]) -> None:
@@ -601,6 +614,7 @@ class Ledger:
         self._reader = reader
         self._point_conn = point_conn
         self._slots = asyncio.Semaphore(queue_operations_max)
+        self._outbox: list[_Job] = []
         self._closed = False
         # Live sessions by token hash: every request looks its session up, and this process
         # is the only one that creates or ends them, so a cache here stays true.
@@ -673,6 +687,7 @@ class Ledger:
         if self._closed:
             return
         self._closed = True
+        self._post_outbox()
         self._writer.queue.put(_STOP)
         await asyncio.to_thread(self._writer.thread.join, CLOSE_WAIT_S_MAX)
         assert not self._writer.thread.is_alive(), "the ledger writer did not stop in time"
@@ -702,11 +717,19 @@ class Ledger:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         async with self._slots:
-            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            # The semaphore keeps the queue within its bound; a put never blocks the loop.
-            self._writer.queue.put_nowait(_Job(run, future))
-            assert self._writer.queue.qsize() <= self._writer.queue_operations_max + 1
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[T] = loop.create_future()
+            # Writes made during one pass of the event loop reach the writer together (one
+            # put, one wake-up of its thread, and the same commit); the semaphore bounds them.
+            self._outbox.append(_Job(run, future))
+            if len(self._outbox) == 1:
+                loop.call_soon(self._post_outbox)
             return await future
+
+    def _post_outbox(self) -> None:
+        if self._outbox:
+            jobs, self._outbox = self._outbox, []
+            self._writer.queue.put_nowait(jobs)
 
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` on the reader thread (a read that may scan many rows)."""

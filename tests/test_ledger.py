@@ -106,10 +106,36 @@ async def test_writes_queued_while_a_batch_runs_join_its_commit(ledger: Ledger) 
     first = asyncio.ensure_future(ledger.write(slow))
     assert await asyncio.to_thread(running.wait, READY_S_MAX)  # the batch is running
     later = [asyncio.ensure_future(ledger.write(lambda conn, i=i: i)) for i in range(3)]
-    await asyncio.sleep(0)  # each task takes its first step: its job is queued
+    await asyncio.sleep(0)  # each task takes its first step: its job is in the ledger's outbox
+    await asyncio.sleep(0)  # the loop's next pass hands the outbox to the writer's queue
     release.set()
     assert await asyncio.gather(first, *later) == ["first", 0, 1, 2]
     assert ledger.batches - before == 1  # one COMMIT for all four
+
+
+class _CountingQueue:
+    """The writer's queue, counting the hand-offs put into it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.puts = 0
+
+    def put_nowait(self, item: Any) -> None:
+        self.puts += 1
+        self.inner.put_nowait(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_writes_made_in_one_pass_of_the_loop_reach_the_writer_together(ledger: Ledger) -> None:
+    counting = _CountingQueue(ledger._writer.queue)
+    ledger._writer.queue = counting
+    before = ledger.batches
+    # gather starts all twenty in the same pass of the event loop.
+    assert await asyncio.gather(*(ledger.write(lambda conn, i=i: i) for i in range(20))) == list(range(20))
+    assert counting.puts == 1  # one hand-off to the writer's thread, one wake-up of it
+    assert ledger.batches - before == 1  # and one commit
 
 
 async def test_deposit_withdrawal_and_refusals(ledger: Ledger) -> None:
