@@ -473,6 +473,10 @@ class _Writer:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Jobs taken from the queue and not yet run (a list beyond what one batch takes).
         self._carry: collections.deque[_Job] = collections.deque()
+        # Whether the thread has ended and emptied the queue for the last time; taken with
+        # the lock, so that nothing is queued after that and left unanswered.
+        self._hand_over = threading.Lock()
+        self._drained = False
         self.batches = 0
         self.operations = 0
         self._stopping = False
@@ -494,17 +498,31 @@ class _Writer:
                     self._run_batch(jobs)
         finally:
             self.conn.close()
-            # Anything queued after the stop (a caller racing close) learns it is closed.
+            # Anything queued after the stop (a caller racing close) learns it is closed, and
+            # so does anything handed over later (see ``hand_over``).
             late = list(self._carry)
-            while True:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    late += item
+            with self._hand_over:
+                self._drained = True
+                while True:
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        late += item
             if late:
                 self._settle([(job.future, None, LedgerClosed("the ledger is closed")) for job in late])
+
+    def hand_over(self, jobs: list[_Job]) -> None:
+        """Queue ``jobs`` (from the event loop's thread); after the writer has ended, they are
+        answered at once that the ledger is closed."""
+        with self._hand_over:
+            if not self._drained:
+                self.queue.put_nowait(jobs)
+                return
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(LedgerClosed("the ledger is closed"))
 
     def _more(self, jobs: list[_Job]) -> bool:
         """Append to ``jobs`` what was queued meanwhile (within the batch bound); True when
@@ -729,7 +747,7 @@ class Ledger:
     def _post_outbox(self) -> None:
         if self._outbox:
             jobs, self._outbox = self._outbox, []
-            self._writer.queue.put_nowait(jobs)
+            self._writer.hand_over(jobs)
 
     async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)`` on the reader thread (a read that may scan many rows)."""

@@ -23,6 +23,7 @@ from bank.ledger import (
     LedgerClosed,
     new_transfer_id,
     request_fingerprint,
+    _Job,
 )
 
 READY_S_MAX = 10.0
@@ -384,6 +385,33 @@ async def test_a_closed_ledger_refuses_work(tmp_path: Path) -> None:
         await ledger.audit()
     with pytest.raises(LedgerClosed):
         await ledger.create_customer(ANA, "x", "h")
+
+
+async def test_a_write_that_raced_close_is_answered_closed_not_left_waiting(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path / "alfa.sqlite3", queue_operations_max=1)
+    running, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> str:
+        running.set()
+        assert release.wait(READY_S_MAX)
+        return "done"
+
+    first = asyncio.ensure_future(ledger.write(slow))
+    assert await asyncio.to_thread(running.wait, READY_S_MAX)
+    second = asyncio.ensure_future(ledger.write(lambda conn: "late"))
+    await asyncio.sleep(0)  # it got past the closed check and waits for the only slot
+    closing = asyncio.ensure_future(ledger.close())
+    await asyncio.sleep(0)  # close() has begun: the writer will stop after the slow job
+    release.set()
+    assert await first == "done"
+    with pytest.raises(LedgerClosed):
+        await asyncio.wait_for(second, READY_S_MAX)
+    await closing
+    # The other order of the same race: handed over once the writer has ended.
+    late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    ledger._writer.hand_over([_Job(lambda conn: None, late)])
+    with pytest.raises(LedgerClosed):
+        await asyncio.wait_for(late, READY_S_MAX)
 
 
 async def test_a_failing_operation_does_not_undo_its_batch_neighbours(ledger: Ledger) -> None:
