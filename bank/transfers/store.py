@@ -3,8 +3,8 @@
 Place in the design: the async driver (:mod:`bank.transfers.service`) executes the batches the
 pure coordinator and participant yield (:mod:`bank.transfers.book`) through :class:`LedgerBook`.
 
-- Money goes through the ledger's own idempotent hold operations (``place_hold_in``,
-  ``commit_hold_in``, ``release_hold_in``, ``credit_in``), and the protocol's own records (the
+- Money goes through the ledger's own idempotent hold operations (a run of holds, commits,
+  releases and credits at once: ``apply_holds_in``), and the protocol's own records (the
   highest fence accepted, decisions applied here, yes votes awaiting a decision, the
   coordinator's transfers and their deliveries, cross-bank idempotency keys) live in tables
   of the same database. A whole batch is **one job** of the ledger's writer thread
@@ -128,8 +128,7 @@ class LedgerBook:
         now_ms = self.ledger.now_ms()
         if all(isinstance(op, _LOADS) for op in batch):
             return await self.ledger.read(lambda conn: [_record(conn, op, now_ms) for op in batch])
-        bank = self.ledger.bank_id
-        return await self.ledger.write(lambda conn: _apply_batch(conn, bank, batch, now_ms))
+        return await self.ledger.write(lambda conn: _apply_batch(conn, batch, now_ms))
 
     # -- reads for the API -------------------------------------------------------------------
 
@@ -157,7 +156,7 @@ class LedgerBook:
         return await self.ledger.point(run)
 
 
-def _apply_batch(conn: sqlite3.Connection, bank: str, batch: Sequence[BookOp], now_ms: int) -> list[Any]:
+def _apply_batch(conn: sqlite3.Connection, batch: Sequence[BookOp], now_ms: int) -> list[Any]:
     """A batch's operations in order, inside the writer's transaction. A run of consecutive
     ``RecordPrepared`` or ``RecordDecision`` operations (a prepare's or a decision's items)
     is written with a few statements for the whole run instead of a few per item, and so is
