@@ -65,13 +65,14 @@ def _start(checkout: Path, bench_args: list[str]) -> subprocess.Popen[str]:
 
 
 def _pair(old: Path, bench_args: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    runs = [_start(old, bench_args), _start(HERE, bench_args)]
+    checkouts = [old, HERE]
+    runs = [_start(checkout, bench_args) for checkout in checkouts]
     outputs = []
     try:
-        for run in runs:
+        for checkout, run in zip(checkouts, runs):
             out, _ = run.communicate(timeout=RUN_TIMEOUT_S)
             if run.returncode != 0:
-                raise SystemExit(f"transfer_bench.py failed in {run.args[1]}:\n{out[-2000:]}")
+                raise SystemExit(f"transfer_bench.py failed in {checkout}:\n{out[-2000:]}")
             outputs.append(out)
     finally:
         for run in runs:
