@@ -459,10 +459,9 @@ class _Writer:
         loop: asyncio.AbstractEventLoop,
         *,
         name: str,
-        queue_operations_max: int,
         batch_operations_max: int,
     ) -> None:
-        assert queue_operations_max > 0 and batch_operations_max > 0
+        assert batch_operations_max > 0
         self.conn = conn
         self.loop = loop
         self.batch_operations_max = batch_operations_max
@@ -631,6 +630,7 @@ class Ledger:
         self._reader_conn = reader_conn
         self._reader = reader
         self._point_conn = point_conn
+        assert queue_operations_max > 0
         self._slots = asyncio.Semaphore(queue_operations_max)
         self._outbox: list[_Job] = []
         self._closed = False
@@ -682,7 +682,6 @@ class Ledger:
             writer_conn,
             loop,
             name=f"ledger-writer-{bank}",
-            queue_operations_max=queue_operations_max,
             batch_operations_max=batch_operations_max,
         )
         reader = concurrent.futures.ThreadPoolExecutor(
@@ -1274,8 +1273,8 @@ def in_list(keys: Sequence[Any]) -> tuple[str, list[Any]]:
 
     The list is padded to a power of two by repeating the last key (a repeat in an ``IN``
     list changes nothing), so a statement has a handful of texts instead of one per batch
-    size: the connection's cache of prepared statements keeps them all, and none is parsed
-    and planned again because a batch size it had not seen pushed it out."""
+    size, which the connection's cache of prepared statements (128 of them) keeps without
+    pushing others out."""
     assert 0 < len(keys) <= IN_LIST_MAX
     size = 1 << (len(keys) - 1).bit_length()
     params = list(keys) + [keys[-1]] * (size - len(keys))
@@ -1440,30 +1439,7 @@ def _write_holds(
     """The writes of :func:`apply_holds_in`, in the order one request at a time makes them
     (journal numbers and entry ids come out the same)."""
     if postings:
-        row = conn.execute("SELECT COALESCE(MAX(txn), 0) FROM journal").fetchone()
-        first_txn = int(row[0]) + 1
-        conn.executemany(
-            "INSERT INTO journal (txn, kind, transfer_id, at_ms) VALUES (?, ?, ?, ?)",
-            [(first_txn + index, kind, transfer_id, now_ms) for index, (kind, transfer_id, _) in enumerate(postings)],
-        )
-        deltas: dict[int, list[int]] = {}
-        rows = []
-        for index, (_, _, entries) in enumerate(postings):
-            assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
-            for account, bucket, amount in entries:
-                rows.append((first_txn + index, account, bucket, amount))
-                delta = deltas.setdefault(account, [0, 0])
-                delta[0 if bucket == "available" else 1] += amount
-        conn.executemany("INSERT INTO entries (txn, account, bucket, amount_cents) VALUES (?, ?, ?, ?)", rows)
-        # One update per account: every request was checked against the balances as the
-        # ones before it left them, and the CHECK constraints still refuse a negative end.
-        changed = [(available, held, account) for account, (available, held) in deltas.items() if available or held]
-        cursor = conn.executemany(
-            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents + ?"
-            " WHERE number = ?",
-            changed,
-        )
-        assert cursor.rowcount == len(changed), "an account vanished inside its own transaction"
+        _post_all(conn, postings, now_ms)
     conn.executemany(
         "INSERT INTO holds (transfer_id, account, amount_cents, state, placed_at_ms) VALUES (?, ?, ?, 'held', ?)",
         new_holds,
@@ -1597,33 +1573,41 @@ def post_in(
 ) -> int:
     """Append one journal transaction (entries summing to zero) inside the caller's writer
     transaction and apply it to the stored balances; its number."""
-    assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
-    txn = conn.execute(
-        "INSERT INTO journal (kind, transfer_id, at_ms) VALUES (?, ?, ?)",
-        (kind, transfer_id, now_ms),
-    ).lastrowid
-    assert txn is not None
-    # One statement for all the entries, one update per account touched (a hold moves money
-    # between the two buckets of one account): the fewest statements for the same effect.
-    conn.execute(
-        "INSERT INTO entries (txn, account, bucket, amount_cents) VALUES "
-        + ", ".join(["(?, ?, ?, ?)"] * len(entries)),
-        [value for account, bucket, amount in entries for value in (txn, account, bucket, amount)],
+    return _post_all(conn, [(kind, transfer_id, entries)], now_ms)
+
+
+def _post_all(
+    conn: sqlite3.Connection,
+    postings: Sequence[tuple[str, str | None, Sequence[tuple[int, str, int]]]],
+    now_ms: int,
+) -> int:
+    """Append journal transactions ``(kind, transfer_id, entries)``, in order, and apply them
+    to the stored balances with one update per account touched (however many postings touch
+    it); the first one's number (the others follow it)."""
+    row = conn.execute("SELECT COALESCE(MAX(txn), 0) FROM journal").fetchone()
+    first_txn = int(row[0]) + 1
+    conn.executemany(
+        "INSERT INTO journal (txn, kind, transfer_id, at_ms) VALUES (?, ?, ?, ?)",
+        [(first_txn + index, kind, transfer_id, now_ms) for index, (kind, transfer_id, _) in enumerate(postings)],
     )
     deltas: dict[int, list[int]] = {}
-    for account, bucket, amount in entries:
-        delta = deltas.setdefault(account, [0, 0])
-        delta[0 if bucket == "available" else 1] += amount
-    for account, (available, held) in deltas.items():
-        # The CHECK constraints refuse a negative customer balance or hold: a programmer
-        # error here, since every caller checked funds first.
-        cursor = conn.execute(
-            "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents + ?"
-            " WHERE number = ?",
-            (available, held, account),
-        )
-        assert cursor.rowcount == 1, f"no account {account}"
-    return txn
+    rows = []
+    for index, (_, _, entries) in enumerate(postings):
+        assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
+        for account, bucket, amount in entries:
+            rows.append((first_txn + index, account, bucket, amount))
+            delta = deltas.setdefault(account, [0, 0])
+            delta[0 if bucket == "available" else 1] += amount
+    conn.executemany("INSERT INTO entries (txn, account, bucket, amount_cents) VALUES (?, ?, ?, ?)", rows)
+    # The CHECK constraints refuse a negative customer balance or hold: a programmer error
+    # here, since every caller checked funds first (in order, posting by posting).
+    changed = [(available, held, account) for account, (available, held) in deltas.items() if available or held]
+    cursor = conn.executemany(
+        "UPDATE accounts SET balance_cents = balance_cents + ?, held_cents = held_cents + ? WHERE number = ?",
+        changed,
+    )
+    assert cursor.rowcount == len(changed), "a posting names an account that does not exist"
+    return first_txn
 
 
 def _idempotent(

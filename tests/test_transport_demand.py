@@ -67,14 +67,16 @@ def visits_between(rings: dict[str, Ring], low: core.Fence, high: core.Fence) ->
     )
 
 
+async def a_visit_each(rings: dict[str, Ring]) -> None:
+    await wait_until(lambda: all(len(r.holds_recent()) >= 1 for r in rings.values()), "a visit each")
+
+
 async def test_a_waiting_block_gets_the_token_through_released_idle_visits(
     rings: dict[str, Ring],
 ) -> None:
     alfa = rings["alfa"]
     # The idle ring is paced: visits nobody uses are kept to their deadline.
-    await wait_until(
-        lambda: all(len(r.holds_recent()) >= 1 for r in rings.values()), "a visit each"
-    )
+    await a_visit_each(rings)
     idle = [h for r in rings.values() for h in r.holds_recent()]
     assert idle and not any(h.released for h in idle)
 
@@ -137,9 +139,7 @@ async def test_a_want_left_at_release_rides_the_token_and_posts_nothing(
     rings: dict[str, Ring],
 ) -> None:
     alfa = rings["alfa"]
-    await wait_until(
-        lambda: all(len(r.holds_recent()) >= 1 for r in rings.values()), "a visit each"
-    )
+    await a_visit_each(rings)
     async with alfa.holding(timeout_s=WAIT_S) as first:
         alfa.want()  # more work will wait for the next visit
     await wait_until(

@@ -25,15 +25,16 @@ __all__ = ["dumps", "dumps_text", "loads", "loads_strict_fallback", "response"]
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """``value`` as compact UTF-8 JSON. Integer dict keys become strings, as with the
-    standard library; TypeError for what JSON cannot carry (or an integer beyond 64 bits)."""
-    return orjson.dumps(value, option=_OPTIONS)
+    standard library; ``default`` turns what JSON cannot carry into what it can, and without
+    it such a value (or an integer beyond 64 bits) is a TypeError."""
+    return orjson.dumps(value, default=default, option=_OPTIONS)
 
 
-def dumps_text(value: Any) -> str:
-    """:func:`dumps`, as text (for a TEXT column or a text stream)."""
-    return orjson.dumps(value, option=_OPTIONS).decode()
+def dumps_text(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """:func:`dumps`, as text (for a TEXT column, a text stream or a log line)."""
+    return dumps(value, default).decode()
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
-import orjson
 import structlog
+
+from tokenring import jsonio
 
 __all__ = ["configure", "is_configured"]
 
@@ -59,7 +59,9 @@ def configure(
         # JSON needs exceptions as text; the console renderer formats them itself.
         processors += [
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_json_line),
+            # orjson (tokenring.jsonio): a bank writes a line per request, and the encoding
+            # is most of what a line costs.
+            structlog.processors.JSONRenderer(serializer=jsonio.dumps_text),
         ]
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=_isatty(out)))
@@ -71,12 +73,6 @@ def configure(
         cache_logger_on_first_use=True,
     )
     _configured = True
-
-
-def _json_line(event: Any, default: Callable[[Any], Any]) -> str:
-    """A log line's JSON, by orjson as :mod:`tokenring.jsonio` (a bank writes one line per
-    request, and the encoding is most of what a line costs)."""
-    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _isatty(stream: TextIO) -> bool:
