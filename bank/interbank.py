@@ -389,7 +389,13 @@ async def _check_local_legs(request: web.Request, caller: str, legs: list[Leg]) 
 
 
 async def _start(
-    request: web.Request, caller: str, legs: list[Leg], key: tuple[str, str, str] | None, body: Any
+    request: web.Request,
+    caller: str,
+    legs: list[Leg],
+    key: tuple[str, str, str] | None,
+    body: Any,
+    *,
+    record: bool = True,
 ) -> tuple[TransferService, str, bool]:
     service = _service_of(request)
     here = request.app[BANK_ID]
@@ -399,7 +405,7 @@ async def _start(
     await _check_local_legs(request, caller, legs)
     transfer = Transfer(new_transfer_id(here), here, caller, tuple(legs))
     try:
-        transfer_id = await service.submit(transfer, idempotency=key, request=body)
+        transfer_id = await service.submit(transfer, idempotency=key, request=body, record=record)
     except KeyReused:
         raise ApiError(
             "idempotency_key_reused", "this Idempotency-Key was used for a different request"
@@ -414,8 +420,10 @@ async def _outcome(
 ) -> dict[str, Any]:
     """The transfer's status, after waiting up to ``wait_ms`` for its decision.
 
-    ``fresh``: the transfer was recorded by this request, so it is pending and its decision
-    can only come from this process; no read of the record is needed."""
+    ``fresh``: the transfer was submitted by this request, so it is pending and its decision
+    can only come from this process; no read of the record is needed. It may not be stored
+    yet (submitted with ``record=False``): it is, before its id is answered without its
+    outcome."""
     ledger = _ledger(request.app)
     if fresh:
         # Watched before any await: the decision cannot slip in between.
@@ -427,6 +435,9 @@ async def _outcome(
         finally:
             service.unwatch(transfer_id, future)
         if not future.done() or future.cancelled():
+            if not await service.ensure_recorded(transfer_id):
+                # Unknown to this bank (it is stopping): never stored, so presumed aborted.
+                raise ApiError("unavailable", "the transfer was lost before it was stored; nothing moved")
             return {"id": transfer_id, "status": "pending"}
         decided = future.result()
         fresh_answer: dict[str, Any] = {"id": transfer_id, "status": decided.outcome}
@@ -464,10 +475,19 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
         Leg(destination["bank"], str(destination["account"]), sum(l.amount_cents for l in legs), "destination")
     )
     key = _key(request, caller, body)
+    wait_ms = int(raw)
+    # A client that waits hears the id with the outcome: its transfer is stored with its
+    # decision (presumed abort: see bank.transfers.coordinator), or before the id is answered
+    # should the wait end first. An idempotency key must outlive a crash: stored at once.
     service, transfer_id, replayed = await _start(
-        request, caller, legs, key, {"sources": body["sources"], "destination": destination}
+        request,
+        caller,
+        legs,
+        key,
+        {"sources": body["sources"], "destination": destination},
+        record=key is not None or wait_ms == 0,
     )
-    answer = await _outcome(request, service, transfer_id, int(raw), fresh=not replayed)
+    answer = await _outcome(request, service, transfer_id, wait_ms, fresh=not replayed)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return jsonio.response(answer, status=202, headers=headers)
 

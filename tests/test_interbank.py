@@ -366,3 +366,70 @@ async def test_metrics_count_the_coordinated_transfers_and_the_ledger_commits(ba
     assert 1 <= commits <= writes  # two pending records and their decisions, at least
     prepares = 'bank_signed_requests_sent_total{path="/interbank/prepare"}'
     assert after[prepares] - before.get(prepares, 0) >= 1  # b1 was asked to check a1
+
+
+async def test_a_client_whose_wait_runs_out_hears_the_id_of_a_recorded_transfer(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    service = banks.apps["b0"][TRANSFERS]
+    service.rounds_paused = True  # no round: the wait runs out first
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 250}],
+               "destination": {"bank": "b1", "account": destination}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=30", request, who=ANA)
+    assert status == 202 and body["status"] == "pending", body
+    # Recorded before the id was answered: the record outlives this process.
+    assert await service.book.transfer_body(body["id"]) is not None
+    assert body["id"] not in service.coordinator.unrecorded
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200 and record["status"] == "pending"
+    service.resume_rounds()
+    deadline = time.monotonic() + DEADLINE_S
+    while record["status"] == "pending":
+        assert time.monotonic() < deadline, "never decided"
+        await asyncio.sleep(0.02)
+        _, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert record["status"] == "committed"
+    await settle(banks, {("b0", source): (750, 0), ("b1", destination): (250, 0)})
+
+
+async def test_a_waiting_transfer_is_stored_with_its_decision_and_survives_a_failed_write(
+    banks: Banks,
+) -> None:
+    """Presumed abort at the terminal bank: a transfer whose client waits is stored at its
+    decision. When that write fails, nothing is decided and nothing is forgotten: the
+    transfer goes into a later round (its holds stay) and commits there."""
+    from bank.transfers.book import RecordOutcomes
+    from bank.transfers.protocol import Leg, Transfer
+
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    service = banks.apps["b0"][TRANSFERS]
+    legs = (Leg("b0", str(source), 100, "source"), Leg("b1", str(destination), 100, "destination"))
+    real_execute = service.book.execute
+    failed: list[Any] = []
+    stored_before_decision: list[Any] = []
+
+    async def execute(batch: Any) -> Any:
+        if any(isinstance(op, RecordOutcomes) for op in batch):
+            stored_before_decision.append(await service.book.transfer_body("b0-wait"))
+            if not failed:
+                failed.append(batch)
+                raise OSError("disk full")
+        return await real_execute(batch)
+
+    service.book.execute = execute
+    outcome = service.watch("b0-wait")
+    assert await service.submit(Transfer("b0-wait", "b0", ANA, legs), record=False) == "b0-wait"
+    decided = await asyncio.wait_for(outcome, DEADLINE_S)
+    assert decided.outcome == "committed" and failed
+    # Not stored until its decision (the failed write stored nothing either); stored then.
+    assert stored_before_decision and all(body is None for body in stored_before_decision)
+    assert await service.book.transfer_body("b0-wait") is not None
+    assert not service.coordinator.unrecorded
+    await settle(banks, {("b0", source): (900, 0), ("b1", destination): (100, 0)})
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 1_000

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bank.transfers.book import MemoryBook, run_steps
+from bank.transfers.book import MemoryBook, RecordOutcomes, run_steps
 from bank.transfers.coordinator import Coordinator
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
@@ -319,3 +319,115 @@ def test_a_transfer_refused_only_as_stale_goes_into_a_later_round_a_bounded_numb
         if not expected:
             assert list(coordinator.pending) == ["alfa:1"] and "alfa:1" not in book.outcomes
     assert book.outcomes == {"alfa:1": ("aborted", "stale_fence")}
+
+
+def test_a_transfer_whose_client_waits_is_stored_with_its_decision() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1")), book)
+    assert run_steps(coordinator.submit(transfer("alfa:2"), request={"n": 2}, record=False), book) == "alfa:2"
+    assert list(book.transfers) == ["alfa:1"]  # nothing written for the waiting one
+    sends = coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    assert all(len(m.items) == 2 for _, m in sends if isinstance(m, Prepare))
+    for bank in ("alfa", "beta", "gama"):
+        votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
+        decided, _ = run_steps(coordinator.handle(votes, 1), book)
+    assert [d.outcome for d in decided] == ["committed", "committed"]
+    # Stored at the commit point, with its outcome.
+    assert list(book.transfers) == ["alfa:1", "alfa:2"]
+    assert book.outcomes["alfa:2"] == ("committed", None)
+    assert not coordinator.unrecorded
+
+
+def test_a_waiting_transfer_is_stored_before_its_client_hears_its_id() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
+    run_steps(coordinator.submit(transfer("alfa:2")), book)
+    # The wait of alfa:1's client ran out: stored now, pending.
+    assert run_steps(coordinator.record("alfa:1"), book) is True
+    assert "alfa:1" in book.transfers and "alfa:1" not in book.outcomes
+    assert not coordinator.unrecorded
+    # Stored already (at submission, or just now): nothing more to write.
+    before = dict(book.transfers)
+    assert run_steps(coordinator.record("alfa:1"), book) is True
+    assert run_steps(coordinator.record("alfa:2"), book) is True
+    assert book.transfers == before
+    # Unknown here: never stored, so it moved no money.
+    assert run_steps(coordinator.record("alfa:9"), book) is False
+
+
+def test_a_participant_asking_about_a_transfer_its_coordinator_never_stored_is_told_aborted() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    # Undecided here: no answer yet (the participant asks again later).
+    assert run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 5), book) == ([], [])
+    # The coordinator dies before it stores the transfer: its next run never heard of it.
+    restarted = Coordinator("alfa")
+    run_steps(restarted.start(50), book)
+    _, sends = run_steps(restarted.handle(DecisionQuery("beta", ("alfa:1",)), 60), book)
+    assert sends == [("beta", Decisions("alfa", (DecisionItem("alfa:1", "aborted", ()),)))]
+
+
+def test_a_decided_and_delivered_transfer_is_answered_from_the_book() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("alfa", "beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
+    for bank in ("alfa", "beta", "gama"):
+        run_steps(coordinator.handle(Acks(bank, ("alfa:1",)), 2), book)
+    assert not coordinator.deliveries  # forgotten in memory
+    _, sends = run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 3), book)
+    assert sends == [("beta", Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("beta", "1", 30, "source"),)),)))]
+
+
+def test_decisions_that_could_not_be_written_are_not_forgotten() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("alfa", "beta"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
+    steps = coordinator.handle(Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True),)), 2)
+    (write,) = next(steps)
+    assert isinstance(write, RecordOutcomes) and [t.id for t, _ in write.unrecorded] == ["alfa:1"]
+    assert run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 3), book) == ([], [])
+    with pytest.raises(OSError):
+        steps.throw(OSError("disk full"))
+    # Nothing was decided: it goes into a later round, still unstored, never presumed aborted.
+    assert list(coordinator.pending) == ["alfa:1"] and "alfa:1" in coordinator.unrecorded
+    assert not coordinator.deciding and "alfa:1" not in book.transfers
+    assert run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 4), book) == ([], [])
+    assert coordinator.grant((1, "alfa", 4), until_ms=50, now_ms=5)
+
+
+def test_a_presumed_abort_gives_back_what_the_participant_holds() -> None:
+    book = MemoryBook("beta")
+    book.open_account("1", "doc", 100)
+    participant = Participant("beta")
+    item = PrepareItem("alfa:1", "doc", (Leg("beta", "1", 30, "source"),))
+    prepare = Prepare("alfa", (1, "alfa", 1), (item,))
+    (votes,) = run_steps(participant.handle(prepare, 0), book)
+    assert votes.votes == (Vote("alfa:1", True),)
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (70, 30)
+    (acks,) = run_steps(participant.handle(Decisions("alfa", (DecisionItem("alfa:1", "aborted", ()),)), 5), book)
+    assert acks == Acks("beta", ("alfa:1",))
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (100, 0)
+    assert not participant.outstanding and book.applied["alfa:1"] == "aborted"
+    # A late copy of the prepare is answered as the first one was, and holds nothing.
+    run_steps(participant.handle(prepare, 6), book)
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (100, 0)
+
+
+def test_only_an_abort_may_name_no_legs() -> None:
+    with pytest.raises(ValueError):
+        DecisionItem("alfa:1", "committed", ())
+    with pytest.raises(ValueError):
+        decode_message({"type": "decisions", "sender": "a", "items": [
+            {"transfer_id": "t", "outcome": "committed", "legs": []}]}, fence_back)
+    assert decode_message(encode_message(Decisions("a", (DecisionItem("t", "aborted", ()),)), fence_json),
+                          fence_back) == Decisions("a", (DecisionItem("t", "aborted", ()),))

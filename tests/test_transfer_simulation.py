@@ -40,6 +40,8 @@ def test_schedules_exercise_crashes_stale_fences_and_commits() -> None:
     reports = [run(seed) for seed in range(60)]
     assert sum(r.crashes for r in reports) > 0
     assert sum(r.stale_refusals for r in reports) > 0
+    # A coordinator that died before it stored a transfer: its participants gave it up.
+    assert sum(r.presumed_aborts for r in reports) > 0
     assert sum(r.committed for r in reports) > 0
     assert all(r.transfers > 0 for r in reports)
 

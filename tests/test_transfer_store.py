@@ -14,12 +14,15 @@ from bank.ledger import Ledger
 from bank.transfers import store
 from bank.transfers.book import (
     LoadCoordinator,
+    LoadDecisions,
     LoadOutstanding,
+    PlaceHold,
     RecordAcks,
     RecordDecision,
     RecordOutcomes,
     RecordPending,
     RecordPrepared,
+    ReleaseHeld,
 )
 from bank.transfers.protocol import Leg, Transfer
 from bank.transfers.store import LedgerBook
@@ -110,3 +113,38 @@ async def test_runs_of_every_length_answer_item_by_item(book: LedgerBook) -> Non
         await book.execute([RecordDecision(transfer_id, "aborted") for transfer_id in decided])
         answers = await book.execute([RecordPrepared(transfer_id, "b1") for transfer_id in ids])
         assert answers == [transfer_id not in decided for transfer_id in ids]
+
+
+async def test_presumed_abort_in_the_ledger(book: LedgerBook) -> None:
+    """What presumed abort asks of the real book: a transfer stored at its decision (or
+    before, either order), what the coordinator's book knows of transfers asked about, and a
+    participant giving back every hold it has for a transfer without naming the legs."""
+    ledger = book.ledger
+    assert (await ledger.create_customer(ANA, "Ana", "hash")).status == 201
+    first = (await ledger.create_account("individual", [ANA])).body["account"]
+    second = (await ledger.create_account("individual", [ANA])).body["account"]
+    for number in (first, second):
+        assert (await ledger.deposit(number, 1_000, document=ANA)).status == 201
+    # Coordinator: t1 stored by its client's record first, t2 only at its decision, and the
+    # record of t1 again after the decision changes nothing.
+    t1, t2 = transfer("t1"), transfer("t2")
+    await book.execute([RecordPending(t1, None, {"n": 1})])
+    decisions = (("t1", "committed", None, ("b0", "b1")), ("t2", "aborted", "forbidden", ("b0", "b1")))
+    await book.execute([RecordOutcomes(decisions, ((t1, {"n": 1}), (t2, {"n": 2})))])
+    await book.execute([RecordPending(t1, None, {"n": 1}), RecordPending(t2, None, {"n": 2})])
+    (stored,) = await book.execute([LoadDecisions(("t1", "t2", "t3"))])
+    assert {i: (outcome, t.id) for i, (outcome, t) in stored.items()} == {
+        "t1": ("committed", "t1"), "t2": ("aborted", "t2")}  # fmt: skip
+    record = await ledger.transfer("t2")
+    assert record is not None and (record.status, record.reason) == ("aborted", "forbidden")
+    # Participant: two holds for t9, one for t8; a presumed abort of t9 gives back t9's only.
+    places = [PlaceHold("t9", str(first), 300, ANA), PlaceHold("t9", str(second), 200, ANA),
+              PlaceHold("t8", str(first), 100, ANA)]  # fmt: skip
+    assert await book.execute(places) == ["ok", "ok", "ok"]
+    assert await book.execute([RecordDecision("t9", "aborted"), ReleaseHeld("t9")]) == [None, None]
+    balances = {n: ((a := await ledger.account(n)) and (a.balance_cents, a.held_cents)) for n in (first, second)}
+    assert balances == {first: (900, 100), second: (1_000, 0)}
+    # A late copy of t9's prepare answers as before and holds nothing again.
+    assert await book.execute(places[:2]) == ["ok", "ok"]
+    assert (await ledger.account(first)).held_cents == 100  # type: ignore[union-attr]
+    assert await book.execute([ReleaseHeld("t7")]) == [None]  # nothing held: nothing happens

@@ -32,6 +32,7 @@ __all__ = [
     "CommitHold",
     "Credit",
     "LoadCoordinator",
+    "LoadDecisions",
     "LoadFence",
     "LoadOutstanding",
     "MemoryBook",
@@ -42,6 +43,7 @@ __all__ = [
     "RecordOutcomes",
     "RecordPending",
     "RecordPrepared",
+    "ReleaseHeld",
     "ReleaseHold",
     "Steps",
     "run_steps",
@@ -140,6 +142,15 @@ class ReleaseHold:
 
 
 @attrs.frozen
+class ReleaseHeld:
+    """Give back every hold still held here for a transfer (a presumed abort: its
+    coordinator has no record of it, so it names no legs; this bank knows its own)."""
+
+    transfer_id: str
+    """The transfer."""
+
+
+@attrs.frozen
 class Credit:
     """Credit an account from the settlement account (money arrives at this bank)."""
 
@@ -176,7 +187,8 @@ class LoadOutstanding:
 
 @attrs.frozen
 class RecordPending:
-    """Store a new transfer as pending (before the client hears 202).
+    """Store a transfer as pending (before its client hears its id), unless it is stored
+    already (then nothing changes: a decided one stays decided).
     Result: None when stored; the id of the transfer stored earlier under the same
     idempotency key (nothing is stored then)."""
 
@@ -195,6 +207,10 @@ class RecordOutcomes:
     outcomes: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
     """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every bank
     the decision must reach, the transfer's own)."""
+    unrecorded: tuple[tuple[Transfer, Any], ...] = ()
+    """``(transfer, client's request)`` of decided transfers that may not be stored yet:
+    stored with their outcome unless they are (a transfer is stored at its decision at the
+    latest)."""
 
 
 @attrs.frozen
@@ -213,6 +229,15 @@ class LoadCoordinator:
     ``(transfer, outcome, banks not acknowledged)`` for decisions not fully delivered."""
 
 
+@attrs.frozen
+class LoadDecisions:
+    """Result: ``{transfer_id: (outcome or None while pending, transfer)}`` for those of
+    ``transfer_ids`` stored here; one absent was never stored (nor will it be)."""
+
+    transfer_ids: tuple[str, ...]
+    """The transfers asked about."""
+
+
 BookOp = (
     AcceptFence
     | ReadDecision
@@ -222,6 +247,7 @@ BookOp = (
     | RecordDecision
     | CommitHold
     | ReleaseHold
+    | ReleaseHeld
     | Credit
     | CashOut
     | LoadFence
@@ -230,6 +256,7 @@ BookOp = (
     | RecordOutcomes
     | RecordAcks
     | LoadCoordinator
+    | LoadDecisions
 )
 
 Steps = Generator[Sequence[BookOp], list[Any], R]
@@ -375,6 +402,11 @@ class MemoryBook:
                     self.accounts[account].balance_cents += amount
                 assert hold[1] == "released", "a hold is committed or released, never both"
                 return None
+            case ReleaseHeld(transfer_id):
+                for (held_for, account), hold in self.holds.items():
+                    if held_for == transfer_id and hold[1] == "held":
+                        self._apply(ReleaseHold(transfer_id, account, hold[0]))
+                return None
             case Credit(transfer_id, account, amount):
                 if (transfer_id, account) not in self.credited:
                     self.credited.add((transfer_id, account))
@@ -390,10 +422,11 @@ class MemoryBook:
             case LoadOutstanding():
                 return sorted(self.prepared.items())
             case RecordPending(transfer, _, _):
-                assert transfer.id not in self.transfers
-                self.transfers[transfer.id] = transfer
+                assert self.transfers.setdefault(transfer.id, transfer) == transfer
                 return None
-            case RecordOutcomes(outcomes):
+            case RecordOutcomes(outcomes, unrecorded):
+                for transfer, _ in unrecorded:
+                    assert self.transfers.setdefault(transfer.id, transfer) == transfer
                 for transfer_id, outcome, reason, banks in outcomes:
                     assert set(banks) == set(self.transfers[transfer_id].banks)
                     assert outcome in (COMMITTED, ABORTED)
@@ -418,6 +451,12 @@ class MemoryBook:
                     for i, banks in self.unacked.items()
                 ]
                 return pending, undelivered
+            case LoadDecisions(transfer_ids):
+                return {
+                    i: (self.outcomes[i][0] if i in self.outcomes else None, self.transfers[i])
+                    for i in transfer_ids
+                    if i in self.transfers
+                }
         raise AssertionError(f"unknown book operation {op!r}")
 
     def _place_hold(self, key: tuple[str, str], amount: int, owner: str) -> str:

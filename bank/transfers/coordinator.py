@@ -1,8 +1,19 @@
 """The coordinator: how a terminal bank runs its cross-bank transfers. Pure: no I/O, no clock.
 
-Life of a transfer here: *pending* (durable before the client hears 202) -> taken into a
-*round* at a token visit -> *decided* (durable: the commit point) -> *delivered* (every bank
-involved acknowledged the decision), after which it is forgotten in memory.
+Life of a transfer here: *pending* -> taken into a *round* at a token visit -> *decided*
+(durable: the commit point) -> *delivered* (every bank involved acknowledged the decision),
+after which it is forgotten in memory.
+
+*Presumed abort* (as in R*'s two-phase commit): a transfer is stored here at its decision at
+the latest, and one that is neither in this coordinator's memory nor in its book never
+committed and never will; a participant asking about it is told "aborted" (naming no legs:
+it gives back whatever it holds for it). So a pending transfer need not be stored before its
+prepares go out. It is stored before anyone outside this process can name it: before its
+client hears its id without its outcome (``submit(record=True)``, or :meth:`record` when a
+waiting client's wait runs out). A client that waits for the outcome hears the id with it,
+and its transfer is stored once, decided (``submit(record=False)``). Should this process die
+first, that transfer never happened: its holds are given back on the presumed abort, and its
+client, who has no id, hears no answer.
 
 - A round starts at a grant of the token: it takes at most ``batch_transfers_max`` pending
   transfers and sends one :class:`Prepare` per involved bank (itself included) under the
@@ -16,8 +27,8 @@ involved acknowledged the decision), after which it is forgotten in memory.
   message, or ``Votes.acked``) are written later, in batches.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
-- After a restart, :meth:`start` reloads pending transfers (they go into the next round: a
-  prepare is idempotent by transfer id) and undelivered decisions (re-sent at once).
+- After a restart, :meth:`start` reloads stored pending transfers (they go into the next
+  round: a prepare is idempotent by transfer id) and undelivered decisions (re-sent at once).
 
 Steps may overlap in a driver (a vote batch's write need not hold up the next grant): every
 step makes its changes to the shared state before it yields, and what it does after a yield
@@ -31,7 +42,14 @@ from typing import Any, Literal
 
 import attrs
 
-from bank.transfers.book import LoadCoordinator, RecordAcks, RecordOutcomes, RecordPending, Steps
+from bank.transfers.book import (
+    LoadCoordinator,
+    LoadDecisions,
+    RecordAcks,
+    RecordOutcomes,
+    RecordPending,
+    Steps,
+)
 from bank.transfers.protocol import (
     ABORTED,
     COMMITTED,
@@ -81,6 +99,7 @@ DECISION_DEFER_MS = 200
 to that bank (under load one comes within a rotation) before it is sent on its own."""
 
 Send = tuple[str, Message]
+_MISSING = object()
 
 
 @attrs.frozen
@@ -131,7 +150,13 @@ class Coordinator:
     retry_ms_max: int = RETRY_MS_MAX
     """See :data:`RETRY_MS_MAX`."""
     pending: dict[str, Transfer] = attrs.Factory(dict)
-    """Durable, undecided, not in the running round; in arrival order."""
+    """Undecided, in no round; in arrival order."""
+    unrecorded: dict[str, Any] = attrs.Factory(dict)
+    """Undecided transfers in memory (pending, in a round or being decided) that may not be
+    stored yet, with the client's request: stored with their decision, or by :meth:`record`.
+    An entry leaves only once a write that stores the transfer is done."""
+    deciding: dict[str, Transfer] = attrs.Factory(dict)
+    """Transfers whose round ended and whose decision is being written."""
     rounds: dict[Any, _Round] = attrs.Factory(dict)
     """The rounds waiting for votes, by fence."""
     rounds_in_flight_max: int = ROUNDS_IN_FLIGHT_MAX
@@ -170,16 +195,54 @@ class Coordinator:
         *,
         idempotency: tuple[str, str, str] | None = None,
         request: Any = None,
+        record: bool = True,
     ) -> Steps[str]:
-        """Record a new transfer as pending; it goes out at the next token visit.
-        Returns the transfer's id: an earlier transfer's when the idempotency key was used."""
+        """A new pending transfer; it goes out at the next token visit. Returns its id: an
+        earlier transfer's when the idempotency key was used.
+
+        ``record``: stored now, before the client hears the id. False: stored with its
+        decision (or by :meth:`record`), for a client that hears the id only with the
+        outcome; an idempotency key is always stored at once, since it must outlive a crash."""
         assert transfer.coordinator == self.bank
         assert len(transfer.banks) >= 1
+        if not record:
+            assert idempotency is None, "an idempotency key is stored at once"
+            assert self._undecided(transfer.id) is None
+            self.pending[transfer.id] = transfer
+            self.unrecorded[transfer.id] = request
+            return transfer.id
         (earlier,) = yield [RecordPending(transfer, idempotency, request)]
         if earlier is not None:
             return str(earlier)
         self.pending[transfer.id] = transfer
         return transfer.id
+
+    def record(self, transfer_id: str) -> Steps[bool]:
+        """Make sure a transfer of this coordinator is stored (its client is about to hear
+        its id); False when it is not and cannot be: it is unknown here (never submitted,
+        or lost with an earlier run of this process), so it never moved money."""
+        request = self.unrecorded.get(transfer_id, _MISSING)
+        if request is not _MISSING:
+            transfer = self._undecided(transfer_id)
+            assert transfer is not None, "an unrecorded transfer is in memory"
+            # Stored unless its decision's write stored it first (then nothing changes).
+            yield [RecordPending(transfer, None, request)]
+            self.unrecorded.pop(transfer_id, None)
+            return True
+        if self._undecided(transfer_id) is not None or transfer_id in self.deliveries:
+            return True  # stored when submitted, or decided
+        (stored,) = yield [LoadDecisions((transfer_id,))]
+        return transfer_id in stored
+
+    def _undecided(self, transfer_id: str) -> Transfer | None:
+        """The transfer, if it is in memory and its decision is not durable yet."""
+        transfer = self.pending.get(transfer_id) or self.deciding.get(transfer_id)
+        if transfer is None:
+            for current in self.rounds.values():
+                transfer = current.transfers.get(transfer_id)
+                if transfer is not None:
+                    break
+        return transfer
 
     @property
     def backlog(self) -> int:
@@ -256,6 +319,25 @@ class Coordinator:
                     for i in transfer_ids
                     if sender in self._banks_waiting(i)
                 ]
+                # Neither undecided here nor waiting for delivery: the book knows, or no one
+                # does. An id unknown now stays unknown (ids are never reused).
+                unknown = tuple(
+                    i
+                    for i in transfer_ids[:ITEMS_PER_MESSAGE_MAX]
+                    if i not in self.deliveries and self._undecided(i) is None
+                )
+                if unknown:
+                    (stored,) = yield [LoadDecisions(unknown)]
+                    for transfer_id in unknown:
+                        outcome, transfer = stored.get(transfer_id, (ABORTED, None))
+                        if outcome is None:
+                            continue  # stored pending and not in memory: not started yet
+                        if transfer is None:
+                            # Presumed abort: never stored, so never committed. The
+                            # participant gives back what it holds for it.
+                            items.append(DecisionItem(transfer_id, ABORTED, ()))
+                        else:
+                            items.append(DecisionItem(transfer_id, outcome, transfer.legs_at(sender)))
                 if not items:
                     return [], []
                 return [], [(sender, Decisions(self.bank, tuple(items[:ITEMS_PER_MESSAGE_MAX])))]
@@ -316,20 +398,37 @@ class Coordinator:
             transfers.update(current.transfers)
             # The round is over before its decisions are written: the token need not wait
             # for the write. Should this process die before it, its book still has these
-            # transfers pending.
+            # transfers pending, or nothing of them (then they are presumed aborted).
             del self.rounds[current.fence]
         if again:
             self.pending = {**again, **self.pending}
         if not decided:
             return [], []
-        yield [
-            RecordOutcomes(
-                tuple(
-                    (d.transfer_id, d.outcome, d.reason, tuple(sorted(transfers[d.transfer_id].banks)))
-                    for d in decided
+        deciding = {d.transfer_id: transfers[d.transfer_id] for d in decided}
+        self.deciding.update(deciding)
+        unrecorded = tuple(
+            (transfers[i], self.unrecorded[i]) for i in deciding if i in self.unrecorded
+        )
+        try:
+            yield [
+                RecordOutcomes(
+                    tuple(
+                        (d.transfer_id, d.outcome, d.reason, tuple(sorted(transfers[d.transfer_id].banks)))
+                        for d in decided
+                    ),
+                    unrecorded,
                 )
-            )
-        ]
+            ]
+        except Exception:
+            # Not written: nothing is decided. They go into a later round (holds stay and
+            # repeat), never forgotten: a forgotten one would be presumed aborted.
+            self.pending = {**deciding, **self.pending}
+            raise
+        finally:
+            for transfer_id in deciding:
+                self.deciding.pop(transfer_id, None)
+        for transfer, _ in unrecorded:
+            self.unrecorded.pop(transfer.id, None)
         # Durable from here on: the decisions are final, whatever happens to this process.
         # This bank's own part is applied at once (no network); another bank's waits up to
         # decision_defer_ms to travel with the next prepare to it, then goes on its own.

@@ -14,7 +14,8 @@ Rules, in the order they are checked:
    ask the coordinator what became of it.
 
 A decision is recorded and applied in one batch (commit: hold -> settlement, credit:
-settlement -> account, cash-out: settlement -> cash; abort: release). Every money operation
+settlement -> account, cash-out: settlement -> cash; abort: release; a presumed abort, which
+names no legs, releases whatever this bank holds for the transfer). Every money operation
 is idempotent by transfer id, so a repeated decision is applied again harmlessly and
 acknowledged again.
 
@@ -41,6 +42,7 @@ from bank.transfers.book import (
     PlaceHold,
     RecordDecision,
     RecordPrepared,
+    ReleaseHeld,
     ReleaseHold,
     Steps,
 )
@@ -182,6 +184,11 @@ class Participant:
         ops: list[BookOp] = [RecordDecision(item.transfer_id, item.outcome) for item in items]
         for item in items:
             self.outstanding.pop(item.transfer_id, None)
+            if not item.legs:
+                # A presumed abort (its coordinator has no record of it): whatever this bank
+                # holds for it goes back. It held only what a prepare of it named, and any
+                # later copy of that prepare is answered as the first one was: no new hold.
+                ops.append(ReleaseHeld(item.transfer_id))
             for leg in item.legs:
                 assert leg.bank == self.bank, "a decision carries only this bank's legs"
                 if item.outcome == COMMITTED:

@@ -179,7 +179,12 @@ class DecisionItem:
     outcome: Literal["committed", "aborted"]
     """``committed`` or ``aborted``."""
     legs: tuple[Leg, ...]
-    """Only the legs at the receiving bank."""
+    """Only the legs at the receiving bank. None for a *presumed abort* (the coordinator has
+    no record of the transfer): the receiving bank gives back whatever it holds for it."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.legs and self.outcome != ABORTED:
+            raise ValueError("decision: only an abort may name no legs")
 
 
 @attrs.frozen

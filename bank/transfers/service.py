@@ -217,11 +217,17 @@ class TransferService:
         return int(asyncio.get_running_loop().time() * 1000)
 
     async def _run(self, steps: Steps[Any]) -> Any:
+        """Run a step's batches against the book; a batch that fails is raised inside the
+        step (which may undo what it did in memory) and then here."""
         try:
             batch = next(steps)
             while True:
-                results = await self.book.execute(batch)
-                batch = steps.send(results)
+                try:
+                    results = await self.book.execute(batch)
+                except Exception as error:
+                    batch = steps.throw(error)
+                else:
+                    batch = steps.send(results)
         except StopIteration as stop:
             return stop.value
 
@@ -233,18 +239,31 @@ class TransferService:
         *,
         idempotency: tuple[str, str, str] | None = None,
         request: Any = None,
+        record: bool = True,
     ) -> str:
-        """Record a transfer as pending (durable on return); returns its id (an earlier
-        transfer's when the idempotency key was used before). Raises :class:`Backlogged`."""
+        """A new pending transfer; returns its id (an earlier transfer's when the idempotency
+        key was used before). Raises :class:`Backlogged`.
+
+        ``record``: durable on return. False (no idempotency key): stored with its decision,
+        for a caller that tells the client the id only with the outcome, or after
+        :meth:`ensure_recorded`."""
         if self.coordinator.backlog >= self.pending_transfers_max:
             raise Backlogged(f"{self.coordinator.backlog} transfers already wait here")
-        # Submissions need no lock: a pending transfer enters the coordinator only after it
+        # Submissions need no lock: a stored transfer enters the coordinator only after it
         # is durable, and a round takes pending ones synchronously.
         transfer_id: str = await self._run(
-            self.coordinator.submit(transfer, idempotency=idempotency, request=request)
+            self.coordinator.submit(
+                transfer, idempotency=idempotency, request=request, record=record
+            )
         )
         self._work.set()
         return transfer_id
+
+    async def ensure_recorded(self, transfer_id: str) -> bool:
+        """Store a transfer submitted with ``record=False`` unless it is stored, before its
+        client hears its id. False when this bank does not know it (then it moved no money)."""
+        recorded: bool = await self._run(self.coordinator.record(transfer_id))
+        return recorded
 
     def watch(self, transfer_id: str) -> asyncio.Future[Decided]:
         """A future resolved when this bank decides ``transfer_id`` (while it runs)."""

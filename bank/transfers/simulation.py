@@ -76,6 +76,9 @@ class SimulationReport:
     """Bank crashes injected."""
     stale_refusals: int
     """Votes refused because of a stale fence."""
+    presumed_aborts: int
+    """Transfers a participant gave up on because its coordinator had no record of them
+    (it died before it stored them)."""
     trace: tuple[str, ...]
     """One line per event (only when asked for), to compare two runs of one seed."""
 
@@ -108,6 +111,10 @@ class _World:
     events: int = 0
     trace: list[str] | None = None
     decided_seen: dict[str, str] = attrs.Factory(dict)
+    presumed_aborted: set[str] = attrs.Factory(set)
+    told_ids: set[str] = attrs.Factory(set)
+    """Transfers whose client heard the id before the outcome: stored, never presumed
+    aborted."""
     hold_fences: dict[str, Any] = attrs.Factory(dict)
     applied_checked: dict[str, int] = attrs.Factory(dict)
 
@@ -135,6 +142,9 @@ def run(
     rng = random.Random(seed)
     world = _World(rng=rng, banks={}, order=[], faults_ms=faults_ms, trace=[] if trace else None)
     customers = ["c0", "c1", "c2"]
+    # Participants that ask soon ask while rounds are still open: a coordinator must tell an
+    # undecided transfer from one it never stored.
+    query_after_ms = rng.choice([10, 200])
     for index in range(banks_count):
         bank_id = f"b{index}"
         book = MemoryBook(bank_id)
@@ -144,7 +154,7 @@ def run(
         world.banks[bank_id] = _Bank(
             bank_id,
             book,
-            Participant(bank_id, query_after_ms=200, query_interval_ms_max=1_000),
+            Participant(bank_id, query_after_ms=query_after_ms, query_interval_ms_max=1_000),
             Coordinator(
                 bank_id,
                 batch_transfers_max=batch_transfers_max,
@@ -186,6 +196,7 @@ def run(
         aborted=len(world.decided_seen) - committed,
         crashes=world.crashes,
         stale_refusals=world.stale_refusals,
+        presumed_aborts=len(world.presumed_aborted),
         trace=tuple(world.trace or ()),
     )
 
@@ -361,8 +372,22 @@ def _handle(world: _World, bank: _Bank, kind: str, payload: Any, fail: Callable[
     sends: list[tuple[str, Message]] = []
     if kind == "submit":
         transfer = _random_transfer(world, bank.id, payload)
-        if _drive(world, bank, bank.coordinator.submit(transfer)) is None and not bank.alive:
+        # Half the clients wait for the outcome: their transfers are stored with their
+        # decision (presumed abort), or when the wait runs out first (then the client hears
+        # the id).
+        record = world.rng.random() < 0.5
+        if _drive(world, bank, bank.coordinator.submit(transfer, record=record)) is None and not bank.alive:
             return
+        if not record:
+            world.push(world.now_ms + world.rng.randrange(5, 200), bank.id, "wait_over", transfer.id)
+    elif kind == "wait_over":
+        stored = _drive(world, bank, bank.coordinator.record(payload))
+        if stored is None and not bank.alive:
+            return
+        if stored:
+            world.told_ids.add(payload)
+        elif payload in bank.book.transfers:
+            raise fail(f"{payload} is stored, its coordinator says not")
     elif kind in ("grant", "grant_only"):
         fence: Fence = payload
         # Votes may take longer than a visit: rounds of successive visits overlap.
@@ -412,6 +437,8 @@ def _handle(world: _World, bank: _Bank, kind: str, payload: Any, fail: Callable[
 
 def _note_decided(world: _World, decided: list[Any], fail: Callable[[str], InvariantViolation]) -> None:
     for d in decided:
+        if d.transfer_id in world.presumed_aborted:
+            raise fail(f"{d.transfer_id} decided {d.outcome} after it was presumed aborted")
         known = world.decided_seen.setdefault(d.transfer_id, d.outcome)
         if known != d.outcome:
             raise fail(f"{d.transfer_id} decided twice, differently")
@@ -464,6 +491,12 @@ def _check_always(world: _World, bank: _Bank, fail: Callable[[str], InvariantVio
         for transfer_id, outcome in list(book.applied.items())[checked:]:
             coordinator = world.banks[transfer_id.split(":")[0]].book
             decided = coordinator.outcomes.get(transfer_id)
+            if decided is None and transfer_id not in coordinator.transfers and outcome == ABORTED:
+                # Presumed abort: its coordinator has no record, so it must never get one.
+                if transfer_id in world.told_ids:
+                    raise fail(f"{transfer_id} presumed aborted after its client heard its id")
+                world.presumed_aborted.add(transfer_id)
+                continue
             if decided is None or decided[0] != outcome:
                 raise fail(f"{bank.id} applied {outcome} to {transfer_id}, decided {decided}")
         world.applied_checked[bank.id] = len(book.applied)
@@ -476,9 +509,9 @@ def _settled(world: _World) -> bool:
         if not bank.alive or bank.paused_until_ms > world.now_ms:
             return False
         book = bank.book
-        if len(book.outcomes) != len(book.transfers) or book.unacked:
+        if len(book.outcomes) != len(book.transfers) or book.unacked or book.prepared:
             return False
-        if bank.coordinator.round_open:
+        if bank.coordinator.round_open or bank.coordinator.pending:
             return False
     return True
 
@@ -520,6 +553,9 @@ def _check_settled(
                 applied = world.banks[participant].book.applied.get(transfer_id)
                 if applied != outcome:
                     raise fail(f"{participant} has {applied} for {transfer_id}, decided {outcome}")
+        for transfer_id in world.presumed_aborted:
+            if transfer_id in book.transfers:
+                raise fail(f"{transfer_id} was presumed aborted, and then stored by {bank.id}")
         if book.settlement_cents != _expected_settlement(world, bank.id):
             raise fail(f"{bank.id} settlement {book.settlement_cents} is not what committed legs moved")
 

@@ -33,6 +33,7 @@ from bank.transfers.book import (
     CommitHold,
     Credit,
     LoadCoordinator,
+    LoadDecisions,
     LoadFence,
     LoadOutstanding,
     PlaceHold,
@@ -42,6 +43,7 @@ from bank.transfers.book import (
     RecordOutcomes,
     RecordPending,
     RecordPrepared,
+    ReleaseHeld,
     ReleaseHold,
 )
 from bank.transfers.protocol import Transfer, transfer_from_dict, transfer_to_dict
@@ -86,7 +88,7 @@ CREATE TABLE IF NOT EXISTS transfer_cash_outs (
 """
 """The protocol's tables, in the ledger's database (created when the service starts)."""
 
-_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator)
+_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator, LoadDecisions)
 
 
 def account_number(account: str) -> int | None:
@@ -217,7 +219,38 @@ def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int)
     return [None] * len(ops)
 
 
-_BULK: dict[type, Any] = {RecordPrepared: _record_prepared, RecordDecision: _record_decisions}
+def _record_pending(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[Any]:
+    """``RecordPending`` for a run, one statement per table (with no idempotency keys). A
+    transfer stored already is left as it is: a waiting client's record and its decision's
+    may come in either order, and a decided transfer stays decided."""
+    if any(op.idempotency is not None for op in ops):
+        return [_record(conn, op, now_ms) for op in ops]
+    _store_transfers(conn, [(op.transfer, op.request) for op in ops], now_ms)
+    return [None] * len(ops)
+
+
+def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[tuple[Transfer, Any]], now_ms: int) -> None:
+    """Store transfers as pending, each unless it is stored already."""
+    conn.executemany(
+        "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)"
+        " ON CONFLICT (transfer_id) DO NOTHING",
+        [(transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))) for transfer, _ in transfers],
+    )
+    conn.executemany(
+        "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
+        " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
+        [
+            (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), now_ms)
+            for transfer, request in transfers
+        ],
+    )
+
+
+_BULK: dict[type, Any] = {
+    RecordPrepared: _record_prepared,
+    RecordDecision: _record_decisions,
+    RecordPending: _record_pending,
+}
 
 
 _HOLD_OPS = (PlaceHold, CommitHold, ReleaseHold, Credit)
@@ -336,17 +369,11 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
                     (scope, key, fingerprint, transfer.id),
                 )
-            conn.execute(
-                "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)",
-                (transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))),
-            )
-            conn.execute(
-                "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
-                " VALUES (?, ?, 'pending', NULL, ?, ?)",
-                (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), now_ms),
-            )
+            _store_transfers(conn, [(transfer, request)], now_ms)
             return None
-        case RecordOutcomes(outcomes):
+        case RecordOutcomes(outcomes, unrecorded):
+            # Presumed abort: a transfer is stored at its decision at the latest.
+            _store_transfers(conn, unrecorded, now_ms)
             for start in range(0, len(outcomes), IN_LIST_MAX):
                 part = outcomes[start : start + IN_LIST_MAX]
                 marks, ids = in_list([transfer_id for transfer_id, _, _, _ in part])
@@ -389,6 +416,24 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates
                 )
             return None
+        case ReleaseHeld(transfer_id):
+            held = conn.execute(
+                "SELECT account FROM holds WHERE transfer_id = ? AND state = 'held'", (transfer_id,)
+            ).fetchall()
+            releases = [HoldRequest("release", transfer_id, account) for (account,) in held]
+            ledger_module.apply_holds_in(conn, releases, now_ms)
+            return None
+        case LoadDecisions(transfer_ids):
+            found: dict[str, tuple[str | None, Transfer]] = {}
+            for start in range(0, len(transfer_ids), IN_LIST_MAX):
+                marks, ids = in_list(list(transfer_ids[start : start + IN_LIST_MAX]))
+                for transfer_id, outcome, body in conn.execute(
+                    "SELECT transfer_id, outcome, body FROM transfer_coordinated"
+                    f" WHERE transfer_id IN ({marks})",
+                    ids,
+                ):
+                    found[transfer_id] = (outcome, transfer_from_dict(jsonio.loads(body)))
+            return found
         case LoadCoordinator():
             pending = [
                 transfer_from_dict(jsonio.loads(body))
