@@ -205,7 +205,7 @@ class Transfer:
     request: dict[str, Any]
     """The request's ``sources`` and ``destination``."""
     created_at_ms: int
-    """When it was recorded (Unix ms)."""
+    """When it was asked for (Unix ms)."""
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -3,9 +3,10 @@ real ledgers, with no network and no ring (prints figures).
 
 Each round is what a token visit does to the books of a coordinator (``bank0``, also the
 source) and of a destination (``bank1``), for ``--batch`` transfers (plus 0 to 10, varying
-by round, so batch sizes move as they do under load): the pending records (one writer job
-per transfer, as clients submit them), the prepare at both banks, the outcomes, the decisions
-at both banks, the acknowledgements. The ledgers are the production ones (WAL,
+by round, so batch sizes move as they do under load): the prepare at both banks, the
+outcomes (which store the transfers, as for clients that wait for the outcome; with
+``--record-at-submit``, one writer job per transfer stores it first, as clients submit them),
+the decisions at both banks, the acknowledgements. The ledgers are the production ones (WAL,
 ``synchronous=FULL``) in a temporary folder.
 
 Printed: CPU per transfer (the process: event loop and both writer threads) and wall time per
@@ -15,6 +16,7 @@ ledgers' connections), a measure of the SQL work that two runs on a noisy machin
 
     .venv/bin/python benchmarks/book_bench.py
     .venv/bin/python benchmarks/book_bench.py --batch 50 --rounds 100
+    .venv/bin/python benchmarks/book_bench.py --record-at-submit
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def _counting_connections(ticks: list[int]) -> None:
     ledger_module._connect = counted
 
 
-async def run(batch: int, rounds: int) -> dict[str, float]:
+async def run(batch: int, rounds: int, record_at_submit: bool = False) -> dict[str, float]:
     ticks = [0]
     _counting_connections(ticks)
     with tempfile.TemporaryDirectory() as folder:
@@ -101,7 +103,8 @@ async def run(batch: int, rounds: int) -> dict[str, float]:
                 legs = (Leg("bank0", source, 1, "source"), Leg("bank1", target, 1, "destination"))
                 transfers = [Transfer(new_transfer_id("bank0"), "bank0", document, legs) for _ in range(size)]
                 ids = tuple(t.id for t in transfers)
-                await asyncio.gather(*(here.execute([RecordPending(t, None, {})]) for t in transfers))
+                if record_at_submit:
+                    await asyncio.gather(*(here.execute([RecordPending(t, None, {})]) for t in transfers))
                 fence = Fence(1, "bank0", round_index + 1)
                 await asyncio.gather(
                     here.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
@@ -109,7 +112,9 @@ async def run(batch: int, rounds: int) -> dict[str, float]:
                     there.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
                                    *(CheckAccount(target) for _ in ids)]),
                 )  # fmt: skip
-                await here.execute([RecordOutcomes(tuple((i, "committed", None, ("bank0", "bank1")) for i in ids))])
+                decisions = tuple((i, "committed", None, ("bank0", "bank1")) for i in ids)
+                unrecorded = () if record_at_submit else tuple((t, {}, None) for t in transfers)
+                await here.execute([RecordOutcomes(decisions, unrecorded)])
                 await asyncio.gather(
                     here.execute([*(RecordDecision(i, "committed") for i in ids), *(CommitHold(i, source, 1) for i in ids)]),
                     there.execute([*(RecordDecision(i, "committed") for i in ids), *(Credit(i, target, 1) for i in ids)]),
@@ -137,14 +142,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=17, help="transfers per round, before the 0-10 added")
     parser.add_argument("--rounds", type=int, default=150)
+    parser.add_argument(
+        "--record-at-submit",
+        action="store_true",
+        help="store each transfer when it is submitted (clients that hear the id at once), "
+        "not with its decision (clients that wait for the outcome, as the transfer benchmark's)",
+    )
     args = parser.parse_args()
     if not (0 < args.batch <= BATCH_MAX and 0 < args.rounds <= ROUNDS_MAX):
         parser.error(f"--batch is 1 to {BATCH_MAX}, --rounds 1 to {ROUNDS_MAX}")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings and up
-    row = asyncio.run(run(args.batch, args.rounds))
+    row = asyncio.run(run(args.batch, args.rounds, args.record_at_submit))
     print(
         f"book replay: {row['transfers']} transfers in rounds of {args.batch}-{args.batch + 10}, "
-        f"two ledgers, {os.cpu_count()} CPUs\n"
+        f"two ledgers, stored {'at submission' if args.record_at_submit else 'with the decision'}, "
+        f"{os.cpu_count()} CPUs\n"
         f"  CPU {row['cpu_us']:.0f} us and wall {row['wall_us']:.0f} us per transfer (machine-dependent)\n"
         f"  {row['commits']:.2f} commits and {row['steps']:.0f} SQLite steps per transfer (counts)"
     )

@@ -377,13 +377,17 @@ async def test_a_client_whose_wait_runs_out_hears_the_id_of_a_recorded_transfer(
     service.rounds_paused = True  # no round: the wait runs out first
     request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 250}],
                "destination": {"bank": "b1", "account": destination}}
+    asked_ms = time.time() * 1000
     status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=30", request, who=ANA)
+    answered_ms = time.time() * 1000
     assert status == 202 and body["status"] == "pending", body
     # Recorded before the id was answered: the record outlives this process.
     assert await service.book.transfer_body(body["id"]) is not None
     assert body["id"] not in service.coordinator.unrecorded
     status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
     assert status == 200 and record["status"] == "pending"
+    # Its time is when it was asked for, before the 30 ms wait, not when it was stored.
+    assert asked_ms - 1 <= record["created_at_ms"] <= answered_ms - 30
     service.resume_rounds()
     deadline = time.monotonic() + DEADLINE_S
     while record["status"] == "pending":

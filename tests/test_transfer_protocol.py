@@ -394,7 +394,7 @@ def test_decisions_that_could_not_be_written_are_not_forgotten() -> None:
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
     steps = coordinator.handle(Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True),)), 2)
     (write,) = next(steps)
-    assert isinstance(write, RecordOutcomes) and [t.id for t, _ in write.unrecorded] == ["alfa:1"]
+    assert isinstance(write, RecordOutcomes) and [t.id for t, _, _ in write.unrecorded] == ["alfa:1"]
     assert run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 3), book) == ([], [])
     with pytest.raises(OSError):
         steps.throw(OSError("disk full"))

@@ -128,15 +128,20 @@ async def test_presumed_abort_in_the_ledger(book: LedgerBook) -> None:
     # Coordinator: t1 stored by its client's record first, t2 only at its decision, and the
     # record of t1 again after the decision changes nothing.
     t1, t2 = transfer("t1"), transfer("t2")
-    await book.execute([RecordPending(t1, None, {"n": 1})])
+    await book.execute([RecordPending(t1, None, {"n": 1}, 1_000)])
     decisions = (("t1", "committed", None, ("b0", "b1")), ("t2", "aborted", "forbidden", ("b0", "b1")))
-    await book.execute([RecordOutcomes(decisions, ((t1, {"n": 1}), (t2, {"n": 2})))])
+    await book.execute([RecordOutcomes(decisions, ((t1, {"n": 1}, 1_000), (t2, {"n": 2}, 2_000)))])
     await book.execute([RecordPending(t1, None, {"n": 1}), RecordPending(t2, None, {"n": 2})])
     (stored,) = await book.execute([LoadDecisions(("t1", "t2", "t3"))])
     assert {i: (outcome, t.id) for i, (outcome, t) in stored.items()} == {
         "t1": ("committed", "t1"), "t2": ("aborted", "t2")}  # fmt: skip
-    record = await ledger.transfer("t2")
-    assert record is not None and (record.status, record.reason) == ("aborted", "forbidden")
+    # As submitted: the client's request and time, whenever the transfer was stored.
+    for transfer_id, status, reason, n, at_ms in (
+        ("t1", "committed", None, 1, 1_000), ("t2", "aborted", "forbidden", 2, 2_000)
+    ):
+        record = await ledger.transfer(transfer_id)
+        assert record is not None
+        assert (record.status, record.reason, record.request, record.created_at_ms) == (status, reason, {"n": n}, at_ms)
     # Participant: two holds for t9, one for t8; a presumed abort of t9 gives back t9's only.
     places = [PlaceHold("t9", str(first), 300, ANA), PlaceHold("t9", str(second), 200, ANA),
               PlaceHold("t8", str(first), 100, ANA)]  # fmt: skip

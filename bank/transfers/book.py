@@ -198,6 +198,8 @@ class RecordPending:
     """``(scope, key, fingerprint)`` of the client's ``Idempotency-Key``, if it sent one."""
     request: Any = None
     """The client's request body, kept for ``GET /api/v1/transfers/{id}``."""
+    submitted_at_ms: int | None = None
+    """When the client asked (wall clock); None: now."""
 
 
 @attrs.frozen
@@ -207,10 +209,10 @@ class RecordOutcomes:
     outcomes: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
     """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every bank
     the decision must reach, the transfer's own)."""
-    unrecorded: tuple[tuple[Transfer, Any], ...] = ()
-    """``(transfer, client's request)`` of decided transfers that may not be stored yet:
-    stored with their outcome unless they are (a transfer is stored at its decision at the
-    latest)."""
+    unrecorded: tuple[tuple[Transfer, Any, int | None], ...] = ()
+    """``(transfer, client's request, when it was submitted)`` of decided transfers that may
+    not be stored yet: stored with their outcome unless they are (a transfer is stored at its
+    decision at the latest)."""
 
 
 @attrs.frozen
@@ -425,7 +427,7 @@ class MemoryBook:
                 assert self.transfers.setdefault(transfer.id, transfer) == transfer
                 return None
             case RecordOutcomes(outcomes, unrecorded):
-                for transfer, _ in unrecorded:
+                for transfer, _, _ in unrecorded:
                     assert self.transfers.setdefault(transfer.id, transfer) == transfer
                 for transfer_id, outcome, reason, banks in outcomes:
                     assert set(banks) == set(self.transfers[transfer_id].banks)

@@ -151,10 +151,11 @@ class Coordinator:
     """See :data:`RETRY_MS_MAX`."""
     pending: dict[str, Transfer] = attrs.Factory(dict)
     """Undecided, in no round; in arrival order."""
-    unrecorded: dict[str, Any] = attrs.Factory(dict)
+    unrecorded: dict[str, tuple[Any, int | None]] = attrs.Factory(dict)
     """Undecided transfers in memory (pending, in a round or being decided) that may not be
-    stored yet, with the client's request: stored with their decision, or by :meth:`record`.
-    An entry leaves only once a write that stores the transfer is done."""
+    stored yet, with the client's request and when it was submitted: stored with their
+    decision, or by :meth:`record`. An entry leaves only once a write that stores the
+    transfer is done."""
     deciding: dict[str, Transfer] = attrs.Factory(dict)
     """Transfers whose round ended and whose decision is being written."""
     rounds: dict[Any, _Round] = attrs.Factory(dict)
@@ -196,22 +197,25 @@ class Coordinator:
         idempotency: tuple[str, str, str] | None = None,
         request: Any = None,
         record: bool = True,
+        submitted_at_ms: int | None = None,
     ) -> Steps[str]:
         """A new pending transfer; it goes out at the next token visit. Returns its id: an
         earlier transfer's when the idempotency key was used.
 
         ``record``: stored now, before the client hears the id. False: stored with its
         decision (or by :meth:`record`), for a client that hears the id only with the
-        outcome; an idempotency key is always stored at once, since it must outlive a crash."""
+        outcome; an idempotency key is always stored at once, since it must outlive a crash.
+        ``submitted_at_ms``: the wall-clock time the client asked, stored with it (None: the
+        time of the write)."""
         assert transfer.coordinator == self.bank
         assert len(transfer.banks) >= 1
         if not record:
             assert idempotency is None, "an idempotency key is stored at once"
             assert self._undecided(transfer.id) is None
             self.pending[transfer.id] = transfer
-            self.unrecorded[transfer.id] = request
+            self.unrecorded[transfer.id] = (request, submitted_at_ms)
             return transfer.id
-        (earlier,) = yield [RecordPending(transfer, idempotency, request)]
+        (earlier,) = yield [RecordPending(transfer, idempotency, request, submitted_at_ms)]
         if earlier is not None:
             return str(earlier)
         self.pending[transfer.id] = transfer
@@ -221,12 +225,12 @@ class Coordinator:
         """Make sure a transfer of this coordinator is stored (its client is about to hear
         its id); False when it is not and cannot be: it is unknown here (never submitted,
         or lost with an earlier run of this process), so it never moved money."""
-        request = self.unrecorded.get(transfer_id, _MISSING)
-        if request is not _MISSING:
+        unstored = self.unrecorded.get(transfer_id)
+        if unstored is not None:
             transfer = self._undecided(transfer_id)
             assert transfer is not None, "an unrecorded transfer is in memory"
             # Stored unless its decision's write stored it first (then nothing changes).
-            yield [RecordPending(transfer, None, request)]
+            yield [RecordPending(transfer, None, *unstored)]
             self.unrecorded.pop(transfer_id, None)
             return True
         if self._undecided(transfer_id) is not None or transfer_id in self.deliveries:
@@ -407,7 +411,7 @@ class Coordinator:
         deciding = {d.transfer_id: transfers[d.transfer_id] for d in decided}
         self.deciding.update(deciding)
         unrecorded = tuple(
-            (transfers[i], self.unrecorded[i]) for i in deciding if i in self.unrecorded
+            (transfers[i], *self.unrecorded[i]) for i in deciding if i in self.unrecorded
         )
         try:
             yield [
@@ -427,7 +431,7 @@ class Coordinator:
         finally:
             for transfer_id in deciding:
                 self.deciding.pop(transfer_id, None)
-        for transfer, _ in unrecorded:
+        for transfer, _, _ in unrecorded:
             self.unrecorded.pop(transfer.id, None)
         # Durable from here on: the decisions are final, whatever happens to this process.
         # This bank's own part is applied at once (no network); another bank's waits up to

@@ -253,7 +253,11 @@ class TransferService:
         # is durable, and a round takes pending ones synchronously.
         transfer_id: str = await self._run(
             self.coordinator.submit(
-                transfer, idempotency=idempotency, request=request, record=record
+                transfer,
+                idempotency=idempotency,
+                request=request,
+                record=record,
+                submitted_at_ms=self.book.ledger.now_ms(),
             )
         )
         self._work.set()

@@ -225,23 +225,26 @@ def _record_pending(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -
     may come in either order, and a decided transfer stays decided."""
     if any(op.idempotency is not None for op in ops):
         return [_record(conn, op, now_ms) for op in ops]
-    _store_transfers(conn, [(op.transfer, op.request) for op in ops], now_ms)
+    _store_transfers(conn, [(op.transfer, op.request, op.submitted_at_ms) for op in ops], now_ms)
     return [None] * len(ops)
 
 
-def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[tuple[Transfer, Any]], now_ms: int) -> None:
-    """Store transfers as pending, each unless it is stored already."""
+def _store_transfers(
+    conn: sqlite3.Connection, transfers: Sequence[tuple[Transfer, Any, int | None]], now_ms: int
+) -> None:
+    """Store transfers as pending (each with its client's request and when it was
+    submitted, or now), each unless it is stored already."""
     conn.executemany(
         "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)"
         " ON CONFLICT (transfer_id) DO NOTHING",
-        [(transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))) for transfer, _ in transfers],
+        [(transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))) for transfer, _, _ in transfers],
     )
     conn.executemany(
         "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
         " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
         [
-            (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), now_ms)
-            for transfer, request in transfers
+            (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), at_ms or now_ms)
+            for transfer, request, at_ms in transfers
         ],
     )
 
@@ -369,11 +372,12 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
                     (scope, key, fingerprint, transfer.id),
                 )
-            _store_transfers(conn, [(transfer, request)], now_ms)
+            _store_transfers(conn, [(transfer, request, op.submitted_at_ms)], now_ms)
             return None
         case RecordOutcomes(outcomes, unrecorded):
-            # Presumed abort: a transfer is stored at its decision at the latest.
-            _store_transfers(conn, unrecorded, now_ms)
+            # Presumed abort: a transfer is stored at its decision at the latest; one not
+            # stored yet is stored decided, in one insert.
+            bodies = {entry[0].id: entry for entry in unrecorded}
             for start in range(0, len(outcomes), IN_LIST_MAX):
                 part = outcomes[start : start + IN_LIST_MAX]
                 marks, ids = in_list([transfer_id for transfer_id, _, _, _ in part])
@@ -384,13 +388,32 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     ).fetchall()
                 )
                 fresh = []
+                new = []
                 for transfer_id, outcome, reason, banks in part:
-                    assert transfer_id in known, f"deciding {transfer_id}, never recorded"
-                    if known[transfer_id] is not None:
+                    if transfer_id not in known:
+                        assert transfer_id in bodies, f"deciding {transfer_id}, never recorded"
+                        new.append((*bodies[transfer_id], outcome, reason, banks))
+                    elif known[transfer_id] is not None:
                         assert known[transfer_id] == outcome, "decisions never change"
                         continue
+                    else:
+                        fresh.append((transfer_id, outcome, reason, banks))
                     known[transfer_id] = outcome  # a repeat within the batch is the same one
-                    fresh.append((transfer_id, outcome, reason, banks))
+                conn.executemany(
+                    "INSERT INTO transfer_coordinated (transfer_id, body, outcome, unacked) VALUES (?, ?, ?, ?)",
+                    [
+                        (t.id, jsonio.dumps_text(transfer_to_dict(t)), o, jsonio.dumps_text(sorted(b)))
+                        for t, _, _, o, _, b in new
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms,"
+                    " decided_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (t.id, t.owner_document, o, r, jsonio.dumps_text(q or {}), at or now_ms, now_ms)
+                        for t, q, at, o, r, _ in new
+                    ],
+                )
                 conn.executemany(
                     "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
                     [(o, jsonio.dumps_text(sorted(b)), t) for t, o, _, b in fresh],
