@@ -36,6 +36,7 @@ from bank.api import TRANSFER_WAIT_MS_MAX
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, new_transfer_id, request_fingerprint
+from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
     DecisionQuery,
@@ -54,7 +55,6 @@ from bank.transfers.service import (
     fence_from_json,
     fence_to_json,
 )
-from bank.transfers.store import KeyReused
 from tokenring import jsonio
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
@@ -454,6 +454,9 @@ async def _outcome(
                         await asyncio.shield(future)
         finally:
             service.unwatch(transfer_id, future)
+    # A retry that found the first request's transfer still in memory, not stored yet.
+    if not await service.ensure_recorded(transfer_id):
+        raise ApiError("unavailable", "the transfer was lost before it was stored; nothing moved")
     record = await ledger.transfer(transfer_id)
     assert record is not None, "a submitted transfer is recorded"
     answer: dict[str, Any] = {"id": transfer_id, "status": record.status}
@@ -476,16 +479,16 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
     )
     key = _key(request, caller, body)
     wait_ms = int(raw)
-    # A client that waits hears the id with the outcome: its transfer is stored with its
-    # decision (presumed abort: see bank.transfers.coordinator), or before the id is answered
-    # should the wait end first. An idempotency key must outlive a crash: stored at once.
+    # A client that waits hears the id with the outcome: its transfer (and its idempotency
+    # key) is stored with its decision (presumed abort: see bank.transfers.coordinator), or
+    # before the id is answered should the wait end first.
     service, transfer_id, replayed = await _start(
         request,
         caller,
         legs,
         key,
         {"sources": body["sources"], "destination": destination},
-        record=key is not None or wait_ms == 0,
+        record=wait_ms == 0,
     )
     answer = await _outcome(request, service, transfer_id, wait_ms, fresh=not replayed)
     headers = {"Idempotent-Replayed": "true"} if replayed else None

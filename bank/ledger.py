@@ -734,7 +734,9 @@ class Ledger:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         async with self._slots:
-            loop = asyncio.get_running_loop()
+            # The writer's loop, where it answers (asyncio.get_running_loop() costs a
+            # getpid() system call per call on Python 3.11).
+            loop = self._writer.loop
             future: asyncio.Future[T] = loop.create_future()
             # Writes made during one pass of the event loop reach the writer together (one
             # put, one wake-up of its thread, and the same commit); the semaphore bounds them.
@@ -753,7 +755,7 @@ class Ledger:
         if self._closed:
             raise LedgerClosed("the ledger is closed")
         conn = self._reader_conn
-        return await asyncio.get_running_loop().run_in_executor(self._reader, run, conn)
+        return await self._writer.loop.run_in_executor(self._reader, run, conn)
 
     async def point(self, run: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``run(conn)``, a read of a few rows by key, on the event loop's thread (see

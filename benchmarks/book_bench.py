@@ -48,6 +48,7 @@ from bank.transfers.book import (  # noqa: E402
     RecordOutcomes,
     RecordPending,
     RecordPrepared,
+    Unstored,
 )
 from bank.transfers.protocol import Leg, Transfer  # noqa: E402
 from bank.transfers.store import LedgerBook  # noqa: E402
@@ -113,7 +114,7 @@ async def run(batch: int, rounds: int, record_at_submit: bool = False) -> dict[s
                                    *(CheckAccount(target) for _ in ids)]),
                 )  # fmt: skip
                 decisions = tuple((i, "committed", None, ("bank0", "bank1")) for i in ids)
-                unrecorded = () if record_at_submit else tuple((t, {}, None) for t in transfers)
+                unrecorded = () if record_at_submit else tuple(Unstored(t, {}) for t in transfers)
                 await here.execute([RecordOutcomes(decisions, unrecorded)])
                 await asyncio.gather(
                     here.execute([*(RecordDecision(i, "committed") for i in ids), *(CommitHold(i, source, 1) for i in ids)]),

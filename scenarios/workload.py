@@ -51,6 +51,9 @@ SETUP_RETRY_MS_MAX = 1_000
 """Retries back off, doubling from ``SETUP_RETRY_MS`` up to this."""
 TRANSFER_WAIT_S = 10.0
 """How long a client follows its transfer before moving on (it is resolved later)."""
+TRANSFER_WAIT_MS = 2_000
+"""How long a client that waits for the outcome in its request asks the bank to wait (well
+under the client's call timeout): longer, and the answer is the id, followed by polling."""
 TRANSFER_POLL_MS_MIN = 15
 TRANSFER_POLL_MS_MAX = 200
 RESOLVE_TIMEOUT_S = 30.0
@@ -332,8 +335,11 @@ class Teller:
         destination: AccountRef,
         *,
         follow: bool = True,
+        wait_ms: int = 0,
     ) -> Operation:
-        """Ask for a transfer and (with ``follow``) wait for it to end, within a bound."""
+        """Ask for a transfer and (with ``follow``) wait for it to end, within a bound.
+        ``wait_ms``: ask the bank to answer with the outcome, waiting at most that long (the
+        bank then stores the transfer with its decision; see docs/transfers.md)."""
         key = self.recorder.new_key(f"{self.prefix}-{customer.index}-transfer")
         total = sum(m.amount_cents for m in sources)
         pending = Operation(
@@ -342,12 +348,14 @@ class Teller:
             debits=tuple(sources), credits=(Movement(destination, total),),
         )  # fmt: skip
         self.recorder.record(pending)
-        op = await self._submit_transfer(customer, pending)
+        op = await self._submit_transfer(customer, pending, wait_ms=wait_ms)
         if follow and op.outcome is Outcome.UNKNOWN and op.transfer_id is not None:
             op = await self.follow_transfer(customer, op, timeout_s=self.transfer_wait_s)
         return op
 
-    async def _submit_transfer(self, customer: Customer, pending: Operation) -> Operation:
+    async def _submit_transfer(
+        self, customer: Customer, pending: Operation, *, wait_ms: int = 0
+    ) -> Operation:
         body = {
             "sources": [
                 {**_wire_account(m.account), "amount_cents": m.amount_cents}
@@ -357,7 +365,7 @@ class Teller:
         }
         answer = await self.client.call(
             "POST",
-            self.urls[pending.bank] + "/api/v1/transfers",
+            self.urls[pending.bank] + "/api/v1/transfers" + (f"?wait_ms={wait_ms}" if wait_ms else ""),
             body=body,
             token=customer.sessions[pending.bank],
             key=pending.key,
@@ -601,7 +609,9 @@ async def run_bank_workload(
                 destination = own.choice(choices or every_account)
                 if any(m.account == destination for m in sources):
                     continue
-                await teller.transfer(customer, terminal, sources, destination)
+                # Half the clients wait for the outcome in their request, half follow it.
+                wait_ms = TRANSFER_WAIT_MS if own.random() < 0.5 else 0
+                await teller.transfer(customer, terminal, sources, destination, wait_ms=wait_ms)
             elif roll < 0.8:
                 account = customer.accounts[own.choice(list(banks))]
                 await teller.deposit(

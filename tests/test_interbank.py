@@ -113,6 +113,15 @@ ANA = complete_cpf("529982247")
 BIA = complete_cpf("111444777")
 
 
+async def funded_pair(banks: Banks) -> tuple[int, int, Any]:
+    """ANA's account at b0 with 1,000 cents and an empty one at b1; b0's transfer service."""
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    return source, destination, banks.apps["b0"][TRANSFERS]
+
+
 async def test_a_cross_bank_transfer_commits_and_moves_the_money(banks: Banks) -> None:
     for bank in ("b0", "b1", "b2"):
         await banks.customer(bank, ANA)
@@ -369,11 +378,7 @@ async def test_metrics_count_the_coordinated_transfers_and_the_ledger_commits(ba
 
 
 async def test_a_client_whose_wait_runs_out_hears_the_id_of_a_recorded_transfer(banks: Banks) -> None:
-    for bank in ("b0", "b1"):
-        await banks.customer(bank, ANA)
-    source = await banks.account("b0", ANA, 1_000)
-    destination = await banks.account("b1", ANA, 0)
-    service = banks.apps["b0"][TRANSFERS]
+    source, destination, service = await funded_pair(banks)
     service.rounds_paused = True  # no round: the wait runs out first
     request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 250}],
                "destination": {"bank": "b1", "account": destination}}
@@ -407,11 +412,7 @@ async def test_a_waiting_transfer_is_stored_with_its_decision_and_survives_a_fai
     from bank.transfers.book import RecordOutcomes
     from bank.transfers.protocol import Leg, Transfer
 
-    for bank in ("b0", "b1"):
-        await banks.customer(bank, ANA)
-    source = await banks.account("b0", ANA, 1_000)
-    destination = await banks.account("b1", ANA, 0)
-    service = banks.apps["b0"][TRANSFERS]
+    source, destination, service = await funded_pair(banks)
     legs = (Leg("b0", str(source), 100, "source"), Leg("b1", str(destination), 100, "destination"))
     real_execute = service.book.execute
     failed: list[Any] = []
@@ -437,3 +438,70 @@ async def test_a_waiting_transfer_is_stored_with_its_decision_and_survives_a_fai
     await settle(banks, {("b0", source): (900, 0), ("b1", destination): (100, 0)})
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 1_000
+
+
+async def test_a_retry_while_the_first_request_waits_finds_the_same_transfer(banks: Banks) -> None:
+    source, destination, service = await funded_pair(banks)
+    service.rounds_paused = True
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 400}],
+               "destination": {"bank": "b1", "account": destination}}
+    key = {"Idempotency-Key": "retry-1"}
+    first = asyncio.create_task(
+        banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA, headers=key))
+    deadline = time.monotonic() + DEADLINE_S
+    while not service.coordinator.pending:
+        assert time.monotonic() < deadline, "the first request never arrived"
+        await asyncio.sleep(0.005)
+    # The client gives up waiting and asks again: the same transfer, stored now.
+    status, again = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=20", request, who=ANA, headers=key)
+    assert status == 202 and again["status"] == "pending" and list(service.coordinator.pending) == [again["id"]]
+    assert await service.book.transfer_body(again["id"]) is not None
+    other = {**request, "destination": {"bank": "b1", "account": destination + 1}}
+    status, refused = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=20", other, who=ANA, headers=key)
+    assert status == 422 and refused["error"]["code"] == "idempotency_key_reused"
+    service.resume_rounds()
+    status, body = await asyncio.wait_for(first, DEADLINE_S)
+    assert status == 202 and (body["id"], body["status"]) == (again["id"], "committed")
+    await settle(banks, {("b0", source): (600, 0), ("b1", destination): (400, 0)})
+
+
+async def test_a_participant_gives_back_the_hold_of_a_transfer_its_coordinator_died_before_storing(
+    banks: Banks,
+) -> None:
+    """Presumed abort with real banks: b0 coordinates a waiting client's transfer from b1 to
+    b2 and dies (its decision never written) after b1 held the money. Restarted, b0 has no
+    record of it; b1 asks, is told "aborted", and gives the money back."""
+    from bank.transfers.book import RecordOutcomes
+    from bank.transfers.protocol import Leg, Transfer
+
+    for bank in ("b1", "b2"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b1", ANA, 1_000)
+    destination = await banks.account("b2", ANA, 0)
+    service = banks.apps["b0"][TRANSFERS]
+    never = asyncio.Event()
+    real_execute = service.book.execute
+
+    async def execute(batch: Any) -> Any:
+        if any(isinstance(op, RecordOutcomes) for op in batch):
+            await never.wait()  # b0 dies before its decision is durable
+        return await real_execute(batch)
+
+    service.book.execute = execute
+    legs = (Leg("b1", str(source), 300, "source"), Leg("b2", str(destination), 300, "destination"))
+    await service.submit(Transfer("b0-lost", "b0", ANA, legs), record=False)
+    await settle(banks, {("b1", source): (700, 300)})  # prepared: held at b1
+    await banks.runners["b0"].cleanup()  # the crash: b0's memory is gone
+    assert await banks.apps["b1"][TRANSFERS].book.applied_here("b0-lost") is False
+    apps = {"b0": build_app(banks.config, "b0", secret=SECRET)}
+    runner = web.AppRunner(apps["b0"], access_log=None)
+    await runner.setup()
+    bank = banks.config.bank("b0")
+    await web.TCPSite(runner, bank.host, bank.port).start()
+    banks.runners["b0"], banks.apps["b0"] = runner, apps["b0"]
+    assert await apps["b0"][TRANSFERS].book.transfer_body("b0-lost") is None
+    await settle(banks, {("b1", source): (1_000, 0)})  # b1 asked, and gave it back
+    assert await banks.apps["b1"][TRANSFERS].book.applied_here("b0-lost")
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 1_000
+    assert audit["held_cents"] == 0 and audit["in_flight_cents"] == 0

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bank.transfers.book import MemoryBook, RecordOutcomes, run_steps
+from bank.transfers.book import KeyReused, MemoryBook, RecordOutcomes, run_steps
 from bank.transfers.coordinator import Coordinator
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
@@ -394,7 +394,7 @@ def test_decisions_that_could_not_be_written_are_not_forgotten() -> None:
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
     steps = coordinator.handle(Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True),)), 2)
     (write,) = next(steps)
-    assert isinstance(write, RecordOutcomes) and [t.id for t, _, _ in write.unrecorded] == ["alfa:1"]
+    assert isinstance(write, RecordOutcomes) and [u.transfer.id for u in write.unrecorded] == ["alfa:1"]
     assert run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 3), book) == ([], [])
     with pytest.raises(OSError):
         steps.throw(OSError("disk full"))
@@ -431,3 +431,40 @@ def test_only_an_abort_may_name_no_legs() -> None:
             {"transfer_id": "t", "outcome": "committed", "legs": []}]}, fence_back)
     assert decode_message(encode_message(Decisions("a", (DecisionItem("t", "aborted", ()),)), fence_json),
                           fence_back) == Decisions("a", (DecisionItem("t", "aborted", ()),))
+
+
+def test_an_idempotency_key_of_a_waiting_transfer_is_kept_in_memory_then_stored_with_it() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    key = ("doc", "k1", "fp")
+    assert run_steps(coordinator.submit(transfer("alfa:1"), idempotency=key, record=False), book) == "alfa:1"
+    # A retry before anything is stored finds the same transfer; another request is refused.
+    assert run_steps(coordinator.submit(transfer("alfa:2"), idempotency=key, record=False), book) == "alfa:1"
+    assert run_steps(coordinator.submit(transfer("alfa:3"), idempotency=key), book) == "alfa:1"
+    with pytest.raises(KeyReused):
+        run_steps(coordinator.submit(transfer("alfa:4"), idempotency=("doc", "k1", "other")), book)
+    assert list(coordinator.pending) == ["alfa:1"] and not book.transfers and not book.keys
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("alfa", "beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
+    # Stored with its decision, key and all; memory lets go of it and the book answers.
+    assert book.keys == {("doc", "k1"): ("fp", "alfa:1")} and not coordinator.keys
+    assert run_steps(coordinator.submit(transfer("alfa:5"), idempotency=key, record=False), book) == "alfa:1"
+    assert not coordinator.pending
+    with pytest.raises(KeyReused):
+        run_steps(coordinator.submit(transfer("alfa:6"), idempotency=("doc", "k1", "other"), record=False), book)
+    assert not coordinator.keys
+
+
+def test_a_key_whose_transfer_died_unstored_is_free_again() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    key = ("doc", "k1", "fp")
+    run_steps(coordinator.submit(transfer("alfa:1"), idempotency=key, record=False), book)
+    restarted = Coordinator("alfa")  # crashed: alfa:1 never happened
+    run_steps(restarted.start(10), book)
+    assert run_steps(restarted.submit(transfer("alfa:2"), idempotency=key, record=False), book) == "alfa:2"
+    # A client whose wait ran out: stored now, with its key.
+    assert run_steps(restarted.record("alfa:2"), book) is True
+    assert book.keys == {("doc", "k1"): ("fp", "alfa:2")} and "alfa:2" in book.transfers
+    assert not restarted.keys and not restarted.unrecorded

@@ -13,8 +13,10 @@ from bank.documents import complete_cpf
 from bank.ledger import Ledger
 from bank.transfers import store
 from bank.transfers.book import (
+    KeyReused,
     LoadCoordinator,
     LoadDecisions,
+    LoadKey,
     LoadOutstanding,
     PlaceHold,
     RecordAcks,
@@ -23,6 +25,7 @@ from bank.transfers.book import (
     RecordPending,
     RecordPrepared,
     ReleaseHeld,
+    Unstored,
 )
 from bank.transfers.protocol import Leg, Transfer
 from bank.transfers.store import LedgerBook
@@ -130,7 +133,7 @@ async def test_presumed_abort_in_the_ledger(book: LedgerBook) -> None:
     t1, t2 = transfer("t1"), transfer("t2")
     await book.execute([RecordPending(t1, None, {"n": 1}, 1_000)])
     decisions = (("t1", "committed", None, ("b0", "b1")), ("t2", "aborted", "forbidden", ("b0", "b1")))
-    await book.execute([RecordOutcomes(decisions, ((t1, {"n": 1}, 1_000), (t2, {"n": 2}, 2_000)))])
+    await book.execute([RecordOutcomes(decisions, (Unstored(t1, {"n": 1}, 1_000), Unstored(t2, {"n": 2}, 2_000)))])
     await book.execute([RecordPending(t1, None, {"n": 1}), RecordPending(t2, None, {"n": 2})])
     (stored,) = await book.execute([LoadDecisions(("t1", "t2", "t3"))])
     assert {i: (outcome, t.id) for i, (outcome, t) in stored.items()} == {
@@ -153,3 +156,19 @@ async def test_presumed_abort_in_the_ledger(book: LedgerBook) -> None:
     assert await book.execute(places[:2]) == ["ok", "ok"]
     assert (await ledger.account(first)).held_cents == 100  # type: ignore[union-attr]
     assert await book.execute([ReleaseHeld("t7")]) == [None]  # nothing held: nothing happens
+
+
+async def test_a_key_is_stored_with_its_transfers_decision(book: LedgerBook) -> None:
+    t5 = transfer("t5")
+    assert await book.execute([LoadKey(ANA, "k5")]) == [None]
+    decided = RecordOutcomes((("t5", "committed", None, ("b0", "b1")),), (Unstored(t5, {}, None, (ANA, "k5", "fp")),))
+    await book.execute([decided])
+    assert await book.execute([LoadKey(ANA, "k5")]) == [("fp", "t5")]
+    # A waiting client's record after the decision changes nothing; another transfer under
+    # the key gets the first one's id, and another request is refused.
+    assert await book.execute([RecordPending(t5, (ANA, "k5", "fp"))]) == [None]
+    assert await book.execute([RecordPending(transfer("t6"), (ANA, "k5", "fp"))]) == ["t5"]
+    with pytest.raises(KeyReused):
+        await book.execute([RecordPending(transfer("t7"), (ANA, "k5", "other"))])
+    (stored,) = await book.execute([LoadDecisions(("t5", "t6"))])
+    assert list(stored) == ["t5"] and stored["t5"][0] == "committed"

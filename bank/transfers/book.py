@@ -33,6 +33,9 @@ __all__ = [
     "Credit",
     "LoadCoordinator",
     "LoadDecisions",
+    "LoadKey",
+    "KeyReused",
+    "Unstored",
     "LoadFence",
     "LoadOutstanding",
     "MemoryBook",
@@ -203,16 +206,34 @@ class RecordPending:
 
 
 @attrs.frozen
+class Unstored:
+    """A transfer in a coordinator's memory that may not be stored yet, with what is stored
+    with it."""
+
+    transfer: Transfer
+    """The transfer."""
+    request: Any = None
+    """The client's request body."""
+    submitted_at_ms: int | None = None
+    """When the client asked (wall clock); None: the time of the write."""
+    idempotency: tuple[str, str, str] | None = None
+    """``(scope, key, fingerprint)`` of the client's ``Idempotency-Key``, if it sent one."""
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key sent again with a different request."""
+
+
+@attrs.frozen
 class RecordOutcomes:
     """The commit point: store the decisions of a batch, each with the banks to tell."""
 
     outcomes: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
     """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every bank
     the decision must reach, the transfer's own)."""
-    unrecorded: tuple[tuple[Transfer, Any, int | None], ...] = ()
-    """``(transfer, client's request, when it was submitted)`` of decided transfers that may
-    not be stored yet: stored with their outcome unless they are (a transfer is stored at its
-    decision at the latest)."""
+    unrecorded: tuple[Unstored, ...] = ()
+    """Decided transfers that may not be stored yet: stored with their outcome (and their
+    idempotency keys) unless they are (a transfer is stored at its decision at the latest)."""
 
 
 @attrs.frozen
@@ -229,6 +250,17 @@ class RecordAcks:
 class LoadCoordinator:
     """Result: ``(pending, undelivered)``: transfers not decided yet, in order; and
     ``(transfer, outcome, banks not acknowledged)`` for decisions not fully delivered."""
+
+
+@attrs.frozen
+class LoadKey:
+    """Result: ``(fingerprint, transfer_id)`` stored under a client's idempotency key, or
+    None."""
+
+    scope: str
+    """Whose key (the caller's document)."""
+    key: str
+    """The key."""
 
 
 @attrs.frozen
@@ -259,6 +291,7 @@ BookOp = (
     | RecordAcks
     | LoadCoordinator
     | LoadDecisions
+    | LoadKey
 )
 
 Steps = Generator[Sequence[BookOp], list[Any], R]
@@ -329,6 +362,8 @@ class MemoryBook:
     """Coordinator side: transfer -> (outcome, reason); absent while pending."""
     unacked: dict[str, set[str]] = attrs.Factory(dict)
     """Coordinator side: transfer -> banks that have not acknowledged its decision."""
+    keys: dict[tuple[str, str], tuple[str, str]] = attrs.Factory(dict)
+    """Coordinator side: ``(scope, key)`` -> ``(fingerprint, transfer_id)``."""
 
     def open_account(self, account: str, owner: str, balance_cents: int = 0) -> None:
         """Create an account and deposit its opening balance (test setup)."""
@@ -423,12 +458,11 @@ class MemoryBook:
                 return None
             case LoadOutstanding():
                 return sorted(self.prepared.items())
-            case RecordPending(transfer, _, _):
-                assert self.transfers.setdefault(transfer.id, transfer) == transfer
-                return None
+            case RecordPending(transfer, idempotency, _):
+                return self._store(transfer, idempotency)
             case RecordOutcomes(outcomes, unrecorded):
-                for transfer, _, _ in unrecorded:
-                    assert self.transfers.setdefault(transfer.id, transfer) == transfer
+                for unstored in unrecorded:
+                    self._store(unstored.transfer, unstored.idempotency)
                 for transfer_id, outcome, reason, banks in outcomes:
                     assert set(banks) == set(self.transfers[transfer_id].banks)
                     assert outcome in (COMMITTED, ABORTED)
@@ -453,6 +487,8 @@ class MemoryBook:
                     for i, banks in self.unacked.items()
                 ]
                 return pending, undelivered
+            case LoadKey(scope, key):
+                return self.keys.get((scope, key))
             case LoadDecisions(transfer_ids):
                 return {
                     i: (self.outcomes[i][0] if i in self.outcomes else None, self.transfers[i])
@@ -460,6 +496,20 @@ class MemoryBook:
                     if i in self.transfers
                 }
         raise AssertionError(f"unknown book operation {op!r}")
+
+    def _store(self, transfer: Transfer, idempotency: tuple[str, str, str] | None) -> str | None:
+        """Store a transfer (and its key) unless it is stored: None; or the id stored
+        earlier under the same key (nothing is stored then)."""
+        if idempotency is not None:
+            scope, key, fingerprint = idempotency
+            earlier = self.keys.get((scope, key))
+            if earlier is not None and earlier[1] != transfer.id:
+                if earlier[0] != fingerprint:
+                    raise KeyReused(key)
+                return earlier[1]
+            self.keys[(scope, key)] = (fingerprint, transfer.id)
+        assert self.transfers.setdefault(transfer.id, transfer) == transfer
+        return None
 
     def _place_hold(self, key: tuple[str, str], amount: int, owner: str) -> str:
         account = self.accounts.get(key[1])

@@ -43,12 +43,15 @@ from typing import Any, Literal
 import attrs
 
 from bank.transfers.book import (
+    KeyReused,
     LoadCoordinator,
     LoadDecisions,
+    LoadKey,
     RecordAcks,
     RecordOutcomes,
     RecordPending,
     Steps,
+    Unstored,
 )
 from bank.transfers.protocol import (
     ABORTED,
@@ -99,7 +102,6 @@ DECISION_DEFER_MS = 200
 to that bank (under load one comes within a rotation) before it is sent on its own."""
 
 Send = tuple[str, Message]
-_MISSING = object()
 
 
 @attrs.frozen
@@ -151,11 +153,13 @@ class Coordinator:
     """See :data:`RETRY_MS_MAX`."""
     pending: dict[str, Transfer] = attrs.Factory(dict)
     """Undecided, in no round; in arrival order."""
-    unrecorded: dict[str, tuple[Any, int | None]] = attrs.Factory(dict)
+    unrecorded: dict[str, Unstored] = attrs.Factory(dict)
     """Undecided transfers in memory (pending, in a round or being decided) that may not be
-    stored yet, with the client's request and when it was submitted: stored with their
-    decision, or by :meth:`record`. An entry leaves only once a write that stores the
-    transfer is done."""
+    stored yet: stored with their decision, or by :meth:`record`. An entry leaves only once
+    a write that stores the transfer is done."""
+    keys: dict[tuple[str, str], tuple[str, str]] = attrs.Factory(dict)
+    """Idempotency keys of transfers not stored yet (or being checked against the book):
+    ``(scope, key)`` -> ``(fingerprint, transfer_id)``."""
     deciding: dict[str, Transfer] = attrs.Factory(dict)
     """Transfers whose round ended and whose decision is being written."""
     rounds: dict[Any, _Round] = attrs.Factory(dict)
@@ -200,24 +204,51 @@ class Coordinator:
         submitted_at_ms: int | None = None,
     ) -> Steps[str]:
         """A new pending transfer; it goes out at the next token visit. Returns its id: an
-        earlier transfer's when the idempotency key was used.
+        earlier transfer's when the idempotency key was used (raises :class:`KeyReused`
+        when that was for another request).
 
         ``record``: stored now, before the client hears the id. False: stored with its
         decision (or by :meth:`record`), for a client that hears the id only with the
-        outcome; an idempotency key is always stored at once, since it must outlive a crash.
-        ``submitted_at_ms``: the wall-clock time the client asked, stored with it (None: the
-        time of the write)."""
+        outcome. Its idempotency key is stored with it, and kept in memory until then (a
+        retry meanwhile finds the same transfer; after a crash, the key is free again, as
+        the transfer it named never happened). ``submitted_at_ms``: the wall-clock time the
+        client asked, stored with it (None: the time of the write)."""
         assert transfer.coordinator == self.bank
         assert len(transfer.banks) >= 1
-        if not record:
-            assert idempotency is None, "an idempotency key is stored at once"
-            assert self._undecided(transfer.id) is None
-            self.pending[transfer.id] = transfer
-            self.unrecorded[transfer.id] = (request, submitted_at_ms)
-            return transfer.id
-        (earlier,) = yield [RecordPending(transfer, idempotency, request, submitted_at_ms)]
-        if earlier is not None:
-            return str(earlier)
+        assert self._undecided(transfer.id) is None
+        reserved: tuple[str, str] | None = None
+        fingerprint = ""
+        if idempotency is not None:
+            scope, key, fingerprint = idempotency
+            earlier = self.keys.get((scope, key))
+            if earlier is not None:
+                if earlier[0] != fingerprint:
+                    raise KeyReused(key)
+                return earlier[1]
+            # Taken before any yield: a retry meanwhile finds this transfer.
+            reserved = (scope, key)
+            self.keys[reserved] = (fingerprint, transfer.id)
+        try:
+            stored_earlier: str | None = None
+            if record:
+                (stored_earlier,) = yield [RecordPending(transfer, idempotency, request, submitted_at_ms)]
+            elif reserved is not None:
+                (found,) = yield [LoadKey(*reserved)]
+                if found is not None:
+                    if found[0] != fingerprint:
+                        raise KeyReused(reserved[1])
+                    stored_earlier = found[1]
+        except BaseException:
+            if reserved is not None:
+                self.keys.pop(reserved, None)
+            raise
+        if stored_earlier is not None or record:
+            if reserved is not None:
+                self.keys.pop(reserved, None)  # the book has the key now
+            if stored_earlier is not None:
+                return str(stored_earlier)
+        else:
+            self.unrecorded[transfer.id] = Unstored(transfer, request, submitted_at_ms, idempotency)
         self.pending[transfer.id] = transfer
         return transfer.id
 
@@ -227,16 +258,25 @@ class Coordinator:
         or lost with an earlier run of this process), so it never moved money."""
         unstored = self.unrecorded.get(transfer_id)
         if unstored is not None:
-            transfer = self._undecided(transfer_id)
-            assert transfer is not None, "an unrecorded transfer is in memory"
             # Stored unless its decision's write stored it first (then nothing changes).
-            yield [RecordPending(transfer, None, *unstored)]
-            self.unrecorded.pop(transfer_id, None)
+            yield [
+                RecordPending(
+                    unstored.transfer, unstored.idempotency, unstored.request, unstored.submitted_at_ms
+                )
+            ]
+            self._stored(unstored)
             return True
         if self._undecided(transfer_id) is not None or transfer_id in self.deliveries:
             return True  # stored when submitted, or decided
         (stored,) = yield [LoadDecisions((transfer_id,))]
         return transfer_id in stored
+
+    def _stored(self, unstored: Unstored) -> None:
+        """A write that stores this transfer (and its key) is done."""
+        if self.unrecorded.pop(unstored.transfer.id, None) is not None and unstored.idempotency:
+            scope, key, _ = unstored.idempotency
+            if self.keys.get((scope, key), ("", ""))[1] == unstored.transfer.id:
+                del self.keys[(scope, key)]
 
     def _undecided(self, transfer_id: str) -> Transfer | None:
         """The transfer, if it is in memory and its decision is not durable yet."""
@@ -410,9 +450,7 @@ class Coordinator:
             return [], []
         deciding = {d.transfer_id: transfers[d.transfer_id] for d in decided}
         self.deciding.update(deciding)
-        unrecorded = tuple(
-            (transfers[i], *self.unrecorded[i]) for i in deciding if i in self.unrecorded
-        )
+        unrecorded = tuple(self.unrecorded[i] for i in deciding if i in self.unrecorded)
         try:
             yield [
                 RecordOutcomes(
@@ -431,8 +469,8 @@ class Coordinator:
         finally:
             for transfer_id in deciding:
                 self.deciding.pop(transfer_id, None)
-        for transfer, _, _ in unrecorded:
-            self.unrecorded.pop(transfer.id, None)
+        for unstored in unrecorded:
+            self._stored(unstored)
         # Durable from here on: the decisions are final, whatever happens to this process.
         # This bank's own part is applied at once (no network); another bank's waits up to
         # decision_defer_ms to travel with the next prepare to it, then goes on its own.

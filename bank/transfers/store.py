@@ -33,7 +33,9 @@ from bank.transfers.book import (
     CommitHold,
     Credit,
     LoadCoordinator,
+    KeyReused,
     LoadDecisions,
+    LoadKey,
     LoadFence,
     LoadOutstanding,
     PlaceHold,
@@ -45,6 +47,7 @@ from bank.transfers.book import (
     RecordPrepared,
     ReleaseHeld,
     ReleaseHold,
+    Unstored,
 )
 from bank.transfers.protocol import Transfer, transfer_from_dict, transfer_to_dict
 from tokenring import jsonio
@@ -88,7 +91,7 @@ CREATE TABLE IF NOT EXISTS transfer_cash_outs (
 """
 """The protocol's tables, in the ledger's database (created when the service starts)."""
 
-_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator, LoadDecisions)
+_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator, LoadDecisions, LoadKey)
 
 
 def account_number(account: str) -> int | None:
@@ -97,10 +100,6 @@ def account_number(account: str) -> int | None:
         return None
     number = int(account)
     return number if number > 0 else None
-
-
-class KeyReused(Exception):
-    """An Idempotency-Key sent again with a different request."""
 
 
 class LedgerBook:
@@ -225,26 +224,24 @@ def _record_pending(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -
     may come in either order, and a decided transfer stays decided."""
     if any(op.idempotency is not None for op in ops):
         return [_record(conn, op, now_ms) for op in ops]
-    _store_transfers(conn, [(op.transfer, op.request, op.submitted_at_ms) for op in ops], now_ms)
+    _store_transfers(conn, [Unstored(op.transfer, op.request, op.submitted_at_ms) for op in ops], now_ms)
     return [None] * len(ops)
 
 
-def _store_transfers(
-    conn: sqlite3.Connection, transfers: Sequence[tuple[Transfer, Any, int | None]], now_ms: int
-) -> None:
+def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[Unstored], now_ms: int) -> None:
     """Store transfers as pending (each with its client's request and when it was
-    submitted, or now), each unless it is stored already."""
+    submitted, or now), each unless it is stored already. Their keys are the caller's."""
     conn.executemany(
         "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)"
         " ON CONFLICT (transfer_id) DO NOTHING",
-        [(transfer.id, jsonio.dumps_text(transfer_to_dict(transfer))) for transfer, _, _ in transfers],
+        [(u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer))) for u in transfers],
     )
     conn.executemany(
         "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
         " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
         [
-            (transfer.id, transfer.owner_document, jsonio.dumps_text(request or {}), at_ms or now_ms)
-            for transfer, request, at_ms in transfers
+            (u.transfer.id, u.transfer.owner_document, jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms)
+            for u in transfers
         ],
     )
 
@@ -364,6 +361,8 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?",
                     (scope, key),
                 ).fetchone()
+                if row is not None and row[1] == transfer.id:
+                    return None  # stored already (by its decision), key and all
                 if row is not None:
                     if row[0] != fingerprint:
                         raise KeyReused(key)
@@ -372,12 +371,12 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
                     (scope, key, fingerprint, transfer.id),
                 )
-            _store_transfers(conn, [(transfer, request, op.submitted_at_ms)], now_ms)
+            _store_transfers(conn, [Unstored(transfer, request, op.submitted_at_ms)], now_ms)
             return None
         case RecordOutcomes(outcomes, unrecorded):
             # Presumed abort: a transfer is stored at its decision at the latest; one not
             # stored yet is stored decided, in one insert.
-            bodies = {entry[0].id: entry for entry in unrecorded}
+            bodies = {unstored.transfer.id: unstored for unstored in unrecorded}
             for start in range(0, len(outcomes), IN_LIST_MAX):
                 part = outcomes[start : start + IN_LIST_MAX]
                 marks, ids = in_list([transfer_id for transfer_id, _, _, _ in part])
@@ -392,7 +391,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 for transfer_id, outcome, reason, banks in part:
                     if transfer_id not in known:
                         assert transfer_id in bodies, f"deciding {transfer_id}, never recorded"
-                        new.append((*bodies[transfer_id], outcome, reason, banks))
+                        new.append((bodies[transfer_id], outcome, reason, banks))
                     elif known[transfer_id] is not None:
                         assert known[transfer_id] == outcome, "decisions never change"
                         continue
@@ -402,17 +401,25 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 conn.executemany(
                     "INSERT INTO transfer_coordinated (transfer_id, body, outcome, unacked) VALUES (?, ?, ?, ?)",
                     [
-                        (t.id, jsonio.dumps_text(transfer_to_dict(t)), o, jsonio.dumps_text(sorted(b)))
-                        for t, _, _, o, _, b in new
+                        (u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer)), o, jsonio.dumps_text(sorted(b)))
+                        for u, o, _, b in new
                     ],
                 )
                 conn.executemany(
                     "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms,"
                     " decided_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (t.id, t.owner_document, o, r, jsonio.dumps_text(q or {}), at or now_ms, now_ms)
-                        for t, q, at, o, r, _ in new
+                        (
+                            u.transfer.id, u.transfer.owner_document, o, r,
+                            jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms, now_ms,
+                        )  # fmt: skip
+                        for u, o, r, _ in new
                     ],
+                )
+                # Their idempotency keys with them (free until now: the coordinator kept them).
+                conn.executemany(
+                    "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
+                    [(*u.idempotency, u.transfer.id) for u, _, _, _ in new if u.idempotency is not None],
                 )
                 conn.executemany(
                     "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
@@ -446,6 +453,12 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             releases = [HoldRequest("release", transfer_id, account) for (account,) in held]
             ledger_module.apply_holds_in(conn, releases, now_ms)
             return None
+        case LoadKey(scope, key):
+            row = conn.execute(
+                "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?",
+                (scope, key),
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
         case LoadDecisions(transfer_ids):
             found: dict[str, tuple[str | None, Transfer]] = {}
             for start in range(0, len(transfer_ids), IN_LIST_MAX):
