@@ -67,7 +67,7 @@ __all__ = [
     "LedgerClosed",
     "Transfer",
     "TransferStatus",
-    "account_exists_in",
+    "accounts_existing_in",
     "apply_holds_in",
     "commit_hold_in",
     "credit_in",
@@ -1498,17 +1498,15 @@ def credit_in(
     return apply_holds_in(conn, [HoldRequest("credit", transfer_id, account, amount_cents)], now_ms)[0]
 
 
-def account_exists_in(conn: sqlite3.Connection, number: int) -> bool:
-    """Whether a customer account has this number, inside the caller's transaction."""
-    return _balance(conn, number) is not None
-
-
-def _balance(conn: sqlite3.Connection, number: int) -> int | None:
-    """A customer account's available balance; None when there is no such account."""
-    if number <= 0:  # system accounts are not customers' to see
-        return None
-    row = conn.execute("SELECT balance_cents FROM accounts WHERE number = ?", (number,)).fetchone()
-    return None if row is None else int(row[0])
+def accounts_existing_in(conn: sqlite3.Connection, numbers: Sequence[int]) -> list[int]:
+    """Those of ``numbers`` that are customer accounts, inside the caller's transaction
+    (:data:`IN_LIST_MAX` at a time)."""
+    found: list[int] = []
+    customers = [n for n in numbers if n > 0]  # system accounts are not customers' to see
+    for start in range(0, len(customers), IN_LIST_MAX):
+        marks, params = in_list(customers[start : start + IN_LIST_MAX])
+        found += [row[0] for row in conn.execute(f"SELECT number FROM accounts WHERE number IN ({marks})", params)]
+    return found
 
 
 def _assert_amount(amount_cents: int) -> None:

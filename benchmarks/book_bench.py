@@ -120,8 +120,8 @@ async def run(batch: int, rounds: int, record_at_submit: bool = False) -> dict[s
                     here.execute([*(RecordDecision(i, "committed") for i in ids), *(CommitHold(i, source, 1) for i in ids)]),
                     there.execute([*(RecordDecision(i, "committed") for i in ids), *(Credit(i, target, 1) for i in ids)]),
                 )
-                await here.execute([RecordAcks("bank1", ids)])
-                await here.execute([RecordAcks("bank0", ids)])
+                # One flush, as when both acknowledgements come within ACKS_FLUSH_MS.
+                await here.execute([RecordAcks("bank1", ids), RecordAcks("bank0", ids)])
             cpu = time.process_time() - cpu_started
             wall = time.perf_counter() - wall_started
             commits = coordinator.batches + destination.batches - commits_before

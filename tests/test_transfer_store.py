@@ -13,6 +13,7 @@ from bank.documents import complete_cpf
 from bank.ledger import Ledger
 from bank.transfers import store
 from bank.transfers.book import (
+    CheckAccount,
     KeyReused,
     LoadCoordinator,
     LoadDecisions,
@@ -172,3 +173,28 @@ async def test_a_key_is_stored_with_its_transfers_decision(book: LedgerBook) -> 
         await book.execute([RecordPending(transfer("t7"), (ANA, "k5", "other"))])
     (stored,) = await book.execute([LoadDecisions(("t5", "t6"))])
     assert list(stored) == ["t5"] and stored["t5"][0] == "committed"
+
+
+async def test_a_run_of_account_checks_answers_item_by_item(book: LedgerBook) -> None:
+    ledger = book.ledger
+    assert (await ledger.create_customer(ANA, "Ana", "hash")).status == 201
+    number = (await ledger.create_account("individual", [ANA])).body["account"]
+    accounts = [str(number), "999", "x1", str(number), "0", str(ledger_module.SETTLEMENT_ACCOUNT)]
+    answers = await book.execute([CheckAccount(account) for account in accounts])
+    assert answers == ["ok", "unknown_account", "unknown_account", "ok", "unknown_account", "unknown_account"]
+
+
+async def test_a_flush_of_acknowledgements_from_several_banks_is_one_update_per_transfer(
+    book: LedgerBook,
+) -> None:
+    three = Transfer("t1", "b0", ANA, (Leg("b0", "1", 5, "source"), Leg("b1", "2", 5, "source"),
+                                       Leg("b2", "3", 10, "destination")))  # fmt: skip
+    await book.execute([RecordPending(three), RecordPending(transfer("t2"))])
+    await book.execute([RecordOutcomes((("t1", "committed", None, ("b0", "b1", "b2")),
+                                        ("t2", "aborted", "x", ("b0", "b1"))))])  # fmt: skip
+    await book.execute([RecordAcks("b1", ("t1", "t2")), RecordAcks("b0", ("t1",)), RecordAcks("b1", ("t1",))])
+    ((_, undelivered),) = await book.execute([LoadCoordinator()])
+    assert [(t.id, banks) for t, _, banks in undelivered] == [("t1", frozenset({"b2"})), ("t2", frozenset({"b0"}))]
+    await book.execute([RecordAcks("b2", ("t1", "t9")), RecordAcks("b0", ("t2",))])
+    ((_, undelivered),) = await book.execute([LoadCoordinator()])
+    assert undelivered == []

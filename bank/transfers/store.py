@@ -159,9 +159,10 @@ class LedgerBook:
 
 def _apply_batch(conn: sqlite3.Connection, batch: Sequence[BookOp], now_ms: int) -> list[Any]:
     """A batch's operations in order, inside the writer's transaction. A run of consecutive
-    ``RecordPrepared`` or ``RecordDecision`` operations (a prepare's or a decision's items)
-    is written with a few statements for the whole run instead of a few per item, and so is
-    a run of hold operations (holds placed, committed or released, credits)."""
+    operations of one kind (a prepare's or a decision's items, a round's accounts to check, a
+    flush of acknowledgements) is read and written with a few statements for the whole run
+    instead of a few per item, and so is a run of hold operations (holds placed, committed or
+    released, credits)."""
     results: list[Any] = []
     index = 0
     while index < len(batch):
@@ -176,7 +177,7 @@ def _apply_batch(conn: sqlite3.Connection, batch: Sequence[BookOp], now_ms: int)
             results += _holds(conn, run, now_ms) if kind in _HOLD_OPS else _BULK[kind](conn, run, now_ms)
             index = end
             continue
-        results.append(_check_account(conn, op) if isinstance(op, CheckAccount) else _record(conn, op, now_ms))
+        results.append(_record(conn, op, now_ms))
         index += 1
     return results
 
@@ -246,10 +247,43 @@ def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[Unstored], no
     )
 
 
+def _record_acks(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[None]:
+    """``RecordAcks`` for a run (a flush: one per bank): each transfer's banks still to
+    acknowledge are read once and written once, whatever the number of banks that did."""
+    acked: dict[str, set[str]] = {}
+    for op in ops:
+        for transfer_id in op.transfer_ids:
+            acked.setdefault(transfer_id, set()).add(op.bank)
+    ids = list(acked)
+    for start in range(0, len(ids), IN_LIST_MAX):
+        marks, params = in_list(ids[start : start + IN_LIST_MAX])
+        rows = conn.execute(
+            "SELECT transfer_id, unacked FROM transfer_coordinated"
+            f" WHERE unacked IS NOT NULL AND transfer_id IN ({marks})",
+            params,
+        ).fetchall()
+        updates = []
+        for transfer_id, unacked in rows:
+            left = [b for b in jsonio.loads(unacked) if b not in acked[transfer_id]]
+            updates.append((jsonio.dumps_text(left) if left else None, transfer_id))
+        conn.executemany("UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates)
+    return [None] * len(ops)
+
+
+def _check_accounts(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[str]:
+    """``CheckAccount`` for a run (a prepare's destinations): one read for all of them."""
+    numbers = [account_number(op.account) for op in ops]
+    wanted = sorted({n for n in numbers if n is not None})
+    found = set(ledger_module.accounts_existing_in(conn, wanted)) if wanted else set()
+    return ["ok" if n is not None and n in found else "unknown_account" for n in numbers]
+
+
 _BULK: dict[type, Any] = {
     RecordPrepared: _record_prepared,
     RecordDecision: _record_decisions,
     RecordPending: _record_pending,
+    RecordAcks: _record_acks,
+    CheckAccount: _check_accounts,
 }
 
 
@@ -297,12 +331,6 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
             # flight; a refused commit of a decided transfer is a bug worth a loud line.
             log.error(f"transfer.{request.operation}_refused", transfer_id=request.transfer_id, outcome=outcome)
     return outcomes
-
-
-def _check_account(conn: sqlite3.Connection, op: CheckAccount) -> str:
-    number = account_number(op.account)
-    found = number is not None and ledger_module.account_exists_in(conn, number)
-    return "ok" if found else "unknown_account"
 
 
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
@@ -428,22 +456,6 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 conn.executemany(
                     "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
                     [(o, r, now_ms, t) for t, o, r, _ in fresh],
-                )
-            return None
-        case RecordAcks(bank, transfer_ids):
-            for start in range(0, len(transfer_ids), IN_LIST_MAX):
-                marks, acked = in_list(transfer_ids[start : start + IN_LIST_MAX])
-                rows = conn.execute(
-                    "SELECT transfer_id, unacked FROM transfer_coordinated"
-                    f" WHERE unacked IS NOT NULL AND transfer_id IN ({marks})",
-                    acked,
-                ).fetchall()
-                updates = []
-                for transfer_id, unacked in rows:
-                    left = [b for b in jsonio.loads(unacked) if b != bank]
-                    updates.append((jsonio.dumps_text(left) if left else None, transfer_id))
-                conn.executemany(
-                    "UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates
                 )
             return None
         case ReleaseHeld(transfer_id):
