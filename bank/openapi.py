@@ -438,7 +438,10 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "Wait up to this long for a cross-bank transfer's "
-                        "decision before answering (pending when it is not decided yet).",
+                        "decision before answering (pending when it is not decided yet). Until "
+                        "then the transfer is kept in memory, stored with its decision: should "
+                        "the bank stop first, it never happened and nothing moved; a retry with "
+                        "the same Idempotency-Key then makes it anew.",
                         "schema": {"type": "integer", "minimum": 0, "maximum": TRANSFER_WAIT_MS_MAX},
                     }
                 ],
