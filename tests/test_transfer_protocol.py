@@ -468,3 +468,15 @@ def test_a_key_whose_transfer_died_unstored_is_free_again() -> None:
     assert run_steps(restarted.record("alfa:2"), book) is True
     assert book.keys == {("doc", "k1"): ("fp", "alfa:2")} and "alfa:2" in book.transfers
     assert not restarted.keys and not restarted.unrecorded
+
+
+def test_a_query_about_someone_elses_decided_transfer_is_not_answered() -> None:
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    run_steps(coordinator.submit(transfer("alfa:1")), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("alfa", "beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
+        run_steps(coordinator.handle(Acks(bank, ("alfa:1",)), 2), book)
+    # Delivered and forgotten in memory; "delta" took no part in it.
+    assert run_steps(coordinator.handle(DecisionQuery("delta", ("alfa:1",)), 3), book) == ([], [])

@@ -373,14 +373,16 @@ class Coordinator:
                 if unknown:
                     (stored,) = yield [LoadDecisions(unknown)]
                     for transfer_id in unknown:
-                        outcome, transfer = stored.get(transfer_id, (ABORTED, None))
-                        if outcome is None:
-                            continue  # stored pending and not in memory: not started yet
-                        if transfer is None:
+                        entry = stored.get(transfer_id)
+                        if entry is None:
                             # Presumed abort: never stored, so never committed. The
                             # participant gives back what it holds for it.
                             items.append(DecisionItem(transfer_id, ABORTED, ()))
-                        else:
+                            continue
+                        outcome, transfer = entry
+                        # Stored pending and not in memory (not started yet), or not the
+                        # asker's: nothing to tell.
+                        if outcome is not None and sender in transfer.banks:
                             items.append(DecisionItem(transfer_id, outcome, transfer.legs_at(sender)))
                 if not items:
                     return [], []

@@ -179,7 +179,7 @@ class DecisionItem:
     outcome: Literal["committed", "aborted"]
     """``committed`` or ``aborted``."""
     legs: tuple[Leg, ...]
-    """Only the legs at the receiving bank. None for a *presumed abort* (the coordinator has
+    """Only the legs at the receiving bank. Empty for a *presumed abort* (the coordinator has
     no record of the transfer): the receiving bank gives back whatever it holds for it."""
 
     def __attrs_post_init__(self) -> None:

@@ -247,13 +247,13 @@ class TransferService:
         """A new pending transfer; returns its id (an earlier transfer's when the idempotency
         key was used before). Raises :class:`Backlogged`.
 
-        ``record``: durable on return. False (no idempotency key): stored with its decision,
-        for a caller that tells the client the id only with the outcome, or after
-        :meth:`ensure_recorded`."""
+        ``record``: durable on return. False: stored with its decision (its idempotency key
+        too, kept in memory until then), for a caller that tells the client the id only with
+        the outcome or after :meth:`ensure_recorded`."""
         if self.coordinator.backlog >= self.pending_transfers_max:
             raise Backlogged(f"{self.coordinator.backlog} transfers already wait here")
-        # Submissions need no lock: a stored transfer enters the coordinator only after it
-        # is durable, and a round takes pending ones synchronously.
+        # Submissions need no lock: a transfer to store first enters the coordinator's pending
+        # only once it is durable, and a round takes pending ones synchronously.
         transfer_id: str = await self._run(
             self.coordinator.submit(
                 transfer,
@@ -449,7 +449,8 @@ class TransferService:
                     assert isinstance(reply, Decisions)
                     presumed = [item.transfer_id for item in reply.items if not item.legs]
                     if presumed:
-                        # Never stored here: this process died before their decision.
+                        # Never stored here: an earlier run of this bank died before their
+                        # decision (or they never were).
                         log.info(
                             "transfers.presumed_aborted",
                             to=to,
