@@ -7,6 +7,7 @@ and what is wrong (:class:`ConfigError`). The format is described in README.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -98,8 +99,10 @@ class RingConfig:
     banks: tuple[BankConfig, ...]
     """The ring, in order: each member hands the token to the next live one."""
 
-    @property
+    @functools.cached_property
     def member_ids(self) -> tuple[str, ...]:
+        """The members' ids in ring order (worked out once: every request checks a bank id
+        against them)."""
         return tuple(bank.id for bank in self.banks)
 
     def bank(self, bank_id: str) -> BankConfig:

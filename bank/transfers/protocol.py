@@ -11,6 +11,8 @@ JSON codec takes a pair of functions to turn them into JSON and back.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
@@ -101,9 +103,10 @@ class Transfer:
         assert len(sinks) == 1, self.legs
         assert sum(leg.amount_cents for leg in sources) == sinks[0].amount_cents, self.legs
 
-    @property
+    @functools.cached_property
     def banks(self) -> tuple[str, ...]:
-        """The banks that take part, each once, in leg order."""
+        """The banks that take part, each once, in leg order (worked out once: a round asks
+        for them several times per transfer)."""
         return tuple(dict.fromkeys(leg.bank for leg in self.legs))
 
     def legs_at(self, bank: str) -> tuple[Leg, ...]:
