@@ -435,9 +435,7 @@ async def _outcome(
         finally:
             service.unwatch(transfer_id, future)
         if not future.done() or future.cancelled():
-            if not await service.ensure_recorded(transfer_id):
-                # Unknown to this bank (it is stopping): never stored, so presumed aborted.
-                raise ApiError("unavailable", "the transfer was lost before it was stored; nothing moved")
+            await _ensure_stored(service, transfer_id)
             return {"id": transfer_id, "status": "pending"}
         decided = future.result()
         fresh_answer: dict[str, Any] = {"id": transfer_id, "status": decided.outcome}
@@ -454,15 +452,23 @@ async def _outcome(
                         await asyncio.shield(future)
         finally:
             service.unwatch(transfer_id, future)
-    # A retry that found the first request's transfer still in memory, not stored yet.
-    if not await service.ensure_recorded(transfer_id):
-        raise ApiError("unavailable", "the transfer was lost before it was stored; nothing moved")
     record = await ledger.transfer(transfer_id)
+    if record is None:
+        # A retry that found the first request's transfer still in memory, not stored yet.
+        await _ensure_stored(service, transfer_id)
+        record = await ledger.transfer(transfer_id)
     assert record is not None, "a submitted transfer is recorded"
     answer: dict[str, Any] = {"id": transfer_id, "status": record.status}
     if record.reason is not None:
         answer["reason"] = record.reason
     return answer
+
+
+async def _ensure_stored(service: TransferService, transfer_id: str) -> None:
+    """Store a transfer kept in memory before its id is answered without its outcome."""
+    if not await service.ensure_recorded(transfer_id):
+        # Unknown to this bank (it is stopping): never stored, so presumed aborted.
+        raise ApiError("unavailable", "the transfer was lost before it was stored; nothing moved")
 
 
 async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:

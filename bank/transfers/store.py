@@ -273,8 +273,7 @@ def _record_acks(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> l
 def _check_accounts(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[str]:
     """``CheckAccount`` for a run (a prepare's destinations): one read for all of them."""
     numbers = [account_number(op.account) for op in ops]
-    wanted = sorted({n for n in numbers if n is not None})
-    found = set(ledger_module.accounts_existing_in(conn, wanted)) if wanted else set()
+    found = set(ledger_module.accounts_existing_in(conn, sorted({n for n in numbers if n is not None})))
     return ["ok" if n is not None and n in found else "unknown_account" for n in numbers]
 
 
