@@ -64,11 +64,13 @@ __all__ = [
     "IN_LIST_MAX",
     "Idempotency",
     "Ledger",
+    "LegsRequest",
     "LedgerClosed",
     "Transfer",
     "TransferStatus",
     "accounts_existing_in",
     "apply_holds_in",
+    "apply_legs_in",
     "commit_hold_in",
     "credit_in",
     "in_list",
@@ -1428,6 +1430,86 @@ def _apply_holds_chunk(
         outcomes.append(outcome)
     _write_holds(conn, postings, new_holds, ended_holds, records, now_ms)
     return outcomes
+
+
+@attrs.frozen
+class LegsRequest:
+    """One transfer's legs at this bank for :func:`apply_legs_in`: applied all or none."""
+
+    transfer_id: str
+    owner_document: str
+    """Who must own every source account."""
+    legs: tuple[tuple[Literal["source", "destination", "cash_out"], int | None, int], ...]
+    """``(role, account, amount_cents)``; the account is None where it cannot be a number
+    (a source or destination that does not exist), and is not read for a cash-out."""
+
+
+def apply_legs_in(
+    conn: sqlite3.Connection, requests: Sequence[LegsRequest], now_ms: int
+) -> dict[str, HoldOutcome]:
+    """Move the money of transfers' legs at once, inside the caller's writer transaction:
+    a source is debited to the settlement account, a destination credited from it, a
+    cash-out paid from it as cash. Each transfer's legs all succeed or none moves (checked
+    in order, against what the transfers before it moved); the transfers refused, each
+    with the first leg's refusal (``unknown_account``, ``forbidden``, ``insufficient_funds``,
+    ``balance_limit``), the same outcomes as placing holds and crediting.
+
+    No hold and no per-operation record: the caller writes, in the same transaction, the
+    decision that makes these legs happen once (a cross-bank transfer's coordinator, for its
+    own legs, with its decision: see bank.transfers.coordinator)."""
+    for request in requests:
+        _assert_transfer_id(request.transfer_id)
+        for _, _, amount in request.legs:
+            _assert_amount(amount)
+    numbers = sorted({a for r in requests for role, a, _ in r.legs if a is not None and a > 0 and role != "cash_out"})
+    balances: dict[int, int] = {}
+    owned: set[tuple[int, str]] = set()
+    for start in range(0, len(numbers), IN_LIST_MAX):
+        marks, params = in_list(numbers[start : start + IN_LIST_MAX])
+        balances.update(
+            conn.execute(f"SELECT number, balance_cents FROM accounts WHERE number IN ({marks})", params).fetchall()
+        )
+        owned.update(
+            conn.execute(f"SELECT account, document FROM account_owners WHERE account IN ({marks})", params).fetchall()
+        )
+    postings: list[tuple[str, str | None, Sequence[tuple[int, str, int]]]] = []
+    refused: dict[str, HoldOutcome] = {}
+    for request in requests:
+        changes: dict[int, int] = {}
+        moves: list[tuple[str, str, list[tuple[int, str, int]]]] = []
+        reason: HoldOutcome | None = None
+        for role, account, amount in request.legs:
+            if role == "cash_out":
+                moves.append(("cash_out", request.transfer_id, [(SETTLEMENT_ACCOUNT, "available", -amount), (CASH_ACCOUNT, "available", amount)]))
+                continue
+            if account is None or account not in balances:
+                reason = "unknown_account"
+                break
+            now = balances[account] + changes.get(account, 0)
+            if role == "source":
+                if (account, request.owner_document) not in owned:
+                    reason = "forbidden"
+                    break
+                if now < amount:
+                    reason = "insufficient_funds"
+                    break
+                changes[account] = changes.get(account, 0) - amount
+                moves.append(("debit", request.transfer_id, [(account, "available", -amount), (SETTLEMENT_ACCOUNT, "available", amount)]))
+            else:
+                if now + amount > BALANCE_CENTS_MAX:
+                    reason = "balance_limit"
+                    break
+                changes[account] = changes.get(account, 0) + amount
+                moves.append(("credit", request.transfer_id, [(SETTLEMENT_ACCOUNT, "available", -amount), (account, "available", amount)]))
+        if reason is not None:
+            refused[request.transfer_id] = reason
+            continue
+        for account, change in changes.items():
+            balances[account] += change
+        postings += moves
+    if postings:
+        _post_all(conn, postings, now_ms)
+    return refused
 
 
 def _write_holds(

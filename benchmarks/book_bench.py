@@ -3,10 +3,11 @@ real ledgers, with no network and no ring (prints figures).
 
 Each round is what a token visit does to the books of a coordinator (``bank0``, also the
 source) and of a destination (``bank1``), for ``--batch`` transfers (plus 0 to 10, varying
-by round, so batch sizes move as they do under load): the prepare at both banks, the
-outcomes (which store the transfers, as for clients that wait for the outcome; with
-``--record-at-submit``, one writer job per transfer stores it first, as clients submit them),
-the decisions at both banks, the acknowledgements. The ledgers are the production ones (WAL,
+by round, so batch sizes move as they do under load): the prepare at the destination, the
+outcomes (which store the transfers, as for clients that wait for the outcome, and debit the
+coordinator's own sources in the same write; with ``--record-at-submit``, one writer job
+per transfer stores it first, as clients submit them), the decision at the destination, its
+acknowledgement. The ledgers are the production ones (WAL,
 ``synchronous=FULL``) in a temporary folder.
 
 Printed: CPU per transfer (the process: event loop and both writer threads) and wall time per
@@ -40,9 +41,7 @@ from bank.ledger import Ledger, new_transfer_id  # noqa: E402
 from bank.transfers.book import (  # noqa: E402
     AcceptFence,
     CheckAccount,
-    CommitHold,
     Credit,
-    PlaceHold,
     RecordAcks,
     RecordDecision,
     RecordOutcomes,
@@ -107,21 +106,15 @@ async def run(batch: int, rounds: int, record_at_submit: bool = False) -> dict[s
                 if record_at_submit:
                     await asyncio.gather(*(here.execute([RecordPending(t, None, {})]) for t in transfers))
                 fence = Fence(1, "bank0", round_index + 1)
-                await asyncio.gather(
-                    here.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
-                                  *(PlaceHold(i, source, 1, document) for i in ids)]),
-                    there.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
-                                   *(CheckAccount(target) for _ in ids)]),
-                )  # fmt: skip
-                decisions = tuple((i, "committed", None, ("bank0", "bank1")) for i in ids)
+                # The coordinator's own source is not prepared: it moves with the decision.
+                await there.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
+                                     *(CheckAccount(target) for _ in ids)])  # fmt: skip
+                decisions = tuple((i, "committed", None, ("bank1",)) for i in ids)
                 unrecorded = () if record_at_submit else tuple(Unstored(t, {}) for t in transfers)
-                await here.execute([RecordOutcomes(decisions, unrecorded)])
-                await asyncio.gather(
-                    here.execute([*(RecordDecision(i, "committed") for i in ids), *(CommitHold(i, source, 1) for i in ids)]),
-                    there.execute([*(RecordDecision(i, "committed") for i in ids), *(Credit(i, target, 1) for i in ids)]),
-                )
-                # One flush, as when both acknowledgements come within ACKS_FLUSH_MS.
-                await here.execute([RecordAcks("bank1", ids), RecordAcks("bank0", ids)])
+                own = tuple((t.id, document, t.legs_at("bank0")) for t in transfers)
+                assert await here.execute([RecordOutcomes(decisions, unrecorded, own)]) == [{}]
+                await there.execute([*(RecordDecision(i, "committed") for i in ids), *(Credit(i, target, 1) for i in ids)])
+                await here.execute([RecordAcks("bank1", ids)])
             cpu = time.process_time() - cpu_started
             wall = time.perf_counter() - wall_started
             commits = coordinator.batches + destination.batches - commits_before

@@ -139,6 +139,13 @@ def test_an_undecided_yes_is_asked_about_with_backoff() -> None:
     assert restarted.tick(1_100) == [("alfa", DecisionQuery("beta", ("alfa:1",)))]
 
 
+def alfa_book(balance_cents: int = 500) -> MemoryBook:
+    """The coordinator's book, with the account its own source leg draws from."""
+    book = MemoryBook("alfa")
+    book.open_account("1", "doc", balance_cents)
+    return book
+
+
 def transfer(transfer_id: str = "alfa:1") -> Transfer:
     return Transfer(
         transfer_id,
@@ -148,17 +155,17 @@ def transfer(transfer_id: str = "alfa:1") -> Transfer:
     )
 
 
-def test_a_round_prepares_once_per_bank_and_decides_when_all_voted() -> None:
-    book = MemoryBook("alfa")
+def test_a_round_prepares_once_per_other_bank_and_decides_when_all_voted() -> None:
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     run_steps(coordinator.submit(transfer("alfa:2")), book)
     sends = coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    assert sorted(to for to, _ in sends) == ["alfa", "beta", "gama"]
+    # Its own legs are not prepared: they move with the decision (the last agent).
+    assert sorted(to for to, _ in sends) == ["beta", "gama"]
     assert all(len(m.items) == 2 for _, m in sends if isinstance(m, Prepare))
-    for bank in ("alfa", "beta"):
-        yes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
-        assert run_steps(coordinator.handle(yes, 1), book) == ([], [])
+    yes = Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
+    assert run_steps(coordinator.handle(yes, 1), book) == ([], [])
     last = Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", False, "unknown_account")))
     decided, sends = run_steps(coordinator.handle(last, 2), book)
     assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == [
@@ -166,36 +173,90 @@ def test_a_round_prepares_once_per_bank_and_decides_when_all_voted() -> None:
         ("alfa:2", "aborted", "unknown_account"),
     ]
     assert book.outcomes == {"alfa:1": ("committed", None), "alfa:2": ("aborted", "unknown_account")}
-    # Its own part at once; the other banks' wait to travel with the next prepare to them.
-    assert [to for to, m in sends if isinstance(m, Decisions)] == ["alfa"]
+    # The committed one's own source was debited in the same write; nothing was held here.
+    assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (430, 0)
+    assert book.settlement_cents == 70 and not book.holds and not book.applied
+    # The other banks' parts wait to travel with the next prepare to them.
+    assert sends == []
     run_steps(coordinator.submit(transfer("alfa:3")), book)
     sends = coordinator.grant((1, "alfa", 4), until_ms=50, now_ms=3)
     carried = {to: m.decisions for to, m in sends if isinstance(m, Prepare)}
-    assert carried["alfa"] == ()
+    assert sorted(carried) == ["beta", "gama"]
     assert [(d.transfer_id, d.outcome) for d in carried["beta"]] == [("alfa:1", "committed"), ("alfa:2", "aborted")]
     assert carried["gama"][0].legs == (Leg("gama", "5", 100, "destination"),)
     # Votes that acknowledge them end their delivery there.
     votes = Votes("beta", (1, "alfa", 4), (Vote("alfa:3", True),), acked=("alfa:1", "alfa:2"))
     run_steps(coordinator.handle(votes, 4), book)
     assert all("beta" not in d.banks for d in coordinator.deliveries.values())
+    assert book.unacked == {"alfa:1": {"beta", "gama"}, "alfa:2": {"beta", "gama"}}  # written later
+
+
+def test_own_legs_refused_at_the_decision_abort_the_transfer_everywhere() -> None:
+    book = alfa_book(100)
+    coordinator = Coordinator("alfa")
+    for index in (1, 2):
+        run_steps(coordinator.submit(transfer(f"alfa:{index}")), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("beta", "gama"):
+        votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
+        decided, sends = run_steps(coordinator.handle(votes, 1), book)
+    # Both were voted yes elsewhere; here the money covers the first only (70 of 100).
+    assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == [
+        ("alfa:1", "committed", None),
+        ("alfa:2", "aborted", "insufficient_funds"),
+    ]
+    assert book.outcomes["alfa:2"] == ("aborted", "insufficient_funds")
+    assert book.accounts["1"].balance_cents == 30 and book.settlement_cents == 70
+    # The others hear the abort, and give back what they hold for it.
+    _, sends = coordinator.tick(10_000)
+    told = {to: [(i.transfer_id, i.outcome) for i in m.items] for to, m in sends}
+    assert told == {bank: [("alfa:1", "committed"), ("alfa:2", "aborted")] for bank in ("beta", "gama")}
+
+
+def test_a_coordinators_own_destination_and_cash_out_move_with_the_decision() -> None:
+    book = alfa_book(0)
+    coordinator = Coordinator("alfa")
+    credit = Transfer("alfa:1", "alfa", "doc", (Leg("beta", "1", 40, "source"), Leg("alfa", "1", 40, "destination")))
+    cash = Transfer("alfa:2", "alfa", "doc", (Leg("beta", "1", 25, "source"), Leg("alfa", "", 25, "cash_out")))
+    nowhere = Transfer("alfa:3", "alfa", "doc", (Leg("beta", "1", 5, "source"), Leg("alfa", "9", 5, "destination")))
+    for made in (credit, cash, nowhere):
+        run_steps(coordinator.submit(made), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    votes = Votes("beta", (1, "alfa", 1), tuple(Vote(f"alfa:{i}", True) for i in (1, 2, 3)))
+    decided, _ = run_steps(coordinator.handle(votes, 1), book)
+    assert [(d.outcome, d.reason) for d in decided] == [
+        ("committed", None),
+        ("committed", None),
+        ("aborted", "unknown_account"),
+    ]
+    assert book.accounts["1"].balance_cents == 40
+    assert book.cash_out_cents == 25 and book.settlement_cents == -65
+    # This bank still balances: its settlement owes what beta's commits will bring in.
+    assert book.money_cents() == book.cash_in_cents - book.cash_out_cents
+
+
+def test_a_transfer_the_coordinator_runs_touches_another_bank() -> None:
+    local = Transfer("alfa:1", "alfa", "doc", (Leg("alfa", "1", 5, "source"), Leg("alfa", "2", 5, "destination")))
+    with pytest.raises(AssertionError):
+        run_steps(Coordinator("alfa").submit(local), alfa_book())
 
 
 def test_decisions_with_no_prepare_to_ride_go_on_their_own_after_the_defer() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa", decision_defer_ms=50)
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),))
         _, sends = run_steps(coordinator.handle(votes, 10), book)
-    assert [to for to, _ in sends] == ["alfa"]
+    assert sends == []
     assert coordinator.tick(59) == (False, [])
     _, sends = coordinator.tick(60)
     assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["beta", "gama"]
 
 
 def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acked() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40, decision_defer_ms=5)
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
@@ -204,35 +265,36 @@ def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acke
     assert expired
     decided, sends = run_steps(coordinator.expire(25), book)
     assert [(d.outcome, d.reason) for d in decided] == [("aborted", "vote_timeout")]
-    assert [to for to, _ in sends] == ["alfa"]  # the others' wait for a prepare to ride
+    assert sends == []  # the others' wait for a prepare to ride
+    assert book.accounts["1"].balance_cents == 500  # nothing of its own moved
     _, sends = coordinator.tick(30)
     assert sorted(to for to, _ in sends) == ["beta", "gama"]
     run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 31), book)
     _, again = coordinator.tick(1_000)
-    assert sorted(to for to, _ in again) == ["alfa", "gama"]
+    assert sorted(to for to, _ in again) == ["gama"]
     # A coordinator restarted from its book re-sends what is still unacknowledged; an
     # acknowledgement not yet written only costs a repeated (idempotent) decision.
-    assert sorted(to for to, _ in run_steps(Coordinator("alfa").start(100), book)) == ["alfa", "beta", "gama"]
+    assert sorted(to for to, _ in run_steps(Coordinator("alfa").start(100), book)) == ["beta", "gama"]
     assert coordinator.next_resend_ms() is not None
     run_steps(coordinator.flush_acks(), book)
     restarted = Coordinator("alfa")
     resent = run_steps(restarted.start(100), book)
-    assert sorted(to for to, _ in resent) == ["alfa", "gama"]
+    assert sorted(to for to, _ in resent) == ["gama"]
     assert restarted.pending == {}
 
 
 def test_a_restarted_coordinator_prepares_undecided_transfers_again() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)  # then it crashes mid-round
     restarted = Coordinator("alfa")
     assert run_steps(restarted.start(50), book) == []
-    assert len(restarted.grant((2, "beta", 1), until_ms=80, now_ms=50)) == 3
+    assert sorted(to for to, _ in restarted.grant((2, "beta", 1), until_ms=80, now_ms=50)) == ["beta", "gama"]
 
 
 def test_late_votes_of_a_finished_round_are_ignored() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=5, now_ms=0)
@@ -282,7 +344,7 @@ def test_malformed_messages_are_refused(data: Any) -> None:
 
 
 def test_rounds_of_successive_visits_overlap_and_end_independently() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa", rounds_in_flight_max=2)
     for index in range(4):
         run_steps(coordinator.submit(transfer(f"alfa:{index}")), book)
@@ -292,7 +354,7 @@ def test_rounds_of_successive_visits_overlap_and_end_independently() -> None:
     second = coordinator.grant((1, "alfa", 4), until_ms=1_100, now_ms=100)
     assert first and second
     assert coordinator.grant((1, "alfa", 7), until_ms=1_200, now_ms=200) == []  # bound reached
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 4), (Vote("alfa:1", True),)), 150), book)
     assert book.outcomes == {"alfa:1": ("committed", None)}
     assert coordinator.round_open  # the first round still waits for its votes
@@ -304,13 +366,13 @@ def test_rounds_of_successive_visits_overlap_and_end_independently() -> None:
 
 
 def test_a_transfer_refused_only_as_stale_goes_into_a_later_round_a_bounded_number_of_times() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa", stale_retries_max=1)
     run_steps(coordinator.submit(transfer()), book)
     for seq, expected in ((1, []), (4, [("alfa:1", "aborted", "stale_fence")])):
         fence = (1, "alfa", seq)
         coordinator.grant(fence, until_ms=1_000, now_ms=0)
-        for bank in ("alfa", "beta"):
+        for bank in ("beta",):
             run_steps(coordinator.handle(Votes(bank, fence, (Vote("alfa:1", True),)), 1), book)
         decided, _ = run_steps(
             coordinator.handle(Votes("gama", fence, (Vote("alfa:1", False, "stale_fence"),)), 2), book
@@ -322,14 +384,14 @@ def test_a_transfer_refused_only_as_stale_goes_into_a_later_round_a_bounded_numb
 
 
 def test_a_transfer_whose_client_waits_is_stored_with_its_decision() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     assert run_steps(coordinator.submit(transfer("alfa:2"), request={"n": 2}, record=False), book) == "alfa:2"
     assert list(book.transfers) == ["alfa:1"]  # nothing written for the waiting one
     sends = coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
     assert all(len(m.items) == 2 for _, m in sends if isinstance(m, Prepare))
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
         decided, _ = run_steps(coordinator.handle(votes, 1), book)
     assert [d.outcome for d in decided] == ["committed", "committed"]
@@ -340,7 +402,7 @@ def test_a_transfer_whose_client_waits_is_stored_with_its_decision() -> None:
 
 
 def test_a_waiting_transfer_is_stored_before_its_client_hears_its_id() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
     run_steps(coordinator.submit(transfer("alfa:2")), book)
@@ -358,7 +420,7 @@ def test_a_waiting_transfer_is_stored_before_its_client_hears_its_id() -> None:
 
 
 def test_a_participant_asking_about_a_transfer_its_coordinator_never_stored_is_told_aborted() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
@@ -372,13 +434,13 @@ def test_a_participant_asking_about_a_transfer_its_coordinator_never_stored_is_t
 
 
 def test_a_decided_and_delivered_transfer_is_answered_from_the_book() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         run_steps(coordinator.handle(Acks(bank, ("alfa:1",)), 2), book)
     assert not coordinator.deliveries  # forgotten in memory
     _, sends = run_steps(coordinator.handle(DecisionQuery("beta", ("alfa:1",)), 3), book)
@@ -386,11 +448,11 @@ def test_a_decided_and_delivered_transfer_is_answered_from_the_book() -> None:
 
 
 def test_decisions_that_could_not_be_written_are_not_forgotten() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1"), record=False), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    for bank in ("alfa", "beta"):
+    for bank in ("beta",):
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
     steps = coordinator.handle(Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True),)), 2)
     (write,) = next(steps)
@@ -434,7 +496,7 @@ def test_only_an_abort_may_name_no_legs() -> None:
 
 
 def test_an_idempotency_key_of_a_waiting_transfer_is_kept_in_memory_then_stored_with_it() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     key = ("doc", "k1", "fp")
     assert run_steps(coordinator.submit(transfer("alfa:1"), idempotency=key, record=False), book) == "alfa:1"
@@ -445,7 +507,7 @@ def test_an_idempotency_key_of_a_waiting_transfer_is_kept_in_memory_then_stored_
         run_steps(coordinator.submit(transfer("alfa:4"), idempotency=("doc", "k1", "other")), book)
     assert list(coordinator.pending) == ["alfa:1"] and not book.transfers and not book.keys
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
     # Stored with its decision, key and all; memory lets go of it and the book answers.
     assert book.keys == {("doc", "k1"): ("fp", "alfa:1")} and not coordinator.keys
@@ -457,7 +519,7 @@ def test_an_idempotency_key_of_a_waiting_transfer_is_kept_in_memory_then_stored_
 
 
 def test_a_key_whose_transfer_died_unstored_is_free_again() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     key = ("doc", "k1", "fp")
     run_steps(coordinator.submit(transfer("alfa:1"), idempotency=key, record=False), book)
@@ -471,11 +533,11 @@ def test_a_key_whose_transfer_died_unstored_is_free_again() -> None:
 
 
 def test_a_query_about_someone_elses_decided_transfer_is_not_answered() -> None:
-    book = MemoryBook("alfa")
+    book = alfa_book()
     coordinator = Coordinator("alfa")
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    for bank in ("alfa", "beta", "gama"):
+    for bank in ("beta", "gama"):
         run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
         run_steps(coordinator.handle(Acks(bank, ("alfa:1",)), 2), book)
     # Delivered and forgotten in memory; "delta" took no part in it.

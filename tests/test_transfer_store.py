@@ -81,7 +81,7 @@ async def test_outcomes_and_acks_in_bulk(book: LedgerBook, monkeypatch: pytest.M
         (("t1", "committed", None, ("b0", "b1")), ("t2", "aborted", "insufficient_funds", ("b0", "b1")),
          ("t1", "committed", None, ("b0", "b1")))  # fmt: skip
     )
-    assert await book.execute([outcomes]) == [None]
+    assert await book.execute([outcomes]) == [{}]
     await book.execute([outcomes])  # a repeat changes nothing
     ((pending, undelivered),) = await book.execute([LoadCoordinator()])
     assert [t.id for t in pending] == ["t3"]
@@ -91,8 +91,9 @@ async def test_outcomes_and_acks_in_bulk(book: LedgerBook, monkeypatch: pytest.M
     ]
     record = await book.ledger.transfer("t2")
     assert record is not None and (record.status, record.reason) == ("aborted", "insufficient_funds")
-    with pytest.raises(AssertionError, match="decisions never change"):
-        await book.execute([RecordOutcomes((("t1", "aborted", "x", ("b0", "b1")),))])
+    # A decision stands: told again otherwise, nothing changes.
+    assert await book.execute([RecordOutcomes((("t1", "aborted", "x", ("b0", "b1")),))]) == [{}]
+    assert (await book.ledger.transfer("t1")).status == "committed"  # type: ignore[union-attr]
     await book.execute([RecordAcks("b1", ("t1", "t2", "t3"))])
     await book.execute([RecordAcks("b0", ("t1",))])
     ((_, undelivered),) = await book.execute([LoadCoordinator()])
@@ -198,3 +199,55 @@ async def test_a_flush_of_acknowledgements_from_several_banks_is_one_update_per_
     await book.execute([RecordAcks("b2", ("t1", "t9")), RecordAcks("b0", ("t2",))])
     ((_, undelivered),) = await book.execute([LoadCoordinator()])
     assert undelivered == []
+
+
+async def test_a_coordinators_own_legs_move_with_its_decisions_all_or_none(book: LedgerBook) -> None:
+    """The last agent in the real book: the coordinator's own legs of committed transfers
+    move in the write of the decisions, each transfer's all or none, in order; a transfer
+    whose legs are refused is stored aborted with the refusal; nothing is held, and a
+    decision written again moves nothing again."""
+    ledger = book.ledger
+    bia = complete_cpf("111444777")
+    for document in (ANA, bia):
+        assert (await ledger.create_customer(document, "N", "hash")).status == 201
+    first = (await ledger.create_account("individual", [ANA])).body["account"]
+    second = (await ledger.create_account("individual", [ANA])).body["account"]
+    hers = (await ledger.create_account("individual", [bia])).body["account"]
+    assert (await ledger.deposit(first, 1_000, document=ANA)).status == 201
+
+    def made(transfer_id: str, *legs: Leg) -> Transfer:
+        return Transfer(transfer_id, "b0", ANA, legs)
+
+    there = Leg("b1", "7", 1, "source")
+    cases = [
+        # 600 of 1,000 out, then 300 from the two accounts at once with 100 credited back.
+        made("m1", Leg("b0", str(first), 600, "source"), Leg("b1", "7", 600, "destination")),
+        made("m2", there, Leg("b0", str(second), 1, "destination")),
+        made("m3", Leg("b0", str(first), 500, "source"), Leg("b1", "7", 500, "destination")),  # short
+        made("m4", Leg("b0", str(hers), 1, "source"), Leg("b1", "7", 1, "destination")),  # not hers
+        made("m5", Leg("b0", str(first), 300, "source"), Leg("b0", "424242", 1, "source"),
+             Leg("b1", "7", 301, "destination")),  # fmt: skip
+        made("m6", there, Leg("b0", "", 1, "cash_out")),
+        made("m7", Leg("b0", str(first), 400, "source"), Leg("b1", "7", 400, "destination")),
+        made("m8", there, Leg("b0", "x", 1, "destination")),
+    ]
+    decided = RecordOutcomes(
+        tuple((t.id, "committed", None, ("b1",)) for t in cases),
+        tuple(Unstored(t, {}) for t in cases),
+        tuple((t.id, ANA, t.legs_at("b0")) for t in cases),
+    )
+    refused = {"m3": "insufficient_funds", "m4": "forbidden", "m5": "unknown_account", "m8": "unknown_account"}
+    assert await book.execute([decided]) == [refused]
+    for t in cases:
+        record = await ledger.transfer(t.id)
+        assert record is not None
+        assert (record.status, record.reason) == (("aborted", refused[t.id]) if t.id in refused else ("committed", None))
+    balances = {n: ((a := await ledger.account(n)) and (a.balance_cents, a.held_cents)) for n in (first, second, hers)}
+    assert balances == {first: (0, 0), second: (1, 0), hers: (0, 0)}
+    assert await ledger.holds("m1") == []
+    assert (await ledger.check()).problems == ()
+    # Written again (a coordinator cannot, but the book holds to it): nothing moves twice.
+    assert await book.execute([decided]) == [{}]
+    assert (await ledger.account(second)).balance_cents == 1  # type: ignore[union-attr]
+    assert await book.applied_here("m1") and await book.applied_here("m3")
+    assert not await book.applied_here("m9")

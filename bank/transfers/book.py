@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from bank.transfers.protocol import ABORTED, COMMITTED, PENDING, Transfer
+from bank.transfers.protocol import ABORTED, COMMITTED, PENDING, Leg, Transfer
 
 __all__ = [
     "AcceptFence",
@@ -226,14 +226,24 @@ class KeyReused(Exception):
 
 @attrs.frozen
 class RecordOutcomes:
-    """The commit point: store the decisions of a batch, each with the banks to tell."""
+    """The commit point: store the decisions of a batch, each with the banks to tell, and
+    apply the coordinator's own legs of the committed ones in the same batch.
+
+    Result: ``{transfer_id: reason}`` for the transfers decided committed whose own legs
+    were refused here (a source unknown, not the owner's or short of money, a destination
+    unknown or full): those are stored aborted, with that reason. A transfer decided
+    before is left as it is (its legs moved then)."""
 
     outcomes: tuple[tuple[str, str, str | None, tuple[str, ...]], ...]
-    """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every bank
-    the decision must reach, the transfer's own)."""
+    """``(transfer_id, outcome, reason, banks)`` per decided transfer (``banks``: every
+    other bank the decision must reach)."""
     unrecorded: tuple[Unstored, ...] = ()
     """Decided transfers that may not be stored yet: stored with their outcome (and their
     idempotency keys) unless they are (a transfer is stored at its decision at the latest)."""
+    own: tuple[tuple[str, str, tuple[Leg, ...]], ...] = ()
+    """``(transfer_id, owner_document, legs)``: this bank's legs of transfers decided
+    committed, moved with the decision (sources debited, destinations credited, cash paid
+    out), all of a transfer's or none."""
 
 
 @attrs.frozen
@@ -460,18 +470,27 @@ class MemoryBook:
                 return sorted(self.prepared.items())
             case RecordPending(transfer, idempotency, _):
                 return self._store(transfer, idempotency)
-            case RecordOutcomes(outcomes, unrecorded):
+            case RecordOutcomes(outcomes, unrecorded, own):
                 for unstored in unrecorded:
                     self._store(unstored.transfer, unstored.idempotency)
+                own_legs = {transfer_id: (owner, legs) for transfer_id, owner, legs in own}
+                refused: dict[str, str] = {}
                 for transfer_id, outcome, reason, banks in outcomes:
-                    assert set(banks) == set(self.transfers[transfer_id].banks)
+                    transfer = self.transfers[transfer_id]
+                    assert set(banks) == set(transfer.banks) - {self.bank}
                     assert outcome in (COMMITTED, ABORTED)
                     known = self.outcomes.get(transfer_id)
-                    assert known is None or known[0] == outcome, "decisions never change"
-                    if known is None:
-                        self.outcomes[transfer_id] = (outcome, reason)
-                        self.unacked[transfer_id] = set(self.transfers[transfer_id].banks)
-                return None
+                    if known is not None:
+                        continue  # decided before: its legs moved then
+                    if outcome == COMMITTED and transfer_id in own_legs:
+                        refusal = self._move_own(transfer_id, *own_legs[transfer_id])
+                        if refusal is not None:
+                            refused[transfer_id] = refusal
+                            outcome, reason = ABORTED, refusal
+                    self.outcomes[transfer_id] = (outcome, reason)
+                    if banks:
+                        self.unacked[transfer_id] = set(banks)
+                return refused
             case RecordAcks(bank, transfer_ids):
                 for transfer_id in transfer_ids:
                     waiting = self.unacked.get(transfer_id)
@@ -509,6 +528,39 @@ class MemoryBook:
                 return earlier[1]
             self.keys[(scope, key)] = (fingerprint, transfer.id)
         assert self.transfers.setdefault(transfer.id, transfer) == transfer
+        return None
+
+    def _move_own(self, transfer_id: str, owner: str, legs: tuple[Leg, ...]) -> str | None:
+        """A coordinator's own legs of a committed transfer, all or none: the refusal of
+        the first leg that cannot move, or None when every one moved."""
+        changes: dict[str, int] = {}
+        for leg in legs:
+            assert leg.bank == self.bank
+            if leg.role == "cash_out":
+                continue
+            account = self.accounts.get(leg.account)
+            if account is None:
+                return "unknown_account"
+            if leg.role == "source":
+                if account.owner != owner:
+                    return "forbidden"
+                if account.balance_cents + changes.get(leg.account, 0) < leg.amount_cents:
+                    return "insufficient_funds"
+            changes[leg.account] = changes.get(leg.account, 0) + (
+                -leg.amount_cents if leg.role == "source" else leg.amount_cents
+            )
+        for leg in legs:
+            if leg.role == "source":
+                self.accounts[leg.account].balance_cents -= leg.amount_cents
+                self.settlement_cents += leg.amount_cents
+            elif leg.role == "destination":
+                self.credited.add((transfer_id, leg.account))
+                self.accounts[leg.account].balance_cents += leg.amount_cents
+                self.settlement_cents -= leg.amount_cents
+            else:
+                self.cashed_out.add(transfer_id)
+                self.settlement_cents -= leg.amount_cents
+                self.cash_out_cents += leg.amount_cents
         return None
 
     def _place_hold(self, key: tuple[str, str], amount: int, owner: str) -> str:

@@ -16,15 +16,23 @@ first, that transfer never happened: its holds are given back on the presumed ab
 client, who has no id, hears no answer.
 
 - A round starts at a grant of the token: it takes at most ``batch_transfers_max`` pending
-  transfers and sends one :class:`Prepare` per involved bank (itself included) under the
-  grant's fence. Rounds of earlier visits may still wait for votes (at most
-  ``rounds_in_flight_max``): the token need not wait for them, since every participant orders
-  prepares by fence and holds keep the money.
+  transfers and sends one :class:`Prepare` per other bank involved under the grant's fence.
+  Rounds of earlier visits may still wait for votes (at most ``rounds_in_flight_max``): the
+  token need not wait for them, since every participant orders prepares by fence and holds
+  keep the money.
 - A round ends when every vote is in, or at the deadline given with the grant (a missing vote
-  counts as no). All its decisions are written in one batch (the commit point); only then do
-  the decisions go out: this bank's own at once, another bank's with the next prepare to it
-  (or on their own after ``decision_defer_ms``), batched per bank. Acknowledgements (an Acks
-  message, or ``Votes.acked``) are written later, in batches.
+  counts as no). All its decisions are written in one batch (the commit point).
+- *The coordinator is the last agent* (the last-agent optimization of two-phase commit):
+  this bank's own legs of a transfer are neither prepared nor told; they move in the very
+  batch that writes the decision, once every other bank voted yes (sources debited,
+  destinations credited, cash paid out, all or none). Should one of them be refused there
+  (an account unknown, not the customer's, or short of money), the transfer is written
+  aborted instead, with that reason. Nothing is ever held here for a transfer this bank coordinates, and the decision
+  and the money here are one atomic write: no prepare, no decision message, no
+  acknowledgement and no commit of their own for this bank's part.
+- Only once written do the decisions go out to the other banks: with the next prepare to
+  each (or on their own after ``decision_defer_ms``), batched per bank. Acknowledgements (an
+  Acks message, or ``Votes.acked``) are written later, in batches.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads stored pending transfers (they go into the next
@@ -214,7 +222,7 @@ class Coordinator:
         the transfer it named never happened). ``submitted_at_ms``: the wall-clock time the
         client asked, stored with it (None: the time of the write)."""
         assert transfer.coordinator == self.bank
-        assert len(transfer.banks) >= 1
+        assert self._others(transfer), "a cross-bank transfer touches another bank"
         assert self._undecided(transfer.id) is None
         reserved: tuple[str, str] | None = None
         fingerprint = ""
@@ -303,21 +311,22 @@ class Coordinator:
         by_bank: dict[str, list[PrepareItem]] = {}
         for transfer in batch.values():
             for bank in transfer.banks:
-                by_bank.setdefault(bank, []).append(
-                    PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
-                )
+                if bank != self.bank:  # this bank's own legs move with the decision
+                    by_bank.setdefault(bank, []).append(
+                        PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
+                    )
         self.rounds[fence] = _Round(
             fence=fence,
             deadline_ms=max(until_ms, now_ms),
             transfers=batch,
-            awaiting={t.id: set(t.banks) for t in batch.values()},
+            awaiting={t.id: self._others(t) for t in batch.values()},
             refusals={},
         )
         sends: list[Send] = []
         for bank, items in by_bank.items():
             # Decisions this bank has not acknowledged travel with the prepare: no message of
             # their own. Sent now, so their next re-send is a retry interval away.
-            decisions = () if bank == self.bank else self._undelivered(bank)
+            decisions = self._undelivered(bank)
             if decisions:
                 self.retries[bank] = _Retry(now_ms + self.retry_ms_min, self.retry_ms_min)
             sends.append((bank, Prepare(self.bank, fence, tuple(items), decisions)))
@@ -453,14 +462,20 @@ class Coordinator:
         deciding = {d.transfer_id: transfers[d.transfer_id] for d in decided}
         self.deciding.update(deciding)
         unrecorded = tuple(self.unrecorded[i] for i in deciding if i in self.unrecorded)
+        own = tuple(
+            (d.transfer_id, deciding[d.transfer_id].owner_document, legs)
+            for d in decided
+            if d.outcome == COMMITTED and (legs := deciding[d.transfer_id].legs_at(self.bank))
+        )
         try:
-            yield [
+            (refused,) = yield [
                 RecordOutcomes(
                     tuple(
-                        (d.transfer_id, d.outcome, d.reason, tuple(sorted(transfers[d.transfer_id].banks)))
+                        (d.transfer_id, d.outcome, d.reason, tuple(sorted(self._others(deciding[d.transfer_id]))))
                         for d in decided
                     ),
                     unrecorded,
+                    own,
                 )
             ]
         except Exception:
@@ -473,21 +488,27 @@ class Coordinator:
                 self.deciding.pop(transfer_id, None)
         for unstored in unrecorded:
             self._stored(unstored)
-        # Durable from here on: the decisions are final, whatever happens to this process.
-        # This bank's own part is applied at once (no network); another bank's waits up to
+        if refused:
+            # This bank's own legs could not move (the money went meanwhile, say): aborted,
+            # and stored so, in the same write.
+            decided = [
+                Decided(d.transfer_id, ABORTED, refused[d.transfer_id]) if d.transfer_id in refused else d
+                for d in decided
+            ]
+        # Durable from here on: the decisions are final, whatever happens to this process,
+        # and this bank's own legs moved with them. Another bank's part waits up to
         # decision_defer_ms to travel with the next prepare to it, then goes on its own.
-        local: list[DecisionItem] = []
         for d in decided:
             transfer = transfers[d.transfer_id]
-            delivery = _Delivery(transfer, d.outcome, set(transfer.banks))
-            self.deliveries[d.transfer_id] = delivery
-            for bank in transfer.banks:
-                wait_ms = self.retry_ms_min if bank == self.bank else self.decision_defer_ms
-                self.retries.setdefault(bank, _Retry(now_ms + wait_ms, self.retry_ms_min))
-                if bank == self.bank:
-                    local.append(self._item(delivery, bank))
-        sends: list[Send] = [(self.bank, Decisions(self.bank, tuple(local)))] if local else []
-        return decided, sends
+            others = self._others(transfer)
+            self.deliveries[d.transfer_id] = _Delivery(transfer, d.outcome, others)
+            for bank in others:
+                self.retries.setdefault(bank, _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min))
+        return decided, []
+
+    def _others(self, transfer: Transfer) -> set[str]:
+        """The banks of a transfer other than this one: those that vote on it, and are told."""
+        return set(transfer.banks) - {self.bank}
 
     def flush_acks(self) -> Steps[None]:
         """Write the acknowledgements received since the last flush, in one batch."""

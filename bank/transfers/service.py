@@ -11,10 +11,11 @@ bounded sends in flight; a failed send is simply lost and the protocol's retries
 
 A round starts while this bank holds the token (``async with ring.holding()``, entered by
 one runner task whenever transfers are pending, so a transfer submitted during an idle visit
-goes out in that same visit): prepares go out to every involved bank at once (this bank
-answers its own without HTTP) and the token goes on. The round ends when every vote is in or
-at its deadline; its decisions are made durable, then waiting clients hear of them and the
-decisions travel in the background, retried by the coordinator's timer until acknowledged.
+goes out in that same visit): prepares go out to every other bank involved at once and the
+token goes on. The round ends when every vote is in or at its deadline; its decisions are
+made durable (this bank's own legs move in that same write), then waiting clients hear of
+them and the decisions travel in the background, retried by the coordinator's timer until
+acknowledged.
 """
 
 from __future__ import annotations
@@ -437,6 +438,11 @@ class TransferService:
                 for future in self._waiters.pop(d.transfer_id, []):
                     if not future.done():
                         future.set_result(d)
+                # This bank's own legs moved with the decision (the coordinator is the last
+                # agent): applied here too.
+                for applied in self._applied_waiters.pop(d.transfer_id, []):
+                    if not applied.done():
+                        applied.set_result(None)
         self._dispatch(sends)
 
     async def handle_coordinator(self, message: Message) -> Message | None:

@@ -458,11 +458,14 @@ def _random_transfer(world: _World, coordinator: str, index: int) -> Transfer:
         sources[(bank, account)] = sources.get((bank, account), 0) + rng.randrange(1, 2_500)
     legs = [Leg(bank, account, amount, "source") for (bank, account), amount in sources.items()]
     total = sum(sources.values())
-    if rng.random() < 0.15:
+    local = all(bank == coordinator for bank, _ in sources)
+    if rng.random() < 0.15 and not local:
         legs.append(Leg(coordinator, "", total, "cash_out"))
     else:
         account = f"a{rng.randrange(0, 3)}" if rng.random() < 0.95 else "nowhere"
-        legs.append(Leg(rng.choice(world.order), account, total, "destination"))
+        # A transfer the coordinator runs touches another bank (one that does not is local).
+        others = [b for b in world.order if b != coordinator] if local else world.order
+        legs.append(Leg(rng.choice(others), account, total, "destination"))
     return Transfer(f"{coordinator}:{index}", coordinator, owner, tuple(legs))
 
 
@@ -550,9 +553,13 @@ def _check_settled(
         for transfer_id, transfer in book.transfers.items():
             outcome = book.outcomes[transfer_id][0]
             for participant in transfer.banks:
+                if participant == bank.id:
+                    continue  # its own legs moved with the decision (the model checks them)
                 applied = world.banks[participant].book.applied.get(transfer_id)
                 if applied != outcome:
                     raise fail(f"{participant} has {applied} for {transfer_id}, decided {outcome}")
+            if transfer_id in bank.book.applied:
+                raise fail(f"{bank.id} applied {transfer_id} as a participant of its own transfer")
         for transfer_id in world.presumed_aborted:
             if transfer_id in book.transfers:
                 raise fail(f"{transfer_id} was presumed aborted, and then stored by {bank.id}")

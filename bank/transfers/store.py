@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from bank import ledger as ledger_module
-from bank.ledger import CASH_ACCOUNT, IN_LIST_MAX, SETTLEMENT_ACCOUNT, HoldRequest, Ledger, in_list
+from bank.ledger import CASH_ACCOUNT, IN_LIST_MAX, SETTLEMENT_ACCOUNT, HoldRequest, Ledger, LegsRequest, in_list
 from bank.transfers.book import (
     AcceptFence,
     BookOp,
@@ -49,7 +49,7 @@ from bank.transfers.book import (
     ReleaseHold,
     Unstored,
 )
-from bank.transfers.protocol import Transfer, transfer_from_dict, transfer_to_dict
+from bank.transfers.protocol import ABORTED, COMMITTED, Leg, Transfer, transfer_from_dict, transfer_to_dict
 from tokenring import jsonio
 from tokenring.core import Fence
 
@@ -135,13 +135,21 @@ class LedgerBook:
 
     async def applied_here(self, transfer_id: str) -> bool:
         """Whether this bank recorded (and, in the same transaction, applied) the decision
-        of ``transfer_id`` as a participant."""
+        of ``transfer_id``: as a participant, or as its coordinator (whose own legs move
+        with the decision; a decision stored by an earlier version, which sent this bank
+        its own part like any other, counts once this bank acknowledged it)."""
+        bank = self.ledger.bank_id
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
             ).fetchone()
-            return row is not None
+            if row is not None:
+                return True
+            row = conn.execute(
+                "SELECT outcome, unacked FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
+            ).fetchone()
+            return row is not None and row[0] is not None and (row[1] is None or bank not in jsonio.loads(row[1]))
 
         return await self.ledger.point(run)
 
@@ -332,6 +340,20 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
     return outcomes
 
 
+def _legs_request(transfer_id: str, owner: str, legs: Sequence[Leg]) -> LegsRequest:
+    """A coordinator's own legs of one transfer, as the ledger moves them."""
+    return LegsRequest(
+        transfer_id,
+        owner,
+        tuple((leg.role, None if leg.role == "cash_out" else account_number(leg.account), leg.amount_cents) for leg in legs),
+    )
+
+
+def _unacked(banks: Sequence[str]) -> str | None:
+    """The banks still to acknowledge a decision, as stored (None: no one)."""
+    return jsonio.dumps_text(sorted(banks)) if banks else None
+
+
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
     row = conn.execute("SELECT epoch, issuer, seq FROM transfer_fence WHERE id = 1").fetchone()
     return None if row is None else Fence(row[0], row[1], row[2])
@@ -400,10 +422,12 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 )
             _store_transfers(conn, [Unstored(transfer, request, op.submitted_at_ms)], now_ms)
             return None
-        case RecordOutcomes(outcomes, unrecorded):
+        case RecordOutcomes(outcomes, unrecorded, own):
             # Presumed abort: a transfer is stored at its decision at the latest; one not
             # stored yet is stored decided, in one insert.
             bodies = {unstored.transfer.id: unstored for unstored in unrecorded}
+            own_legs = {transfer_id: (owner, legs) for transfer_id, owner, legs in own}
+            refused: dict[str, str] = {}
             for start in range(0, len(outcomes), IN_LIST_MAX):
                 part = outcomes[start : start + IN_LIST_MAX]
                 marks, ids = in_list([transfer_id for transfer_id, _, _, _ in part])
@@ -413,22 +437,33 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                         ids,
                     ).fetchall()
                 )
-                fresh = []
-                new = []
+                deciding = []
                 for transfer_id, outcome, reason, banks in part:
-                    if transfer_id not in known:
-                        assert transfer_id in bodies, f"deciding {transfer_id}, never recorded"
-                        new.append((bodies[transfer_id], outcome, reason, banks))
-                    elif known[transfer_id] is not None:
-                        assert known[transfer_id] == outcome, "decisions never change"
-                        continue
-                    else:
-                        fresh.append((transfer_id, outcome, reason, banks))
+                    if transfer_id in known and known[transfer_id] is not None:
+                        continue  # decided before (its own legs moved then)
+                    assert transfer_id in known or transfer_id in bodies, f"deciding {transfer_id}, never recorded"
+                    deciding.append((transfer_id, outcome, reason, banks, transfer_id not in known))
                     known[transfer_id] = outcome  # a repeat within the batch is the same one
+                # The coordinator's own legs move with the decision, in the batch's order; a
+                # transfer whose legs here are refused is stored aborted, with the refusal.
+                moving = [
+                    _legs_request(transfer_id, *own_legs[transfer_id])
+                    for transfer_id, outcome, _, _, _ in deciding
+                    if outcome == COMMITTED and transfer_id in own_legs
+                ]
+                if moving:
+                    refusals = ledger_module.apply_legs_in(conn, moving, now_ms)
+                    refused.update(refusals)
+                    deciding = [
+                        (t, o, r, b, n) if t not in refusals else (t, ABORTED, refusals[t], b, n)
+                        for t, o, r, b, n in deciding
+                    ]
+                new = [(bodies[t], o, r, b) for t, o, r, b, n in deciding if n]
+                fresh = [(t, o, r, b) for t, o, r, b, n in deciding if not n]
                 conn.executemany(
                     "INSERT INTO transfer_coordinated (transfer_id, body, outcome, unacked) VALUES (?, ?, ?, ?)",
                     [
-                        (u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer)), o, jsonio.dumps_text(sorted(b)))
+                        (u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer)), o, _unacked(b))
                         for u, o, _, b in new
                     ],
                 )
@@ -450,13 +485,13 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                 )
                 conn.executemany(
                     "UPDATE transfer_coordinated SET outcome = ?, unacked = ? WHERE transfer_id = ?",
-                    [(o, jsonio.dumps_text(sorted(b)), t) for t, o, _, b in fresh],
+                    [(o, _unacked(b), t) for t, o, _, b in fresh],
                 )
                 conn.executemany(
                     "UPDATE transfers SET status = ?, reason = ?, decided_at_ms = ? WHERE id = ?",
                     [(o, r, now_ms, t) for t, o, r, _ in fresh],
                 )
-            return None
+            return refused
         case ReleaseHeld(transfer_id):
             held = conn.execute(
                 "SELECT account FROM holds WHERE transfer_id = ? AND state = 'held'", (transfer_id,)
