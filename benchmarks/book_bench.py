@@ -46,7 +46,6 @@ from bank.transfers.book import (  # noqa: E402
     RecordDecision,
     RecordOutcomes,
     RecordPending,
-    RecordPrepared,
     Unstored,
 )
 from bank.transfers.protocol import Leg, Transfer  # noqa: E402
@@ -106,9 +105,9 @@ async def run(batch: int, rounds: int, record_at_submit: bool = False) -> dict[s
                 if record_at_submit:
                     await asyncio.gather(*(here.execute([RecordPending(t, None, {})]) for t in transfers))
                 fence = Fence(1, "bank0", round_index + 1)
-                # The coordinator's own source is not prepared: it moves with the decision.
-                await there.execute([AcceptFence(fence), *(RecordPrepared(i, "bank0") for i in ids),
-                                     *(CheckAccount(target) for _ in ids)])  # fmt: skip
+                # The coordinator's own source is not prepared: it moves with the decision. The
+                # destination holds nothing, so it keeps no record of its yes either.
+                await there.execute([AcceptFence(fence), *(CheckAccount(target) for _ in ids)])
                 decisions = tuple((i, "committed", None, ("bank1",)) for i in ids)
                 unrecorded = () if record_at_submit else tuple(Unstored(t, {}) for t in transfers)
                 own = tuple((t.id, document, t.legs_at("bank0")) for t in transfers)

@@ -97,6 +97,21 @@ def test_decisions_carried_by_a_prepare_apply_even_when_the_prepare_is_stale() -
     assert book.settlement_cents == 100 and book.accounts["1"].held_cents == 100
 
 
+def test_only_a_transfer_holding_money_here_waits_for_its_decision() -> None:
+    book = book_with(500)
+    participant = Participant("beta", query_after_ms=100)
+    items = (
+        PrepareItem("alfa:1", "doc", (Leg("beta", "1", 100, "source"),)),
+        PrepareItem("alfa:2", "doc", (Leg("beta", "2", 100, "destination"),)),
+    )
+    [votes] = run_steps(participant.handle(Prepare("alfa", (1, "alfa", 1), items), 0), book)
+    assert [v.ok for v in votes.votes] == [True, True]
+    # The credit holds nothing here: no record, no question (its coordinator re-sends a
+    # decision until acknowledged, and an undecided one never moved money here).
+    assert book.prepared == {"alfa:1": "alfa"} and list(participant.outstanding) == ["alfa:1"]
+    assert participant.tick(100) == [("alfa", DecisionQuery("beta", ("alfa:1",)))]
+
+
 def test_refusals_name_their_reason() -> None:
     book = book_with(50)
     items = (

@@ -10,8 +10,9 @@ Rules, in the order they are checked:
    never leaves a hold that no decision will ever release.
 3. Otherwise each source leg places a hold (ownership and funds checked here, by the
    caller's document) and each destination leg checks that its account exists. The vote is
-   yes only when every leg here succeeded; a yes is remembered so that a restarted bank can
-   ask the coordinator what became of it.
+   yes only when every leg here succeeded; a transfer that holds money here is remembered
+   so that this bank (restarted or not) can ask the coordinator what became of it and give
+   its holds back on an abort. One that only credits here holds nothing to give back.
 
 A decision is recorded and applied in one batch (commit: hold -> settlement, credit:
 settlement -> account, cash-out: settlement -> cash; abort: release; a presumed abort, which
@@ -151,17 +152,22 @@ class Participant:
             spans.append((start, len(ops)))
         # Remembered with the holds, not after them: a yes is never sent for a hold this bank
         # could forget to ask about. (A refused one is remembered too; its abort clears it.)
+        # A transfer that holds nothing here (a destination only) is not: should its decision
+        # never come (its coordinator died before deciding), nothing here waits for it, and
+        # a decided one is re-sent by its coordinator until acknowledged.
+        holding = [item for item in items if any(leg.role == "source" for leg in item.legs)]
         first_record = len(ops)
-        ops += [RecordPrepared(item.transfer_id, prepare.sender) for item in items]
+        ops += [RecordPrepared(item.transfer_id, prepare.sender) for item in holding]
         results = yield ops
         if not results[base]:
             # Only a book ahead of this participant's memory refuses here; whatever was held
             # is released by the abort this vote causes.
             return refuse_all("stale_fence")
         votes: list[Vote] = []
-        for index, (item, (begin, end)) in enumerate(zip(items, spans)):
+        for item, (begin, end) in zip(items, spans):
             refused = [r for r in results[begin:end] if r != "ok"]
             votes.append(Vote(item.transfer_id, False, refused[0]) if refused else Vote(item.transfer_id, True))
+        for index, item in enumerate(holding):
             if results[first_record + index]:
                 self.outstanding.setdefault(
                     item.transfer_id,
