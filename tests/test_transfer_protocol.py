@@ -557,3 +557,27 @@ def test_a_query_about_someone_elses_decided_transfer_is_not_answered() -> None:
         run_steps(coordinator.handle(Acks(bank, ("alfa:1",)), 2), book)
     # Delivered and forgotten in memory; "delta" took no part in it.
     assert run_steps(coordinator.handle(DecisionQuery("delta", ("alfa:1",)), 3), book) == ([], [])
+
+
+def test_acknowledgements_ride_with_the_next_decisions_write() -> None:
+    book = alfa_book()
+    coordinator = Coordinator("alfa", acks_flush_ms=1_000)
+    run_steps(coordinator.submit(transfer("alfa:1")), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 1), book)
+    run_steps(coordinator.submit(transfer("alfa:2")), book)
+    coordinator.grant((1, "alfa", 4), until_ms=50, now_ms=2)
+    for bank in ("beta", "gama"):
+        votes = Votes(bank, (1, "alfa", 4), (Vote("alfa:2", True),), acked=("alfa:1",))
+        steps = coordinator.handle(votes, 3)
+        try:
+            batch = next(steps)
+        except StopIteration:
+            continue  # beta's vote: the round still waits for gama's
+        # gama's vote ends the round: both acknowledgements go in the decisions' write.
+        assert [type(op).__name__ for op in batch] == ["RecordAcks", "RecordAcks", "RecordOutcomes"]
+        with pytest.raises(StopIteration):
+            steps.send(book.execute(batch))
+    assert "alfa:1" not in book.unacked and book.unacked == {"alfa:2": {"beta", "gama"}}
+    assert not coordinator.acks_due

@@ -319,7 +319,7 @@ class Coordinator:
             fence=fence,
             deadline_ms=max(until_ms, now_ms),
             transfers=batch,
-            awaiting={t.id: self._others(t) for t in batch.values()},
+            awaiting={t.id: set(self._others(t)) for t in batch.values()},
             refusals={},
         )
         sends: list[Send] = []
@@ -467,16 +467,16 @@ class Coordinator:
             for d in decided
             if d.outcome == COMMITTED and (legs := deciding[d.transfer_id].legs_at(self.bank))
         )
+        others = {transfer_id: self._others(transfer) for transfer_id, transfer in deciding.items()}
         try:
-            (refused,) = yield [
+            # Acknowledgements waiting to be written ride with the decisions: one commit.
+            *_, refused = yield [
+                *self._take_acks(),
                 RecordOutcomes(
-                    tuple(
-                        (d.transfer_id, d.outcome, d.reason, tuple(sorted(self._others(deciding[d.transfer_id]))))
-                        for d in decided
-                    ),
+                    tuple((d.transfer_id, d.outcome, d.reason, others[d.transfer_id]) for d in decided),
                     unrecorded,
                     own,
-                )
+                ),
             ]
         except Exception:
             # Not written: nothing is decided. They go into a later round (holds stay and
@@ -499,23 +499,33 @@ class Coordinator:
         # and this bank's own legs moved with them. Another bank's part waits up to
         # decision_defer_ms to travel with the next prepare to it, then goes on its own.
         for d in decided:
-            transfer = transfers[d.transfer_id]
-            others = self._others(transfer)
-            self.deliveries[d.transfer_id] = _Delivery(transfer, d.outcome, others)
-            for bank in others:
-                self.retries.setdefault(bank, _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min))
+            told = others[d.transfer_id]
+            self.deliveries[d.transfer_id] = _Delivery(transfers[d.transfer_id], d.outcome, set(told))
+            for bank in told:
+                if bank not in self.retries:
+                    self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)
         return decided, []
 
-    def _others(self, transfer: Transfer) -> set[str]:
-        """The banks of a transfer other than this one: those that vote on it, and are told."""
-        return set(transfer.banks) - {self.bank}
+    def _others(self, transfer: Transfer) -> tuple[str, ...]:
+        """The banks of a transfer other than this one: those that vote on it, and are told.
+        In leg order (not a set's): what is sent, and when, must not depend on string
+        hashing, or the simulator's seeds would not replay."""
+        return tuple(bank for bank in transfer.banks if bank != self.bank)
 
     def flush_acks(self) -> Steps[None]:
-        """Write the acknowledgements received since the last flush, in one batch."""
-        if self.acks_unrecorded:
-            batch = [RecordAcks(bank, tuple(ids)) for bank, ids in self.acks_unrecorded.items()]
-            self.acks_unrecorded = {}
+        """Write the acknowledgements received since the last flush, in one batch (under
+        load they ride with a round's decisions before ``acks_flush_ms`` is up)."""
+        batch = self._take_acks()
+        if batch:
             yield batch
+
+    def _take_acks(self) -> list[RecordAcks]:
+        """The acknowledgements not written yet, as book operations, forgotten in memory: an
+        acknowledgement lost with a failed write only costs a repeated decision after a
+        restart."""
+        batch = [RecordAcks(bank, tuple(ids)) for bank, ids in self.acks_unrecorded.items()]
+        self.acks_unrecorded = {}
+        return batch
 
     def next_deadline_ms(self) -> int | None:
         """The round's deadline or the next re-send of decisions, whichever comes first."""

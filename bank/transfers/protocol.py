@@ -111,7 +111,16 @@ class Transfer:
 
     def legs_at(self, bank: str) -> tuple[Leg, ...]:
         """The legs one bank applies."""
-        return tuple(leg for leg in self.legs if leg.bank == bank)
+        return self._legs_by_bank.get(bank, ())
+
+    @functools.cached_property
+    def _legs_by_bank(self) -> dict[str, tuple[Leg, ...]]:
+        # Worked out once: a round asks for each bank's legs in its prepare, its decision
+        # and its deliveries.
+        by_bank: dict[str, list[Leg]] = {}
+        for leg in self.legs:
+            by_bank.setdefault(leg.bank, []).append(leg)
+        return {bank: tuple(legs) for bank, legs in by_bank.items()}
 
     @property
     def amount_cents(self) -> int:
