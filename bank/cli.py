@@ -147,7 +147,7 @@ def run_bank(
 ) -> int:
     """Serve one bank until SIGTERM or Ctrl-C."""
     from bank.process import ENV_PARENT_PID
-    from bank.server import build_app, serve
+    from bank.server import build_app, serve, tune_gc
     from tokenring import logs
 
     logs.configure(log_level)
@@ -157,7 +157,7 @@ def run_bank(
     app = build_app(config, bank_id, secret=secret)
     try:
         with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-            runner.run(serve(app, host or bank.host, bank.port, parent_pid=parent_pid))
+            runner.run(serve(app, host or bank.host, bank.port, parent_pid=parent_pid, on_ready=tune_gc))
     except OSError as error:
         # The port is taken, or the address is not this machine's: one line, not a trace.
         print(f"consortium: bank {bank_id}: cannot serve {bank.url}: {error}", file=sys.stderr)

@@ -227,3 +227,14 @@ def test_banks_on_either_event_loop_share_one_ring(ring_file: RingConfig, tmp_pa
             if '"bank.serving"' in line:
                 loops[bank] = json.loads(line)["loop"]
     assert loops == {"alfa": "uvloop", "beta": "asyncio", "gama": "uvloop"}
+
+
+def test_a_started_bank_freezes_its_start_up_objects_and_collects_young_ones_less_often() -> None:
+    """What ``consortium bank`` does once it serves (bank.server.tune_gc), in a process of
+    its own: the test process's collector is left alone."""
+    code = (
+        "import gc; from bank.server import GC_YOUNG_THRESHOLD, tune_gc; tune_gc(); "
+        "print(gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_freeze_count() > 1000)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
+    assert done.stdout.split() == ["True", "True"], done.stderr
