@@ -25,7 +25,6 @@ Client routes added here: ``GET /api/v1/consortium/audit``. The other banks' lis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal, cast
 
@@ -429,12 +428,10 @@ async def _outcome(
         # Watched before any await: the decision cannot slip in between.
         future = service.watch(transfer_id)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_ms / 1000):
-                    await asyncio.shield(future)
+            decided_in_time = await service.wait_watched(future, wait_ms / 1000)
         finally:
             service.unwatch(transfer_id, future)
-        if not future.done() or future.cancelled():
+        if not decided_in_time:
             await _ensure_stored(service, transfer_id)
             return {"id": transfer_id, "status": "pending"}
         decided = future.result()
@@ -447,9 +444,7 @@ async def _outcome(
         try:
             record = await ledger.transfer(transfer_id)
             if record is None or record.status == "pending":
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_ms / 1000):
-                        await asyncio.shield(future)
+                await service.wait_watched(future, wait_ms / 1000)
         finally:
             service.unwatch(transfer_id, future)
     record = await ledger.transfer(transfer_id)

@@ -505,3 +505,23 @@ async def test_a_participant_gives_back_the_hold_of_a_transfer_its_coordinator_d
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 1_000
     assert audit["held_cents"] == 0 and audit["in_flight_cents"] == 0
+
+
+async def test_a_clients_wait_for_a_decision_ends_in_time_and_never_cancels_the_watch(banks: Banks) -> None:
+    service = banks.apps["b0"][TRANSFERS]
+    watched = service.watch("b0-never")
+    started = time.monotonic()
+    assert await service.wait_watched(watched, 0.05) is False
+    assert time.monotonic() - started >= 0.05 and not watched.done()
+    # A client gone meanwhile (its request cancelled) leaves the watch to others.
+    waiting = asyncio.get_running_loop().create_task(service.wait_watched(watched, DEADLINE_S))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not watched.done()
+    waiting = asyncio.get_running_loop().create_task(service.wait_watched(watched, DEADLINE_S))
+    await asyncio.sleep(0)
+    watched.set_result(None)  # what a decision does (with its Decided)
+    assert await asyncio.wait_for(waiting, DEADLINE_S) is True
+    service.unwatch("b0-never", watched)
