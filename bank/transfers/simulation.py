@@ -533,6 +533,8 @@ def _check_settled(
             for leg in bank.book.transfers[transfer_id].legs:
                 sign = -1 if leg.role == "source" else 1
                 if leg.role != "cash_out":
+                    if (leg.bank, leg.account) not in model:
+                        raise fail(f"{transfer_id} committed, moving money at {leg.bank}/{leg.account}, no account")
                     model[(leg.bank, leg.account)] += sign * leg.amount_cents
     money = sum(b.book.money_cents() for b in world.banks.values())
     cash = sum(b.book.cash_in_cents - b.book.cash_out_cents for b in world.banks.values())
