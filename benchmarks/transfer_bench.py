@@ -12,6 +12,12 @@ other and the bytes they wrote per transfer. Not a test: it asserts nothing.
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
     .venv/bin/python benchmarks/transfer_bench.py --loop asyncio  # everything on asyncio's loop
+    .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --one-way
+
+``--one-way`` sends every transfer from the first bank to the second, so one bank does only
+the terminal's work, one only the participant's and the others only pass the token; with it
+(and always under ``--per-bank``) each bank's CPU per transfer is printed, its event loop's
+thread apart from its other threads (the ledger's writer, mostly).
 """
 
 from __future__ import annotations
@@ -77,6 +83,28 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process's main thread (a bank's event loop) and of its other threads
+    together, from /proc (Linux)."""
+    main = others = 0.0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return float("nan"), float("nan")
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that just ended
+        spent = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if tid == str(pid):
+            main += spent
+        else:
+            others += spent
+    return main, others
 
 
 def _written_bytes(pid: int) -> float:
@@ -170,7 +198,14 @@ async def _setup(config: Any, session: aiohttp.ClientSession, clients: int) -> l
 
 
 def run_ring(
-    banks_count: int, concurrencies: list[int], seconds: float, hold_ms: int, loop: str
+    banks_count: int,
+    concurrencies: list[int],
+    seconds: float,
+    hold_ms: int,
+    loop: str,
+    *,
+    one_way: bool = False,
+    per_bank: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +221,9 @@ def run_ring(
         pids = {"bare": bare.pid or 0, "banks": [consortium[b].pid for b in ids]}
         try:
             with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-                rows = runner.run(_run(config, ids, bare_port, concurrencies, seconds, pids))
+                rows = runner.run(
+                    _run(config, ids, bare_port, concurrencies, seconds, pids, one_way=one_way, per_bank=per_bank)
+                )
         finally:
             consortium.stop()
             bare.terminate()
@@ -195,7 +232,15 @@ def run_ring(
 
 
 async def _run(
-    config: Any, ids: list[str], bare_port: int, concurrencies: list[int], seconds: float, pids: dict[str, Any]
+    config: Any,
+    ids: list[str],
+    bare_port: int,
+    concurrencies: list[int],
+    seconds: float,
+    pids: dict[str, Any],
+    *,
+    one_way: bool = False,
+    per_bank: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
@@ -213,7 +258,7 @@ async def _run(
 
         async def transfer(session: aiohttp.ClientSession, index: int) -> bool:
             person = people[index % len(people)]
-            source, destination = rng.sample(ids, 2)
+            source, destination = (ids[0], ids[1]) if one_way else rng.sample(ids, 2)
             body = {"sources": [{"bank": source, "account": person["accounts"][source], "amount_cents": 1}],
                     "destination": {"bank": destination, "account": person["accounts"][destination]}}
             url = config.bank(source).url + f"/api/v1/transfers?wait_ms={WAIT_MS}"
@@ -239,8 +284,10 @@ async def _run(
             middle = cpu_now()
             counted_before = await _counters(session, config)
             written_before = sum(_written_bytes(pid) for pid in pids["banks"])
+            threads_before = [_threads_cpu_s(pid) for pid in pids["banks"]]
             rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
             after = cpu_now()
+            threads_after = [_threads_cpu_s(pid) for pid in pids["banks"]]
             written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
             counted_after = await _counters(session, config)
             visits, commits, messages = (counted_after[name] - counted_before[name] for name in COUNTED)
@@ -287,6 +334,14 @@ async def _run(
                 f"{row['written_kb_per_transfer']:.0f} KB (files and sockets)",
                 flush=True,
             )
+            if one_way or per_bank:
+                parts = []
+                for bank, before_bank, after_bank in zip(ids, threads_before, threads_after):
+                    loop_us, other_us = (1e6 * (a - b) / count for a, b in zip(after_bank, before_bank))
+                    parts.append(f"{bank} {loop_us:.0f} + {other_us:.0f}")
+                    row[f"{bank}_loop_us"], row[f"{bank}_other_us"] = loop_us, other_us
+                print(f"{'':17}per bank, µs of CPU per transfer (event loop + other threads): " + "; ".join(parts),
+                      flush=True)
             rows.append(row)
     return rows
 
@@ -301,14 +356,22 @@ def main() -> None:
         "--loop", choices=EVENT_LOOPS, default=EVENT_LOOPS[0],
         help="the event loop of the banks, the bare endpoint and the load generator alike",
     )
+    parser.add_argument(
+        "--one-way", action="store_true",
+        help="every transfer from the first bank to the second (the terminal's and a participant's work apart)",
+    )
+    parser.add_argument("--per-bank", action="store_true", help="print each bank's CPU per transfer")
     args = parser.parse_args()
     print(
-        f"cross-bank transfers, 1 source, submit -> outcome; {args.seconds:g} s per figure; "
+        f"cross-bank transfers, 1 source{' (all from the first bank to the second)' if args.one_way else ''}, "
+        f"submit -> outcome; {args.seconds:g} s per figure; "
         f"hold_max_ms {args.hold_ms}; {args.loop} loop; {os.cpu_count()} CPUs"
     )
     print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (before)")
     for banks in args.banks:
-        run_ring(banks, args.concurrency, args.seconds, args.hold_ms, args.loop)
+        run_ring(
+            banks, args.concurrency, args.seconds, args.hold_ms, args.loop, one_way=args.one_way, per_bank=args.per_bank
+        )
     print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (after)")
 
 
