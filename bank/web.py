@@ -331,9 +331,11 @@ class RingFeed:
         while True:
             started = loop.time()
             try:
-                status = await asyncio.wait_for(
-                    self._read_status(view), timeout=self.poll_timeout_ms / 1000
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+                # cancellation that comes as its awaitable finishes (the read of this bank's
+                # own status finishes at once), and the feed's stop then waited forever.
+                async with asyncio.timeout(self.poll_timeout_ms / 1000):
+                    status = await self._read_status(view)
             except (aiohttp.ClientError, TimeoutError, ValueError, OSError):
                 # A member that is down, paused or answering garbage is an operating
                 # condition the picture shows, not an error of this bank.
@@ -466,9 +468,8 @@ async def _ring_events(request: web.Request) -> web.StreamResponse:
             if request.transport is None or request.transport.is_closing():
                 break
             try:
-                event = await asyncio.wait_for(
-                    queue.get(), timeout=min(FEED_DISCONNECT_CHECK_MS / 1000, remaining_s)
-                )
+                async with asyncio.timeout(min(FEED_DISCONNECT_CHECK_MS / 1000, remaining_s)):
+                    event = await queue.get()
             except TimeoutError:
                 if loop.time() - written >= FEED_KEEPALIVE_MS / 1000:
                     await response.write(b": keepalive\n\n")

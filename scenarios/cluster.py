@@ -296,8 +296,9 @@ class LocalRing(Ring):
                 process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
             try:
-                await asyncio.wait_for(process.wait(), timeout=STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await process.wait()
+            except TimeoutError:
                 process.send_signal(signal.SIGKILL)
                 await process.wait()
         for proxy in self.proxies.values():

@@ -183,8 +183,9 @@ class RingMonitor:
                 return None
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
                 return None
 
     def series(self) -> list[dict[str, Any]]:

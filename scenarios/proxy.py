@@ -60,7 +60,8 @@ class LinkProxy:
                 await task
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=CONNECT_TIMEOUT_S)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await self._server.wait_closed()
 
     def set_cut(self, cut: bool) -> None:
         """Cut (or heal) the link. Either way every open connection is dropped, so that no
@@ -107,11 +108,9 @@ class LinkProxy:
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            target_reader, target_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target_host, self.target_port),
-                timeout=CONNECT_TIMEOUT_S,
-            )
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                target_reader, target_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except (OSError, TimeoutError):
             return
         self._writers.add(target_writer)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -477,3 +478,33 @@ async def test_shutdown_ends_open_streams(aiohttp_server: Server) -> None:
         assert time.monotonic() - started < WAIT_S_MAX
         assert not app[bank_web.FEED].running
         response.close()
+
+
+async def test_the_feed_stops_whenever_it_is_stopped_even_as_a_read_finishes() -> None:
+    """A stop that comes as this bank's own status read finishes must still end the poller.
+    (With asyncio.wait_for around the read, Python 3.11 swallowed such a cancellation and the
+    stop waited forever: a browser test hung once in a while on it.)"""
+    calls = 0
+
+    def local_status() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"bank": "alfa", "holding": False}
+
+    feed = bank_web.RingFeed(
+        views=[bank_web.MemberView("alfa", "Alfa", "http://127.0.0.1:9")],
+        self_id="alfa",
+        local_status=local_status,
+        poll_interval_ms=0,
+    )
+    rng = random.Random(7)
+    for _ in range(300):
+        queue = await feed.subscribe()
+        assert queue is not None and feed.running
+        for _ in range(rng.randrange(0, 6)):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(feed.unsubscribe(queue))
+        done, _ = await asyncio.wait([stopping], timeout=5)
+        assert done, "the feed's stop hangs"
+        assert not feed.running
+    assert calls > 0
