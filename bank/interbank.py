@@ -61,7 +61,6 @@ from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
 __all__ = [
     "ACCOUNTS_TIMEOUT_S",
     "AUDIT_TIMEOUT_S",
-    "CASH_OUT_WAIT_S",
     "DEPOSIT_TIMEOUT_S",
     "WITHDRAWAL_WAIT_MS",
     "consortium_accounts",
@@ -81,9 +80,6 @@ DEPOSIT_TIMEOUT_S = 5.0
 """How long a forwarded deposit waits for the account's bank."""
 WITHDRAWAL_WAIT_MS = 10_000
 """How long a cross-bank withdrawal waits for its outcome before answering 202 pending."""
-CASH_OUT_WAIT_S = 5.0
-"""How long a committed cross-bank withdrawal waits for its cash-out to be applied here
-before answering 202 (committed, cash not yet paid) instead of 201."""
 
 # A refusal a participant voted, as the client API's error code.
 _REASON_CODES = {
@@ -513,10 +509,8 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
         # Still pending, or aborted for a reason that is no fault of the request (a bank did
         # not answer in time): the transfer's record says which; a new request may succeed.
         return jsonio.response(answer, status=202, headers=headers)
-    # The cash leaves here: answer once it has (the decision reaches this bank's participant
-    # just after the commit point), so that an audit read after the answer counts it.
-    if not await service.wait_applied(transfer_id, timeout_s=CASH_OUT_WAIT_S):
-        return jsonio.response(answer, status=202, headers=headers)
+    # The cash left here in the write of the decision (this bank is the last agent of its
+    # transfers), so an audit read after this answer counts it.
     account = await _remote_account(request, caller, body["bank"], int(body["account"]))
     result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
     result["transfer_id"] = transfer_id

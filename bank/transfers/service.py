@@ -166,7 +166,6 @@ class TransferService:
         # getpid() system call per call on Python 3.11.
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
-        self._applied_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -300,27 +299,6 @@ class TransferService:
             timer.cancel()
             future.remove_done_callback(wake)
         return future.done() and not future.cancelled()
-
-    async def wait_applied(self, transfer_id: str, *, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) until this bank has applied the decision of
-        ``transfer_id`` as a participant (e.g. paid a cross-bank withdrawal's cash out).
-        True when it has."""
-        future: asyncio.Future[None] = self._loop.create_future()
-        # Registered before the read: an application after the read resolves the future.
-        self._applied_waiters.setdefault(transfer_id, []).append(future)
-        try:
-            if await self.book.applied_here(transfer_id):
-                return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await future
-            return future.done() and not future.cancelled()
-        finally:
-            waiting = self._applied_waiters.get(transfer_id, [])
-            if future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._applied_waiters.pop(transfer_id, None)
 
     def unwatch(self, transfer_id: str, future: asyncio.Future[Decided]) -> None:
         futures = self._waiters.get(transfer_id)
@@ -460,11 +438,6 @@ class TransferService:
                 for future in self._waiters.pop(d.transfer_id, []):
                     if not future.done():
                         future.set_result(d)
-                # This bank's own legs moved with the decision (the coordinator is the last
-                # agent): applied here too.
-                for applied in self._applied_waiters.pop(d.transfer_id, []):
-                    if not applied.done():
-                        applied.set_result(None)
         self._dispatch(sends)
 
     async def handle_coordinator(self, message: Message) -> Message | None:
@@ -505,10 +478,6 @@ class TransferService:
         self._wake.set()
         assert len(replies) == 1
         reply = replies[0]
-        for item in decided:
-            for applied in self._applied_waiters.pop(item.transfer_id, []):
-                if not applied.done():
-                    applied.set_result(None)
         if (
             isinstance(message, Prepare)
             and isinstance(reply, Votes)

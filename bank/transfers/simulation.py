@@ -340,7 +340,7 @@ def _drive(world: _World, bank: _Bank, steps: Steps[Any], *, crash_ok: bool = Tr
 
 def _send(world: _World, sender: str, to: str, message: Message) -> None:
     if to == sender:
-        world.push(world.now_ms, to, "message", message)  # a bank is its own participant
+        world.push(world.now_ms, to, "message", message)  # no network between a bank and itself
         return
     if world.faulty:
         rng = world.rng
