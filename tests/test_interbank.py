@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from bank.documents import complete_cpf
-from bank.keys import TRANSFERS
+from bank.keys import LEDGER, TRANSFERS
 from bank.process import write_ring_file
 from bank.server import build_app
 from tokenring.signing import SignedClient
@@ -525,3 +525,48 @@ async def test_a_clients_wait_for_a_decision_ends_in_time_and_never_cancels_the_
     watched.set_result(None)  # what a decision does (with its Decided)
     assert await asyncio.wait_for(waiting, DEADLINE_S) is True
     service.unwatch("b0-never", watched)
+
+
+async def test_money_that_leaves_the_terminals_own_source_before_the_round_aborts_the_transfer(
+    banks: Banks,
+) -> None:
+    """The terminal bank is the last agent: its own source is debited in the write of the
+    decision, not held at a prepare. Money withdrawn from it meanwhile (a local operation,
+    which never waits for the token) makes the transfer abort there, for that reason, and
+    the destination's bank hears the abort: nothing moves anywhere, nothing stays held."""
+    source, destination, service = await funded_pair(banks)
+    service.rounds_paused = True  # the transfer waits for a visit
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 700}],
+               "destination": {"bank": "b1", "account": destination}}
+    submitted = asyncio.create_task(
+        banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA))
+    deadline = time.monotonic() + DEADLINE_S
+    while not service.coordinator.pending:
+        assert time.monotonic() < deadline, "the transfer never arrived"
+        await asyncio.sleep(0.005)
+    # Nothing is held at the terminal while its transfer waits: the money is still free.
+    assert await banks.balance("b0", ANA, source) == (1_000, 0)
+    status, _ = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                 {"bank": "b0", "account": source, "amount_cents": 500}, who=ANA)
+    assert status == 201
+    service.resume_rounds()
+    status, body = await asyncio.wait_for(submitted, DEADLINE_S)
+    assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "insufficient_funds"), body
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert (record["status"], record["reason"]) == ("aborted", "insufficient_funds")
+    await settle(banks, {("b0", source): (500, 0), ("b1", destination): (0, 0)})
+    # b1 voted yes (its account exists) and then heard the abort.
+    participant = banks.apps["b1"][TRANSFERS]
+    deadline = time.monotonic() + DEADLINE_S
+    while not await participant.book.applied_here(body["id"]):
+        assert time.monotonic() < deadline, "b1 never heard the abort"
+        await asyncio.sleep(0.02)
+    audit = await banks.audit()
+    assert audit["total_cents"] == audit["expected_cents"] == 500
+    assert audit["held_cents"] == 0 and audit["in_flight_cents"] == 0
+    # What is left moves, and the terminal never held it: no hold was ever recorded there.
+    request["sources"][0]["amount_cents"] = 500
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    assert await banks.apps["b0"][LEDGER].holds(body["id"]) == []
+    await settle(banks, {("b0", source): (0, 0), ("b1", destination): (500, 0)})
