@@ -20,7 +20,6 @@ polling for all listeners; it starts with the first listener and stops with the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import json
@@ -302,9 +301,9 @@ class RingFeed:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Their endings are collected, not raised; a cancellation of this caller still is
+        # (a suppress around each await would swallow that one too).
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -53,11 +53,10 @@ class LinkProxy:
         if self._server is not None:
             self._server.close()
         self._drop_all()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):

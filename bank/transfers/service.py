@@ -208,9 +208,8 @@ class TransferService:
                 tasks.append(task)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their endings are collected, not raised; a cancellation of this caller still is.
+        await asyncio.gather(*tasks, return_exceptions=True)
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
