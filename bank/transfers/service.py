@@ -397,22 +397,22 @@ class TransferService:
         await self._coordinator_step(self.coordinator.expire(self._now_ms()))
 
     async def _prepare_at(self, to: str, prepare: Prepare, until_ms: int) -> None:
+        """Another bank's prepare (this bank's own legs are never prepared: they move with
+        the decision), and its votes into the coordinator."""
+        assert to != self.bank
         try:
-            if to == self.bank:
-                votes = await self.handle_participant(prepare)
-            else:
-                timeout_s = max(until_ms - self._now_ms(), 1) / 1000
-                try:
-                    reply = await self._post(to, prepare, timeout_s=timeout_s)
-                except SendFailed as error:
-                    # Unreachable (or silent until the deadline): its votes are no, now.
-                    log.info("transfers.prepare_lost", to=to, error=str(error))
-                    reply = Votes(to, prepare.fence, tuple(
-                        Vote(item.transfer_id, False, "unreachable") for item in prepare.items
-                    ))
-                if not isinstance(reply, Votes):
-                    return  # counts as no at the round's deadline
-                votes = reply
+            timeout_s = max(until_ms - self._now_ms(), 1) / 1000
+            try:
+                reply = await self._post(to, prepare, timeout_s=timeout_s)
+            except SendFailed as error:
+                # Unreachable (or silent until the deadline): its votes are no, now.
+                log.info("transfers.prepare_lost", to=to, error=str(error))
+                reply = Votes(to, prepare.fence, tuple(
+                    Vote(item.transfer_id, False, "unreachable") for item in prepare.items
+                ))
+            if not isinstance(reply, Votes):
+                return  # counts as no at the round's deadline
+            votes = reply
         except ValueError as error:
             log.info("transfers.prepare_lost", to=to, error=str(error))
             return

@@ -135,21 +135,13 @@ class LedgerBook:
 
     async def applied_here(self, transfer_id: str) -> bool:
         """Whether this bank recorded (and, in the same transaction, applied) the decision
-        of ``transfer_id``: as a participant, or as its coordinator (whose own legs move
-        with the decision; a decision stored by an earlier version, which sent this bank
-        its own part like any other, counts once this bank acknowledged it)."""
-        bank = self.ledger.bank_id
+        of ``transfer_id`` as a participant."""
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT 1 FROM transfer_applied WHERE transfer_id = ?", (transfer_id,)
             ).fetchone()
-            if row is not None:
-                return True
-            row = conn.execute(
-                "SELECT outcome, unacked FROM transfer_coordinated WHERE transfer_id = ?", (transfer_id,)
-            ).fetchone()
-            return row is not None and row[0] is not None and (row[1] is None or bank not in jsonio.loads(row[1]))
+            return row is not None
 
         return await self.ledger.point(run)
 
