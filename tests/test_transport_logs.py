@@ -4,8 +4,10 @@ generation and seq."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +73,28 @@ async def test_every_ring_line_carries_bank_generation_and_seq(tmp_path: Path) -
         assert isinstance(line["generation"], int) and isinstance(line["seq"], int), line
     minted = next(c for c in ring_lines if c["event"] == "ring.token_minted")
     assert minted["generation"] >= 1 and minted["issuer"] == "solo"
+
+
+
+def test_timestamp_is_utc_iso_to_the_microsecond_and_now() -> None:
+    before = datetime.datetime.now(datetime.timezone.utc)
+    stamp = logs.utc_timestamp(None, "info", {})["timestamp"]
+    after = datetime.datetime.now(datetime.timezone.utc)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+    parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    # The clock's microseconds are cut, never rounded up: the stamp lies within the interval.
+    assert before - datetime.timedelta(microseconds=1) <= parsed <= after, (before, stamp, after)
+
+
+def test_timestamp_text_of_each_second_is_formatted_again_when_the_second_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = iter([1_764_305_359_000_000_999, 1_764_305_359_591_602_123, 1_764_305_360_000_001_000, 86_400_000_000_000])
+    monkeypatch.setattr(logs.time, "time_ns", lambda: next(clock))
+    stamps = [logs.utc_timestamp(None, "info", {})["timestamp"] for _ in range(4)]
+    assert stamps == [
+        "2025-11-28T04:49:19.000000Z",
+        "2025-11-28T04:49:19.591602Z",
+        "2025-11-28T04:49:20.000001Z",
+        "1970-01-02T00:00:00.000000Z",
+    ]

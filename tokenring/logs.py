@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TextIO
 
 import structlog
 
 from tokenring import jsonio
 
-__all__ = ["configure", "is_configured"]
+__all__ = ["configure", "is_configured", "utc_timestamp"]
 
 _configured = False
 
@@ -52,7 +53,7 @@ def configure(
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        utc_timestamp,
         structlog.processors.StackInfoRenderer(),
     ]
     if as_json:
@@ -73,6 +74,29 @@ def configure(
         cache_logger_on_first_use=True,
     )
     _configured = True
+
+
+_second_text: tuple[int, str] = (-1, "")
+"""The last whole second :func:`utc_timestamp` formatted, and its text."""
+
+
+def utc_timestamp(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Add ``timestamp``: the time now in UTC, ISO 8601 to the microsecond (always six
+    digits), e.g. ``2026-11-28T04:49:19.591602Z``.
+
+    structlog's ``TimeStamper(fmt="iso", utc=True)`` builds a timezone-aware datetime and
+    formats it whole on every line; a bank writes a line per request, so this formats each
+    second once and adds the microseconds.
+    """
+    global _second_text
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second_text  # one read: another thread may replace it meanwhile
+    if second != cached[0]:
+        cached = _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event_dict["timestamp"] = f"{cached[1]}.{nanoseconds // 1000:06d}Z"
+    return event_dict
 
 
 def _isatty(stream: TextIO) -> bool:
