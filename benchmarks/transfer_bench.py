@@ -7,7 +7,9 @@ with the same client and the same event loop, and the ratio of the two. Also the
 committed transfer cost the banks (all of them together) and the load generator, beside what
 one bare request cost its server and the client: where the machine's two cores go; and the
 transfers a token visit carried, and the commits the banks made, the messages they sent each
-other and the bytes they wrote per transfer. Not a test: it asserts nothing.
+other and the bytes they wrote per transfer; how long a visit lasted, and how long the visits
+kept the token for the next bank's vote (``successor_wait_ms`` of the banks' round log lines).
+Not a test: it asserts nothing.
 
     .venv/bin/python benchmarks/transfer_bench.py                 # 3 and 5 banks, 1/16/64/256
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --seconds 10
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import random
@@ -137,6 +140,30 @@ async def _counters(session: aiohttp.ClientSession, config: Any) -> dict[str, fl
     return totals
 
 
+def _log_sizes(log_dir: Path) -> dict[Path, int]:
+    """How far each bank's log file has been written."""
+    return {path: path.stat().st_size for path in log_dir.glob("*.log")}
+
+
+def _successor_waits_ms(since: dict[Path, int]) -> list[float]:
+    """``successor_wait_ms`` of the rounds logged since ``since`` (:func:`_log_sizes`): how
+    long each visit kept the token for the next bank's vote, where that bank took part."""
+    waits = []
+    for path, offset in since.items():
+        with open(path, "rb") as log:
+            log.seek(offset)
+            for line in log:
+                if b'"transfers.round"' not in line:
+                    continue
+                try:
+                    wait = json.loads(line).get("successor_wait_ms")
+                except ValueError:
+                    continue  # a line cut short at the end of the file
+                if isinstance(wait, (int, float)):
+                    waits.append(float(wait))
+    return waits
+
+
 def _own_cpu_s() -> float:
     times = os.times()
     return times.user + times.system
@@ -222,7 +249,10 @@ def run_ring(
         try:
             with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
                 rows = runner.run(
-                    _run(config, ids, bare_port, concurrencies, seconds, pids, one_way=one_way, per_bank=per_bank)
+                    _run(
+                        config, ids, bare_port, concurrencies, seconds, pids, Path(tmp) / "logs",
+                        one_way=one_way, per_bank=per_bank,
+                    )
                 )
         finally:
             consortium.stop()
@@ -238,6 +268,7 @@ async def _run(
     concurrencies: list[int],
     seconds: float,
     pids: dict[str, Any],
+    log_dir: Path,
     *,
     one_way: bool = False,
     per_bank: bool = False,
@@ -285,12 +316,14 @@ async def _run(
             counted_before = await _counters(session, config)
             written_before = sum(_written_bytes(pid) for pid in pids["banks"])
             threads_before = [_threads_cpu_s(pid) for pid in pids["banks"]]
+            logged_before = _log_sizes(log_dir)
             rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
             after = cpu_now()
             threads_after = [_threads_cpu_s(pid) for pid in pids["banks"]]
             written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
             counted_after = await _counters(session, config)
             visits, commits, messages = (counted_after[name] - counted_before[name] for name in COUNTED)
+            waits = _successor_waits_ms(logged_before)
             bare_count = max(1.0, bare_rate * seconds)
             count = max(1.0, rate * seconds)
             row = {
@@ -310,6 +343,9 @@ async def _run(
                 "written_kb_per_transfer": written / 1000 / count,
                 "commits_per_transfer": commits / count,
                 "messages_per_transfer": messages / count,
+                "visit_ms": 1000 * seconds / visits if visits else float("nan"),
+                "successor_wait_ms_p50": _percentile(waits, 0.50),
+                "successor_wait_ms_p90": _percentile(waits, 0.90),
             }
             print(
                 f"{row['banks']} banks  c={concurrency:<4} committed/s {rate:>6}  "
@@ -332,6 +368,12 @@ async def _run(
                 f"banks made {row['commits_per_transfer']:.2f} commits, sent each other "
                 f"{row['messages_per_transfer']:.2f} messages and wrote "
                 f"{row['written_kb_per_transfer']:.0f} KB (files and sockets)",
+                flush=True,
+            )
+            print(
+                f"{'':17}a token visit lasted {row['visit_ms']:.1f} ms on average; the rounds that "
+                f"prepared at the next bank kept the token for its vote {row['successor_wait_ms_p50']:.1f} ms "
+                f"(p50), {row['successor_wait_ms_p90']:.1f} ms (p90)",
                 flush=True,
             )
             if one_way or per_bank:

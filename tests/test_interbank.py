@@ -11,12 +11,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog.testing
 from aiohttp import web
 
 from bank.documents import complete_cpf
 from bank.keys import LEDGER, TRANSFERS
 from bank.process import write_ring_file
 from bank.server import build_app
+from bank.transfers.service import ROUND_MS_MIN
 from tokenring.signing import SignedClient
 
 SECRET = b"test-secret-for-interbank"
@@ -570,3 +572,27 @@ async def test_money_that_leaves_the_terminals_own_source_before_the_round_abort
     assert status == 202 and body["status"] == "committed", body
     assert await banks.apps["b0"][LEDGER].holds(body["id"]) == []
     await settle(banks, {("b0", source): (0, 0), ("b1", destination): (500, 0)})
+
+
+async def test_each_round_logs_how_long_the_token_stayed_for_its_successors_vote(banks: Banks) -> None:
+    # b1 follows b0 in the ring: a round that prepares at b1 keeps the token until b1 votes
+    # (at most half a visit); one that prepares only at b2 does not wait.
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    successor = await banks.account("b1", ANA, 0)
+    further = await banks.account("b2", ANA, 0)
+    rounds = []
+    for bank, account in (("b1", successor), ("b2", further)):
+        request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 10}],
+                   "destination": {"bank": bank, "account": account}}
+        with structlog.testing.capture_logs() as captured:
+            status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+        assert status == 202 and body["status"] == "committed", body
+        (line,) = [entry for entry in captured if entry["event"] == "transfers.round"]
+        rounds.append(line)
+    assert isinstance(rounds[0]["successor_wait_ms"], float)
+    # Bounded by half a visit (10 ms here), never by the round's second; the slack is for a
+    # busy machine's timers.
+    assert 0 <= rounds[0]["successor_wait_ms"] < ROUND_MS_MIN / 2
+    assert rounds[1]["successor_wait_ms"] is None

@@ -18,6 +18,8 @@ from bank import keys, web as bank_web
 from bank.web import MemberView, summarize
 from tokenring.config import RingConfig, parse
 
+from ring_fakes import FakeRing, status
+
 WAIT_S_MAX = 5.0
 """The longest any test here waits for a condition; conditions come in tens of ms."""
 
@@ -36,30 +38,6 @@ def ring_config(urls: dict[str, str]) -> RingConfig:
             ],
         }
     )
-
-
-class FakeRing:
-    """Stands in for the ring object in app[RING]: a status document the test sets."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        self.document = status
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.document)
-
-
-def status(
-    bank: str, *, holding: bool, generation: int, seq: int, successor: str
-) -> dict[str, Any]:
-    return {
-        "bank": bank,
-        "holding": holding,
-        "generation": generation,
-        "seq": seq,
-        "successor": successor,
-        "members": {"alfa": "up", "beta": "up", "gama": "up"},
-        "visits": seq,
-    }
 
 
 async def status_server(aiohttp_server: Server, document: dict[str, Any]) -> TestServer:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -367,8 +368,11 @@ class TransferService:
             # first (boundedly). Other banks are further away than our prepare.
             # Within the visit: the ring takes the token away at hold_max_ms regardless.
             wait_ms = min(self.successor_vote_wait_ms, self.config.token.hold_max_ms // 2)
+            waiting_since = time.perf_counter()  # the loop's clock may tick in whole ms (uvloop)
             await asyncio.wait([first], timeout=wait_ms / 1000)
+            successor_wait_ms: float | None = round((time.perf_counter() - waiting_since) * 1000, 1)
         else:
+            successor_wait_ms = None
             await asyncio.sleep(0)  # let the prepares start on their way before the token
         # One line per round: its size and its banks.
         log.info(
@@ -379,6 +383,8 @@ class TransferService:
             banks=len(sends),
             backlog=self.coordinator.backlog,
             rounds_in_flight=len(self.coordinator.rounds),
+            # How long the token stayed for the successor's vote (None: it takes no part).
+            successor_wait_ms=successor_wait_ms,
         )
         return True
 

@@ -20,37 +20,15 @@ from bank.process import free_ports
 from bank.server import build_app
 from tokenring.config import parse
 
+from ring_fakes import FakeRing, status
 from web_steps import holders_seen, new_page, screenshot
-
-def fake_status(
-    bank: str, *, holding: bool, generation: int, seq: int, successor: str
-) -> dict[str, Any]:
-    return {
-        "bank": bank,
-        "holding": holding,
-        "generation": generation,
-        "seq": seq,
-        "successor": successor,
-        "members": {"alfa": "up", "beta": "up", "gama": "up"},
-        "visits": seq,
-    }
-
-
-class ScriptedRing:
-    """app[RING] for the scripted test: answers whatever status the test set last."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.document)
 
 
 async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     browser: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    beta = fake_status("beta", holding=False, generation=1, seq=1, successor="gama")
-    gama = fake_status("gama", holding=False, generation=1, seq=2, successor="alfa")
+    beta = status("beta", holding=False, generation=1, seq=1, successor="gama")
+    gama = status("gama", holding=False, generation=1, seq=2, successor="alfa")
     servers = {}
     for bank_id, document in (("beta", beta), ("gama", gama)):
         async def ring_status(
@@ -75,7 +53,7 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
             ],
         }
     )
-    ring = ScriptedRing(fake_status("alfa", holding=True, generation=1, seq=3, successor="beta"))
+    ring = FakeRing(status("alfa", holding=True, generation=1, seq=3, successor="beta"))
     app = web.Application()
     app[keys.CONFIG], app[keys.BANK_ID], app[keys.RING] = config, "alfa", ring
     bank_web.install(app)
@@ -92,7 +70,7 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await expect(page.locator("[data-ring-down]")).to_have_text("nenhum")
 
     # The token moves to beta: the drawing and the facts follow.
-    ring.document = fake_status("alfa", holding=False, generation=1, seq=3, successor="beta")
+    ring.document = status("alfa", holding=False, generation=1, seq=3, successor="beta")
     beta.update(holding=True, seq=4)
     await expect(view).to_have_attribute("data-holder", "beta")
     await expect(page.locator("[data-ring-seq]")).to_have_text("4")
@@ -101,7 +79,7 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     # gama stops answering and alfa mints generation 2: both are shown, the mint loudly.
     await servers["gama"].close()
     beta.update(holding=False)
-    ring.document = fake_status("alfa", holding=True, generation=2, seq=1, successor="beta")
+    ring.document = status("alfa", holding=True, generation=2, seq=1, successor="beta")
     ring.document["issuer"] = "alfa"
     minted = page.locator("[data-ring-minted]")
     await expect(minted).to_be_visible()
