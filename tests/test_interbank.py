@@ -577,10 +577,8 @@ async def test_money_that_leaves_the_terminals_own_source_before_the_round_abort
 async def test_each_round_logs_how_long_the_token_stayed_for_its_successors_vote(banks: Banks) -> None:
     # b1 follows b0 in the ring: a round that prepares at b1 keeps the token until b1 votes
     # (at most half a visit); one that prepares only at b2 does not wait.
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
-    source = await banks.account("b0", ANA, 1_000)
-    successor = await banks.account("b1", ANA, 0)
+    source, successor, _ = await funded_pair(banks)
+    await banks.customer("b2", ANA)
     further = await banks.account("b2", ANA, 0)
     rounds = []
     for bank, account in (("b1", successor), ("b2", further)):
