@@ -594,3 +594,32 @@ async def test_each_round_logs_how_long_the_token_stayed_for_its_successors_vote
     # busy machine's timers.
     assert 0 <= rounds[0]["successor_wait_ms"] < ROUND_MS_MIN / 2
     assert rounds[1]["successor_wait_ms"] is None
+
+
+async def test_a_transfer_refused_only_as_stale_is_retried_without_another_submission(banks: Banks) -> None:
+    """A transfer that a bank refuses only because it accepted a newer fence first goes back
+    into the queue; the runner must take it again by itself (here nothing else is ever
+    submitted), until its retries run out and it aborts as stale. The refusing bank is not
+    the next in the ring (b0's successor is b1), so the round's visit is over, and the
+    runner idle, when the refusal comes."""
+    from bank.transfers.protocol import Leg, Prepare, PrepareItem, encode_message
+    from bank.transfers.service import fence_to_json
+    from tokenring.core import Fence
+
+    for bank in ("b0", "b2"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b2", ANA, 0)
+    # b2 accepts a fence from far ahead of the ring (a newer holder's prepare, as it would
+    # look): every prepare b0 sends it under the ring's real fences is stale there.
+    ahead = Fence(1_000_000, "b1", 1)  # no generation of this ring's life gets near it
+    check = Prepare("b1", ahead, (PrepareItem("b1-ahead", ANA, (Leg("b2", str(destination), 1, "destination"),)),))
+    client = SignedClient(banks.session, SECRET, "b1")
+    reply = await client.post_json(banks.url("b2"), "/interbank/prepare", encode_message(check, fence_to_json))
+    assert reply.status == 200 and [v["ok"] for v in reply.body["votes"]] == [True], reply
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b2", "account": destination}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "stale_fence"), body
+    assert banks.apps["b0"][TRANSFERS].coordinator.backlog == 0
+    await settle(banks, {("b0", source): (1_000, 0)})

@@ -429,8 +429,16 @@ class TransferService:
 
     async def _coordinator_step(self, steps: Steps[tuple[list[Decided], list[Any]]]) -> None:
         """Run a coordinator step. Steps need no lock: each one finishes its changes to the
-        coordinator before it yields (see bank.transfers.coordinator), so they may overlap."""
-        decided, sends = await self._run(steps)
+        coordinator before it yields (see bank.transfers.coordinator), so they may overlap.
+
+        A step may put transfers back in the queue (refused only as stale, or a decision write
+        that failed) while the runner waits for work, so the runner is woken for them here:
+        nothing else may ever be submitted to wake it."""
+        try:
+            decided, sends = await self._run(steps)
+        finally:
+            if self.coordinator.backlog:
+                self._work.set()
         if decided:
             # Decisions for other banks wait (boundedly) for a prepare to ride with: the
             # timer must see their new due time.
