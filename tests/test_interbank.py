@@ -617,9 +617,28 @@ async def test_a_transfer_refused_only_as_stale_is_retried_without_another_submi
     client = SignedClient(banks.session, SECRET, "b1")
     reply = await client.post_json(banks.url("b2"), "/interbank/prepare", encode_message(check, fence_to_json))
     assert reply.status == 200 and [v["ok"] for v in reply.body["votes"]] == [True], reply
+    # The runner's own periodic look at the queue (RUNNER_IDLE_S_MAX) is put out of reach:
+    # what is tested is that the requeue itself wakes it.
+    banks.apps["b0"][TRANSFERS].runner_idle_s = 60.0
     request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
                "destination": {"bank": "b2", "account": destination}}
     status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
     assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "stale_fence"), body
     assert banks.apps["b0"][TRANSFERS].coordinator.backlog == 0
     await settle(banks, {("b0", source): (1_000, 0)})
+
+
+async def test_the_runner_looks_at_its_queue_by_itself_even_when_nobody_wakes_it(banks: Banks) -> None:
+    """A transfer queued without waking the runner (a wake-up missed by mistake) is still
+    taken within the runner's bound on an idle wait (RUNNER_IDLE_S_MAX, 1 s)."""
+    from bank.transfers.protocol import Leg, Transfer
+
+    source, destination, service = await funded_pair(banks)
+    transfer = Transfer("b0-unannounced", "b0", ANA, (Leg("b0", str(source), 250, "source"),
+                                                      Leg("b1", str(destination), 250, "destination")))
+    outcome = service.watch(transfer.id)
+    # What TransferService.submit does, without its wake-up.
+    await service._run(service.coordinator.submit(transfer, submitted_at_ms=service.book.ledger.now_ms()))
+    decided = await asyncio.wait_for(outcome, DEADLINE_S)
+    assert (decided.outcome, decided.reason) == ("committed", None)
+    await settle(banks, {("b0", source): (750, 0), ("b1", destination): (250, 0)})

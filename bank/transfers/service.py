@@ -55,6 +55,7 @@ __all__ = [
     "ROUND_MS_MIN",
     "SEND_TIMEOUT_S",
     "SUCCESSOR_VOTE_WAIT_MS",
+    "RUNNER_IDLE_S_MAX",
     "SENDS_IN_FLIGHT_MAX",
     "Backlogged",
     "TransferService",
@@ -80,6 +81,9 @@ ROUND_RETRY_S = 0.1
 """The pause after a round failed unexpectedly, before the runner tries again."""
 TIMER_IDLE_S_MAX = 1.0
 """The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
+RUNNER_IDLE_S_MAX = 1.0
+"""The longest the round runner waits before it looks at the queue again though nobody woke
+it. Every path that queues a transfer wakes it; this bounds what a missed wake-up could cost."""
 
 PATHS = {
     Prepare: "/interbank/prepare",
@@ -159,6 +163,7 @@ class TransferService:
         """While True the runner takes no token visit (tests use it to play a paused holder)."""
         self.round_ms_min = round_ms_min
         self.successor_vote_wait_ms = successor_vote_wait_ms
+        self.runner_idle_s = RUNNER_IDLE_S_MAX
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
         self._participant_lock = KeyedLock()
@@ -316,7 +321,9 @@ class TransferService:
         """Whenever transfers are pending: wait for the token, run one round under it."""
         assert self._holding is not None
         while True:
-            await self._work.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.runner_idle_s):
+                    await self._work.wait()
             if self.rounds_paused or not self.coordinator.backlog:
                 self._work.clear()
                 await asyncio.sleep(0.05 if self.rounds_paused else 0)
