@@ -642,3 +642,35 @@ async def test_the_runner_looks_at_its_queue_by_itself_even_when_nobody_wakes_it
     decided = await asyncio.wait_for(outcome, DEADLINE_S)
     assert (decided.outcome, decided.reason) == ("committed", None)
     await settle(banks, {("b0", source): (750, 0), ("b1", destination): (250, 0)})
+
+
+async def test_the_timer_goes_on_after_a_write_of_acknowledgements_fails(banks: Banks) -> None:
+    """The background timer writes acknowledgements and re-sends decisions. A write that
+    fails (a full disk, say) is logged and costs that write only: the timer goes on, and a
+    later transfer's decision still reaches its destination."""
+    from bank.transfers.book import RecordAcks
+
+    source, destination, service = await funded_pair(banks)
+    real_execute = service.book.execute
+    failed: list[Any] = []
+
+    async def execute(batch: Any) -> Any:
+        if not failed and batch and all(isinstance(op, RecordAcks) for op in batch):
+            failed.append(batch)
+            raise OSError("disk full")
+        return await real_execute(batch)
+
+    service.book.execute = execute
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b1", "account": destination}}
+    for expected in (100, 200):
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+        assert status == 202 and body["status"] == "committed", body
+        # The decision reaches b1 from the timer (no later prepare carries it), and b1's
+        # acknowledgement is written by the timer too: the first such write fails.
+        await settle(banks, {("b1", destination): (expected, 0)})
+        deadline = time.monotonic() + DEADLINE_S
+        while not failed or service.coordinator.acks_due:
+            assert time.monotonic() < deadline, "the acknowledgements were never flushed"
+            await asyncio.sleep(0.01)
+    assert len(failed) == 1

@@ -78,7 +78,7 @@ SEND_TIMEOUT_S = 2.0
 SENDS_IN_FLIGHT_MAX = 64
 """Background inter-bank requests (decisions, queries) in flight at once."""
 ROUND_RETRY_S = 0.1
-"""The pause after a round failed unexpectedly, before the runner tries again."""
+"""The pause after a round, or a step of the timer, failed unexpectedly, before trying again."""
 TIMER_IDLE_S_MAX = 1.0
 """The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
 RUNNER_IDLE_S_MAX = 1.0
@@ -440,9 +440,15 @@ class TransferService:
 
         A step may put transfers back in the queue (refused only as stale, or a decision write
         that failed) while the runner waits for work, so the runner is woken for them here:
-        nothing else may ever be submitted to wake it."""
+        nothing else may ever be submitted to wake it.
+
+        A step runs in a background task (a round's votes, its deadline): a write that fails
+        there is logged, and the coordinator has already put the round's transfers back."""
         try:
             decided, sends = await self._run(steps)
+        except Exception:
+            log.exception("transfers.step_failed")
+            return
         finally:
             if self.coordinator.backlog:
                 self._work.set()
@@ -608,11 +614,20 @@ class TransferService:
                         await self._wake.wait()
                 continue
             now = self._now_ms()
-            _, sends = self.coordinator.tick(now)
-            self._dispatch(sends)
-            if self.coordinator.acks_due and self.coordinator.acks_due_ms <= now:
-                # No lock: the step takes the acknowledgements synchronously, then writes.
-                await self._run(self.coordinator.flush_acks())
-            self._dispatch(self.participant.tick(now))
+            try:
+                _, sends = self.coordinator.tick(now)
+                self._dispatch(sends)
+                if self.coordinator.acks_due and self.coordinator.acks_due_ms <= now:
+                    # No lock: the step takes the acknowledgements synchronously, then
+                    # writes. Should the write fail they are forgotten: an acknowledgement
+                    # lost costs a repeated decision after a restart, never money.
+                    await self._run(self.coordinator.flush_acks())
+                self._dispatch(self.participant.tick(now))
+            except Exception:
+                # The timer is what re-sends decisions and asks about undecided votes: it
+                # must outlive a failed write (a full disk, say), or nothing would again.
+                log.exception("transfers.timer_failed")
+                await asyncio.sleep(ROUND_RETRY_S)
+                continue
             # Nothing else is due before the next deadline; a woken wait re-reads it.
             await asyncio.sleep(0)
