@@ -367,7 +367,9 @@ async def _caller(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="consortium"'}
-    if scheme.lower() != "bearer" or not token or len(token) > TOKEN_CHARS_MAX:
+    # Tokens are URL-safe base64; a header with other bytes (aiohttp hands undecodable ones
+    # on as lone surrogates, which cannot even be hashed) names no session.
+    if scheme.lower() != "bearer" or not token or len(token) > TOKEN_CHARS_MAX or not token.isascii():
         raise ApiError("unauthorized", "send Authorization: Bearer <token>", headers=challenge)
     document = await _ledger(request).session_document(auth.token_hash(token.strip()))
     if document is None:

@@ -206,3 +206,20 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert answer["error"]["code"] == code
     assert await audit(client) == before
     assert await client.app[LEDGER].all_accounts() == accounts_before
+
+
+@pytest.mark.parametrize("token", ["\udced\udcb1", "tok\u00e9n", "\u00f1"])
+async def test_a_token_that_is_not_ascii_is_unauthorized_not_an_error(token: str) -> None:
+    """aiohttp hands a header's undecodable bytes on as lone surrogates, which cannot even be
+    hashed: such a token, like any token that is not ASCII, names no session."""
+    from types import SimpleNamespace
+
+    from multidict import CIMultiDict
+
+    from bank.api import ApiError, _caller
+
+    # Only the headers: the token is refused before anything else of the request is read.
+    request = SimpleNamespace(headers=CIMultiDict({"Authorization": f"Bearer {token}"}))
+    with pytest.raises(ApiError) as refused:
+        await _caller(request)  # type: ignore[arg-type]
+    assert refused.value.refusal.code == "unauthorized"
