@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -100,6 +101,29 @@ def test_each_missing_header_makes_the_message_unsigned(missing: str) -> None:
     del headers[missing]
     with pytest.raises(SignatureError, match="unsigned"):
         verifier(clock).verify("POST", "/ring/message", headers, b'{"x":1}')
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Ring-Sender", "alf\u00e1"),
+        (HEADER_TIMESTAMP, "\u0661\u0667\u0660\u0660"),  # digits int() reads, not ASCII
+        (HEADER_NONCE, "\udced\udcb1"),  # bytes that were not UTF-8, as aiohttp passes them on
+        (HEADER_SIGNATURE, "\udced"),
+        (HEADER_SIGNATURE, "\u00e9" * 64),
+    ],
+)
+@pytest.mark.parametrize("members", [MEMBERS, None])
+def test_a_header_that_is_not_ascii_is_refused_as_malformed(
+    header: str, value: str, members: frozenset[str] | None
+) -> None:
+    """Not an error inside the verifier (a string that cannot be encoded or compared):
+    a refusal, whether or not the verifier knows the members."""
+    clock = Clock()
+    headers = signed(clock)
+    headers[header] = value
+    with pytest.raises(SignatureError, match="not ASCII"):
+        Verifier(SECRET, members=members, clock_ms=clock).verify("POST", "/ring/message", headers, b'{"x":1}')
 
 
 def test_an_unknown_sender_is_refused_even_with_the_key() -> None:
@@ -261,6 +285,38 @@ async def test_signed_client_reaches_a_verifying_server(aiohttp_client: ClientFa
     assert refused.status == 401 and refused.body["error"]["code"] == "unauthorized"
     assert handled[0] == ("/interbank/prepare", "beta")
     assert "not-the-key" not in repr(wrong)
+
+
+@pytest.mark.parametrize("through", ["peer client", "aiohttp"])
+async def test_a_reply_whose_signature_headers_are_not_ascii_is_unsigned_not_an_error(through: str) -> None:
+    """A peer (or anything at its address) answering with bytes that are not ASCII in the
+    reply's signature headers: the reply comes back unsigned, the send does not fail."""
+    from tokenring.peers import PeerClient
+
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        b"X-Ring-Sender: alf\xe1\r\nX-Ring-Signature: \xed\xb3\xad\r\n\r\n{}"
+    )
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(reply, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            transport: Any = PeerClient() if through == "peer client" else session
+            client = SignedClient(transport, SECRET, "beta")
+            result = await client.post_json(f"http://127.0.0.1:{port}", "/ring/message", None, timeout_s=5)
+            if isinstance(transport, PeerClient):
+                await transport.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.status == 200 and result.body == {} and result.signed_by is None
 
 
 async def test_signed_client_raises_send_failed_when_nobody_answers() -> None:

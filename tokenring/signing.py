@@ -275,6 +275,10 @@ class Verifier:
         signature = headers.get(HEADER_SIGNATURE, "")
         if not (sender and timestamp and nonce and signature):
             raise SignatureError("unsigned message (missing X-Ring-* signature headers)")
+        # Members send ASCII only; other bytes (aiohttp passes undecodable ones on as lone
+        # surrogates) could be neither signed over nor compared.
+        if not (sender.isascii() and timestamp.isascii() and nonce.isascii() and signature.isascii()):
+            raise SignatureError("malformed signature headers (not ASCII)")
         if len(sender) > SENDER_CHARS_MAX or "\n" in sender:
             raise SignatureError("malformed sender")
         if self.members is not None and sender not in self.members:
@@ -431,7 +435,15 @@ class SignedClient:
             except ValueError:
                 decoded = None
         signed_by = None
-        if responder and reply_signature and len(responder) <= SENDER_CHARS_MAX:
+        # A reply whose headers are not ASCII is unsigned (they could be neither signed over
+        # nor compared), not an error of the send.
+        if (
+            responder
+            and reply_signature
+            and len(responder) <= SENDER_CHARS_MAX
+            and responder.isascii()
+            and reply_signature.isascii()
+        ):
             expected = _signature(
                 self._secret, _reply_canonical(responder, headers[HEADER_NONCE], raw)
             )
