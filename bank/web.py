@@ -387,6 +387,8 @@ FEED = web.AppKey("web_ring_feed", RingFeed)
 """The application's one :class:`RingFeed`."""
 _PAGE_TEMPLATE = web.AppKey("web_page_template", str)
 """``index.html``, read once at install so that no request reads the disk for it."""
+_STATIC_FILES = web.AppKey("web_static_files", dict)
+"""The files under ``/static/`` by name (:func:`_static_files`), listed once at install."""
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -422,18 +424,25 @@ async def _page(request: web.Request) -> web.Response:
     )
 
 
+def _static_files() -> dict[str, Path]:
+    """The files ``/static/`` serves, by name under :data:`STATIC_DIR` (the page's template
+    is served at ``/`` only). A request's name is looked up here and never reaches the file
+    system: no ``..``, NUL byte or name too long for the system can go wrong."""
+    root = STATIC_DIR.resolve()
+    return {
+        path.relative_to(root).as_posix(): path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix in CONTENT_TYPES and path.name != "index.html"
+    }
+
+
 async def _static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    root = STATIC_DIR.resolve()
-    path = (root / name).resolve()
-    content_type = CONTENT_TYPES.get(path.suffix)
-    if (
-        content_type is None
-        or not path.is_relative_to(root)
-        or not path.is_file()
-        or path.name == "index.html"
-    ):
-        return _error(404, "not_found", f"no file {name!r}")
+    path = request.app[_STATIC_FILES].get(name)
+    if path is None:
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        return _error(404, "not_found", f"no file {shown!r}")
+    content_type = CONTENT_TYPES[path.suffix]
     return web.FileResponse(
         path,
         headers={
@@ -511,6 +520,7 @@ def install(app: web.Application) -> None:
     application starts, so it may be called before they are set.
     """
     app[_PAGE_TEMPLATE] = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    app[_STATIC_FILES] = _static_files()
     assert _CONSORTIUM_PLACEHOLDER in app[_PAGE_TEMPLATE], "index.html lost its placeholder"
     app.router.add_get("/", _page, name="web_page")
     app.router.add_get("/static/{name:.+}", _static, name="web_static")
