@@ -173,7 +173,7 @@ _CODE_BY_HTTP_STATUS = {
 _QUERY_PARAMETERS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/accounts"): frozenset({"scope"}),
     ("GET", "/api/v1/directory"): frozenset({"document"}),
-    # Cross-bank transfers may wait for their outcome (bank.interbank.TRANSFER_WAIT_MS_MAX).
+    # Cross-bank transfers may wait for their outcome (TRANSFER_WAIT_MS_MAX, read by wait_ms()).
     ("POST", "/api/v1/transfers"): frozenset({"wait_ms"}),
 }
 
@@ -561,13 +561,22 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
     return _answer(answer)
 
 
-async def _create_transfer(request: web.Request) -> web.Response:
-    caller = await _caller(request)
-    wait_ms = request.query.get("wait_ms", "0")
-    if not (wait_ms.isascii() and wait_ms.isdigit()) or int(wait_ms) > TRANSFER_WAIT_MS_MAX:
+def wait_ms(request: web.Request) -> int:
+    """The transfer request's ``?wait_ms=`` (0 when absent): ASCII digits, at most
+    :data:`TRANSFER_WAIT_MS_MAX` (a number too long for ``int()`` is refused like any other)."""
+    raw = request.query.get("wait_ms", "0")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(TRANSFER_WAIT_MS_MAX))) or (
+        int(raw) > TRANSFER_WAIT_MS_MAX
+    ):
         raise ApiError(
             "invalid_request", f"wait_ms must be an integer from 0 to {TRANSFER_WAIT_MS_MAX}"
         )
+    return int(raw)
+
+
+async def _create_transfer(request: web.Request) -> web.Response:
+    caller = await _caller(request)
+    wait_ms(request)  # refused before the body is read
     body = await _read_json(request)
     _fields(body, ("sources", "destination"))
     raw_sources = body["sources"]

@@ -31,7 +31,7 @@ from typing import Any, Literal, cast
 import structlog
 from aiohttp import web
 
-from bank.api import TRANSFER_WAIT_MS_MAX
+from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, new_transfer_id, request_fingerprint
@@ -463,9 +463,7 @@ async def _ensure_stored(service: TransferService, transfer_id: str) -> None:
 
 
 async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
-    raw = request.query.get("wait_ms", "0")
-    if not raw.isdigit() or int(raw) > TRANSFER_WAIT_MS_MAX:
-        raise ApiError("invalid_request", f"wait_ms must be an integer from 0 to {TRANSFER_WAIT_MS_MAX}")
+    wait_ms = api_wait_ms(request)
     legs = [
         Leg(source["bank"], str(source["account"]), source["amount_cents"], "source")
         for source in body["sources"]
@@ -475,7 +473,6 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
         Leg(destination["bank"], str(destination["account"]), sum(l.amount_cents for l in legs), "destination")
     )
     key = _key(request, caller, body)
-    wait_ms = int(raw)
     # A client that waits hears the id with the outcome: its transfer (and its idempotency
     # key) is stored with its decision (presumed abort: see bank.transfers.coordinator), or
     # before the id is answered should the wait end first.

@@ -103,6 +103,9 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
     ("deposit bank not a string", "POST", "/api/v1/deposits", _cash(bank=1), "owner", 400, "invalid_request"),
     ("deposit extra field", "POST", "/api/v1/deposits", _cash(note="hi"), "owner", 400, "invalid_request"),
     ("deposit not json", "POST", "/api/v1/deposits", RAW + "amount=10", "owner", 400, "invalid_request"),
+    # Deeper than the JSON readers' recursion allows (a 500 once): refused like any bad body.
+    ("deposit nested too deeply", "POST", "/api/v1/deposits", RAW + '{"a":' * 3000 + "1" + "}" * 3000, "owner", 400, "invalid_request"),
+    ("transfer nested too deeply", "POST", "/api/v1/transfers", RAW + "[" * 20_000 + "]" * 20_000, "owner", 400, "invalid_request"),
     ("deposit empty body", "POST", "/api/v1/deposits", RAW, "owner", 400, "invalid_request"),
     ("deposit invalid utf-8", "POST", "/api/v1/deposits", b"\xff\xfe{}", "owner", 400, "invalid_request"),
     ("deposit oversized", "POST", "/api/v1/deposits", RAW + " " * (BODY_BYTES_MAX + 1), "owner", 413, "payload_too_large"),
@@ -128,6 +131,8 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
     ("transfer read unknown", "GET", "/api/v1/transfers/alfa-x", None, "owner", 404, "not_found"),
     ("transfer read huge id", "GET", "/api/v1/transfers/" + "x" * 500, None, "owner", 404, "not_found"),
     ("transfer bad wait_ms", "POST", "/api/v1/transfers?wait_ms=-1", _transfer(), "owner", 400, "invalid_request"),
+    ("transfer wait_ms too long for int()", "POST", "/api/v1/transfers?wait_ms=" + "9" * 5_000, _transfer(), "owner", 400, "invalid_request"),
+    ("transfer wait_ms in other digits", "POST", "/api/v1/transfers?wait_ms=%D9%A1%D9%A2", _transfer(), "owner", 400, "invalid_request"),
     ("transfer unknown query parameter", "POST", "/api/v1/transfers?force=1", _transfer(), "owner", 400, "invalid_request"),
     ("audit unknown query parameter", "GET", "/api/v1/audit?all=1", None, NO_AUTH, 400, "invalid_request"),
     # routes

@@ -51,7 +51,9 @@ def loads_strict_fallback(
     """``json.loads(data, parse_float=..., parse_constant=...)``, answered by orjson whenever
     that gives the same value: when orjson refuses the document (NaN, a lone surrogate) or
     reads a float in it (a real one, or an integer beyond 64 bits), the standard library reads
-    it again with the hooks, so the caller sees exactly what it would have seen."""
+    it again with the hooks, so the caller sees exactly what it would have seen. Except for a
+    document nested deeper than the standard library's recursion allows: ``ValueError`` (a
+    document refused), not ``RecursionError``."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -61,7 +63,10 @@ def loads_strict_fallback(
         fast = not _has_float(value)
     if fast:
         return value
-    return json.loads(data, parse_float=parse_float, parse_constant=parse_constant)
+    try:
+        return json.loads(data, parse_float=parse_float, parse_constant=parse_constant)
+    except RecursionError:
+        raise ValueError("the document is nested too deeply") from None
 
 
 def _has_float(value: Any) -> bool:
