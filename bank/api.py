@@ -320,6 +320,12 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
 def _str(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ApiError("invalid_request", f"{name} must be a string")
+    try:
+        # A JSON string may hold a lone surrogate ("\ud800"), which no UTF-8 text (a
+        # password to hash, a row to store) can: refused here, for every string field.
+        value.encode()
+    except UnicodeEncodeError:
+        raise ApiError("invalid_request", f"{name} must be valid Unicode text (no lone surrogates)") from None
     return value
 
 

@@ -62,10 +62,14 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
     ("signup short password", "POST", "/api/v1/customers", {**GOOD_SIGNUP, "password": "x" * (PASSWORD_CHARS_MIN - 1)}, NO_AUTH, 400, "invalid_request"),
     ("signup long password", "POST", "/api/v1/customers", {**GOOD_SIGNUP, "password": "x" * (PASSWORD_CHARS_MAX + 1)}, NO_AUTH, 400, "invalid_request"),
     ("signup array body", "POST", "/api/v1/customers", [GOOD_SIGNUP], NO_AUTH, 400, "invalid_request"),
+    # A JSON string may hold a lone surrogate, which no password hash or stored row can (a 500 once).
+    ("signup password lone surrogate", "POST", "/api/v1/customers", {**GOOD_SIGNUP, "password": "correct\ud800horse"}, NO_AUTH, 400, "invalid_request"),
+    ("signup name lone surrogate", "POST", "/api/v1/customers", {**GOOD_SIGNUP, "name": "Ana \udc80"}, NO_AUTH, 400, "invalid_request"),
     ("signup existing", "POST", "/api/v1/customers", {**GOOD_SIGNUP, "document": "OWNER"}, NO_AUTH, 409, "customer_exists"),
     # sessions
     ("login missing password", "POST", "/api/v1/sessions", {"document": "OWNER"}, NO_AUTH, 400, "invalid_request"),
     ("login invalid document", "POST", "/api/v1/sessions", {"document": "123", "password": PASSWORD}, NO_AUTH, 400, "invalid_document"),
+    ("login password lone surrogate", "POST", "/api/v1/sessions", {"document": "OWNER", "password": "correct\ud800horse"}, NO_AUTH, 400, "invalid_request"),
     ("logout without token", "DELETE", "/api/v1/sessions", None, NO_AUTH, 401, "unauthorized"),
     ("logout bad token", "DELETE", "/api/v1/sessions", None, BAD_TOKEN, 401, "unauthorized"),
     # accounts
