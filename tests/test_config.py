@@ -94,6 +94,10 @@ def test_missing_file_and_bad_toml_are_refused(tmp_path: Path) -> None:
         load(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path, "[consortium\n"))
+    not_utf8 = tmp_path / "latin1.toml"
+    not_utf8.write_bytes(GOOD.replace('name = "', 'name = "Jos\u00e9 ', 1).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte \d+\)"):
+        load(not_utf8)
 
 
 def test_unset_secret_is_refused_and_set_secret_is_read(tmp_path: Path) -> None:

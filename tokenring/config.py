@@ -142,6 +142,8 @@ def load(path: str | os.PathLike[str]) -> RingConfig:
         raise ConfigError(file, "-", "file not found") from None
     except OSError as error:
         raise ConfigError(file, "-", f"cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(file, "-", f"not UTF-8 text (byte {error.start}), which TOML must be") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
