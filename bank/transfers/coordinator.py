@@ -45,6 +45,7 @@ only adds the outcome of its own batch (deliveries, retries).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -180,6 +181,10 @@ class Coordinator:
     """Transfers put back after a stale-fence refusal, and how many times."""
     deliveries: dict[str, _Delivery] = attrs.Factory(dict)
     """Decided and not acknowledged by every bank involved."""
+    owed: dict[str, dict[str, None]] = attrs.Factory(dict)
+    """The same by bank: the transfer ids whose decision each bank has not acknowledged, in
+    the order decided. A message to a bank, and an acknowledgement from it, then cost what
+    concerns that bank only, however many decisions wait for a bank that is down."""
     retries: dict[str, _Retry] = attrs.Factory(dict)
     """Per bank with undelivered decisions: when to send them again."""
     acks_flush_ms: int = ACKS_FLUSH_MS
@@ -197,8 +202,11 @@ class Coordinator:
         for transfer in pending:
             self.pending[transfer.id] = transfer
         for transfer, outcome, banks in undelivered:
-            self.deliveries[transfer.id] = _Delivery(transfer, outcome, set(banks))
-            for bank in banks:
+            # In leg order, not the set's: the order of the re-sends must not depend on
+            # string hashing, or the simulator's seeds would not replay in another process.
+            told = [bank for bank in transfer.banks if bank in banks]
+            self._owe(transfer, outcome, told)
+            for bank in told:
                 self.retries.setdefault(bank, _Retry(now_ms, self.retry_ms_min))
         return self.tick(now_ms)[1]
 
@@ -332,10 +340,21 @@ class Coordinator:
             sends.append((bank, Prepare(self.bank, fence, tuple(items), decisions)))
         return sends
 
+    def _owe(self, transfer: Transfer, outcome: str, banks: Iterable[str]) -> None:
+        """Remember that ``banks`` are to hear the decision of ``transfer``."""
+        told = set(banks)
+        self.deliveries[transfer.id] = _Delivery(transfer, outcome, told)
+        for bank in told:
+            self.owed.setdefault(bank, {})[transfer.id] = None
+
     def _undelivered(self, bank: str) -> tuple[DecisionItem, ...]:
-        """The decisions ``bank`` has not acknowledged, as that bank's items (bounded)."""
-        items = [self._item(d, bank) for d in self.deliveries.values() if bank in d.banks]
-        return tuple(items[:ITEMS_PER_MESSAGE_MAX])
+        """The decisions ``bank`` has not acknowledged, as that bank's items (bounded), the
+        earliest decided first."""
+        owed = self.owed.get(bank, {})
+        return tuple(
+            self._item(self.deliveries[transfer_id], bank)
+            for transfer_id in itertools.islice(owed, ITEMS_PER_MESSAGE_MAX)
+        )
 
     @property
     def round_open(self) -> bool:
@@ -407,12 +426,15 @@ class Coordinator:
             if not self.acks_unrecorded:
                 self.acks_due_ms = now_ms + self.acks_flush_ms
             self.acks_unrecorded.setdefault(sender, []).extend(done)
+        owed = self.owed.get(sender, {})
         for transfer_id in done:
             delivery = self.deliveries[transfer_id]
             delivery.banks.discard(sender)
+            owed.pop(transfer_id, None)
             if not delivery.banks:
                 del self.deliveries[transfer_id]
-        if not any(sender in d.banks for d in self.deliveries.values()):
+        if not owed:
+            self.owed.pop(sender, None)
             self.retries.pop(sender, None)
 
     def _banks_waiting(self, transfer_id: str) -> Iterable[str]:
@@ -500,7 +522,7 @@ class Coordinator:
         # decision_defer_ms to travel with the next prepare to it, then goes on its own.
         for d in decided:
             told = others[d.transfer_id]
-            self.deliveries[d.transfer_id] = _Delivery(transfers[d.transfer_id], d.outcome, set(told))
+            self._owe(transfers[d.transfer_id], d.outcome, told)
             for bank in told:
                 if bank not in self.retries:
                     self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)
@@ -555,9 +577,7 @@ class Coordinator:
         for bank, retry in self.retries.items():
             if retry.due_ms > now_ms:
                 continue
-            items = [
-                self._item(d, bank) for d in self.deliveries.values() if bank in d.banks
-            ][:ITEMS_PER_MESSAGE_MAX]
+            items = self._undelivered(bank)
             if items:
                 sends.append((bank, Decisions(self.bank, tuple(items))))
             retry.due_ms = now_ms + retry.interval_ms
