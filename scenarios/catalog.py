@@ -90,7 +90,9 @@ async def _with_ring(
     proxies: bool = False,
 ) -> RunResult:
     if options.attach is not None:
-        return await body(AttachedRing(options.attach))
+        attached = AttachedRing(options.attach)
+        await attached.check_running()
+        return await body(attached)
     ring = LocalRing(banks or options.banks, proxies=proxies)
     phase(f"starting {len(ring.ids)} banks")
     try:

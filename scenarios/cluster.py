@@ -105,11 +105,31 @@ class Ring:
         return None
 
 
+ATTACH_PROBE_TIMEOUT_S = 3.0
+"""How long ``--attach`` waits for each bank's /healthz before it calls the ring not running."""
+
+
 class AttachedRing(Ring):
     """A running ring, read from its ring file; never signalled."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
         self.config = load(path)
+
+    async def check_running(self) -> None:
+        """Refuse at once, naming where it looked, when no bank of the ring answers: a scenario
+        against a ring that is not running would only fail later, less clearly. Some banks
+        down is a state a scenario may well be meant to see."""
+        async with ApiClient(call_timeout_s=ATTACH_PROBE_TIMEOUT_S) as client:
+            answers = await asyncio.gather(
+                *(client.call("GET", self.url(bank) + "/healthz") for bank in self.member_ids)
+            )
+        if not any(answer.ok for answer in answers):
+            where = ", ".join(f"{bank} at {self.url(bank)}" for bank in self.member_ids)
+            raise ScenarioError(
+                f"no bank of {self.path} answers ({where}): is the ring running? "
+                f"Start it with 'make run' or 'consortium up -c {self.path}'"
+            )
 
 
 class LocalRing(Ring):

@@ -127,6 +127,20 @@ def test_fault_scenarios_refuse_attach_and_say_why(
         assert "cannot use --attach" in capsys.readouterr().err
 
 
+def test_attach_to_a_ring_that_is_not_running_is_refused_at_once_and_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ring = tmp_path / "ring.toml"
+    lines = ['[consortium]\nname = "gone"\nsecret_env = "FAKE_SECRET"\n', "[token]\nhold_max_ms = 20\n"]
+    for bank in BANKS:  # ports nobody listens on
+        lines.append(f'[[banks]]\nid = "{bank}"\nname = "Gone {bank}"\nurl = "http://127.0.0.1:{free_port()}"\n')
+    ring.write_text("\n".join(lines), encoding="utf-8")
+    assert main(["scenario", "bank-workload", "--attach", "-c", str(ring), "--quiet", "--duration-s", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())  # the message is wrapped to the terminal
+    assert "is the ring running?" in error and "make run" in error
+    assert all(bank in error for bank in BANKS)
+
+
 def test_an_unknown_scenario_is_refused_with_the_known_names(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
