@@ -56,6 +56,7 @@ __all__ = [
     "cross_bank",
     "directory",
     "install",
+    "wait_ms",
 ]
 
 log = structlog.get_logger("bank.api")
