@@ -107,6 +107,15 @@ def install(app: web.Application) -> None:
         ]
     )
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_release_waiters)
+
+
+async def _release_waiters(app: web.Application) -> None:
+    """Before the server waits for open requests to finish (at most SHUTDOWN_TIMEOUT_S):
+    clients waiting for an outcome hear their transfer's id now, stored pending."""
+    service = cast("TransferService | None", app.get(TRANSFERS))
+    if service is not None:
+        service.release_waiters()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -674,3 +674,35 @@ async def test_the_timer_goes_on_after_a_write_of_acknowledgements_fails(banks: 
             assert time.monotonic() < deadline, "the acknowledgements were never flushed"
             await asyncio.sleep(0.01)
     assert len(failed) == 1
+
+
+async def test_a_stopping_bank_answers_its_waiting_clients_at_once_with_stored_pending_transfers(
+    banks: Banks,
+) -> None:
+    """When a bank begins to stop, a client waiting for an outcome (?wait_ms=) is answered
+    at once with its transfer's id, stored pending (decided after a restart), instead of
+    being held until the server gives up on open requests and cut off."""
+    source, destination, service = await funded_pair(banks)
+    service.rounds_paused = True  # nothing will be decided while the client waits
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b1", "account": destination}}
+    waiting = asyncio.create_task(
+        banks.call("POST", "b0", "/api/v1/transfers?wait_ms=30000", request, who=ANA)
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    while not service._waiters:
+        assert time.monotonic() < deadline, "the client never began to wait"
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await banks.apps["b0"].shutdown()  # what the server runs first when it stops
+    status, body = await asyncio.wait_for(waiting, DEADLINE_S)
+    assert time.monotonic() - started < DEADLINE_S / 3  # not the 30 s it asked to wait
+    assert status == 202 and body["status"] == "pending", body
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200 and record["status"] == "pending"  # stored: it survives a restart
+    # A client that comes later does not wait either.
+    status, later = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=30000", request, who=ANA)
+    assert status == 202 and later["status"] == "pending", later
+    # This bank did not stop after all: its rounds decide both.
+    service.resume_rounds()
+    await settle(banks, {("b0", source): (800, 0), ("b1", destination): (200, 0)})

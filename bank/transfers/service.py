@@ -172,6 +172,7 @@ class TransferService:
         # getpid() system call per call on Python 3.11.
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
+        self._releasing = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[None] | None = None
@@ -283,13 +284,24 @@ class TransferService:
         self._waiters.setdefault(transfer_id, []).append(future)
         return future
 
+    def release_waiters(self) -> None:
+        """The bank is stopping: every client waiting for a decision stops waiting now, and
+        one that comes later does not wait (its transfer is stored pending and its id
+        answered, to be decided after a restart), instead of being held until the server
+        gives up on it."""
+        self._releasing = True
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+
     async def wait_watched(self, future: asyncio.Future[Decided], timeout_s: float) -> bool:
         """Wait at most ``timeout_s`` for a watched transfer's decision; True when it came.
-        The future itself is never cancelled (by the time running out, or by the caller's
-        cancellation), and the wait costs one future and one timer: a bank's clients wait
-        for their transfers this way by the thousand per second."""
-        if future.done():
-            return not future.cancelled()
+        The future itself is not cancelled by the time running out or by the caller's
+        cancellation (only by :meth:`release_waiters` and :meth:`stop`), and the wait costs
+        one future and one timer: a bank's clients wait for their transfers this way by the
+        thousand per second."""
+        if future.done() or self._releasing:
+            return future.done() and not future.cancelled()
         waiter = self._loop.create_future()
 
         def wake(_: Any = None) -> None:
