@@ -139,7 +139,6 @@ class _Round:
 class _Delivery:
     transfer: Transfer
     outcome: str
-    banks: set[str]
 
 
 @attrs.define
@@ -180,11 +179,11 @@ class Coordinator:
     stale_retries: dict[str, int] = attrs.Factory(dict)
     """Transfers put back after a stale-fence refusal, and how many times."""
     deliveries: dict[str, _Delivery] = attrs.Factory(dict)
-    """Decided and not acknowledged by every bank involved."""
+    """Decided and not acknowledged by every bank involved (which: :attr:`owed`)."""
     owed: dict[str, dict[str, None]] = attrs.Factory(dict)
-    """The same by bank: the transfer ids whose decision each bank has not acknowledged, in
-    the order decided. A message to a bank, and an acknowledgement from it, then cost what
-    concerns that bank only, however many decisions wait for a bank that is down."""
+    """By bank, the transfer ids whose decision that bank has not acknowledged, in the order
+    decided. A message to a bank, and an acknowledgement from it, cost what concerns that
+    bank only, however many decisions wait for a bank that is down."""
     retries: dict[str, _Retry] = attrs.Factory(dict)
     """Per bank with undelivered decisions: when to send them again."""
     acks_flush_ms: int = ACKS_FLUSH_MS
@@ -342,9 +341,8 @@ class Coordinator:
 
     def _owe(self, transfer: Transfer, outcome: str, banks: Iterable[str]) -> None:
         """Remember that ``banks`` are to hear the decision of ``transfer``."""
-        told = set(banks)
-        self.deliveries[transfer.id] = _Delivery(transfer, outcome, told)
-        for bank in told:
+        self.deliveries[transfer.id] = _Delivery(transfer, outcome)
+        for bank in banks:
             self.owed.setdefault(bank, {})[transfer.id] = None
 
     def _undelivered(self, bank: str) -> tuple[DecisionItem, ...]:
@@ -389,7 +387,7 @@ class Coordinator:
                 items = [
                     self._item(self.deliveries[i], sender)
                     for i in transfer_ids
-                    if sender in self._banks_waiting(i)
+                    if self._owes(sender, i)
                 ]
                 # Neither undecided here nor waiting for delivery: the book knows, or no one
                 # does. An id unknown now stays unknown (ids are never reused).
@@ -419,7 +417,7 @@ class Coordinator:
 
     def _acknowledged(self, sender: str, transfer_ids: Iterable[str], now_ms: int) -> None:
         """``sender`` applied these decisions (an Acks message, or with its votes)."""
-        done = [i for i in transfer_ids if sender in self._banks_waiting(i)]
+        done = [i for i in transfer_ids if self._owes(sender, i)]
         if done:
             # Recorded later, in batches (flush_acks): an acknowledgement lost in a crash only
             # makes the restarted coordinator send the decision again.
@@ -428,18 +426,16 @@ class Coordinator:
             self.acks_unrecorded.setdefault(sender, []).extend(done)
         owed = self.owed.get(sender, {})
         for transfer_id in done:
-            delivery = self.deliveries[transfer_id]
-            delivery.banks.discard(sender)
             owed.pop(transfer_id, None)
-            if not delivery.banks:
+            if not any(transfer_id in others for others in self.owed.values()):
                 del self.deliveries[transfer_id]
         if not owed:
             self.owed.pop(sender, None)
             self.retries.pop(sender, None)
 
-    def _banks_waiting(self, transfer_id: str) -> Iterable[str]:
-        delivery = self.deliveries.get(transfer_id)
-        return delivery.banks if delivery is not None else ()
+    def _owes(self, bank: str, transfer_id: str) -> bool:
+        """Whether ``bank`` has yet to acknowledge the decision of ``transfer_id``."""
+        return transfer_id in self.owed.get(bank, ())
 
     def _item(self, delivery: _Delivery, bank: str) -> DecisionItem:
         outcome: Literal["committed", "aborted"] = (
