@@ -706,3 +706,17 @@ async def test_a_stopping_bank_answers_its_waiting_clients_at_once_with_stored_p
     # This bank did not stop after all: its rounds decide both.
     service.resume_rounds()
     await settle(banks, {("b0", source): (800, 0), ("b1", destination): (200, 0)})
+
+
+async def test_transfers_that_fail_on_a_bank_that_is_down_leave_it_owed_nothing(banks: Banks) -> None:
+    source, destination, service = await funded_pair(banks)
+    await banks.runners["b1"].cleanup()  # b1 is gone: its prepares cannot be delivered
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 10}],
+               "destination": {"bank": "b1", "account": destination}}
+    for _ in range(5):
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+        assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "unreachable"), body
+    # Nothing moved, and b1, which never saw these transfers, is owed no decision: what a bank
+    # that is down is owed does not grow with the transfers that fail on it.
+    assert await banks.balance("b0", ANA, source) == (1_000, 0)
+    assert service.coordinator.owed == {} and service.coordinator.deliveries == {}

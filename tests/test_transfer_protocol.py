@@ -270,21 +270,62 @@ def test_decisions_with_no_prepare_to_ride_go_on_their_own_after_the_defer() -> 
     assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["beta", "gama"]
 
 
-def test_missing_votes_abort_at_the_deadline_and_decisions_are_resent_until_acked() -> None:
+def test_missing_votes_abort_at_the_deadline_and_only_the_banks_that_answered_are_told() -> None:
     book = alfa_book()
     coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40, decision_defer_ms=5)
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    run_steps(coordinator.handle(Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
     assert coordinator.tick(24) == (False, [])
     expired, _ = coordinator.tick(25)
     assert expired
     decided, sends = run_steps(coordinator.expire(25), book)
     assert [(d.outcome, d.reason) for d in decided] == [("aborted", "vote_timeout")]
-    assert sends == []  # the others' wait for a prepare to ride
+    assert sends == []  # beta's waits for a prepare to ride
     assert book.accounts["1"].balance_cents == 500  # nothing of its own moved
+    # beta holds money for the transfer: told. gama never answered: not told; had its
+    # prepare reached it, it would hold its money under a record it asks about.
     _, sends = coordinator.tick(30)
+    assert [(to, [i.transfer_id for i in m.items]) for to, m in sends] == [("beta", ["alfa:1"])]
+    assert book.unacked == {"alfa:1": {"beta"}}
+    assert "gama" not in coordinator.owed
+    query = DecisionQuery("gama", ("alfa:1",))
+    _, answers = run_steps(coordinator.handle(query, 40), book)
+    assert answers == [("gama", Decisions("alfa", (DecisionItem("alfa:1", "aborted", (transfer().legs[2],)),)))]
+
+
+def test_a_bank_that_is_down_is_owed_no_abort_however_many_transfers_fail_on_it() -> None:
+    book = alfa_book(10_000)
+    coordinator = Coordinator("alfa", decision_defer_ms=5)
+    for index in range(20):
+        run_steps(coordinator.submit(transfer(f"alfa:{index}")), book)
+        fence = (1, "alfa", 3 * index + 1)
+        coordinator.grant(fence, until_ms=100 * index + 50, now_ms=100 * index)
+        # beta refuses; gama's prepare cannot be delivered (the driver's made-up vote).
+        run_steps(coordinator.handle(Votes("beta", fence, (Vote(f"alfa:{index}", False, "forbidden"),)), 100 * index + 1), book)
+        decided, _ = run_steps(
+            coordinator.handle(Votes("gama", fence, (Vote(f"alfa:{index}", False, "unreachable"),)), 100 * index + 2),
+            book,
+        )
+        assert [(d.outcome, d.reason) for d in decided] == [("aborted", "forbidden")]
+        run_steps(coordinator.handle(Acks("beta", (f"alfa:{index}",)), 100 * index + 3), book)
+    assert coordinator.owed == {} and coordinator.deliveries == {}
+    run_steps(coordinator.flush_acks(), book)
+    assert book.unacked == {}
+    assert run_steps(Coordinator("alfa").start(5_000), book) == []
+
+
+def test_undelivered_decisions_are_resent_until_acked_and_after_a_restart() -> None:
+    book = alfa_book()
+    coordinator = Coordinator("alfa", retry_ms_min=10, retry_ms_max=40, decision_defer_ms=5)
+    run_steps(coordinator.submit(transfer()), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    for bank in ("beta", "gama"):
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
+    assert book.outcomes["alfa:1"] == ("committed", None)
+    _, sends = coordinator.tick(10)
     assert sorted(to for to, _ in sends) == ["beta", "gama"]
-    run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 31), book)
+    run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 11), book)
     _, again = coordinator.tick(1_000)
     assert sorted(to for to, _ in again) == ["gama"]
     # A coordinator restarted from its book re-sends what is still unacknowledged; an

@@ -33,6 +33,10 @@ client, who has no id, hears no answer.
 - Only once written do the decisions go out to the other banks: with the next prepare to
   each (or on their own after ``decision_defer_ms``), batched per bank. Acknowledgements (an
   Acks message, or ``Votes.acked``) are written later, in batches.
+- A commit is owed to every other bank of the transfer; an abort only to the banks that
+  answered the prepare (one that did not, and holds money for it, asks: see
+  ``bank.transfers.participant``), so what a bank that is down is owed does not grow with
+  the transfers that fail on it.
 - Undelivered decisions are re-sent with a bounded exponential backoff until acknowledged.
   A decision query from a participant is answered at once with what is decided.
 - After a restart, :meth:`start` reloads stored pending transfers (they go into the next
@@ -84,6 +88,7 @@ __all__ = [
     "RETRY_MS_MIN",
     "ROUNDS_IN_FLIGHT_MAX",
     "STALE_RETRIES_MAX",
+    "UNREACHABLE",
     "ACKS_FLUSH_MS",
     "DECISION_DEFER_MS",
     "Coordinator",
@@ -95,6 +100,9 @@ BATCH_TRANSFERS_MAX = 1024
 PENDING_TRANSFERS_MAX = 50_000
 """The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
 STALE_FENCE = "stale_fence"
+UNREACHABLE = "unreachable"
+"""The reason of the no votes a driver makes up for a bank its prepare did not reach (or that
+did not answer before the deadline): like a missing vote, it is no answer of that bank's."""
 STALE_RETRIES_MAX = 3
 """How many more rounds a transfer gets when its only refusals were stale fences (another
 holder's prepare reached a participant first); then it aborts ``stale_fence``."""
@@ -133,6 +141,9 @@ class _Round:
     awaiting: dict[str, set[str]]
     refusals: dict[str, str]
     stale: set[str] = attrs.Factory(set)
+    unreachable: set[tuple[str, str]] = attrs.Factory(set)
+    """``(transfer_id, bank)`` whose vote is no because the prepare could not be delivered:
+    not an answer of that bank's."""
 
 
 @attrs.define
@@ -341,6 +352,8 @@ class Coordinator:
 
     def _owe(self, transfer: Transfer, outcome: str, banks: Iterable[str]) -> None:
         """Remember that ``banks`` are to hear the decision of ``transfer``."""
+        if not banks:
+            return  # an abort no bank has to hear
         self.deliveries[transfer.id] = _Delivery(transfer, outcome)
         for bank in banks:
             self.owed.setdefault(bank, {})[transfer.id] = None
@@ -373,6 +386,8 @@ class Coordinator:
                     if waiting is None or sender not in waiting:
                         continue
                     waiting.discard(sender)
+                    if not vote.ok and vote.reason == UNREACHABLE:
+                        current.unreachable.add((vote.transfer_id, sender))
                     if not vote.ok and vote.reason == STALE_FENCE:
                         current.stale.add(vote.transfer_id)
                     elif not vote.ok:
@@ -384,18 +399,21 @@ class Coordinator:
                 self._acknowledged(sender, transfer_ids, now_ms)
                 return [], []
             case DecisionQuery(sender, transfer_ids):
-                items = [
-                    self._item(self.deliveries[i], sender)
-                    for i in transfer_ids
-                    if self._owes(sender, i)
-                ]
-                # Neither undecided here nor waiting for delivery: the book knows, or no one
-                # does. An id unknown now stays unknown (ids are never reused).
-                unknown = tuple(
-                    i
-                    for i in transfer_ids[:ITEMS_PER_MESSAGE_MAX]
-                    if i not in self.deliveries and self._undecided(i) is None
-                )
+                items: list[DecisionItem] = []
+                unknown_ids: list[str] = []
+                for i in transfer_ids[:ITEMS_PER_MESSAGE_MAX]:
+                    delivery = self.deliveries.get(i)
+                    if delivery is not None:
+                        # Waiting for delivery (to the asker, or only to others: an abort
+                        # is not owed to a bank whose vote never came, and it may ask).
+                        if sender in delivery.transfer.banks:
+                            items.append(self._item(delivery, sender))
+                    elif self._undecided(i) is None:
+                        # Neither undecided here nor waiting for delivery: the book knows,
+                        # or no one does. An id unknown now stays unknown (ids are never
+                        # reused).
+                        unknown_ids.append(i)
+                unknown = tuple(unknown_ids)
                 if unknown:
                     (stored,) = yield [LoadDecisions(unknown)]
                     for transfer_id in unknown:
@@ -449,6 +467,7 @@ class Coordinator:
         decided: list[Decided] = []
         transfers: dict[str, Transfer] = {}
         again: dict[str, Transfer] = {}
+        answered: dict[str, tuple[str, ...]] = {}
         for current in finished:
             for transfer_id, banks in current.awaiting.items():
                 reason = current.refusals.get(transfer_id)
@@ -465,6 +484,11 @@ class Coordinator:
                         continue
                     reason = STALE_FENCE
                 self.stale_retries.pop(transfer_id, None)
+                answered[transfer_id] = tuple(
+                    bank
+                    for bank in self._others(current.transfers[transfer_id])
+                    if bank not in banks and (transfer_id, bank) not in current.unreachable
+                )
                 decided.append(
                     Decided(transfer_id, COMMITTED if reason is None else ABORTED, reason)
                 )
@@ -485,7 +509,17 @@ class Coordinator:
             for d in decided
             if d.outcome == COMMITTED and (legs := deciding[d.transfer_id].legs_at(self.bank))
         )
-        others = {transfer_id: self._others(transfer) for transfer_id, transfer in deciding.items()}
+        # Who is told: every other bank of a commit (each voted yes); of an abort, only the
+        # banks that answered. A bank whose vote never came (down, cut off, too slow) is not
+        # owed an abort: should it hold anything for the transfer, it remembered so with the
+        # hold and asks (see bank.transfers.participant); and what a bank that is down is
+        # owed stays bounded however many transfers fail on it meanwhile.
+        others = {
+            d.transfer_id: self._others(deciding[d.transfer_id])
+            if d.outcome == COMMITTED
+            else answered[d.transfer_id]
+            for d in decided
+        }
         try:
             # Acknowledgements waiting to be written ride with the decisions: one commit.
             *_, refused = yield [

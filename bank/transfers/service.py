@@ -31,7 +31,7 @@ import structlog
 
 from bank.ledger import Ledger
 from bank.transfers.book import Steps
-from bank.transfers.coordinator import PENDING_TRANSFERS_MAX, Coordinator, Decided
+from bank.transfers.coordinator import PENDING_TRANSFERS_MAX, UNREACHABLE, Coordinator, Decided
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
     Acks,
@@ -433,7 +433,7 @@ class TransferService:
                 # Unreachable (or silent until the deadline): its votes are no, now.
                 log.info("transfers.prepare_lost", to=to, error=str(error))
                 reply = Votes(to, prepare.fence, tuple(
-                    Vote(item.transfer_id, False, "unreachable") for item in prepare.items
+                    Vote(item.transfer_id, False, UNREACHABLE) for item in prepare.items
                 ))
             if not isinstance(reply, Votes):
                 return  # counts as no at the round's deadline
