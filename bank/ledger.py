@@ -68,7 +68,7 @@ __all__ = [
     "LedgerClosed",
     "Transfer",
     "TransferStatus",
-    "accounts_existing_in",
+    "balances_in",
     "apply_holds_in",
     "apply_legs_in",
     "commit_hold_in",
@@ -1580,14 +1580,14 @@ def credit_in(
     return apply_holds_in(conn, [HoldRequest("credit", transfer_id, account, amount_cents)], now_ms)[0]
 
 
-def accounts_existing_in(conn: sqlite3.Connection, numbers: Sequence[int]) -> list[int]:
-    """Those of ``numbers`` that are customer accounts, inside the caller's transaction
-    (:data:`IN_LIST_MAX` at a time)."""
-    found: list[int] = []
+def balances_in(conn: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, int]:
+    """The balances of those of ``numbers`` that are customer accounts, inside the caller's
+    transaction (:data:`IN_LIST_MAX` at a time)."""
+    found: dict[int, int] = {}
     customers = [n for n in numbers if n > 0]  # system accounts are not customers' to see
     for start in range(0, len(customers), IN_LIST_MAX):
         marks, params = in_list(customers[start : start + IN_LIST_MAX])
-        found += [row[0] for row in conn.execute(f"SELECT number FROM accounts WHERE number IN ({marks})", params)]
+        found.update(conn.execute(f"SELECT number, balance_cents FROM accounts WHERE number IN ({marks})", params))
     return found
 
 

@@ -15,6 +15,7 @@ import structlog.testing
 from aiohttp import web
 
 from bank.documents import complete_cpf
+from bank import ledger as ledger_module
 from bank.keys import LEDGER, TRANSFERS
 from bank.process import write_ring_file
 from bank.server import build_app
@@ -720,3 +721,22 @@ async def test_transfers_that_fail_on_a_bank_that_is_down_leave_it_owed_nothing(
     # that is down is owed does not grow with the transfers that fail on it.
     assert await banks.balance("b0", ANA, source) == (1_000, 0)
     assert service.coordinator.owed == {} and service.coordinator.deliveries == {}
+
+
+async def test_a_remote_destination_that_would_pass_its_balance_limit_aborts_the_transfer(
+    banks: Banks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, destination, _ = await funded_pair(banks)
+    monkeypatch.setattr(ledger_module, "BALANCE_CENTS_MAX", 10_000)
+    status, _ = await banks.call("POST", "b1", "/api/v1/deposits",
+                                 {"bank": "b1", "account": destination, "amount_cents": 9_990}, who=ANA)
+    assert status == 201
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 20}],
+               "destination": {"bank": "b1", "account": destination}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    # Refused by b1's vote, while the transfer could still abort: a credit refused after the
+    # decision would have left the 20 cents in settlement, debited and never credited.
+    assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "balance_limit"), body
+    await settle(banks, {("b0", source): (1_000, 0), ("b1", destination): (9_990, 0)})
+    audit = await banks.audit()
+    assert audit["in_flight_cents"] == 0 and audit["total_cents"] == audit["expected_cents"] == 10_990

@@ -185,6 +185,21 @@ async def test_a_run_of_account_checks_answers_item_by_item(book: LedgerBook) ->
     assert answers == ["ok", "unknown_account", "unknown_account", "ok", "unknown_account", "unknown_account"]
 
 
+async def test_a_destination_that_a_credit_would_take_past_the_balance_limit_is_refused(
+    book: LedgerBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = book.ledger
+    monkeypatch.setattr(ledger_module, "BALANCE_CENTS_MAX", 1_000)
+    assert (await ledger.create_customer(ANA, "Ana", "hash")).status == 201
+    number = (await ledger.create_account("individual", [ANA])).body["account"]
+    await ledger.deposit(number, 900, document=ANA)
+    # The credits checked earlier in the same run count: 900 + 50 fits, + 60 more does not,
+    # + 50 fits again (exactly at the limit).
+    checks = [CheckAccount(str(number), amount) for amount in (50, 60, 50)]
+    assert await book.execute(checks) == ["ok", "balance_limit", "ok"]
+    assert (await ledger.account(number)).balance_cents == 900  # a check moves nothing
+
+
 async def test_a_flush_of_acknowledgements_from_several_banks_is_one_update_per_transfer(
     book: LedgerBook,
 ) -> None:

@@ -92,10 +92,14 @@ class PlaceHold:
 
 @attrs.frozen
 class CheckAccount:
-    """Result: ``ok`` when the account exists here, else ``unknown_account``."""
+    """Result: ``ok`` when the account exists here and can take ``amount_cents`` (with the
+    credits checked before it in the same batch) without passing the ledger's balance
+    limit; else ``unknown_account`` or ``balance_limit``."""
 
     account: str
     """The destination account."""
+    amount_cents: int = 0
+    """What the transfer would credit it."""
 
 
 @attrs.frozen
@@ -413,7 +417,8 @@ class MemoryBook:
                 result = self._place_hold(key, amount, owner)
                 self.hold_results[key] = result
                 return result
-            case CheckAccount(account):
+            case CheckAccount(account, _):
+                # This book has no balance limit (its credits never refuse).
                 return "ok" if account in self.accounts else "unknown_account"
             case RecordPrepared(transfer_id, coordinator):
                 if transfer_id in self.applied:

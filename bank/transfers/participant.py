@@ -147,7 +147,7 @@ class Participant:
                         PlaceHold(item.transfer_id, leg.account, leg.amount_cents, item.owner_document)
                     )
                 elif leg.role == "destination":
-                    ops.append(CheckAccount(leg.account))
+                    ops.append(CheckAccount(leg.account, leg.amount_cents))
                 # A cash-out needs nothing prepared: the terminal bank pays from settlement.
             spans.append((start, len(ops)))
         # Remembered with the holds, not after them: a yes is never sent for a hold this bank

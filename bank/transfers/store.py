@@ -272,8 +272,19 @@ def _record_acks(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> l
 def _check_accounts(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[str]:
     """``CheckAccount`` for a run (a prepare's destinations): one read for all of them."""
     numbers = [account_number(op.account) for op in ops]
-    found = set(ledger_module.accounts_existing_in(conn, sorted({n for n in numbers if n is not None})))
-    return ["ok" if n is not None and n in found else "unknown_account" for n in numbers]
+    balances = ledger_module.balances_in(conn, sorted({n for n in numbers if n is not None}))
+    outcomes: list[str] = []
+    for number, op in zip(numbers, ops):
+        if number is None or number not in balances:
+            outcomes.append("unknown_account")
+        elif balances[number] + op.amount_cents > ledger_module.BALANCE_CENTS_MAX:
+            # Refused now, while the transfer can still abort: a credit refused after the
+            # decision would leave the money in settlement.
+            outcomes.append("balance_limit")
+        else:
+            balances[number] += op.amount_cents  # the run's earlier credits count too
+            outcomes.append("ok")
+    return outcomes
 
 
 _BULK: dict[type, Any] = {
