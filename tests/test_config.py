@@ -90,8 +90,9 @@ def test_empty_ring_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_bad_toml_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="file not found") as missing:
         load(tmp_path / "absent.toml")
+    assert str(missing.value) == f"{tmp_path / 'absent.toml'}: file not found"  # no key to name
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path, "[consortium\n"))
     not_utf8 = tmp_path / "latin1.toml"

@@ -46,7 +46,8 @@ class ConfigError(Exception):
         self.path = str(path)
         self.key = key
         self.problem = problem
-        super().__init__(f"{self.path}: {key}: {problem}")
+        # A problem of the whole file (missing, unreadable, not TOML) names no key.
+        super().__init__(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
 
 
 @attrs.frozen
@@ -139,15 +140,15 @@ def load(path: str | os.PathLike[str]) -> RingConfig:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(file, "-", "file not found") from None
+        raise ConfigError(file, "", "file not found") from None
     except OSError as error:
-        raise ConfigError(file, "-", f"cannot be read ({error.strerror})") from None
+        raise ConfigError(file, "", f"cannot be read ({error.strerror})") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(file, "-", f"not UTF-8 text (byte {error.start}), which TOML must be") from None
+        raise ConfigError(file, "", f"not UTF-8 text (byte {error.start}), which TOML must be") from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(file, "-", f"not valid TOML ({error})") from None
+        raise ConfigError(file, "", f"not valid TOML ({error})") from None
     return parse(document, file)
 
 
