@@ -12,6 +12,12 @@ service keep anyway: nothing is counted twice and nothing is counted on the hot 
 - ``bank_transfers_decided_total{outcome}``: cross-bank transfers this bank coordinated and
   decided since it started, by outcome (``committed``, ``aborted``).
 - ``bank_transfers_pending``: transfers recorded here and waiting for a round.
+- ``bank_transfer_decisions_owed{bank}``: decisions of transfers this bank coordinated that
+  another bank has not acknowledged yet, by that bank. Under load a few rounds' worth; one
+  that stays up names a bank that is down or cut off (bounded by what it voted on before: an
+  abort is not owed to a bank whose vote never came).
+- ``bank_transfer_votes_outstanding``: transfers this bank holds money for, having voted
+  yes, whose decision has not come yet (it asks their coordinators).
 - ``bank_signed_requests_sent_total{path}``: requests this bank sent to other members (token
   hand-offs, demand, prepares, decisions, listings), by path, answered or not.
 
@@ -81,4 +87,17 @@ class BankCollector(Collector):
             yield GaugeMetricFamily(
                 "bank_transfers_pending", "Transfers recorded here and waiting for a round.",
                 value=service.coordinator.backlog,
+            )
+            owed = GaugeMetricFamily(
+                "bank_transfer_decisions_owed",
+                "Decisions coordinated here that another bank has not acknowledged, by bank.",
+                labels=["bank"],
+            )
+            for bank, transfer_ids in sorted(service.coordinator.owed.items()):
+                owed.add_metric([bank], len(transfer_ids))
+            yield owed
+            yield GaugeMetricFamily(
+                "bank_transfer_votes_outstanding",
+                "Transfers this bank voted yes on and holds money for, with no decision yet.",
+                value=len(service.participant.outstanding),
             )

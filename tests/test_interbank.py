@@ -721,6 +721,22 @@ async def test_transfers_that_fail_on_a_bank_that_is_down_leave_it_owed_nothing(
     # that is down is owed does not grow with the transfers that fail on it.
     assert await banks.balance("b0", ANA, source) == (1_000, 0)
     assert service.coordinator.owed == {} and service.coordinator.deliveries == {}
+    async with banks.session.get(banks.url("b0") + "/metrics") as response:
+        metrics = _metric_values(await response.text())
+    assert not any(name.startswith("bank_transfer_decisions_owed{") for name in metrics)
+    assert metrics["bank_transfer_votes_outstanding"] == 0
+
+
+async def test_metrics_show_the_decisions_a_bank_still_owes_another(banks: Banks) -> None:
+    source, destination, service = await funded_pair(banks)
+    service.coordinator.decision_defer_ms = 60_000  # the decision waits: b1 has not heard it
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 10}],
+               "destination": {"bank": "b1", "account": destination}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    async with banks.session.get(banks.url("b0") + "/metrics") as response:
+        metrics = _metric_values(await response.text())
+    assert metrics['bank_transfer_decisions_owed{bank="b1"}'] == 1
 
 
 async def test_a_remote_destination_that_would_pass_its_balance_limit_aborts_the_transfer(
