@@ -3,7 +3,8 @@
 Clients send cross-bank transfers that wait for their outcome (``?wait_ms=``) to 3 banks.
 After ``--stop-after-s`` the second bank gets SIGTERM; the time it takes to exit is printed.
 It starts again ``--down-s`` later, the load runs to its end, and then the consortium is given
-at most ``SETTLE_S_MAX`` to finish what is in flight. Printed: how the clients' calls ended,
+at most ``SETTLE_S_MAX`` to finish what is in flight. Printed: the decisions the other banks
+still owed the stopped one just before it started again, how the clients' calls ended,
 what became of the transfers that were answered ``pending``, and the consortium audit
 (total against expected, held and in-flight money).
 
@@ -97,6 +98,20 @@ async def _settled(config: Any, pending: list[tuple[str, str, str]]) -> tuple[di
             await asyncio.sleep(0.2)
 
 
+async def _owed_to(config: Any, bank: str) -> dict[str, int]:
+    """How many decisions each other bank owes ``bank`` (``bank_transfer_decisions_owed``)."""
+    owed: dict[str, int] = {}
+    name = f'bank_transfer_decisions_owed{{bank="{bank}"}} '
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)) as session:
+        for other in BANKS:
+            if other == bank:
+                continue
+            async with session.get(config.bank(other).url + "/metrics") as response:
+                text = await response.text()
+            owed[other] = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(name))
+    return owed
+
+
 async def run(clients: int, seconds: float, stop_after_s: float, down_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = write_ring_file(Path(tmp) / "ring.toml", list(BANKS), data_dir=str(Path(tmp) / "var"))
@@ -111,6 +126,12 @@ async def run(clients: int, seconds: float, stop_after_s: float, down_s: float) 
             code = await asyncio.to_thread(consortium[STOPPED].stop, timeout_s=SECONDS_MAX)
             print(f"{STOPPED} exited {time.monotonic() - started:.2f} s after SIGTERM, exit code {code}")
             await asyncio.sleep(down_s)
+            owed = await _owed_to(config, STOPPED)
+            print(
+                f"decisions owed to {STOPPED} just before it started again (it acknowledges them "
+                "when back; an abort is not owed to a bank whose vote never came): "
+                + ", ".join(f"{n} by {bank}" for bank, n in owed.items())
+            )
             consortium[STOPPED].start()
             await asyncio.to_thread(consortium[STOPPED].wait_ready)
             ended, pending = await load
