@@ -489,7 +489,10 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
             "version": "1",
             "description": "Money is integer cents in fields ending in _cents. Every error is "
             '{"error": {"code", "message"}}; bad input is a 4xx and changes nothing. A write '
-            "with an Idempotency-Key is applied at most once; a retry gets the first answer.",
+            "with an Idempotency-Key is applied at most once; a retry gets the first answer. "
+            "Keys are kept per customer by the bank that received the request, so a retry goes "
+            "to the same bank (a deposit into an account at another bank is the exception: "
+            "that bank keeps its key too, so a retry through either bank is the same deposit).",
         },
         "paths": paths,
         "components": {
