@@ -756,3 +756,21 @@ async def test_a_remote_destination_that_would_pass_its_balance_limit_aborts_the
     await settle(banks, {("b0", source): (1_000, 0), ("b1", destination): (9_990, 0)})
     audit = await banks.audit()
     assert audit["in_flight_cents"] == 0 and audit["total_cents"] == audit["expected_cents"] == 10_990
+
+
+async def test_an_abort_reaches_a_source_that_holds_money_for_it_with_the_decision(banks: Banks) -> None:
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    rich = await banks.account("b1", ANA, 1_000)
+    poor = await banks.account("b2", ANA, 100)
+    mine = await banks.account("b0", ANA, 0)
+    # No later round would carry the abort, and b1 would not ask about it for a minute: only
+    # a decision sent at once gives b1's hold back.
+    banks.apps["b0"][TRANSFERS].coordinator.decision_defer_ms = 60_000
+    banks.apps["b1"][TRANSFERS].participant.query_after_ms = 60_000
+    request = {"sources": [{"bank": "b1", "account": rich, "amount_cents": 300},
+                           {"bank": "b2", "account": poor, "amount_cents": 500}],
+               "destination": {"bank": "b0", "account": mine}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "insufficient_funds"), body
+    await settle(banks, {("b1", rich): (1_000, 0)})

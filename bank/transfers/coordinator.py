@@ -30,8 +30,9 @@ client, who has no id, hears no answer.
   aborted instead, with that reason. Nothing is ever held here for a transfer this bank coordinates, and the decision
   and the money here are one atomic write: no prepare, no decision message, no
   acknowledgement and no commit of their own for this bank's part.
-- Only once written do the decisions go out to the other banks: with the next prepare to
-  each (or on their own after ``decision_defer_ms``), batched per bank. Acknowledgements (an
+- Only once written do the decisions go out to the other banks, batched per bank: with the
+  next prepare to a bank when a transfer for it already waits here (or on their own after
+  ``decision_defer_ms``), else at once. Acknowledgements (an
   Acks message, or ``Votes.acked``) are written later, in batches.
 - A commit is owed to every other bank of the transfer; an abort only to the banks that
   answered the prepare (one that did not, and holds money for it, asks: see
@@ -116,7 +117,8 @@ ACKS_FLUSH_MS = 100
 """How long acknowledgements may wait in memory before they are written, in one batch."""
 DECISION_DEFER_MS = 200
 """How long a decision for another bank waits to travel with this coordinator's next prepare
-to that bank (under load one comes within a rotation) before it is sent on its own."""
+to that bank (under load one comes within a rotation) before it is sent on its own. Only a
+decision for a bank that a transfer waiting here involves waits; others go at once."""
 
 Send = tuple[str, Message]
 
@@ -548,15 +550,36 @@ class Coordinator:
                 for d in decided
             ]
         # Durable from here on: the decisions are final, whatever happens to this process,
-        # and this bank's own legs moved with them. Another bank's part waits up to
-        # decision_defer_ms to travel with the next prepare to it, then goes on its own.
+        # and this bank's own legs moved with them. Another bank's part travels with this
+        # coordinator's next prepare to it when a transfer for that bank already waits here
+        # (under load, a rotation away), or on its own after decision_defer_ms should that
+        # round be late. With none waiting it goes at once: the money a source holds for an
+        # abort, and a destination's credit, do not wait for a round that may not come.
+        upcoming = self._upcoming_banks()
+        now: list[str] = []
         for d in decided:
             told = others[d.transfer_id]
             self._owe(transfers[d.transfer_id], d.outcome, told)
             for bank in told:
-                if bank not in self.retries:
+                if bank in self.retries or bank in now:
+                    continue  # already due (its backoff is kept)
+                if bank in upcoming:
                     self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)
-        return decided, []
+                else:
+                    now.append(bank)
+        sends: list[Send] = []
+        for bank in now:
+            self.retries[bank] = _Retry(now_ms + self.retry_ms_min, self.retry_ms_min)
+            sends.append((bank, Decisions(self.bank, self._undelivered(bank))))
+        return decided, sends
+
+    def _upcoming_banks(self) -> set[str]:
+        """The other banks the next round prepares at, as things stand."""
+        banks: set[str] = set()
+        for transfer in itertools.islice(self.pending.values(), self.batch_transfers_max):
+            banks.update(transfer.banks)
+        banks.discard(self.bank)
+        return banks
 
     def _others(self, transfer: Transfer) -> tuple[str, ...]:
         """The banks of a transfer other than this one: those that vote on it, and are told.
