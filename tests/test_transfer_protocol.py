@@ -181,7 +181,6 @@ def test_a_round_prepares_once_per_other_bank_and_decides_when_all_voted() -> No
     assert all(len(m.items) == 2 for _, m in sends if isinstance(m, Prepare))
     yes = Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", True)))
     assert run_steps(coordinator.handle(yes, 1), book) == ([], [])
-    run_steps(coordinator.submit(transfer("alfa:3")), book)  # waits for the next visit
     last = Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True), Vote("alfa:2", False, "unknown_account")))
     decided, sends = run_steps(coordinator.handle(last, 2), book)
     assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == [
@@ -192,8 +191,11 @@ def test_a_round_prepares_once_per_other_bank_and_decides_when_all_voted() -> No
     # The committed one's own source was debited in the same write; nothing was held here.
     assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (430, 0)
     assert book.settlement_cents == 70 and not book.holds and not book.applied
-    # A transfer for the other banks waits here: their parts travel with its prepare.
-    assert sends == []
+    # beta holds money for the aborted one: it hears at once (with what else it is owed).
+    # gama only checked a destination: its part waits to travel with the next prepare.
+    told = {to: [(i.transfer_id, i.outcome) for i in m.items] for to, m in sends}
+    assert told == {"beta": [("alfa:1", "committed"), ("alfa:2", "aborted")]}
+    run_steps(coordinator.submit(transfer("alfa:3")), book)
     sends = coordinator.grant((1, "alfa", 4), until_ms=50, now_ms=3)
     carried = {to: m.decisions for to, m in sends if isinstance(m, Prepare)}
     assert sorted(carried) == ["beta", "gama"]
@@ -256,33 +258,37 @@ def test_a_transfer_the_coordinator_runs_touches_another_bank() -> None:
         run_steps(Coordinator("alfa").submit(local), alfa_book())
 
 
-def test_decisions_wait_for_a_prepare_to_ride_only_when_a_transfer_for_the_bank_waits() -> None:
+def test_decisions_with_no_prepare_to_ride_go_on_their_own_after_the_defer() -> None:
     book = alfa_book()
     coordinator = Coordinator("alfa", decision_defer_ms=50)
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    run_steps(coordinator.submit(transfer("alfa:2")), book)  # for beta and gama too
     for bank in ("beta", "gama"):
         votes = Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),))
         _, sends = run_steps(coordinator.handle(votes, 10), book)
-    assert sends == []  # they wait for alfa:2's prepares...
+    assert sends == []
     assert coordinator.tick(59) == (False, [])
-    _, sends = coordinator.tick(60)  # ...which did not come in time: on their own
+    _, sends = coordinator.tick(60)
     assert sorted(to for to, m in sends if isinstance(m, Decisions)) == ["beta", "gama"]
 
 
-def test_decisions_with_no_transfer_waiting_for_their_bank_go_at_once() -> None:
+def test_an_abort_goes_at_once_to_a_bank_that_holds_money_for_it() -> None:
     book = alfa_book()
     coordinator = Coordinator("alfa", decision_defer_ms=50)
     run_steps(coordinator.submit(transfer("alfa:1")), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
-    run_steps(coordinator.handle(Votes("beta", (1, "alfa", 1), (Vote("alfa:1", False, "insufficient_funds"),)), 5), book)
-    decided, sends = run_steps(coordinator.handle(Votes("gama", (1, "alfa", 1), (Vote("alfa:1", True),)), 6), book)
-    assert [(d.outcome, d.reason) for d in decided] == [("aborted", "insufficient_funds")]
-    # Nothing else waits here, so no prepare would carry them: sent with the decision.
-    told = {to: [(i.transfer_id, i.outcome) for i in m.items] for to, m in sends}
-    assert told == {"beta": [("alfa:1", "aborted")], "gama": [("alfa:1", "aborted")]}
-    assert coordinator.tick(6) == (False, [])  # and again only after a retry interval
+    run_steps(coordinator.handle(Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
+    refusal = Votes("gama", (1, "alfa", 1), (Vote("alfa:1", False, "unknown_account"),))
+    decided, sends = run_steps(coordinator.handle(refusal, 6), book)
+    assert [(d.outcome, d.reason) for d in decided] == [("aborted", "unknown_account")]
+    # beta holds the source's money: told with the decision. gama only checked a
+    # destination: it hears with the next prepare, or after the defer.
+    assert [(to, [(i.transfer_id, i.outcome) for i in m.items]) for to, m in sends] == [
+        ("beta", [("alfa:1", "aborted")])
+    ]
+    assert coordinator.tick(55) == (False, [])
+    _, later = coordinator.tick(56)
+    assert [to for to, _ in later] == ["gama"]
 
 
 def test_missing_votes_abort_at_the_deadline_and_only_the_banks_that_answered_are_told() -> None:
@@ -336,8 +342,9 @@ def test_undelivered_decisions_are_resent_until_acked_and_after_a_restart() -> N
     run_steps(coordinator.submit(transfer()), book)
     coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
     for bank in ("beta", "gama"):
-        _, sends = run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
+        run_steps(coordinator.handle(Votes(bank, (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
     assert book.outcomes["alfa:1"] == ("committed", None)
+    _, sends = coordinator.tick(10)
     assert sorted(to for to, _ in sends) == ["beta", "gama"]
     run_steps(coordinator.handle(Acks("beta", ("alfa:1",)), 11), book)
     _, again = coordinator.tick(1_000)

@@ -31,8 +31,8 @@ client, who has no id, hears no answer.
   and the money here are one atomic write: no prepare, no decision message, no
   acknowledgement and no commit of their own for this bank's part.
 - Only once written do the decisions go out to the other banks, batched per bank: with the
-  next prepare to a bank when a transfer for it already waits here (or on their own after
-  ``decision_defer_ms``), else at once. Acknowledgements (an
+  next prepare to each (or on their own after ``decision_defer_ms``); an abort at once to a
+  bank that holds money for it. Acknowledgements (an
   Acks message, or ``Votes.acked``) are written later, in batches.
 - A commit is owed to every other bank of the transfer; an abort only to the banks that
   answered the prepare (one that did not, and holds money for it, asks: see
@@ -117,8 +117,8 @@ ACKS_FLUSH_MS = 100
 """How long acknowledgements may wait in memory before they are written, in one batch."""
 DECISION_DEFER_MS = 200
 """How long a decision for another bank waits to travel with this coordinator's next prepare
-to that bank (under load one comes within a rotation) before it is sent on its own. Only a
-decision for a bank that a transfer waiting here involves waits; others go at once."""
+to that bank (under load one comes within a rotation) before it is sent on its own. An abort
+for a bank with a source leg in it (money held there) does not wait."""
 
 Send = tuple[str, Message]
 
@@ -550,36 +550,29 @@ class Coordinator:
                 for d in decided
             ]
         # Durable from here on: the decisions are final, whatever happens to this process,
-        # and this bank's own legs moved with them. Another bank's part travels with this
-        # coordinator's next prepare to it when a transfer for that bank already waits here
-        # (under load, a rotation away), or on its own after decision_defer_ms should that
-        # round be late. With none waiting it goes at once: the money a source holds for an
-        # abort, and a destination's credit, do not wait for a round that may not come.
-        upcoming = self._upcoming_banks()
+        # and this bank's own legs moved with them. Another bank's part waits up to
+        # decision_defer_ms to travel with the next prepare to it (under load one comes
+        # within a rotation), then goes on its own; but an abort goes at once to a bank with
+        # a source leg in it: the money it holds for the transfer is the customer's again as
+        # the client hears the abort, not a defer later (a client that retries at once, at
+        # any terminal, would find it still held).
         now: list[str] = []
         for d in decided:
+            transfer = transfers[d.transfer_id]
             told = others[d.transfer_id]
-            self._owe(transfers[d.transfer_id], d.outcome, told)
+            self._owe(transfer, d.outcome, told)
             for bank in told:
-                if bank in self.retries or bank in now:
-                    continue  # already due (its backoff is kept)
-                if bank in upcoming:
-                    self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)
-                else:
+                if bank in now:
+                    continue
+                if d.outcome == ABORTED and any(leg.role == "source" for leg in transfer.legs_at(bank)):
                     now.append(bank)
+                elif bank not in self.retries:
+                    self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)
         sends: list[Send] = []
         for bank in now:
             self.retries[bank] = _Retry(now_ms + self.retry_ms_min, self.retry_ms_min)
             sends.append((bank, Decisions(self.bank, self._undelivered(bank))))
         return decided, sends
-
-    def _upcoming_banks(self) -> set[str]:
-        """The other banks the next round prepares at, as things stand."""
-        banks: set[str] = set()
-        for transfer in itertools.islice(self.pending.values(), self.batch_transfers_max):
-            banks.update(transfer.banks)
-        banks.discard(self.bank)
-        return banks
 
     def _others(self, transfer: Transfer) -> tuple[str, ...]:
         """The banks of a transfer other than this one: those that vote on it, and are told.
