@@ -34,7 +34,7 @@ from aiohttp import web
 from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
-from bank.ledger import AMOUNT_CENTS_MAX, Idempotency, Ledger, new_transfer_id, request_fingerprint
+from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id, request_fingerprint
 from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
@@ -520,6 +520,13 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
     account = await _remote_account(request, caller, body["bank"], int(body["account"]))
     result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
     result["transfer_id"] = transfer_id
+    if key is not None:
+        # The account as read now is no answer to repeat: a retry gets the first one, kept
+        # here under the transfer (the account's held money, its later balance, may differ).
+        first = await _ledger(request.app).first_answer(
+            Idempotency(f"withdrawal:{transfer_id}", "answer", transfer_id), Answer(201, result)
+        )
+        result = first.body
     return jsonio.response(result, status=201, headers=headers)
 
 

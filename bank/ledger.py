@@ -1116,6 +1116,18 @@ class Ledger:
 
         return await self.point(run)
 
+    async def first_answer(self, idempotency: Idempotency, answer: Answer) -> Answer:
+        """``answer`` stored under ``idempotency`` unless an answer is stored there already;
+        the stored one (the first) either way. For an answer made after its effect was
+        written elsewhere (a cross-bank withdrawal's, once its transfer committed), so that
+        a retry gets the first answer, not a new reading."""
+        now = self.now_ms()
+
+        def run(conn: sqlite3.Connection) -> Answer:
+            return _idempotent(conn, idempotency, now, lambda: answer)
+
+        return await self.write(run)
+
     # -- holds: the participant's side of a cross-bank transfer ---------------------------
 
     async def place_hold(

@@ -774,3 +774,22 @@ async def test_an_abort_reaches_a_source_that_holds_money_for_it_with_the_decisi
     status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
     assert status == 202 and (body["status"], body.get("reason")) == ("aborted", "insufficient_funds"), body
     await settle(banks, {("b1", rich): (1_000, 0)})
+
+
+async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    request = {"bank": "b1", "account": account, "amount_cents": 300}
+    key = {"Idempotency-Key": "cash-1"}
+    status, first = await banks.call("POST", "b0", "/api/v1/withdrawals", request, who=ANA, headers=key)
+    assert status == 201 and first["transfer_id"], first
+    # The account changes afterwards: a retry must not read it anew, nor move money again.
+    status, _ = await banks.call("POST", "b1", "/api/v1/deposits",
+                                 {"bank": "b1", "account": account, "amount_cents": 50}, who=ANA)
+    assert status == 201
+    async with banks.session.post(banks.url("b0") + "/api/v1/withdrawals", json=request, headers={
+        **key, "Authorization": f"Bearer {banks.tokens[('b0', ANA)]}"}) as response:
+        assert (response.status, await response.json()) == (201, first)
+        assert response.headers["Idempotent-Replayed"] == "true"
+    await settle(banks, {("b1", account): (750, 0)})
