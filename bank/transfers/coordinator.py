@@ -89,7 +89,9 @@ __all__ = [
     "RETRY_MS_MIN",
     "ROUNDS_IN_FLIGHT_MAX",
     "STALE_RETRIES_MAX",
+    "ROUND_REASONS",
     "UNREACHABLE",
+    "VOTE_TIMEOUT",
     "ACKS_FLUSH_MS",
     "DECISION_DEFER_MS",
     "Coordinator",
@@ -104,6 +106,10 @@ STALE_FENCE = "stale_fence"
 UNREACHABLE = "unreachable"
 """The reason of the no votes a driver makes up for a bank its prepare did not reach (or that
 did not answer before the deadline): like a missing vote, it is no answer of that bank's."""
+VOTE_TIMEOUT = "vote_timeout"
+ROUND_REASONS = (VOTE_TIMEOUT, UNREACHABLE, STALE_FENCE)
+"""The reasons a round itself gives an abort (the others are a participant's refusals, or
+this bank's own legs': the ledger's outcomes)."""
 STALE_RETRIES_MAX = 3
 """How many more rounds a transfer gets when its only refusals were stale fences (another
 holder's prepare reached a participant first); then it aborts ``stale_fence``."""
@@ -474,7 +480,7 @@ class Coordinator:
             for transfer_id, banks in current.awaiting.items():
                 reason = current.refusals.get(transfer_id)
                 if reason is None and banks:
-                    reason = "vote_timeout"
+                    reason = VOTE_TIMEOUT
                 if reason is None and transfer_id in current.stale:
                     # Refused only because another holder's prepare got there first: not the
                     # transfer's fault. It goes into a later round (under a newer fence), a

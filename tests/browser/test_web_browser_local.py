@@ -8,7 +8,7 @@ need. What crosses banks is in ``test_web_browser_ring.py``, against bank proces
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from aiohttp import web
@@ -18,7 +18,9 @@ from bank import api, keys
 from bank import web as bank_web
 from bank.documents import complete_cnpj, complete_cpf
 from bank.errors import STATUS_BY_CODE
+from bank.ledger import HoldOutcome
 from bank.process import free_ports
+from bank.transfers.coordinator import ROUND_REASONS
 from tokenring.config import parse
 
 from web_steps import (
@@ -143,6 +145,9 @@ async def test_every_label_exists_in_both_languages(browser: Any, bank_url: str)
         "async () => Object.keys((await import('/static/i18n.js')).ERRORS.en)"
     )
     assert set(STATUS_BY_CODE) - set(codes) == set()
+    # And so does every reason a cross-bank transfer can abort with.
+    refusals = set(get_args(HoldOutcome)) - {"ok", "no_hold", "committed", "released"}
+    assert (set(ROUND_REASONS) | refusals) - set(codes) == set()
 
 
 async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
