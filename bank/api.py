@@ -637,7 +637,14 @@ async def _get_transfer(request: web.Request) -> web.Response:
     # Someone else's transfer is answered like a missing one: ids are not to be probed.
     if transfer is None or transfer.requested_by != caller:
         raise ApiError("not_found", "no such transfer")
-    return jsonio.response(transfer.to_json())
+    answer = transfer.to_json()
+    # Decided, and every bank that must hear it has applied it: each balance it touched
+    # shows it now (until then a destination's credit, or a source's debit, may lag).
+    service: Any = request.app.get(TRANSFERS)
+    answer["delivered"] = transfer.status != "pending" and not (
+        service is not None and service.delivering(transfer.id)
+    )
+    return jsonio.response(answer)
 
 
 async def _audit(request: web.Request) -> web.Response:

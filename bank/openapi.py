@@ -279,6 +279,14 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 "sources": {"type": "array", "items": {"type": "object"}},
                 "destination": {"type": "object"},
                 "created_at_ms": {"type": "integer"},
+                "delivered": {
+                    "type": "boolean",
+                    "description": "Decided, and applied by every bank that must hear the "
+                    "decision: each balance the transfer touched shows it (until then a "
+                    "destination's credit, or a source's debit, may lag the outcome). A bank "
+                    "whose vote never came is not told an abort; it gives back on its own "
+                    "whatever it holds.",
+                },
             },
         },
         "ConsortiumAudit": {

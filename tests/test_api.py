@@ -232,6 +232,7 @@ async def test_a_local_transfer_is_committed_at_once_and_can_be_read(client: Cli
     shown = await client.get(f"/api/v1/transfers/{accepted['id']}", headers=ana_headers)
     body = await shown.json()
     assert shown.status == 200 and body["status"] == "committed" and body["reason"] is None
+    assert body["delivered"] is True  # local: every balance it touched shows it already
     assert body["sources"] == request["sources"] and body["destination"] == request["destination"]
     balances = [a["balance_cents"] for a in (await (await client.get("/api/v1/accounts", headers=ana_headers)).json())["accounts"]]
     assert balances == [50, 50]

@@ -727,7 +727,7 @@ async def test_transfers_that_fail_on_a_bank_that_is_down_leave_it_owed_nothing(
     assert metrics["bank_transfer_votes_outstanding"] == 0
 
 
-async def test_metrics_show_the_decisions_a_bank_still_owes_another(banks: Banks) -> None:
+async def test_metrics_and_the_transfer_show_a_decision_not_delivered_yet(banks: Banks) -> None:
     source, destination, service = await funded_pair(banks)
     service.coordinator.decision_defer_ms = 60_000  # the decision waits: b1 has not heard it
     request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 10}],
@@ -737,6 +737,18 @@ async def test_metrics_show_the_decisions_a_bank_still_owes_another(banks: Banks
     async with banks.session.get(banks.url("b0") + "/metrics") as response:
         metrics = _metric_values(await response.text())
     assert metrics['bank_transfer_decisions_owed{bank="b1"}'] == 1
+    # The client can tell: its transfer is decided, not delivered (b1's balance lags it).
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200 and (record["status"], record["delivered"]) == ("committed", False)
+    assert await banks.balance("b1", ANA, destination) == (0, 0)
+    service.coordinator.retries["b1"].due_ms = 0  # due now: the timer sends it
+    service._wake.set()
+    deadline = time.monotonic() + DEADLINE_S
+    while not record["delivered"]:
+        assert time.monotonic() < deadline, record
+        await asyncio.sleep(0.02)
+        _, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert await banks.balance("b1", ANA, destination) == (10, 0)  # delivered: b1 shows it
 
 
 async def test_a_remote_destination_that_would_pass_its_balance_limit_aborts_the_transfer(

@@ -14,6 +14,10 @@ import { RingView } from "./ring.js";
 export const SOURCES_MAX = 8; // rows in the transfer builder; the bank enforces its own maximum
 const FOLLOW_INTERVAL_MS = 400;
 const FOLLOW_MS_MAX = 60_000; // after this the page stops asking; the transfer still ends
+// A decided transfer is applied at the other banks a moment later ("delivered"); the page
+// waits for that, this long at most, before it reads the balances again.
+const DELIVERY_WAIT_MS_MAX = 3_000;
+const DELIVERY_POLL_MS = 100;
 const NOTICE_MS = 6_000;
 const PASSWORD_LENGTH_MIN = 8;
 const TYPED = "__typed__";
@@ -507,18 +511,25 @@ async function follow(id, status) {
   const token = ++state.followToken;
   showOutcome(id, status || "pending", null);
   const started = performance.now();
+  let decidedAt = null;
   while (token === state.followToken && performance.now() - started < FOLLOW_MS_MAX) {
     try {
       const answer = await api.transfer(id);
       showOutcome(id, answer.status, answer.reason);
       if (answer.status !== "pending") {
-        await loadAccounts();
-        return;
+        decidedAt ??= performance.now();
+        // Read the balances once every bank has applied it (a destination's credit, a
+        // source's debit), or once the wait for that is over.
+        if (answer.delivered !== false || performance.now() - decidedAt >= DELIVERY_WAIT_MS_MAX) {
+          await loadAccounts();
+          return;
+        }
       }
     } catch (error) {
       $("[data-follow-reason]", box).textContent = describe(error);
     }
-    await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS));
+    const pause = decidedAt === null ? FOLLOW_INTERVAL_MS : DELIVERY_POLL_MS;
+    await new Promise((resolve) => setTimeout(resolve, pause));
   }
   if (token === state.followToken) {
     $("[data-follow-reason]", box).textContent = t("follow_gave_up", { seconds: FOLLOW_MS_MAX / 1000 });

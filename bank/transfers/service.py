@@ -278,6 +278,11 @@ class TransferService:
         recorded: bool = await self._run(self.coordinator.record(transfer_id))
         return recorded
 
+    def delivering(self, transfer_id: str) -> bool:
+        """Whether a decision of this bank's is still on its way to a bank that must hear it
+        (sent, or waiting to ride with a prepare, and not acknowledged yet)."""
+        return transfer_id in self.coordinator.deliveries
+
     def watch(self, transfer_id: str) -> asyncio.Future[Decided]:
         """A future resolved when this bank decides ``transfer_id`` (while it runs)."""
         future: asyncio.Future[Decided] = self._loop.create_future()

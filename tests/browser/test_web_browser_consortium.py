@@ -126,6 +126,9 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await confirm.get_by_role("button", name="Confirmar e enviar").click()
     follow = ana.locator("[data-follow]")
     await expect(follow).to_have_attribute("data-status", "committed")
+    # The page reads the balances again once beta has applied the commit (the transfer is
+    # "delivered"), not the moment it is decided: nothing shows held there any more.
+    await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
     await screenshot(ana, "consortium-transfer-committed")
 
     await ana.goto("/#/accounts")
