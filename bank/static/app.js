@@ -14,8 +14,8 @@ import { RingView } from "./ring.js";
 export const SOURCES_MAX = 8; // rows in the transfer builder; the bank enforces its own maximum
 const FOLLOW_INTERVAL_MS = 400;
 const FOLLOW_MS_MAX = 60_000; // after this the page stops asking; the transfer still ends
-// A decided transfer is applied at the other banks a moment later ("delivered"); the page
-// waits for that, this long at most, before it reads the balances again.
+// How long the page waits for a decided transfer to be "delivered" (applied at every bank)
+// before it reads the balances again anyway (see untilDelivered).
 const DELIVERY_WAIT_MS_MAX = 3_000;
 const DELIVERY_POLL_MS = 100;
 const NOTICE_MS = 6_000;
@@ -369,6 +369,7 @@ async function moveMoney(form) {
             balance: formatMoney(balance, lang()),
           });
     form.amount.value = "";
+    if (answer?.transfer_id) await untilDelivered(answer.transfer_id); // a withdrawal elsewhere
     await loadAccounts();
   } catch (error) {
     // A refusal is final for this content; only an unanswered request keeps its key.
@@ -504,6 +505,21 @@ function showOutcome(id, status, reason) {
     : "";
 }
 
+// A decided cross-bank transfer (or withdrawal) is applied at the other banks a moment later;
+// until then a source there shows the money held, a destination not yet credited. Wait for
+// "delivered" (boundedly) before the balances are read again.
+async function untilDelivered(id) {
+  const started = performance.now();
+  while (performance.now() - started < DELIVERY_WAIT_MS_MAX) {
+    try {
+      if ((await api.transfer(id)).delivered !== false) return;
+    } catch {
+      return; // the balances are read anyway
+    }
+    await new Promise((resolve) => setTimeout(resolve, DELIVERY_POLL_MS));
+  }
+}
+
 async function follow(id, status) {
   const box = $("[data-follow]");
   box.hidden = false;
@@ -511,25 +527,19 @@ async function follow(id, status) {
   const token = ++state.followToken;
   showOutcome(id, status || "pending", null);
   const started = performance.now();
-  let decidedAt = null;
   while (token === state.followToken && performance.now() - started < FOLLOW_MS_MAX) {
     try {
       const answer = await api.transfer(id);
       showOutcome(id, answer.status, answer.reason);
       if (answer.status !== "pending") {
-        decidedAt ??= performance.now();
-        // Read the balances once every bank has applied it (a destination's credit, a
-        // source's debit), or once the wait for that is over.
-        if (answer.delivered !== false || performance.now() - decidedAt >= DELIVERY_WAIT_MS_MAX) {
-          await loadAccounts();
-          return;
-        }
+        if (answer.delivered === false) await untilDelivered(id);
+        await loadAccounts();
+        return;
       }
     } catch (error) {
       $("[data-follow-reason]", box).textContent = describe(error);
     }
-    const pause = decidedAt === null ? FOLLOW_INTERVAL_MS : DELIVERY_POLL_MS;
-    await new Promise((resolve) => setTimeout(resolve, pause));
+    await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS));
   }
   if (token === state.followToken) {
     $("[data-follow-reason]", box).textContent = t("follow_gave_up", { seconds: FOLLOW_MS_MAX / 1000 });

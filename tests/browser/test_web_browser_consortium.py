@@ -137,6 +137,12 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect(ana.locator("[data-total-balance]")).to_have_text("R$ 1.000,00")
     await screenshot(ana, "consortium-accounts-after")
 
+    # Cash from beta at alfa's terminal: once it has left, beta shows it debited, not held.
+    done = await move_money(ana, "withdraw", "beta", at_beta, "50,00")
+    await expect(done.locator("[data-success]")).to_contain_text("R$ 250,00")
+    await expect_balance(ana, "beta", at_beta, 25000)  # the balances read after it
+    await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
+
     await carla.goto("/#/accounts")
     await carla.get_by_role("button", name="Atualizar").click()
     await expect_balance(carla, "gama", carla_account, 50000)
