@@ -40,6 +40,7 @@ from bank.ledger import (
     Idempotency,
     Ledger,
     LedgerClosed,
+    Transfer,
     request_fingerprint,
 )
 from tokenring import jsonio
@@ -56,6 +57,8 @@ __all__ = [
     "cross_bank",
     "directory",
     "install",
+    "transfer_answer",
+    "transfer_request",
     "wait_ms",
 ]
 
@@ -585,6 +588,28 @@ async def _create_transfer(request: web.Request) -> web.Response:
     caller = await _caller(request)
     wait_ms(request)  # refused before the body is read
     body = await _read_json(request)
+    sources, destination_bank, destination_account = transfer_request(request, body)
+    raw_sources, raw_destination = body["sources"], body["destination"]
+    here = request.app[BANK_ID]
+    if destination_bank != here or any(bank != here for bank, _, _ in sources):
+        return await cross_bank(request, "transfer", caller, body)
+    idempotency = _idempotency(request, caller, body)
+    answer = await _ledger(request).transfer_local(
+        [(account, amount) for _, account, amount in sources],
+        destination_account,
+        document=caller,
+        request={"sources": raw_sources, "destination": raw_destination},
+        idempotency=idempotency,
+    )
+    return _answer(answer)
+
+
+def transfer_request(
+    request: web.Request, body: dict[str, Any]
+) -> tuple[list[tuple[str, int, int]], str, int]:
+    """A transfer's body checked (``ApiError`` on the first problem): its sources as
+    ``(bank, account, amount_cents)``, and its destination's bank and account. Also what a
+    bank checks of a transfer another bank forwards to it (``bank.interbank``)."""
     _fields(body, ("sources", "destination"))
     raw_sources = body["sources"]
     if not isinstance(raw_sources, list) or not 1 <= len(raw_sources) <= TRANSFER_SOURCES_MAX:
@@ -614,18 +639,7 @@ async def _create_transfer(request: web.Request) -> web.Response:
     for bank, _, _ in sources:
         _bank(request, bank, "sources[].bank")
     _bank(request, destination_bank, "destination.bank")
-    here = request.app[BANK_ID]
-    if destination_bank != here or any(bank != here for bank, _, _ in sources):
-        return await cross_bank(request, "transfer", caller, body)
-    idempotency = _idempotency(request, caller, body)
-    answer = await _ledger(request).transfer_local(
-        [(account, amount) for _, account, amount in sources],
-        destination_account,
-        document=caller,
-        request={"sources": raw_sources, "destination": raw_destination},
-        idempotency=idempotency,
-    )
-    return _answer(answer)
+    return sources, destination_bank, destination_account
 
 
 async def _get_transfer(request: web.Request) -> web.Response:
@@ -634,17 +648,30 @@ async def _get_transfer(request: web.Request) -> web.Response:
     if len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise ApiError("not_found", "no such transfer")
     transfer = await _ledger(request).transfer(transfer_id)
+    home = transfer_id.rsplit("-", 1)[0]
+    if transfer is None and home != request.app[BANK_ID] and home in request.app[CONFIG].member_ids:
+        if RING in request.app and TRANSFERS in request.app:
+            # Made at another bank (a transfer with an Idempotency-Key is coordinated by its
+            # first source's bank, wherever it was asked for): that bank answers.
+            from bank import interbank  # imported late: it imports us
+
+            return await interbank.transfer_elsewhere(request, caller, transfer_id, home)
     # Someone else's transfer is answered like a missing one: ids are not to be probed.
     if transfer is None or transfer.requested_by != caller:
         raise ApiError("not_found", "no such transfer")
+    return jsonio.response(transfer_answer(request.app, transfer))
+
+
+def transfer_answer(app: web.Application, transfer: Transfer) -> dict[str, Any]:
+    """What ``GET /api/v1/transfers/{id}`` answers of a transfer recorded here."""
     answer = transfer.to_json()
     # Decided, and every bank that must hear it has applied it: each balance it touched
     # shows it now (until then a destination's credit, or a source's debit, may lag).
-    service: Any = request.app.get(TRANSFERS)
+    service: Any = app.get(TRANSFERS)
     answer["delivered"] = transfer.status != "pending" and not (
         service is not None and service.delivering(transfer.id)
     )
-    return jsonio.response(answer)
+    return answer
 
 
 async def _audit(request: web.Request) -> web.Response:

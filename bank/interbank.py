@@ -15,6 +15,11 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
 - ``/interbank/acks``: :class:`Acks` -> ``{}``;
 - ``/interbank/accounts``: ``{"document"}`` -> that customer's accounts here;
 - ``/interbank/deposits``: a deposit forwarded with the caller's document and key;
+- ``/interbank/transfers``: a transfer with an Idempotency-Key forwarded to its first
+  source's bank (which coordinates it) -> ``{"status", "body", "replayed"}``, the answer to
+  pass on;
+- ``/interbank/transfer-status``: ``{"document", "id"}`` -> a transfer recorded here, as
+  ``GET /api/v1/transfers/{id}`` shows it (404 for anyone else's);
 - ``GET /interbank/audit``: this bank's figures, from one read transaction.
 
 Client routes added here: ``GET /api/v1/consortium/audit``. The other banks' listings behind
@@ -31,6 +36,7 @@ from typing import Any, Literal, cast
 import structlog
 from aiohttp import web
 
+from bank.api import TRANSFER_WAIT_MS_MAX, transfer_answer, transfer_request
 from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
@@ -63,10 +69,12 @@ __all__ = [
     "AUDIT_TIMEOUT_S",
     "DEPOSIT_TIMEOUT_S",
     "WITHDRAWAL_WAIT_MS",
+    "TRANSFER_FORWARD_TIMEOUT_S",
     "consortium_accounts",
     "cross_bank",
     "install",
     "listings_elsewhere",
+    "transfer_elsewhere",
 ]
 
 log = structlog.get_logger("bank.interbank")
@@ -78,6 +86,8 @@ AUDIT_TIMEOUT_S = 2.0
 """How long the consortium audit waits for each other bank."""
 DEPOSIT_TIMEOUT_S = 5.0
 """How long a forwarded deposit waits for the account's bank."""
+TRANSFER_FORWARD_TIMEOUT_S = 5.0
+"""How long a transfer forwarded to its first source's bank may take beyond its ``wait_ms``."""
 WITHDRAWAL_WAIT_MS = 10_000
 """How long a cross-bank withdrawal waits for its outcome before answering 202 pending."""
 
@@ -102,6 +112,8 @@ def install(app: web.Application) -> None:
             web.post("/interbank/acks", _acks),
             web.post("/interbank/accounts", _accounts),
             web.post("/interbank/deposits", _forwarded_deposit),
+            web.post("/interbank/transfers", _forwarded_transfer),
+            web.post("/interbank/transfer-status", _transfer_status),
             web.get("/interbank/audit", _bank_audit),
             web.get("/api/v1/consortium/audit", _consortium_audit),
         ]
@@ -473,6 +485,125 @@ async def _ensure_stored(service: TransferService, transfer_id: str) -> None:
 
 async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
     wait_ms = api_wait_ms(request)
+    key = _key(request, caller, body)
+    home = body["sources"][0]["bank"]
+    if key is not None and home != request.app[BANK_ID]:
+        # A transfer with a key is coordinated by its first source's bank, wherever it is
+        # asked for: a retry through any bank finds the key there (the first answer again,
+        # never a second transfer).
+        return await _forward_transfer(request, caller, body, key, home, wait_ms)
+    status, answer, replayed = await _run_transfer(request, caller, body, key, wait_ms)
+    return jsonio.response(answer, status=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
+async def _forward_transfer(
+    request: web.Request,
+    caller: str,
+    body: dict[str, Any],
+    key: tuple[str, str, str],
+    home: str,
+    wait_ms: int,
+) -> web.Response:
+    app = request.app
+    payload = {"document": caller, "request": body, "idempotency_key": key[1], "fingerprint": key[2], "wait_ms": wait_ms}
+    try:
+        reply = await _ring(app).client.post_json(
+            app[CONFIG].bank(home).url,
+            "/interbank/transfers",
+            payload,
+            timeout_s=wait_ms / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
+        )
+    except SendFailed:
+        raise ApiError(
+            "unavailable", f"bank {home}, where this transfer's first source is, did not answer; retry with the same Idempotency-Key"
+        ) from None
+    forwarded = reply.body
+    if (
+        reply.status != 200
+        or not isinstance(forwarded, dict)
+        or not isinstance(forwarded.get("status"), int)
+        or not isinstance(forwarded.get("body"), dict)
+    ):
+        raise ApiError("unavailable", f"bank {home} could not take the transfer; retry with the same Idempotency-Key")
+    headers = {"Idempotent-Replayed": "true"} if forwarded.get("replayed") is True else None
+    return jsonio.response(forwarded["body"], status=forwarded["status"], headers=headers)
+
+
+async def _forwarded_transfer(request: web.Request) -> web.Response:
+    """A transfer another bank's client asked for with an Idempotency-Key, whose first
+    source is here: run as if asked here; answered in an envelope (``status``, ``body``,
+    ``replayed``) that the asking bank passes on."""
+    payload = await _json(request)
+    if not isinstance(payload, dict):
+        raise _bad("expected an object")
+    document, body = payload.get("document"), payload.get("request")
+    key, fingerprint, wait_ms = payload.get("idempotency_key"), payload.get("fingerprint"), payload.get("wait_ms")
+    if not isinstance(document, str) or not document:
+        raise _bad("document")
+    if not isinstance(body, dict):
+        raise _bad("request")
+    if not isinstance(key, str) or not 0 < len(key) <= 255 or not isinstance(fingerprint, str):
+        raise _bad("idempotency_key")
+    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 0 <= wait_ms <= TRANSFER_WAIT_MS_MAX:
+        raise _bad("wait_ms")
+    here = request.app[BANK_ID]
+    try:
+        sources, destination_bank, destination_account = transfer_request(request, body)
+        if sources[0][0] != here:
+            raise ApiError("invalid_request", "this bank holds no first source of that transfer")
+        if destination_bank == here and all(bank == here for bank, _, _ in sources):
+            # Every leg is here: a local transfer, as if its client had asked here.
+            local = await _ledger(request.app).transfer_local(
+                [(account, amount) for _, account, amount in sources],
+                destination_account,
+                document=document,
+                request={"sources": body["sources"], "destination": body["destination"]},
+                idempotency=Idempotency(scope=document, key=key, fingerprint=fingerprint),
+            )
+            status, answer, replayed = local.status, local.body, local.replayed
+        else:
+            status, answer, replayed = await _run_transfer(request, document, body, (document, key, fingerprint), wait_ms)
+    except ApiError as error:
+        status, answer, replayed = error.refusal.status, error.refusal.body(), False
+    return jsonio.response({"status": status, "body": answer, "replayed": replayed})
+
+
+async def transfer_elsewhere(request: web.Request, caller: str, transfer_id: str, home: str) -> web.Response:
+    """``GET /api/v1/transfers/{id}`` of a transfer recorded at bank ``home``."""
+    app = request.app
+    try:
+        reply = await _ring(app).client.post_json(
+            app[CONFIG].bank(home).url, "/interbank/transfer-status", {"document": caller, "id": transfer_id},
+            timeout_s=ACCOUNTS_TIMEOUT_S,
+        )
+    except SendFailed:
+        raise ApiError("unavailable", f"bank {home}, which records this transfer, did not answer") from None
+    if reply.status == 404:
+        raise ApiError("not_found", "no such transfer")
+    if reply.status != 200 or not isinstance(reply.body, dict):
+        raise ApiError("unavailable", f"bank {home}, which records this transfer, could not answer")
+    return jsonio.response(reply.body)
+
+
+async def _transfer_status(request: web.Request) -> web.Response:
+    """A transfer recorded here, for its customer asking at another bank (404 for anyone
+    else's, as at the client API)."""
+    payload = await _json(request)
+    if not isinstance(payload, dict):
+        raise _bad("expected an object")
+    document, transfer_id = payload.get("document"), payload.get("id")
+    if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > 128:
+        raise _bad("document and id")
+    transfer = await _ledger(request.app).transfer(transfer_id)
+    if transfer is None or transfer.requested_by != document:
+        return jsonio.response(error_body("not_found", "no such transfer"), status=404)
+    return jsonio.response(transfer_answer(request.app, transfer))
+
+
+async def _run_transfer(
+    request: web.Request, caller: str, body: dict[str, Any], key: tuple[str, str, str] | None, wait_ms: int
+) -> tuple[int, dict[str, Any], bool]:
+    """A cross-bank transfer coordinated here: ``(status, answer, replayed)``."""
     legs = [
         Leg(source["bank"], str(source["account"]), source["amount_cents"], "source")
         for source in body["sources"]
@@ -481,7 +612,6 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
     legs.append(
         Leg(destination["bank"], str(destination["account"]), sum(l.amount_cents for l in legs), "destination")
     )
-    key = _key(request, caller, body)
     # A client that waits hears the id with the outcome: its transfer (and its idempotency
     # key) is stored with its decision (presumed abort: see bank.transfers.coordinator), or
     # before the id is answered should the wait end first.
@@ -494,8 +624,7 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
         record=wait_ms == 0,
     )
     answer = await _outcome(request, service, transfer_id, wait_ms, fresh=not replayed)
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return jsonio.response(answer, status=202, headers=headers)
+    return 202, answer, replayed
 
 
 async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:

@@ -498,9 +498,11 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
             "description": "Money is integer cents in fields ending in _cents. Every error is "
             '{"error": {"code", "message"}}; bad input is a 4xx and changes nothing. A write '
             "with an Idempotency-Key is applied at most once; a retry gets the first answer. "
-            "Keys are kept per customer by the bank that received the request, so a retry goes "
-            "to the same bank (a deposit into an account at another bank is the exception: "
-            "that bank keeps its key too, so a retry through either bank is the same deposit).",
+            "Keys are kept per customer by the bank that received the request, except that a "
+            "deposit into an account at another bank is forwarded there with its key, and a "
+            "transfer with a key is coordinated by its first source's bank: both are the same "
+            "request when retried through any bank. A withdrawal from an account at another "
+            "bank keeps its key where the cash is paid.",
         },
         "paths": paths,
         "components": {

@@ -308,10 +308,21 @@ async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: B
         ("/interbank/acks", {"type": "votes", "sender": "b1", "fence": None, "votes": []}),
         ("/interbank/deposits", {"document": "1", "account": 1, "amount_cents": 1.5}),
         ("/interbank/accounts", ["not", "an", "object"]),
+        ("/interbank/transfers", {"document": "1", "request": [], "idempotency_key": "k", "fingerprint": "f",
+                                  "wait_ms": 0}),
+        ("/interbank/transfers", {"document": "1", "request": {}, "idempotency_key": "k", "fingerprint": "f",
+                                  "wait_ms": 10**9}),
+        ("/interbank/transfer-status", {"document": "1"}),
     ]:
         reply = await client.post_json(banks.url("b0"), path, payload)
         assert reply.status == 400, (path, reply)
         assert reply.body["error"]["code"] == "invalid_request"
+    # A forwarded transfer whose body is wrong is refused as the client API refuses it.
+    forwarded = {"document": ANA, "request": {"sources": [], "destination": {}}, "idempotency_key": "k",
+                 "fingerprint": "f", "wait_ms": 0}
+    reply = await client.post_json(banks.url("b0"), "/interbank/transfers", forwarded)
+    assert reply.status == 200 and reply.body["status"] == 400, reply
+    assert reply.body["body"]["error"]["code"] == "invalid_request"
     audit = await banks.audit()
     assert audit["total_cents"] == audit["expected_cents"] == 0
 
@@ -805,3 +816,52 @@ async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Bank
         assert (response.status, await response.json()) == (201, first)
         assert response.headers["Idempotent-Replayed"] == "true"
     await settle(banks, {("b1", account): (750, 0)})
+
+
+async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks: Banks) -> None:
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b1", "account": destination}}
+    key = {"Idempotency-Key": "pay-rent"}
+    answers = []
+    for terminal in ("b1", "b2", "b0", "b2"):  # a client retrying wherever it can
+        async with banks.session.post(banks.url(terminal) + "/api/v1/transfers?wait_ms=10000", json=request,
+                                      headers={**key, "Authorization": f"Bearer {banks.tokens[(terminal, ANA)]}"}) as r:
+            answers.append((r.status, await r.json(), r.headers.get("Idempotent-Replayed")))
+    first = answers[0]
+    # Coordinated by the first source's bank (b0), wherever it was asked for: one transfer.
+    assert first[0] == 202 and first[1]["status"] == "committed" and first[1]["id"].startswith("b0-"), first
+    assert first[2] is None
+    assert all((status, body, replayed) == (202, first[1], "true") for status, body, replayed in answers[1:]), answers
+    await settle(banks, {("b0", source): (900, 0), ("b1", destination): (100, 0)})
+    # Any bank shows it to its customer; the same key for another request is refused anywhere.
+    for terminal in ("b1", "b2"):
+        status, record = await banks.call("GET", terminal, f"/api/v1/transfers/{first[1]['id']}", who=ANA)
+        assert status == 200 and record["status"] == "committed" and record["sources"] == request["sources"]
+    other = {**request, "sources": [{"bank": "b0", "account": source, "amount_cents": 101}]}
+    status, body = await banks.call("POST", "b2", "/api/v1/transfers", other, who=ANA, headers=key)
+    assert status == 422 and body["error"]["code"] == "idempotency_key_reused", body
+    # Without a key nothing is forwarded: the terminal coordinates.
+    status, body = await banks.call("POST", "b2", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["id"].startswith("b2-") and body["status"] == "committed", body
+    await banks.customer("b1", BIA)
+    status, _ = await banks.call("GET", "b1", f"/api/v1/transfers/{first[1]['id']}", who=BIA)
+    assert status == 404  # not hers, from any bank
+
+
+async def test_a_transfer_with_a_key_waits_for_its_first_sources_bank(banks: Banks) -> None:
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    await banks.runners["b0"].cleanup()  # b0, which keeps the key, is gone
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b1", "account": destination}}
+    status, body = await banks.call("POST", "b1", "/api/v1/transfers?wait_ms=2000", request, who=ANA,
+                                    headers={"Idempotency-Key": "later"})
+    # Nothing was made anywhere: the client retries with the same key once b0 is back.
+    assert status == 503 and body["error"]["code"] == "unavailable" and "b0" in body["error"]["message"], body
+    assert await banks.balance("b1", ANA, destination) == (0, 0)
