@@ -865,3 +865,23 @@ async def test_a_transfer_with_a_key_waits_for_its_first_sources_bank(banks: Ban
     # Nothing was made anywhere: the client retries with the same key once b0 is back.
     assert status == 503 and body["error"]["code"] == "unavailable" and "b0" in body["error"]["message"], body
     assert await banks.balance("b1", ANA, destination) == (0, 0)
+
+
+async def test_the_same_keyed_transfer_asked_at_every_bank_at_once_is_made_once(banks: Banks) -> None:
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, ANA)
+    source = await banks.account("b1", ANA, 1_000)
+    destination = await banks.account("b2", ANA, 0)
+    request = {"sources": [{"bank": "b1", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b2", "account": destination}}
+    for round_index in range(5):
+        key = {"Idempotency-Key": f"race-{round_index}"}
+        answers = await asyncio.gather(*(
+            banks.call("POST", terminal, "/api/v1/transfers?wait_ms=10000", request, who=ANA, headers=key)
+            for terminal in ("b0", "b1", "b2", "b0", "b2")
+        ))
+        assert {(status, body["id"], body["status"]) for status, body in answers} == {
+            (202, answers[0][1]["id"], "committed")
+        }, answers
+    # Five keys, five transfers: not one more.
+    await settle(banks, {("b1", source): (500, 0), ("b2", destination): (500, 0)})
