@@ -818,13 +818,20 @@ async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Bank
     await settle(banks, {("b1", account): (750, 0)})
 
 
-async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks: Banks) -> None:
+async def transfer_between(banks: Banks, source_bank: str, destination_bank: str) -> tuple[int, int, dict[str, Any]]:
+    """ANA, a customer of every bank, with 1,000 cents at ``source_bank`` and an empty account at
+    ``destination_bank``; and a request to move 100 cents from one to the other."""
     for bank in ("b0", "b1", "b2"):
         await banks.customer(bank, ANA)
-    source = await banks.account("b0", ANA, 1_000)
-    destination = await banks.account("b1", ANA, 0)
-    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
-               "destination": {"bank": "b1", "account": destination}}
+    source = await banks.account(source_bank, ANA, 1_000)
+    destination = await banks.account(destination_bank, ANA, 0)
+    request = {"sources": [{"bank": source_bank, "account": source, "amount_cents": 100}],
+               "destination": {"bank": destination_bank, "account": destination}}
+    return source, destination, request
+
+
+async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks: Banks) -> None:
+    source, destination, request = await transfer_between(banks, "b0", "b1")
     key = {"Idempotency-Key": "pay-rent"}
     answers = []
     for terminal in ("b1", "b2", "b0", "b2"):  # a client retrying wherever it can
@@ -853,13 +860,8 @@ async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks
 
 
 async def test_a_transfer_with_a_key_waits_for_its_first_sources_bank(banks: Banks) -> None:
-    for bank in ("b0", "b1"):
-        await banks.customer(bank, ANA)
-    source = await banks.account("b0", ANA, 1_000)
-    destination = await banks.account("b1", ANA, 0)
+    _, destination, request = await transfer_between(banks, "b0", "b1")
     await banks.runners["b0"].cleanup()  # b0, which keeps the key, is gone
-    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
-               "destination": {"bank": "b1", "account": destination}}
     status, body = await banks.call("POST", "b1", "/api/v1/transfers?wait_ms=2000", request, who=ANA,
                                     headers={"Idempotency-Key": "later"})
     # Nothing was made anywhere: the client retries with the same key once b0 is back.
@@ -868,12 +870,7 @@ async def test_a_transfer_with_a_key_waits_for_its_first_sources_bank(banks: Ban
 
 
 async def test_the_same_keyed_transfer_asked_at_every_bank_at_once_is_made_once(banks: Banks) -> None:
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
-    source = await banks.account("b1", ANA, 1_000)
-    destination = await banks.account("b2", ANA, 0)
-    request = {"sources": [{"bank": "b1", "account": source, "amount_cents": 100}],
-               "destination": {"bank": "b2", "account": destination}}
+    source, destination, request = await transfer_between(banks, "b1", "b2")
     for round_index in range(5):
         key = {"Idempotency-Key": f"race-{round_index}"}
         answers = await asyncio.gather(*(
