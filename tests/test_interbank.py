@@ -854,6 +854,16 @@ async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks
     # Without a key nothing is forwarded: the terminal coordinates.
     status, body = await banks.call("POST", "b2", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
     assert status == 202 and body["id"].startswith("b2-") and body["status"] == "committed", body
+    # A client that does not wait hears the id at once and follows it at its own bank.
+    status, body = await banks.call("POST", "b2", "/api/v1/transfers", request, who=ANA,
+                                    headers={"Idempotency-Key": "no-wait"})
+    assert status == 202 and body["id"].startswith("b0-") and body["status"] in ("pending", "committed"), body
+    deadline = time.monotonic() + DEADLINE_S
+    while body["status"] == "pending":
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.02)
+        status, body = await banks.call("GET", "b2", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200 and body["status"] == "committed", body
     await banks.customer("b1", BIA)
     status, _ = await banks.call("GET", "b1", f"/api/v1/transfers/{first[1]['id']}", who=BIA)
     assert status == 404  # not hers, from any bank
