@@ -42,6 +42,7 @@ from bank.ledger import (
     LedgerClosed,
     Transfer,
     request_fingerprint,
+    transfer_id_bank,
 )
 from tokenring import jsonio
 
@@ -51,13 +52,16 @@ __all__ = [
     "IDEMPOTENCY_KEY_CHARS_MAX",
     "JOINT_OWNERS_MAX",
     "NAME_CHARS_MAX",
+    "TRANSFER_ID_CHARS_MAX",
     "TRANSFER_SOURCES_MAX",
     "TRANSFER_WAIT_MS_MAX",
     "consortium_accounts",
     "cross_bank",
     "directory",
     "install",
+    "local_transfer",
     "transfer_answer",
+    "transfer_is_local",
     "transfer_request",
     "wait_ms",
 ]
@@ -589,19 +593,35 @@ async def _create_transfer(request: web.Request) -> web.Response:
     wait_ms(request)  # refused before the body is read
     body = await _read_json(request)
     sources, destination_bank, destination_account = transfer_request(request, body)
-    raw_sources, raw_destination = body["sources"], body["destination"]
-    here = request.app[BANK_ID]
-    if destination_bank != here or any(bank != here for bank, _, _ in sources):
+    if not transfer_is_local(request, sources, destination_bank):
         return await cross_bank(request, "transfer", caller, body)
     idempotency = _idempotency(request, caller, body)
-    answer = await _ledger(request).transfer_local(
+    return _answer(await local_transfer(request, caller, body, sources, destination_account, idempotency))
+
+
+def transfer_is_local(request: web.Request, sources: list[tuple[str, int, int]], destination_bank: str) -> bool:
+    """Whether every leg of a checked transfer (:func:`transfer_request`) is at this bank."""
+    here = request.app[BANK_ID]
+    return destination_bank == here and all(bank == here for bank, _, _ in sources)
+
+
+async def local_transfer(
+    request: web.Request,
+    caller: str,
+    body: dict[str, Any],
+    sources: list[tuple[str, int, int]],
+    destination_account: int,
+    idempotency: Idempotency | None,
+) -> Answer:
+    """A transfer whose every leg is here, in one ledger write (no token): asked here, or
+    forwarded by another bank (``bank.interbank``)."""
+    return await _ledger(request).transfer_local(
         [(account, amount) for _, account, amount in sources],
         destination_account,
         document=caller,
-        request={"sources": raw_sources, "destination": raw_destination},
+        request={"sources": body["sources"], "destination": body["destination"]},
         idempotency=idempotency,
     )
-    return _answer(answer)
 
 
 def transfer_request(
@@ -648,7 +668,7 @@ async def _get_transfer(request: web.Request) -> web.Response:
     if len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise ApiError("not_found", "no such transfer")
     transfer = await _ledger(request).transfer(transfer_id)
-    home = transfer_id.rsplit("-", 1)[0]
+    home = transfer_id_bank(transfer_id)
     if transfer is None and home != request.app[BANK_ID] and home in request.app[CONFIG].member_ids:
         if RING in request.app and TRANSFERS in request.app:
             # Made at another bank (a transfer with an Idempotency-Key is coordinated by its

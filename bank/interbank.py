@@ -36,7 +36,15 @@ from typing import Any, Literal, cast
 import structlog
 from aiohttp import web
 
-from bank.api import TRANSFER_WAIT_MS_MAX, transfer_answer, transfer_request
+from bank.api import (
+    IDEMPOTENCY_KEY_CHARS_MAX,
+    TRANSFER_ID_CHARS_MAX,
+    TRANSFER_WAIT_MS_MAX,
+    local_transfer,
+    transfer_answer,
+    transfer_is_local,
+    transfer_request,
+)
 from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
@@ -542,7 +550,7 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
         raise _bad("document")
     if not isinstance(body, dict):
         raise _bad("request")
-    if not isinstance(key, str) or not 0 < len(key) <= 255 or not isinstance(fingerprint, str):
+    if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
         raise _bad("idempotency_key")
     if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 0 <= wait_ms <= TRANSFER_WAIT_MS_MAX:
         raise _bad("wait_ms")
@@ -551,15 +559,10 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
         sources, destination_bank, destination_account = transfer_request(request, body)
         if sources[0][0] != here:
             raise ApiError("invalid_request", "this bank holds no first source of that transfer")
-        if destination_bank == here and all(bank == here for bank, _, _ in sources):
+        if transfer_is_local(request, sources, destination_bank):
             # Every leg is here: a local transfer, as if its client had asked here.
-            local = await _ledger(request.app).transfer_local(
-                [(account, amount) for _, account, amount in sources],
-                destination_account,
-                document=document,
-                request={"sources": body["sources"], "destination": body["destination"]},
-                idempotency=Idempotency(scope=document, key=key, fingerprint=fingerprint),
-            )
+            idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
+            local = await local_transfer(request, document, body, sources, destination_account, idempotency)
             status, answer, replayed = local.status, local.body, local.replayed
         else:
             status, answer, replayed = await _run_transfer(request, document, body, (document, key, fingerprint), wait_ms)
@@ -592,7 +595,7 @@ async def _transfer_status(request: web.Request) -> web.Response:
     if not isinstance(payload, dict):
         raise _bad("expected an object")
     document, transfer_id = payload.get("document"), payload.get("id")
-    if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > 128:
+    if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise _bad("document and id")
     transfer = await _ledger(request.app).transfer(transfer_id)
     if transfer is None or transfer.requested_by != document:

@@ -1278,6 +1278,12 @@ def new_transfer_id(bank_id: str) -> str:
     )
 
 
+def transfer_id_bank(transfer_id: str) -> str:
+    """The bank that made a transfer id (:func:`new_transfer_id`), which records the
+    transfer (bank ids may hold hyphens; the rest of an id does not)."""
+    return transfer_id.rsplit("-", 1)[0]
+
+
 IN_LIST_MAX = 512
 """The most keys one ``IN (...)`` list names (SQLite's own limit on bound parameters is far
 above it). A power of two: see :func:`in_list`."""

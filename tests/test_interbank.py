@@ -116,6 +116,12 @@ ANA = complete_cpf("529982247")
 BIA = complete_cpf("111444777")
 
 
+async def customer_everywhere(banks: Banks, document: str) -> None:
+    """``document`` a customer of every bank, with a session at each."""
+    for bank in ("b0", "b1", "b2"):
+        await banks.customer(bank, document)
+
+
 async def funded_pair(banks: Banks) -> tuple[int, int, Any]:
     """ANA's account at b0 with 1,000 cents and an empty one at b1; b0's transfer service."""
     for bank in ("b0", "b1"):
@@ -126,8 +132,7 @@ async def funded_pair(banks: Banks) -> tuple[int, int, Any]:
 
 
 async def test_a_cross_bank_transfer_commits_and_moves_the_money(banks: Banks) -> None:
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
+    await customer_everywhere(banks, ANA)
     a0 = await banks.account("b0", ANA, 10_000)
     a1 = await banks.account("b1", ANA, 5_000)
     a2 = await banks.account("b2", ANA, 0)
@@ -186,8 +191,7 @@ async def test_a_source_at_the_terminal_bank_is_checked_before_anything_is_recor
 
 
 async def test_cross_bank_deposit_withdrawal_listing_and_idempotency(banks: Banks) -> None:
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
+    await customer_everywhere(banks, ANA)
     a1 = await banks.account("b1", ANA, 0)
     await banks.account("b2", ANA, 0)
     deposit = {"bank": "b1", "account": a1, "amount_cents": 700}
@@ -249,8 +253,7 @@ async def test_a_round_late_under_an_old_fence_cannot_hold_where_a_newer_one_was
     from bank.keys import RING
     from bank.transfers.protocol import Leg, Transfer
 
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
+    await customer_everywhere(banks, ANA)
     destination = await banks.account("b0", ANA, 0)
     source = await banks.account("b1", ANA, 1_000)
     elsewhere = await banks.account("b2", ANA, 0)
@@ -782,8 +785,7 @@ async def test_a_remote_destination_that_would_pass_its_balance_limit_aborts_the
 
 
 async def test_an_abort_reaches_a_source_that_holds_money_for_it_with_the_decision(banks: Banks) -> None:
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
+    await customer_everywhere(banks, ANA)
     rich = await banks.account("b1", ANA, 1_000)
     poor = await banks.account("b2", ANA, 100)
     mine = await banks.account("b0", ANA, 0)
@@ -821,8 +823,7 @@ async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Bank
 async def transfer_between(banks: Banks, source_bank: str, destination_bank: str) -> tuple[int, int, dict[str, Any]]:
     """ANA, a customer of every bank, with 1,000 cents at ``source_bank`` and an empty account at
     ``destination_bank``; and a request to move 100 cents from one to the other."""
-    for bank in ("b0", "b1", "b2"):
-        await banks.customer(bank, ANA)
+    await customer_everywhere(banks, ANA)
     source = await banks.account(source_bank, ANA, 1_000)
     destination = await banks.account(destination_bank, ANA, 0)
     request = {"sources": [{"bank": source_bank, "account": source, "amount_cents": 100}],
