@@ -85,7 +85,11 @@ log = structlog.get_logger("bank.ledger")
 AMOUNT_CENTS_MAX = 1_000_000_000_00
 """The largest amount one deposit, withdrawal, transfer source or hold may carry (1e9 units)."""
 BALANCE_CENTS_MAX = 1_000_000_000_000_00
-"""The largest balance an account may reach; deposits and credits beyond it are refused."""
+"""The largest balance a deposit, a local transfer or a cross-bank transfer's prepare lets an
+account reach; beyond it they are refused (``balance_limit``). The credit of a transfer already
+decided is never refused: one voted before a deposit (or another credit) filled the account
+still lands, past the limit by at most the credits voted yes and not yet received, each at most
+``bank.api.TRANSFER_SOURCES_MAX`` sources of ``AMOUNT_CENTS_MAX`` (far from what a 64-bit balance holds)."""
 QUEUE_OPERATIONS_MAX = 4096
 """Operations waiting for the writer thread; callers beyond it wait their turn."""
 BATCH_OPERATIONS_MAX = 256
@@ -1172,7 +1176,8 @@ class Ledger:
     async def credit(self, transfer_id: str, account: int, amount_cents: int) -> HoldOutcome:
         """Money arriving from another bank: debit settlement, credit ``account``.
 
-        Outcomes: ``ok``; ``unknown_account``; ``balance_limit``. At most once per
+        Outcomes: ``ok``; ``unknown_account``. Never refused for the balance limit (the
+        transfer is decided; see :data:`BALANCE_CENTS_MAX`). At most once per
         ``(transfer_id, account)``: a repeat answers the first outcome and moves nothing.
         """
         now = self.now_ms()
@@ -1416,12 +1421,15 @@ def _apply_holds_chunk(
                 new_holds.append((transfer_id, account, amount, now_ms))
                 outcome = "ok"
         elif operation == "credit":
+            # A decided transfer's money arriving: never refused for the balance limit, which
+            # the destination checked when it voted (``CheckAccount``). Refused now, it would
+            # stay in settlement for good. A deposit or another credit landing since the vote
+            # can take the account past the limit, by at most the credits voted yes and not
+            # yet received.
             amount = request.amount_cents
             balance = balances.get(account)
             if balance is None:
                 outcome = "unknown_account"
-            elif balance[0] + amount > BALANCE_CENTS_MAX:
-                outcome = "balance_limit"
             else:
                 post("credit", transfer_id, [(SETTLEMENT_ACCOUNT, "available", -amount), (account, "available", amount)])
                 outcome = "ok"

@@ -14,6 +14,7 @@ from bank.ledger import Ledger
 from bank.transfers import store
 from bank.transfers.book import (
     CheckAccount,
+    Credit,
     KeyReused,
     LoadCoordinator,
     LoadDecisions,
@@ -185,19 +186,45 @@ async def test_a_run_of_account_checks_answers_item_by_item(book: LedgerBook) ->
     assert answers == ["ok", "unknown_account", "unknown_account", "ok", "unknown_account", "unknown_account"]
 
 
-async def test_a_destination_that_a_credit_would_take_past_the_balance_limit_is_refused(
-    book: LedgerBook, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _account_near_the_limit(book: LedgerBook, monkeypatch: pytest.MonkeyPatch) -> tuple[Ledger, int]:
+    """An account of Ana's with 900 cents, under a balance limit of 1,000."""
     ledger = book.ledger
     monkeypatch.setattr(ledger_module, "BALANCE_CENTS_MAX", 1_000)
     assert (await ledger.create_customer(ANA, "Ana", "hash")).status == 201
     number = (await ledger.create_account("individual", [ANA])).body["account"]
     await ledger.deposit(number, 900, document=ANA)
+    return ledger, number
+
+
+async def test_a_destination_that_a_credit_would_take_past_the_balance_limit_is_refused(
+    book: LedgerBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, number = await _account_near_the_limit(book, monkeypatch)
     # The credits checked earlier in the same run count: 900 + 50 fits, + 60 more does not,
     # + 50 fits again (exactly at the limit).
     checks = [CheckAccount(str(number), amount) for amount in (50, 60, 50)]
     assert await book.execute(checks) == ["ok", "balance_limit", "ok"]
     assert (await ledger.account(number)).balance_cents == 900  # a check moves nothing
+
+
+async def test_a_decided_credit_lands_even_when_a_deposit_filled_the_account_after_the_vote(
+    book: LedgerBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing is reserved at the vote: a deposit landing before the decision may fill the
+    # account. The decided credit must land all the same; refused, it would stay in
+    # settlement for good.
+    ledger, number = await _account_near_the_limit(book, monkeypatch)
+    assert await book.execute([CheckAccount(str(number), 80)]) == ["ok"]
+    assert (await ledger.deposit(number, 100, document=ANA)).status == 201  # now at the limit
+    assert await book.execute([Credit("t1", str(number), 80), Credit("t1", str(number), 80)]) == ["ok", "ok"]
+    assert (await ledger.account(number)).balance_cents == 1_080  # once, past the limit
+    audit = await ledger.audit()
+    assert audit["settlement_cents"] == -80  # the money arrived: settlement paid it out
+    assert audit["balance_cents"] + audit["held_cents"] + audit["settlement_cents"] == audit["deposited_net_cents"]
+    assert (await ledger.check()).ok
+    # The limit still stands for what has not been decided.
+    assert await book.execute([CheckAccount(str(number), 1)]) == ["balance_limit"]
+    assert (await ledger.deposit(number, 1, document=ANA)).body["error"]["code"] == "balance_limit"
 
 
 async def test_a_flush_of_acknowledgements_from_several_banks_is_one_update_per_transfer(

@@ -336,8 +336,9 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
     for position, request, outcome in zip(where, requests, ledger_module.apply_holds_in(conn, requests, now_ms)):
         outcomes[position] = outcome
         if outcome != "ok" and request.operation in ("commit", "credit"):
-            # A refused credit leaves the money in settlement, visible to the audit as in
-            # flight; a refused commit of a decided transfer is a bug worth a loud line.
+            # A decided transfer's commit or credit is never refused (its destination exists:
+            # it voted for it); one refused would leave money held or in settlement, so it
+            # is a bug worth a loud line.
             log.error(f"transfer.{request.operation}_refused", transfer_id=request.transfer_id, outcome=outcome)
     return outcomes
 
