@@ -58,6 +58,7 @@ __all__ = [
     "consortium_accounts",
     "cross_bank",
     "directory",
+    "idempotency_of",
     "install",
     "local_transfer",
     "transfer_answer",
@@ -362,7 +363,9 @@ def _bank(request: web.Request, value: Any, name: str = "bank") -> str:
     return bank
 
 
-def _idempotency(request: web.Request, scope: str, body: Any) -> Idempotency | None:
+def idempotency_of(request: web.Request, scope: str, body: Any) -> Idempotency | None:
+    """The request's ``Idempotency-Key`` under ``scope`` (None without one); a malformed key
+    is refused (400)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -422,7 +425,7 @@ async def _create_customer(request: web.Request) -> web.Response:
             f"password must be {auth.PASSWORD_CHARS_MIN} to {auth.PASSWORD_CHARS_MAX} characters",
         )
     # Sign-up keys are scoped by the document being signed up: there is no caller yet.
-    idempotency = _idempotency(request, f"signup:{document}", body)
+    idempotency = idempotency_of(request, f"signup:{document}", body)
     password_hash = await _in_hashing(request, auth.hash_password, password)
     answer = await _ledger(request).create_customer(
         document, name, password_hash, idempotency=idempotency
@@ -499,7 +502,7 @@ async def _create_account(request: web.Request) -> web.Response:
         raise ApiError("invalid_request", "a corporate account has exactly one CNPJ owner")
     if caller not in owners:
         raise ApiError("forbidden", "you must be one of the account's owners")
-    idempotency = _idempotency(request, caller, body)
+    idempotency = idempotency_of(request, caller, body)
     answer = await _ledger(request).create_account(
         cast(AccountKind, kind), owners, idempotency=idempotency
     )
@@ -562,7 +565,7 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
     bank = _bank(request, body["bank"])
     if bank != request.app[BANK_ID]:
         return await cross_bank(request, operation, caller, body)
-    idempotency = _idempotency(request, caller, body)
+    idempotency = idempotency_of(request, caller, body)
     ledger = _ledger(request)
     if operation == "deposit":
         answer = await ledger.deposit(
@@ -595,7 +598,7 @@ async def _create_transfer(request: web.Request) -> web.Response:
     sources, destination_bank, destination_account = transfer_request(request, body)
     if not transfer_is_local(request, sources, destination_bank):
         return await cross_bank(request, "transfer", caller, body)
-    idempotency = _idempotency(request, caller, body)
+    idempotency = idempotency_of(request, caller, body)
     return _answer(await local_transfer(request, caller, body, sources, destination_account, idempotency))
 
 

@@ -40,6 +40,7 @@ from bank.api import (
     IDEMPOTENCY_KEY_CHARS_MAX,
     TRANSFER_ID_CHARS_MAX,
     TRANSFER_WAIT_MS_MAX,
+    idempotency_of,
     local_transfer,
     transfer_answer,
     transfer_is_local,
@@ -48,7 +49,7 @@ from bank.api import (
 from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
-from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id, request_fingerprint
+from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id
 from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
@@ -361,12 +362,9 @@ async def cross_bank(
 
 
 def _key(request: web.Request, caller: str, body: Any) -> tuple[str, str, str] | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable() or " " in key:
-        raise ApiError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
-    return caller, key, request_fingerprint(request.method, request.path, body)
+    """The request's key as the transfer service takes it: ``(scope, key, fingerprint)``."""
+    idempotency = idempotency_of(request, caller, body)
+    return None if idempotency is None else (idempotency.scope, idempotency.key, idempotency.fingerprint)
 
 
 async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:

@@ -63,6 +63,7 @@ __all__ = [
     "HoldRequest",
     "IN_LIST_MAX",
     "Idempotency",
+    "KeysElsewhere",
     "Ledger",
     "LegsRequest",
     "LedgerClosed",
@@ -74,6 +75,7 @@ __all__ = [
     "commit_hold_in",
     "credit_in",
     "in_list",
+    "key_stored_in",
     "place_hold_in",
     "post_in",
     "release_hold_in",
@@ -115,6 +117,8 @@ SETTLEMENT_ACCOUNT = -2
 """Clearing with other banks: credited when money leaves, debited when money arrives."""
 
 AccountKind = Literal["individual", "joint", "corporate"]
+KeysElsewhere = Callable[[sqlite3.Connection, str, str], bool]
+"""``(conn, scope, key)``: whether another table of the ledger's database holds that key."""
 HoldOutcome = Literal[
     "ok",
     "insufficient_funds",
@@ -647,6 +651,11 @@ class Ledger:
         # Owners by account number. An account's owners are set when it is opened and never
         # change, and accounts are never removed, so what was read once stays true.
         self._owners: OrderedDict[int, frozenset[str]] = OrderedDict()
+        self.keys_elsewhere: KeysElsewhere | None = None
+        """Whether a key is taken outside this ledger's own table, asked in the writer thread
+        before a keyed write stores a new key there: the cross-bank transfers' keys, kept by
+        :mod:`bank.transfers.store` in the same database (it sets this). A key taken there is
+        refused here as reused, as a key of this table is for another request."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -804,7 +813,7 @@ class Ledger:
                 )
                 return Answer(201, {"document": document, "name": name})
 
-            return _idempotent(conn, idempotency, now, apply)
+            return _idempotent(conn, idempotency, now, apply, self.keys_elsewhere)
 
         return await self.write(run)
 
@@ -913,7 +922,7 @@ class Ledger:
                 assert account is not None
                 return Answer(201, account.to_json())
 
-            return _idempotent(conn, idempotency, now, apply)
+            return _idempotent(conn, idempotency, now, apply, self.keys_elsewhere)
 
         return await self.write(run)
 
@@ -1040,7 +1049,7 @@ class Ledger:
                 )
                 return Answer(201, _must_account(conn, self.bank_id, account).to_json())
 
-            return _idempotent(conn, idempotency, now, apply)
+            return _idempotent(conn, idempotency, now, apply, self.keys_elsewhere)
 
         return await self.write(run)
 
@@ -1101,7 +1110,7 @@ class Ledger:
                     body["reason"] = reason
                 return Answer(202, body)
 
-            return _idempotent(conn, idempotency, now, apply)
+            return _idempotent(conn, idempotency, now, apply, self.keys_elsewhere)
 
         return await self.write(run)
 
@@ -1723,20 +1732,21 @@ def _idempotent(
     idempotency: Idempotency | None,
     now_ms: int,
     apply: Callable[[], Answer],
+    elsewhere: KeysElsewhere | None = None,
 ) -> Answer:
-    """Run ``apply`` at most once per key; a retry gets the stored first answer."""
+    """Run ``apply`` at most once per key; a retry gets the stored first answer. A key that
+    ``elsewhere`` says is taken (by a cross-bank transfer) is refused as reused."""
     if idempotency is None:
         return apply()
     row = conn.execute(
         "SELECT fingerprint, status, body FROM idempotency WHERE scope = ? AND key = ?",
         (idempotency.scope, idempotency.key),
     ).fetchone()
+    if row is None and elsewhere is not None and elsewhere(conn, idempotency.scope, idempotency.key):
+        return _key_reused()
     if row is not None:
         if row[0] != idempotency.fingerprint:
-            return Answer.refused(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            )
+            return _key_reused()
         return Answer(row[1], jsonio.loads(row[2]), replayed=True)
     answer = apply()
     # The answer is stored in the same transaction as the effect: both or neither survive.
@@ -1753,6 +1763,17 @@ def _idempotent(
         ),
     )
     return answer
+
+
+def key_stored_in(conn: sqlite3.Connection, scope: str, key: str) -> bool:
+    """Whether a keyed write of this ledger stored ``key`` of ``scope`` (inside the caller's
+    writer transaction)."""
+    found = conn.execute("SELECT 1 FROM idempotency WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+    return found is not None
+
+
+def _key_reused() -> Answer:
+    return Answer.refused("idempotency_key_reused", "this Idempotency-Key was used for a different request")
 
 
 def _check(conn: sqlite3.Connection) -> CheckReport:

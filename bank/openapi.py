@@ -502,7 +502,8 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
             "deposit into an account at another bank is forwarded there with its key, and a "
             "transfer with a key is coordinated by its first source's bank: both are the same "
             "request when retried through any bank. A withdrawal from an account at another "
-            "bank keeps its key where the cash is paid.",
+            "bank keeps its key where the cash is paid. A key is one request's, whatever "
+            "the write: used for another, it is refused (422 idempotency_key_reused).",
         },
         "paths": paths,
         "components": {

@@ -870,6 +870,46 @@ async def test_a_transfer_with_a_key_is_the_same_transfer_through_any_bank(banks
     assert status == 404  # not hers, from any bank
 
 
+async def test_a_key_names_one_request_whether_its_write_is_local_or_cross_bank(banks: Banks) -> None:
+    # A bank keeps its local writes' keys in the ledger and its cross-bank transfers' keys
+    # apart; a key taken in one is refused as reused in the other, and nothing moves.
+    source, destination, request = await transfer_between(banks, "b0", "b1")
+    deposit = {"bank": "b0", "account": source, "amount_cents": 10}
+    status, _ = await banks.call("POST", "b0", "/api/v1/deposits", deposit, who=ANA, headers={"Idempotency-Key": "k1"})
+    assert status == 201
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA,
+                                    headers={"Idempotency-Key": "k1"})
+    assert status == 422 and body["error"]["code"] == "idempotency_key_reused", body
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA,
+                                    headers={"Idempotency-Key": "k2"})
+    assert status == 202 and body["status"] == "committed", body
+    local = {"sources": [{"bank": "b0", "account": source, "amount_cents": 5}],
+             "destination": {"bank": "b0", "account": await banks.account("b0", ANA, 0)}}
+    for terminal, path, other in (("b0", "/api/v1/deposits", deposit), ("b2", "/api/v1/deposits", deposit),
+                                  ("b0", "/api/v1/transfers", local), ("b0", "/api/v1/withdrawals", deposit)):
+        status, body = await banks.call("POST", terminal, path, other, who=ANA, headers={"Idempotency-Key": "k2"})
+        assert status == 422 and body["error"]["code"] == "idempotency_key_reused", (terminal, path, body)
+    await settle(banks, {("b0", source): (910, 0), ("b1", destination): (100, 0)})
+    # Asked at once, a cross-bank transfer (its key kept in memory until its decision) and a
+    # local deposit with one key: whichever comes first keeps it, and the other is refused.
+    won = {"transfers": 0, "deposits": 0}
+    for index in range(6):
+        key = {"Idempotency-Key": f"race-{index}"}
+        asked = {"transfer": banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA, headers=key),
+                 "deposit": banks.call("POST", "b0", "/api/v1/deposits", deposit, who=ANA, headers=key)}
+        order = ["transfer", "deposit"] if index % 2 else ["deposit", "transfer"]  # either sent first
+        answers = dict(zip(order, await asyncio.gather(*(asked[name] for name in order))))
+        (transfer_status, transfer), (deposit_status, deposited) = answers["transfer"], answers["deposit"]
+        refused = [body for body in (transfer, deposited) if "error" in body]
+        assert len(refused) == 1 and refused[0]["error"]["code"] == "idempotency_key_reused", (transfer, deposited)
+        assert (transfer_status, deposit_status) in ((202, 422), (422, 201)), (transfer, deposited)
+        assert transfer_status == 422 or transfer["status"] == "committed", transfer
+        won["transfers" if transfer_status == 202 else "deposits"] += 1
+    await settle(banks, {("b0", source): (910 - 100 * won["transfers"] + 10 * won["deposits"], 0),
+                         ("b1", destination): (100 + 100 * won["transfers"], 0)})
+    assert (await banks.audit())["consistent"] is True
+
+
 async def test_a_transfer_with_a_key_waits_for_its_first_sources_bank(banks: Banks) -> None:
     _, destination, request = await transfer_between(banks, "b0", "b1")
     await banks.runners["b0"].cleanup()  # b0, which keeps the key, is gone

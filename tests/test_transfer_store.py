@@ -33,6 +33,7 @@ from bank.transfers.protocol import Leg, Transfer
 from bank.transfers.store import LedgerBook
 
 ANA = complete_cpf("529982247")
+BIA = complete_cpf("111444777")
 
 
 def transfer(transfer_id: str) -> Transfer:
@@ -175,6 +176,26 @@ async def test_a_key_is_stored_with_its_transfers_decision(book: LedgerBook) -> 
         await book.execute([RecordPending(transfer("t7"), (ANA, "k5", "other"))])
     (stored,) = await book.execute([LoadDecisions(("t5", "t6"))])
     assert list(stored) == ["t5"] and stored["t5"][0] == "committed"
+
+
+async def test_a_key_a_local_write_took_is_refused_to_a_transfer_and_the_other_way(book: LedgerBook) -> None:
+    ledger = book.ledger
+    assert (await ledger.create_customer(ANA, "Ana", "hash")).status == 201
+    number = (await ledger.create_account("individual", [ANA])).body["account"]
+    local = ledger_module.Idempotency(ANA, "k1", "deposit-fp")
+    assert (await ledger.deposit(number, 10, document=ANA, idempotency=local)).status == 201
+    for asked in (LoadKey(ANA, "k1"), RecordPending(transfer("t1"), (ANA, "k1", "transfer-fp"))):
+        with pytest.raises(KeyReused):
+            await book.execute([asked])
+    assert await book.execute([LoadKey(BIA, "k1")]) == [None]  # another customer's key
+    # A key a transfer recorded here took is refused to a local write, once the ledger is
+    # told where to look (the transfer service does, when it starts).
+    assert await book.execute([RecordPending(transfer("t2"), (ANA, "k2", "transfer-fp"))]) == [None]
+    ledger.keys_elsewhere = store.transfer_key_taken
+    refused = await ledger.deposit(number, 10, document=ANA, idempotency=ledger_module.Idempotency(ANA, "k2", "fp"))
+    assert refused.status == 422 and refused.body["error"]["code"] == "idempotency_key_reused"
+    assert (await ledger.account(number)).balance_cents == 10  # nothing moved
+    assert (await ledger.deposit(number, 5, document=ANA, idempotency=local)).replayed  # its own key still replays
 
 
 async def test_a_run_of_account_checks_answers_item_by_item(book: LedgerBook) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -45,6 +46,7 @@ from bank.transfers.protocol import (
     decode_message,
     encode_message,
 )
+from bank.transfers import store
 from bank.transfers.store import LedgerBook
 from tokenring.config import RingConfig
 from tokenring.core import Fence
@@ -188,6 +190,7 @@ class TransferService:
     async def start(self) -> None:
         """Create the tables, reload the protocol's state, start the timer."""
         await self.book.open()
+        self.ledger.keys_elsewhere = self._key_taken
         now = self._now_ms()
         await self._run(self.participant.start(now))
         sends = await self._run(self.coordinator.start(now))
@@ -206,8 +209,21 @@ class TransferService:
             outstanding=len(self.participant.outstanding),
         )
 
+    def _key_taken(self, conn: sqlite3.Connection, scope: str, key: str) -> bool:
+        """Whether a cross-bank transfer of this bank took the key: reserved by the
+        coordinator (in memory until it is stored, which is with its decision for a client
+        that waits) or stored. Asked by the ledger's writer thread for a local keyed write
+        (:attr:`bank.ledger.Ledger.keys_elsewhere`). The coordinator reserves a key on the
+        event loop before it asks the writer anything about it, and lets go of it only
+        once the writer stored it; a write queued before that reservation stores its key
+        first, and then the transfer is refused it (:func:`bank.transfers.store._transfer_key`).
+        So whichever comes first keeps the key. The membership test of a dict the event loop
+        changes is one atomic operation."""
+        return (scope, key) in self.coordinator.keys or store.transfer_key_taken(conn, scope, key)
+
     async def stop(self) -> None:
         """Cancel the timer and every background send, and wait for them."""
+        self.ledger.keys_elsewhere = None
         self._started = False
         tasks = list(self._tasks)
         for task in (self._timer, self._runner):

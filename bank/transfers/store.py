@@ -357,6 +357,25 @@ def _unacked(banks: Sequence[str]) -> str | None:
     return jsonio.dumps_text(sorted(banks)) if banks else None
 
 
+def _transfer_key(conn: sqlite3.Connection, scope: str, key: str) -> tuple[str, str] | None:
+    """``(fingerprint, transfer_id)`` of the cross-bank transfer a key names, if any. A key
+    a local write of the ledger stored (``idempotency``, the same customers' keys) is taken
+    by another request: refused as reused."""
+    row = conn.execute(
+        "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?", (scope, key)
+    ).fetchone()
+    if row is None and ledger_module.key_stored_in(conn, scope, key):
+        raise KeyReused(key)
+    return None if row is None else (row[0], row[1])
+
+
+def transfer_key_taken(conn: sqlite3.Connection, scope: str, key: str) -> bool:
+    """Whether a cross-bank transfer recorded here carries this key (for the ledger's own
+    keyed writes: :attr:`bank.ledger.Ledger.keys_elsewhere`)."""
+    found = conn.execute("SELECT 1 FROM transfer_keys WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+    return found is not None
+
+
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
     row = conn.execute("SELECT epoch, issuer, seq FROM transfer_fence WHERE id = 1").fetchone()
     return None if row is None else Fence(row[0], row[1], row[2])
@@ -409,10 +428,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
         case RecordPending(transfer, idempotency, request):
             if idempotency is not None:
                 scope, key, fingerprint = idempotency
-                row = conn.execute(
-                    "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?",
-                    (scope, key),
-                ).fetchone()
+                row = _transfer_key(conn, scope, key)
                 if row is not None and row[1] == transfer.id:
                     return None  # stored already (by its decision), key and all
                 if row is not None:
@@ -503,11 +519,7 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
             ledger_module.apply_holds_in(conn, releases, now_ms)
             return None
         case LoadKey(scope, key):
-            row = conn.execute(
-                "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?",
-                (scope, key),
-            ).fetchone()
-            return None if row is None else (row[0], row[1])
+            return _transfer_key(conn, scope, key)
         case LoadDecisions(transfer_ids):
             found: dict[str, tuple[str | None, Transfer]] = {}
             for start in range(0, len(transfer_ids), IN_LIST_MAX):
