@@ -3,6 +3,7 @@ run of items at a time answer exactly what the protocol expects of them, item by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -188,13 +189,23 @@ async def test_a_key_a_local_write_took_is_refused_to_a_transfer_and_the_other_w
         with pytest.raises(KeyReused):
             await book.execute([asked])
     assert await book.execute([LoadKey(BIA, "k1")]) == [None]  # another customer's key
+    # A key lookup runs in the writer, after what it queued first: it sees a local write's
+    # key before that write's group commit is over.
+    for index in range(20):
+        taken = ledger_module.Idempotency(ANA, f"q{index}", "deposit-fp")
+        deposit, lookup = await asyncio.gather(
+            ledger.deposit(number, 1, document=ANA, idempotency=taken),
+            book.execute([LoadKey(ANA, f"q{index}")]),
+            return_exceptions=True,
+        )
+        assert deposit.status == 201 and isinstance(lookup, KeyReused), (index, lookup)
     # A key a transfer recorded here took is refused to a local write, once the ledger is
     # told where to look (the transfer service does, when it starts).
     assert await book.execute([RecordPending(transfer("t2"), (ANA, "k2", "transfer-fp"))]) == [None]
     ledger.keys_elsewhere = store.transfer_key_taken
     refused = await ledger.deposit(number, 10, document=ANA, idempotency=ledger_module.Idempotency(ANA, "k2", "fp"))
     assert refused.status == 422 and refused.body["error"]["code"] == "idempotency_key_reused"
-    assert (await ledger.account(number)).balance_cents == 10  # nothing moved
+    assert (await ledger.account(number)).balance_cents == 30  # nothing moved
     assert (await ledger.deposit(number, 5, document=ANA, idempotency=local)).replayed  # its own key still replays
 
 

@@ -91,7 +91,9 @@ CREATE TABLE IF NOT EXISTS transfer_cash_outs (
 """
 """The protocol's tables, in the ledger's database (created when the service starts)."""
 
-_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator, LoadDecisions, LoadKey)
+_LOADS = (ReadDecision, LoadFence, LoadOutstanding, LoadCoordinator, LoadDecisions)
+# Not LoadKey: it asks whether a local write took the key, and must see one that the writer
+# is running now (stored, not committed yet), so it runs in the writer, after it.
 
 
 def account_number(account: str) -> int | None:
