@@ -20,6 +20,11 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
   pass on;
 - ``/interbank/transfer-status``: ``{"document", "id"}`` -> a transfer recorded here, as
   ``GET /api/v1/transfers/{id}`` shows it (404 for anyone else's);
+- ``/interbank/withdrawal-keys``: ``{"document", "idempotency_key", "fingerprint", "id"}`` ->
+  the key taken here, for a withdrawal from an account here that the signing bank pays in
+  cash as its transfer ``id``, or what the key already names (an envelope as above);
+- ``/interbank/withdrawal-status``: ``{"document", "id"}`` -> a withdrawal paid here, its
+  first answer for a retry at another bank (an envelope: ``{"status", "body"}``);
 - ``GET /interbank/audit``: this bank's figures, from one read transaction.
 
 Client routes added here: ``GET /api/v1/consortium/audit``. The other banks' listings behind
@@ -49,7 +54,7 @@ from bank.api import (
 from bank.api import wait_ms as api_wait_ms
 from bank.errors import ApiError
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
-from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id
+from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id, transfer_id_bank
 from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
@@ -77,12 +82,14 @@ __all__ = [
     "ACCOUNTS_TIMEOUT_S",
     "AUDIT_TIMEOUT_S",
     "DEPOSIT_TIMEOUT_S",
+    "WITHDRAWAL_KEY_TIMEOUT_S",
     "WITHDRAWAL_WAIT_MS",
     "TRANSFER_FORWARD_TIMEOUT_S",
     "consortium_accounts",
     "cross_bank",
     "install",
     "listings_elsewhere",
+    "replayed_withdrawal",
     "transfer_elsewhere",
 ]
 
@@ -98,7 +105,15 @@ DEPOSIT_TIMEOUT_S = 5.0
 TRANSFER_FORWARD_TIMEOUT_S = 5.0
 """How long a transfer forwarded to its first source's bank may take beyond its ``wait_ms``."""
 WITHDRAWAL_WAIT_MS = 10_000
-"""How long a cross-bank withdrawal waits for its outcome before answering 202 pending."""
+"""How long a cross-bank withdrawal, or a retry of it at any bank, waits for its outcome before
+answering 202 pending."""
+WITHDRAWAL_KEY_TIMEOUT_S = 5.0
+"""How long a cross-bank withdrawal with a key waits for the account's bank to take the key."""
+
+_CLAIMING: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("withdrawals_claiming")
+"""Cross-bank withdrawals of this bank whose key the account's bank is being asked to take:
+not stored yet, and not lost; each one's event is set once it is stored, or will never be
+(see :func:`_withdrawal_status_here`)."""
 
 # A refusal a participant voted, as the client API's error code.
 _REASON_CODES = {
@@ -123,10 +138,13 @@ def install(app: web.Application) -> None:
             web.post("/interbank/deposits", _forwarded_deposit),
             web.post("/interbank/transfers", _forwarded_transfer),
             web.post("/interbank/transfer-status", _transfer_status),
+            web.post("/interbank/withdrawal-keys", _withdrawal_key),
+            web.post("/interbank/withdrawal-status", _withdrawal_status),
             web.get("/interbank/audit", _bank_audit),
             web.get("/api/v1/consortium/audit", _consortium_audit),
         ]
     )
+    app[_CLAIMING] = {}
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_release_waiters)
 
@@ -418,6 +436,7 @@ async def _start(
     body: Any,
     *,
     record: bool = True,
+    transfer_id: str | None = None,
 ) -> tuple[TransferService, str, bool]:
     service = _service_of(request)
     here = request.app[BANK_ID]
@@ -425,7 +444,7 @@ async def _start(
     if total > AMOUNT_CENTS_MAX:
         raise ApiError("invalid_request", f"a transfer moves at most {AMOUNT_CENTS_MAX} cents")
     await _check_local_legs(request, caller, legs)
-    transfer = Transfer(new_transfer_id(here), here, caller, tuple(legs))
+    transfer = Transfer(transfer_id or new_transfer_id(here), here, caller, tuple(legs))
     try:
         transfer_id = await service.submit(transfer, idempotency=key, request=body, record=record)
     except KeyReused:
@@ -523,6 +542,16 @@ async def _forward_transfer(
         raise ApiError(
             "unavailable", f"bank {home}, where this transfer's first source is, did not answer; retry with the same Idempotency-Key"
         ) from None
+    status, body, replayed = _envelope(reply, f"bank {home} could not take the transfer; retry with the same Idempotency-Key")
+    return jsonio.response(body, status=status, headers=_REPLAYED if replayed else None)
+
+
+_REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+def _envelope(reply: Any, failure: str) -> tuple[int, dict[str, Any], bool]:
+    """Another bank's answer to pass on to a client, from its envelope (``status``,
+    ``body``, ``replayed``); ``failure`` is the 503's message when there is none."""
     forwarded = reply.body
     if (
         reply.status != 200
@@ -530,9 +559,8 @@ async def _forward_transfer(
         or not isinstance(forwarded.get("status"), int)
         or not isinstance(forwarded.get("body"), dict)
     ):
-        raise ApiError("unavailable", f"bank {home} could not take the transfer; retry with the same Idempotency-Key")
-    headers = {"Idempotent-Replayed": "true"} if forwarded.get("replayed") is True else None
-    return jsonio.response(forwarded["body"], status=forwarded["status"], headers=headers)
+        raise ApiError("unavailable", failure)
+    return forwarded["status"], forwarded["body"], forwarded.get("replayed") is True
 
 
 async def _forwarded_transfer(request: web.Request) -> web.Response:
@@ -586,15 +614,21 @@ async def transfer_elsewhere(request: web.Request, caller: str, transfer_id: str
     return jsonio.response(reply.body)
 
 
-async def _transfer_status(request: web.Request) -> web.Response:
-    """A transfer recorded here, for its customer asking at another bank (404 for anyone
-    else's, as at the client API)."""
+async def _document_and_id(request: web.Request) -> tuple[str, str]:
+    """A status request's ``{"document", "id"}``: a customer's and a transfer's."""
     payload = await _json(request)
     if not isinstance(payload, dict):
         raise _bad("expected an object")
     document, transfer_id = payload.get("document"), payload.get("id")
     if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise _bad("document and id")
+    return document, transfer_id
+
+
+async def _transfer_status(request: web.Request) -> web.Response:
+    """A transfer recorded here, for its customer asking at another bank (404 for anyone
+    else's, as at the client API)."""
+    document, transfer_id = await _document_and_id(request)
     transfer = await _ledger(request.app).transfer(transfer_id)
     if transfer is None or transfer.requested_by != document:
         return jsonio.response(error_body("not_found", "no such transfer"), status=404)
@@ -629,35 +663,176 @@ async def _run_transfer(
 
 
 async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str, Any]) -> web.Response:
+    """Cash paid here from an account at another bank: a transfer from that account to a
+    cash-out leg here, coordinated here. Its ``Idempotency-Key`` is kept by the account's bank,
+    with the keys of that account's withdrawals made there: this bank first asks it to take
+    the key for the transfer, and learns instead the first request's answer when the key was
+    taken (by a withdrawal there, or by one paid at any bank; see :func:`_withdrawal_key`)."""
     here = request.app[BANK_ID]
     amount = body["amount_cents"]
     legs = [Leg(body["bank"], str(body["account"]), amount, "source"), Leg(here, "", amount, "cash_out")]
+    source = (body["bank"], int(body["account"]))
+    asked = {"withdrawal": {k: body[k] for k in ("bank", "account", "amount_cents")}}
     key = _key(request, caller, body)
-    service, transfer_id, replayed = await _start(
-        request, caller, legs, key, {"withdrawal": {k: body[k] for k in ("bank", "account", "amount_cents")}}
+    if key is None:
+        _, transfer_id, _ = await _start(request, caller, legs, None, asked)
+        status, answer = await _withdrawal_here(
+            request, caller, transfer_id, source, WITHDRAWAL_WAIT_MS, fresh=True, keyed=False
+        )
+        return jsonio.response(answer, status=status)
+    try:
+        _service_of(request).check_room()  # before the key is taken for a transfer
+    except Backlogged as error:
+        raise ApiError("unavailable", str(error)) from None
+    transfer_id = new_transfer_id(here)
+    claiming = request.app[_CLAIMING]
+    claiming[transfer_id] = asyncio.Event()
+    try:
+        status, answer, replayed = await _claim_withdrawal_key(request, caller, body["bank"], key, transfer_id)
+        if replayed:
+            return await replayed_withdrawal(request, caller, status, answer)
+        if status != 202:
+            return jsonio.response(answer, status=status)  # the key names another request
+        await _start(request, caller, legs, None, asked, transfer_id=transfer_id)
+    finally:
+        claiming.pop(transfer_id).set()
+    status, answer = await _withdrawal_here(
+        request, caller, transfer_id, source, WITHDRAWAL_WAIT_MS, fresh=True, keyed=True
     )
-    answer = await _outcome(request, service, transfer_id, WITHDRAWAL_WAIT_MS, fresh=not replayed)
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return jsonio.response(answer, status=status)
+
+
+async def _claim_withdrawal_key(
+    request: web.Request, caller: str, bank: str, key: tuple[str, str, str], transfer_id: str
+) -> tuple[int, dict[str, Any], bool]:
+    app = request.app
+    payload = {"document": caller, "idempotency_key": key[1], "fingerprint": key[2], "id": transfer_id}
+    failure = f"bank {bank}, which keeps this withdrawal's Idempotency-Key, did not answer; nothing moved: retry with the same key"
+    try:
+        reply = await _ring(app).client.post_json(
+            app[CONFIG].bank(bank).url, "/interbank/withdrawal-keys", payload, timeout_s=WITHDRAWAL_KEY_TIMEOUT_S
+        )
+    except SendFailed:
+        raise ApiError("unavailable", failure) from None
+    return _envelope(reply, failure)
+
+
+async def replayed_withdrawal(request: web.Request, caller: str, status: int, answer: dict[str, Any]) -> web.Response:
+    """A retried withdrawal's first answer, as the bank that keeps its key stored it: a local
+    withdrawal's answer as it is; a cross-bank one's, ``{"id", "withdrawal_at"}``, asked of
+    the bank that pays its cash (this one or another)."""
+    terminal, transfer_id = answer.get("withdrawal_at"), answer.get("id")
+    if isinstance(terminal, str) and isinstance(transfer_id, str):
+        app = request.app
+        if terminal == app[BANK_ID]:
+            status, answer = await _withdrawal_status_here(request, caller, transfer_id)
+        else:
+            failure = f"bank {terminal}, which pays this withdrawal's cash, did not answer; retry with the same Idempotency-Key"
+            try:
+                reply = await _ring(app).client.post_json(
+                    app[CONFIG].bank(terminal).url, "/interbank/withdrawal-status", {"document": caller, "id": transfer_id},
+                    timeout_s=WITHDRAWAL_WAIT_MS / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
+                )
+            except SendFailed:
+                raise ApiError("unavailable", failure) from None
+            status, answer, _ = _envelope(reply, failure)
+    return jsonio.response(answer, status=status, headers=_REPLAYED)
+
+
+async def _withdrawal_here(
+    request: web.Request,
+    caller: str,
+    transfer_id: str,
+    source: tuple[str, int],
+    wait_ms: int,
+    *,
+    fresh: bool,
+    keyed: bool,
+) -> tuple[int, dict[str, Any]]:
+    """A cross-bank withdrawal paid here, after waiting up to ``wait_ms`` for its outcome:
+    ``201`` with the account as its bank shows it (``keyed``: the first such answer, kept
+    for retries); ``202`` while pending, or aborted for a reason that is no fault of the
+    request (a bank did not answer in time: a new request may succeed); raises the refusal
+    a participant voted."""
+    answer = await _outcome(request, _service_of(request), transfer_id, wait_ms, fresh=fresh)
     if answer["status"] == "aborted" and answer.get("reason") in _REASON_CODES:
         code = _REASON_CODES[answer["reason"]]
         raise ApiError(code, f"the withdrawal was refused: {answer['reason']} (transfer {transfer_id})")
     if answer["status"] != "committed":
-        # Still pending, or aborted for a reason that is no fault of the request (a bank did
-        # not answer in time): the transfer's record says which; a new request may succeed.
-        return jsonio.response(answer, status=202, headers=headers)
+        return 202, answer
     # The cash left here in the write of the decision (this bank is the last agent of its
     # transfers), so an audit read after this answer counts it.
-    account = await _remote_account(request, caller, body["bank"], int(body["account"]))
-    result = dict(account) if account is not None else {"bank": body["bank"], "account": body["account"]}
+    account = await _remote_account(request, caller, *source)
+    result = dict(account) if account is not None else {"bank": source[0], "account": source[1]}
     result["transfer_id"] = transfer_id
-    if key is not None:
-        # The account as read now is no answer to repeat: a retry gets the first one, kept
-        # here under the transfer (the account's held money, its later balance, may differ).
-        first = await _ledger(request.app).first_answer(
-            Idempotency(f"withdrawal:{transfer_id}", "answer", transfer_id), Answer(201, result)
-        )
-        result = first.body
-    return jsonio.response(result, status=201, headers=headers)
+    if not keyed:
+        return 201, result
+    # The account as read now is no answer to repeat: a retry gets the first one, kept here
+    # under the transfer (the account's held money, its later balance, may differ).
+    first = await _ledger(request.app).first_answer(
+        Idempotency(f"withdrawal:{transfer_id}", "answer", transfer_id), Answer(201, result)
+    )
+    return 201, first.body
+
+
+async def _withdrawal_status_here(request: web.Request, caller: str, transfer_id: str) -> tuple[int, dict[str, Any]]:
+    """The answer of a withdrawal paid here, for a retry of its request (at any bank). Its
+    key was taken for it before it was stored: meanwhile it is pending; stored, it is
+    followed to its outcome; neither, it never will be (this bank restarted, or failed to
+    make it, after the key was taken), so it moved nothing, and its key names it for good."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WITHDRAWAL_WAIT_MS / 1000  # one wait in all
+    claimed = request.app[_CLAIMING].get(transfer_id)
+    if claimed is not None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await claimed.wait()
+        except TimeoutError:
+            return 202, {"id": transfer_id, "status": "pending"}
+    record = await _ledger(request.app).transfer(transfer_id)
+    asked = None if record is None or not isinstance(record.request, dict) else record.request.get("withdrawal")
+    if record is not None and (record.requested_by != caller or not isinstance(asked, dict)):
+        return 404, error_body("not_found", "no such withdrawal")
+    try:
+        if record is None or not isinstance(asked, dict):
+            raise ApiError(
+                "unavailable",
+                f"withdrawal {transfer_id} was lost before it was made: nothing moved; ask again with a new Idempotency-Key",
+            )
+        source = (str(asked["bank"]), int(asked["account"]))
+        wait_ms = max(0, int((deadline - loop.time()) * 1000))
+        return await _withdrawal_here(request, caller, transfer_id, source, wait_ms, fresh=False, keyed=True)
+    except ApiError as error:
+        return error.refusal.status, error.refusal.body()
+
+
+async def _withdrawal_key(request: web.Request) -> web.Response:
+    """Take a client's ``Idempotency-Key`` for a withdrawal from an account here paid in cash
+    at the signing bank, as transfer ``id`` of that bank; or answer what the key already
+    names: a withdrawal made here (its answer), another bank's (``{"id", "withdrawal_at"}``),
+    or another request (422). In an envelope (``status``, ``body``, ``replayed``)."""
+    payload = await _json(request)
+    if not isinstance(payload, dict):
+        raise _bad("expected an object")
+    document, key, fingerprint, transfer_id = (payload.get(name) for name in ("document", "idempotency_key", "fingerprint", "id"))
+    if not isinstance(document, str) or not document:
+        raise _bad("document")
+    if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
+        raise _bad("idempotency_key")
+    terminal = request[SIGNED_SENDER]
+    if not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX or transfer_id_bank(transfer_id) != terminal:
+        raise _bad("id: a transfer id of the signing bank")
+    taken = Answer(202, {"id": transfer_id, "status": "pending", "withdrawal_at": terminal})
+    answer = await _ledger(request.app).first_answer(Idempotency(document, key, fingerprint), taken, client_key=True)
+    return jsonio.response({"status": answer.status, "body": answer.body, "replayed": answer.replayed})
+
+
+async def _withdrawal_status(request: web.Request) -> web.Response:
+    """A withdrawal paid here, for its customer retrying it at another bank: its first
+    answer in an envelope (``status``, ``body``); 404 for anyone else's."""
+    document, transfer_id = await _document_and_id(request)
+    status, answer = await _withdrawal_status_here(request, document, transfer_id)
+    return jsonio.response({"status": status, "body": answer})
 
 
 async def _remote_account(request: web.Request, caller: str, bank: str, number: int) -> dict[str, Any] | None:

@@ -1129,15 +1129,17 @@ class Ledger:
 
         return await self.point(run)
 
-    async def first_answer(self, idempotency: Idempotency, answer: Answer) -> Answer:
+    async def first_answer(self, idempotency: Idempotency, answer: Answer, *, client_key: bool = False) -> Answer:
         """``answer`` stored under ``idempotency`` unless an answer is stored there already;
-        the stored one (the first) either way. For an answer made after its effect was
+        the stored one (``replayed``) either way. For an answer made after its effect was
         written elsewhere (a cross-bank withdrawal's, once its transfer committed), so that
-        a retry gets the first answer, not a new reading."""
+        a retry gets the first answer, not a new reading; and for a client's key that a
+        write elsewhere takes (``client_key``: refused as reused, as a local write would
+        be, when a cross-bank transfer holds it: :attr:`keys_elsewhere`)."""
         now = self.now_ms()
 
         def run(conn: sqlite3.Connection) -> Answer:
-            return _idempotent(conn, idempotency, now, lambda: answer)
+            return _idempotent(conn, idempotency, now, lambda: answer, self.keys_elsewhere if client_key else None)
 
         return await self.write(run)
 

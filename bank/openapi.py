@@ -499,10 +499,9 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
             '{"error": {"code", "message"}}; bad input is a 4xx and changes nothing. A write '
             "with an Idempotency-Key is applied at most once; a retry gets the first answer. "
             "Keys are kept per customer by the bank that received the request, except that a "
-            "deposit into an account at another bank is forwarded there with its key, and a "
-            "transfer with a key is coordinated by its first source's bank: both are the same "
-            "request when retried through any bank. A withdrawal from an account at another "
-            "bank keeps its key where the cash is paid. A key is one request's, whatever "
+            "deposit into or a withdrawal from an account at another bank has that bank keep "
+            "its key, and a transfer with a key is coordinated by its first source's bank: each "
+            "is the same request when retried through any bank. A key is one request's, whatever "
             "the write: used for another, it is refused (422 idempotency_key_reused).",
         },
         "paths": paths,

@@ -19,7 +19,9 @@ from bank import ledger as ledger_module
 from bank.keys import LEDGER, TRANSFERS
 from bank.process import write_ring_file
 from bank.server import build_app
+from bank.ledger import new_transfer_id, request_fingerprint
 from bank.transfers.service import ROUND_MS_MIN
+from tokenring import jsonio
 from tokenring.signing import SignedClient
 
 SECRET = b"test-secret-for-interbank"
@@ -818,6 +820,97 @@ async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Bank
         assert (response.status, await response.json()) == (201, first)
         assert response.headers["Idempotent-Replayed"] == "true"
     await settle(banks, {("b1", account): (750, 0)})
+
+
+async def withdraw(banks: Banks, bank: str, request: dict[str, Any], key: str) -> tuple[int, Any, str | None]:
+    """A withdrawal asked of ``bank`` with an Idempotency-Key: status, body, Idempotent-Replayed."""
+    async with banks.session.post(banks.url(bank) + "/api/v1/withdrawals", json=request, headers={
+            "Idempotency-Key": key, "Authorization": f"Bearer {banks.tokens[(bank, ANA)]}"}) as response:
+        return response.status, await response.json(), response.headers.get("Idempotent-Replayed")
+
+
+async def test_a_withdrawal_with_a_key_is_one_withdrawal_through_any_bank(banks: Banks) -> None:
+    # The key is kept by the account's bank (b1), with its local withdrawals' keys: a retry
+    # through any bank, b1 included, gets the first answer and pays nothing more.
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    request = {"bank": "b1", "account": account, "amount_cents": 300}
+    status, first, replayed = await withdraw(banks, "b0", request, "cash-any")
+    assert status == 201 and first["transfer_id"].startswith("b0-") and replayed is None, first
+    status, _ = await banks.call("POST", "b1", "/api/v1/deposits",
+                                 {"bank": "b1", "account": account, "amount_cents": 50}, who=ANA)
+    assert status == 201
+    for terminal in ("b2", "b1", "b0", "b2"):
+        assert await withdraw(banks, terminal, request, "cash-any") == (201, first, "true"), terminal
+    for terminal in ("b1", "b2"):  # the key for another request, anywhere
+        status, body, _ = await withdraw(banks, terminal, {**request, "amount_cents": 1}, "cash-any")
+        assert status == 422 and body["error"]["code"] == "idempotency_key_reused", body
+    # Made first at the account's bank, a local withdrawal is the same one through any bank.
+    local = {**request, "amount_cents": 200}
+    status, first_local, _ = await withdraw(banks, "b1", local, "cash-here")
+    assert status == 201 and first_local["balance_cents"] == 550, first_local
+    for terminal in ("b0", "b2"):
+        assert await withdraw(banks, terminal, local, "cash-here") == (201, first_local, "true"), terminal
+    # Refused the first time (more than the account has), refused the same way after.
+    status, refused, _ = await withdraw(banks, "b2", {**request, "amount_cents": 5_000}, "cash-too-much")
+    assert status == 409 and refused["error"]["code"] == "insufficient_funds", refused
+    for terminal in ("b0", "b1", "b2"):
+        assert await withdraw(banks, terminal, {**request, "amount_cents": 5_000}, "cash-too-much") == (409, refused, "true")
+    await settle(banks, {("b1", account): (550, 0)})
+    audit = await banks.audit()
+    assert audit["consistent"] is True and audit["total_cents"] == audit["expected_cents"] == 550, audit
+
+
+async def test_the_same_keyed_withdrawal_asked_at_every_bank_at_once_is_made_once(banks: Banks) -> None:
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    request = {"bank": "b1", "account": account, "amount_cents": 100}
+    for round_index in range(6):
+        # Every bank at once; or only the two that pay cash for b1's account (each retry then
+        # waits for the first one's outcome at the bank that pays it), then b1 itself.
+        terminals = ("b0", "b1", "b2", "b0", "b2") if round_index % 2 else ("b0", "b2", "b0", "b2")
+        key = f"race-{round_index}"
+        answers = await asyncio.gather(*(withdraw(banks, terminal, request, key) for terminal in terminals))
+        if "b1" not in terminals:
+            answers.append(await withdraw(banks, "b1", request, key))
+        # One of them made it (at b1, a local withdrawal, or at b0 or b2, a cross-bank one);
+        # every other one is its replay.
+        assert {(status, jsonio.dumps_text(body)) for status, body, _ in answers} == {
+            (201, jsonio.dumps_text(answers[0][1]))
+        }, answers
+        assert sorted(replayed or "" for _, _, replayed in answers) == ["", "true", "true", "true", "true"], answers
+    await settle(banks, {("b1", account): (400, 0)})
+
+
+async def test_a_keyed_withdrawal_waits_for_the_accounts_bank(banks: Banks) -> None:
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    await banks.runners["b1"].cleanup()  # b1, which keeps the key, is gone
+    status, body, _ = await withdraw(banks, "b0", {"bank": "b1", "account": account, "amount_cents": 100}, "cash-later")
+    assert status == 503 and body["error"]["code"] == "unavailable" and "b1" in body["error"]["message"], body
+    audit = await banks.apps["b0"][LEDGER].audit()
+    assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
+
+
+async def test_a_withdrawal_whose_key_was_taken_but_never_made_moved_nothing(banks: Banks) -> None:
+    # b0 took the key at b1 for a withdrawal, then never stored it (as if it restarted in
+    # between): any retry hears that nothing moved and that the key is spent.
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    request = {"bank": "b1", "account": account, "amount_cents": 100}
+    claim = {"document": ANA, "idempotency_key": "cash-lost", "id": new_transfer_id("b0"),
+             "fingerprint": request_fingerprint("POST", "/api/v1/withdrawals", request)}
+    reply = await SignedClient(banks.session, SECRET, "b0").post_json(banks.url("b1"), "/interbank/withdrawal-keys", claim)
+    assert reply.status == 200 and (reply.body["status"], reply.body["replayed"]) == (202, False), reply.body
+    for terminal in ("b2", "b1", "b0"):
+        status, body, _ = await withdraw(banks, terminal, request, "cash-lost")
+        assert status == 503 and "nothing moved" in body["error"]["message"], (terminal, body)
+        assert "new Idempotency-Key" in body["error"]["message"]
+    assert await banks.balance("b1", ANA, account) == (1_000, 0)
+    # Only the bank that pays the cash may take a key for its own transfer id.
+    forged = await SignedClient(banks.session, SECRET, "b2").post_json(
+        banks.url("b1"), "/interbank/withdrawal-keys", {**claim, "idempotency_key": "cash-forged"})
+    assert forged.status == 400, forged.body
 
 
 async def transfer_between(banks: Banks, source_bank: str, destination_bank: str) -> tuple[int, int, dict[str, Any]]:

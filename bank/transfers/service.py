@@ -272,8 +272,7 @@ class TransferService:
         ``record``: durable on return. False: stored with its decision (its idempotency key
         too, kept in memory until then), for a caller that tells the client the id only with
         the outcome or after :meth:`ensure_recorded`."""
-        if self.coordinator.backlog >= self.pending_transfers_max:
-            raise Backlogged(f"{self.coordinator.backlog} transfers already wait here")
+        self.check_room()
         # Submissions need no lock: a transfer to store first enters the coordinator's pending
         # only once it is durable, and a round takes pending ones synchronously.
         transfer_id: str = await self._run(
@@ -287,6 +286,11 @@ class TransferService:
         )
         self._work.set()
         return transfer_id
+
+    def check_room(self) -> None:
+        """Raise :class:`Backlogged` when no more transfers may wait here."""
+        if self.coordinator.backlog >= self.pending_transfers_max:
+            raise Backlogged(f"{self.coordinator.backlog} transfers already wait here")
 
     async def ensure_recorded(self, transfer_id: str) -> bool:
         """Store a transfer submitted with ``record=False`` unless it is stored, before its
