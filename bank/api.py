@@ -575,12 +575,14 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
         answer = await ledger.withdraw(
             account, amount_cents, document=caller, idempotency=idempotency
         )
-        if answer.replayed and "withdrawal_at" in answer.body:
+        if answer.replayed and idempotency is not None and "withdrawal_at" in answer.body:
             # The key was taken first by a withdrawal from this account paid at a bank (this
             # one or another) in cash: that one's answer, from where it was paid.
             from bank import interbank  # imported late: it imports us
 
-            return await interbank.replayed_withdrawal(request, caller, answer.status, answer.body)
+            return await interbank.replayed_local_withdrawal(
+                request, account, amount_cents, caller, idempotency, answer
+            )
     return _answer(answer)
 
 

@@ -82,6 +82,7 @@ __all__ = [
     "ACCOUNTS_TIMEOUT_S",
     "AUDIT_TIMEOUT_S",
     "DEPOSIT_TIMEOUT_S",
+    "WITHDRAWAL_KEY_ATTEMPTS_MAX",
     "WITHDRAWAL_KEY_TIMEOUT_S",
     "WITHDRAWAL_WAIT_MS",
     "TRANSFER_FORWARD_TIMEOUT_S",
@@ -89,6 +90,7 @@ __all__ = [
     "cross_bank",
     "install",
     "listings_elsewhere",
+    "replayed_local_withdrawal",
     "replayed_withdrawal",
     "transfer_elsewhere",
 ]
@@ -109,6 +111,9 @@ WITHDRAWAL_WAIT_MS = 10_000
 answering 202 pending."""
 WITHDRAWAL_KEY_TIMEOUT_S = 5.0
 """How long a cross-bank withdrawal with a key waits for the account's bank to take the key."""
+WITHDRAWAL_KEY_ATTEMPTS_MAX = 3
+"""How many times one request takes its withdrawal's key anew after finding it named a
+withdrawal that was never made (each time, another request may have taken it first)."""
 
 _CLAIMING: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("withdrawals_claiming")
 """Cross-bank withdrawals of this bank whose key the account's bank is being asked to take:
@@ -684,29 +689,46 @@ async def _withdraw_elsewhere(request: web.Request, caller: str, body: dict[str,
         _service_of(request).check_room()  # before the key is taken for a transfer
     except Backlogged as error:
         raise ApiError("unavailable", str(error)) from None
-    transfer_id = new_transfer_id(here)
     claiming = request.app[_CLAIMING]
-    claiming[transfer_id] = asyncio.Event()
-    try:
-        status, answer, replayed = await _claim_withdrawal_key(request, caller, body["bank"], key, transfer_id)
-        if replayed:
-            return await replayed_withdrawal(request, caller, status, answer)
-        if status != 202:
-            return jsonio.response(answer, status=status)  # the key names another request
-        await _start(request, caller, legs, None, asked, transfer_id=transfer_id)
-    finally:
-        claiming.pop(transfer_id).set()
-    status, answer = await _withdrawal_here(
-        request, caller, transfer_id, source, WITHDRAWAL_WAIT_MS, fresh=True, keyed=True
-    )
-    return jsonio.response(answer, status=status)
+    lost: dict[str, Any] | None = None
+    for _ in range(WITHDRAWAL_KEY_ATTEMPTS_MAX):
+        transfer_id = new_transfer_id(here)
+        claiming[transfer_id] = asyncio.Event()
+        try:
+            status, answer, replayed = await _claim_withdrawal_key(
+                request, caller, body["bank"], key, transfer_id, replacing=lost
+            )
+            if replayed:
+                response = await replayed_withdrawal(request, caller, status, answer)
+                if response is not None:
+                    return response
+                lost = answer  # never made: the next claim gives its key to this request
+                continue
+            if status != 202:
+                return jsonio.response(answer, status=status)  # the key names another request
+            await _start(request, caller, legs, None, asked, transfer_id=transfer_id)
+        finally:
+            claiming.pop(transfer_id).set()
+        status, answer = await _withdrawal_here(
+            request, caller, transfer_id, source, WITHDRAWAL_WAIT_MS, fresh=True, keyed=True
+        )
+        return jsonio.response(answer, status=status)
+    raise ApiError("unavailable", "this withdrawal's Idempotency-Key is being taken by other requests; retry with it")
 
 
 async def _claim_withdrawal_key(
-    request: web.Request, caller: str, bank: str, key: tuple[str, str, str], transfer_id: str
+    request: web.Request,
+    caller: str,
+    bank: str,
+    key: tuple[str, str, str],
+    transfer_id: str,
+    *,
+    replacing: dict[str, Any] | None,
 ) -> tuple[int, dict[str, Any], bool]:
     app = request.app
-    payload = {"document": caller, "idempotency_key": key[1], "fingerprint": key[2], "id": transfer_id}
+    payload = {
+        "document": caller, "idempotency_key": key[1], "fingerprint": key[2], "id": transfer_id, "replacing": replacing,
+    }  # fmt: skip
     failure = f"bank {bank}, which keeps this withdrawal's Idempotency-Key, did not answer; nothing moved: retry with the same key"
     try:
         reply = await _ring(app).client.post_json(
@@ -717,15 +739,18 @@ async def _claim_withdrawal_key(
     return _envelope(reply, failure)
 
 
-async def replayed_withdrawal(request: web.Request, caller: str, status: int, answer: dict[str, Any]) -> web.Response:
+async def replayed_withdrawal(
+    request: web.Request, caller: str, status: int, answer: dict[str, Any]
+) -> web.Response | None:
     """A retried withdrawal's first answer, as the bank that keeps its key stored it: a local
     withdrawal's answer as it is; a cross-bank one's, ``{"id", "withdrawal_at"}``, asked of
-    the bank that pays its cash (this one or another)."""
+    the bank that pays its cash (this one or another). None when that one was never made
+    (nothing moved, and it never will): the key may be given back, for this request to make."""
     terminal, transfer_id = answer.get("withdrawal_at"), answer.get("id")
     if isinstance(terminal, str) and isinstance(transfer_id, str):
         app = request.app
         if terminal == app[BANK_ID]:
-            status, answer = await _withdrawal_status_here(request, caller, transfer_id)
+            status, answer, lost = await _withdrawal_status_here(request, caller, transfer_id)
         else:
             failure = f"bank {terminal}, which pays this withdrawal's cash, did not answer; retry with the same Idempotency-Key"
             try:
@@ -736,7 +761,28 @@ async def replayed_withdrawal(request: web.Request, caller: str, status: int, an
             except SendFailed:
                 raise ApiError("unavailable", failure) from None
             status, answer, _ = _envelope(reply, failure)
+            lost = isinstance(reply.body, dict) and reply.body.get("lost") is True
+        if lost:
+            return None
     return jsonio.response(answer, status=status, headers=_REPLAYED)
+
+
+async def replayed_local_withdrawal(
+    request: web.Request, account: int, amount_cents: int, caller: str, idempotency: Idempotency, answer: Answer
+) -> web.Response:
+    """A withdrawal asked here, from an account here, whose key names a cross-bank
+    withdrawal (``answer``, the pointer :func:`_withdrawal_key` stored): that one's answer;
+    or, when it was never made, this one, made here once the key is given back."""
+    ledger = _ledger(request.app)
+    for _ in range(WITHDRAWAL_KEY_ATTEMPTS_MAX):
+        response = await replayed_withdrawal(request, caller, answer.status, answer.body)
+        if response is not None:
+            return response
+        await ledger.forget_answer(idempotency, answer.body)
+        answer = await ledger.withdraw(account, amount_cents, document=caller, idempotency=idempotency)
+        if not (answer.replayed and "withdrawal_at" in answer.body):
+            return jsonio.response(answer.body, status=answer.status, headers=_REPLAYED if answer.replayed else None)
+    raise ApiError("unavailable", "this withdrawal's Idempotency-Key is being taken by other requests; retry with it")
 
 
 async def _withdrawal_here(
@@ -775,11 +821,14 @@ async def _withdrawal_here(
     return 201, first.body
 
 
-async def _withdrawal_status_here(request: web.Request, caller: str, transfer_id: str) -> tuple[int, dict[str, Any]]:
-    """The answer of a withdrawal paid here, for a retry of its request (at any bank). Its
-    key was taken for it before it was stored: meanwhile it is pending; stored, it is
-    followed to its outcome; neither, it never will be (this bank restarted, or failed to
-    make it, after the key was taken), so it moved nothing, and its key names it for good."""
+async def _withdrawal_status_here(
+    request: web.Request, caller: str, transfer_id: str
+) -> tuple[int, dict[str, Any], bool]:
+    """The answer of a withdrawal paid here, for a retry of its request (at any bank), and
+    whether it is lost. Its key was taken for it before it was stored: meanwhile it is
+    pending; stored, it is followed to its outcome; neither, it never will be (this bank
+    restarted, or failed to make it, after the key was taken): lost, it moved nothing, and
+    the key may be given back to the request."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WITHDRAWAL_WAIT_MS / 1000  # one wait in all
     claimed = request.app[_CLAIMING].get(transfer_id)
@@ -788,22 +837,20 @@ async def _withdrawal_status_here(request: web.Request, caller: str, transfer_id
             async with asyncio.timeout_at(deadline):
                 await claimed.wait()
         except TimeoutError:
-            return 202, {"id": transfer_id, "status": "pending"}
+            return 202, {"id": transfer_id, "status": "pending"}, False
     record = await _ledger(request.app).transfer(transfer_id)
-    asked = None if record is None or not isinstance(record.request, dict) else record.request.get("withdrawal")
-    if record is not None and (record.requested_by != caller or not isinstance(asked, dict)):
-        return 404, error_body("not_found", "no such withdrawal")
+    if record is None:
+        return 503, error_body("unavailable", f"withdrawal {transfer_id} was never made: nothing moved"), True
+    asked = record.request.get("withdrawal") if isinstance(record.request, dict) else None
+    if record.requested_by != caller or not isinstance(asked, dict):
+        return 404, error_body("not_found", "no such withdrawal"), False
+    source = (str(asked["bank"]), int(asked["account"]))
+    wait_ms = max(0, int((deadline - loop.time()) * 1000))
     try:
-        if record is None or not isinstance(asked, dict):
-            raise ApiError(
-                "unavailable",
-                f"withdrawal {transfer_id} was lost before it was made: nothing moved; ask again with a new Idempotency-Key",
-            )
-        source = (str(asked["bank"]), int(asked["account"]))
-        wait_ms = max(0, int((deadline - loop.time()) * 1000))
-        return await _withdrawal_here(request, caller, transfer_id, source, wait_ms, fresh=False, keyed=True)
+        status, answer = await _withdrawal_here(request, caller, transfer_id, source, wait_ms, fresh=False, keyed=True)
     except ApiError as error:
-        return error.refusal.status, error.refusal.body()
+        status, answer = error.refusal.status, error.refusal.body()
+    return status, answer, False
 
 
 async def _withdrawal_key(request: web.Request) -> web.Response:
@@ -822,8 +869,17 @@ async def _withdrawal_key(request: web.Request) -> web.Response:
     terminal = request[SIGNED_SENDER]
     if not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX or transfer_id_bank(transfer_id) != terminal:
         raise _bad("id: a transfer id of the signing bank")
+    replacing = payload.get("replacing")
+    if replacing is not None and not (isinstance(replacing, dict) and isinstance(replacing.get("withdrawal_at"), str)):
+        raise _bad("replacing: what the key named, a withdrawal another bank was to pay")
+    ledger = _ledger(request.app)
+    idempotency = Idempotency(document, key, fingerprint)
+    if replacing is not None:
+        # The asker learnt from the bank that was to pay it that this withdrawal was never
+        # made: the key is given back, unless it names something else by now.
+        await ledger.forget_answer(idempotency, replacing)
     taken = Answer(202, {"id": transfer_id, "status": "pending", "withdrawal_at": terminal})
-    answer = await _ledger(request.app).first_answer(Idempotency(document, key, fingerprint), taken, client_key=True)
+    answer = await ledger.first_answer(idempotency, taken, client_key=True)
     return jsonio.response({"status": answer.status, "body": answer.body, "replayed": answer.replayed})
 
 
@@ -831,8 +887,8 @@ async def _withdrawal_status(request: web.Request) -> web.Response:
     """A withdrawal paid here, for its customer retrying it at another bank: its first
     answer in an envelope (``status``, ``body``); 404 for anyone else's."""
     document, transfer_id = await _document_and_id(request)
-    status, answer = await _withdrawal_status_here(request, document, transfer_id)
-    return jsonio.response({"status": status, "body": answer})
+    status, answer, lost = await _withdrawal_status_here(request, document, transfer_id)
+    return jsonio.response({"status": status, "body": answer, "lost": lost})
 
 
 async def _remote_account(request: web.Request, caller: str, bank: str, number: int) -> dict[str, Any] | None:

@@ -1143,6 +1143,23 @@ class Ledger:
 
         return await self.write(run)
 
+    async def forget_answer(self, idempotency: Idempotency, body: dict[str, Any]) -> bool:
+        """Give a key back: delete the answer stored under ``idempotency`` if it is ``body``
+        (the same request's, and not another answer since). For a key taken for a write that
+        is known never to happen, so that a retry makes it. Whether it was deleted."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT fingerprint, body FROM idempotency WHERE scope = ? AND key = ?",
+                (idempotency.scope, idempotency.key),
+            ).fetchone()
+            if row is None or row[0] != idempotency.fingerprint or jsonio.loads(row[1]) != body:
+                return False
+            conn.execute("DELETE FROM idempotency WHERE scope = ? AND key = ?", (idempotency.scope, idempotency.key))
+            return True
+
+        return bool(await self.write(run))
+
     # -- holds: the participant's side of a cross-bank transfer ---------------------------
 
     async def place_hold(

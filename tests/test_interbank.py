@@ -892,25 +892,31 @@ async def test_a_keyed_withdrawal_waits_for_the_accounts_bank(banks: Banks) -> N
     assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
 
 
-async def test_a_withdrawal_whose_key_was_taken_but_never_made_moved_nothing(banks: Banks) -> None:
+async def test_a_withdrawal_whose_key_was_taken_but_never_made_is_made_by_its_retry(banks: Banks) -> None:
     # b0 took the key at b1 for a withdrawal, then never stored it (as if it restarted in
-    # between): any retry hears that nothing moved and that the key is spent.
+    # between): it moved nothing and never will, so the key goes to the next retry, which
+    # makes the withdrawal (as a cross-bank one at b2, or as a local one at b1), once.
     await customer_everywhere(banks, ANA)
     account = await banks.account("b1", ANA, 1_000)
     request = {"bank": "b1", "account": account, "amount_cents": 100}
-    claim = {"document": ANA, "idempotency_key": "cash-lost", "id": new_transfer_id("b0"),
-             "fingerprint": request_fingerprint("POST", "/api/v1/withdrawals", request)}
-    reply = await SignedClient(banks.session, SECRET, "b0").post_json(banks.url("b1"), "/interbank/withdrawal-keys", claim)
-    assert reply.status == 200 and (reply.body["status"], reply.body["replayed"]) == (202, False), reply.body
-    for terminal in ("b2", "b1", "b0"):
-        status, body, _ = await withdraw(banks, terminal, request, "cash-lost")
-        assert status == 503 and "nothing moved" in body["error"]["message"], (terminal, body)
-        assert "new Idempotency-Key" in body["error"]["message"]
-    assert await banks.balance("b1", ANA, account) == (1_000, 0)
-    # Only the bank that pays the cash may take a key for its own transfer id.
-    forged = await SignedClient(banks.session, SECRET, "b2").post_json(
-        banks.url("b1"), "/interbank/withdrawal-keys", {**claim, "idempotency_key": "cash-forged"})
+    b0 = SignedClient(banks.session, SECRET, "b0")
+    for key, first_at, others in (("cash-lost", "b2", ("b1", "b0", "b2")), ("cash-lost-2", "b1", ("b0", "b2", "b1"))):
+        claim = {"document": ANA, "idempotency_key": key, "id": new_transfer_id("b0"),
+                 "fingerprint": request_fingerprint("POST", "/api/v1/withdrawals", request)}
+        reply = await b0.post_json(banks.url("b1"), "/interbank/withdrawal-keys", claim)
+        assert reply.status == 200 and (reply.body["status"], reply.body["replayed"]) == (202, False), reply.body
+        status, first, replayed = await withdraw(banks, first_at, request, key)
+        assert status == 201 and replayed is None, first
+        for terminal in others:
+            assert await withdraw(banks, terminal, request, key) == (201, first, "true"), terminal
+    await settle(banks, {("b1", account): (800, 0)})
+    # Only the bank that pays the cash may take a key for its own transfer id, and a key is
+    # given back only in place of a withdrawal another bank was to pay.
+    claim = {"document": ANA, "idempotency_key": "cash-forged", "id": new_transfer_id("b0"), "fingerprint": "f"}
+    forged = await SignedClient(banks.session, SECRET, "b2").post_json(banks.url("b1"), "/interbank/withdrawal-keys", claim)
     assert forged.status == 400, forged.body
+    taken = await b0.post_json(banks.url("b1"), "/interbank/withdrawal-keys", {**claim, "replacing": {"balance_cents": 1}})
+    assert taken.status == 400, taken.body
 
 
 async def transfer_between(banks: Banks, source_bank: str, destination_bank: str) -> tuple[int, int, dict[str, Any]]:

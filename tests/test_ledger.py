@@ -18,6 +18,7 @@ from bank.documents import complete_cnpj, complete_cpf
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
     BALANCE_CENTS_MAX,
+    Answer,
     Idempotency,
     Ledger,
     LedgerClosed,
@@ -320,6 +321,21 @@ async def test_hold_place_commit_release_and_their_repeats(ledger: Ledger) -> No
     assert await ledger.release_hold("t5", a) == "no_hold"
     assert await ledger.place_hold("t5", a, 1, ANA) == "decided"
     assert (await ledger.check()).ok
+
+
+async def test_a_key_is_given_back_only_while_it_names_the_answer_given(ledger: Ledger) -> None:
+    a, _, _ = await _setup(ledger)
+    key = Idempotency(ANA, "k", "fp")
+    taken = {"id": "b2-x", "status": "pending", "withdrawal_at": "b2"}
+    assert (await ledger.first_answer(key, Answer(202, taken))).replayed is False
+    # Not another request's (fingerprint), not another answer: the key stays taken.
+    assert await ledger.forget_answer(Idempotency(ANA, "k", "other"), taken) is False
+    assert await ledger.forget_answer(key, {**taken, "id": "b2-y"}) is False
+    assert await ledger.forget_answer(key, taken) is True
+    assert await ledger.forget_answer(key, taken) is False  # given back once
+    made = await ledger.deposit(a, 5, document=ANA, idempotency=key)
+    assert made.status == 201 and not made.replayed
+    assert (await ledger.deposit(a, 5, document=ANA, idempotency=key)).replayed
 
 
 async def test_credit_applies_once_and_debits_settlement(ledger: Ledger) -> None:
