@@ -473,8 +473,13 @@ class Teller:
             await self.follow_transfer(customer, op, timeout_s=1.0)
             return
         movement = op.credits[0] if op.kind is Kind.DEPOSIT else op.debits[0]
+        # Retried through the next bank, not the one first asked: the account's bank keeps a
+        # deposit's or a withdrawal's key, so any bank answers the first answer (or makes it,
+        # when it never happened).
+        banks = sorted(customer.sessions)
+        terminal = banks[(banks.index(op.bank) + 1) % len(banks)] if op.bank in banks else op.bank
         retried = await self._cash(
-            op.kind, customer, op.bank, movement.account, movement.amount_cents,
+            op.kind, customer, terminal, movement.account, movement.amount_cents,
             key=op.key, invoke_ms=op.invoke_ms,
         )  # fmt: skip
         if retried.outcome is Outcome.REFUSED and retried.reason and "not sent" in retried.reason:
