@@ -294,14 +294,17 @@ async def _forwarded_deposit(request: web.Request) -> web.Response:
         raise _bad("account")
     if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= AMOUNT_CENTS_MAX:
         raise _bad("amount_cents")
-    idempotency = None
-    if key is not None:
-        if not isinstance(key, str) or not isinstance(fingerprint, str):
-            raise _bad("idempotency_key")
-        idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
+    idempotency = None if key is None else _forwarded_key(document, key, fingerprint)
     ledger = _ledger(request.app)
     answer = await ledger.deposit(account, amount, document=document, idempotency=idempotency)
     return jsonio.response(answer.body, status=answer.status)
+
+
+def _forwarded_key(document: str, key: Any, fingerprint: Any) -> Idempotency:
+    """A client's ``Idempotency-Key`` and request fingerprint, as another bank forwarded them."""
+    if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
+        raise _bad("idempotency_key")
+    return Idempotency(scope=document, key=key, fingerprint=fingerprint)
 
 
 async def _bank_audit(request: web.Request) -> web.Response:
@@ -581,8 +584,7 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
         raise _bad("document")
     if not isinstance(body, dict):
         raise _bad("request")
-    if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
-        raise _bad("idempotency_key")
+    idempotency = _forwarded_key(document, key, fingerprint)
     if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 0 <= wait_ms <= TRANSFER_WAIT_MS_MAX:
         raise _bad("wait_ms")
     here = request.app[BANK_ID]
@@ -592,11 +594,11 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
             raise ApiError("invalid_request", "this bank holds no first source of that transfer")
         if transfer_is_local(request, sources, destination_bank):
             # Every leg is here: a local transfer, as if its client had asked here.
-            idempotency = Idempotency(scope=document, key=key, fingerprint=fingerprint)
             local = await local_transfer(request, document, body, sources, destination_account, idempotency)
             status, answer, replayed = local.status, local.body, local.replayed
         else:
-            status, answer, replayed = await _run_transfer(request, document, body, (document, key, fingerprint), wait_ms)
+            key_as_taken = (idempotency.scope, idempotency.key, idempotency.fingerprint)
+            status, answer, replayed = await _run_transfer(request, document, body, key_as_taken, wait_ms)
     except ApiError as error:
         status, answer, replayed = error.refusal.status, error.refusal.body(), False
     return jsonio.response({"status": status, "body": answer, "replayed": replayed})
@@ -864,8 +866,7 @@ async def _withdrawal_key(request: web.Request) -> web.Response:
     document, key, fingerprint, transfer_id = (payload.get(name) for name in ("document", "idempotency_key", "fingerprint", "id"))
     if not isinstance(document, str) or not document:
         raise _bad("document")
-    if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
-        raise _bad("idempotency_key")
+    idempotency = _forwarded_key(document, key, fingerprint)
     terminal = request[SIGNED_SENDER]
     if not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX or transfer_id_bank(transfer_id) != terminal:
         raise _bad("id: a transfer id of the signing bank")
@@ -873,7 +874,6 @@ async def _withdrawal_key(request: web.Request) -> web.Response:
     if replacing is not None and not (isinstance(replacing, dict) and isinstance(replacing.get("withdrawal_at"), str)):
         raise _bad("replacing: what the key named, a withdrawal another bank was to pay")
     ledger = _ledger(request.app)
-    idempotency = Idempotency(document, key, fingerprint)
     if replacing is not None:
         # The asker learnt from the bank that was to pay it that this withdrawal was never
         # made: the key is given back, unless it names something else by now.

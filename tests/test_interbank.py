@@ -318,6 +318,12 @@ async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: B
         ("/interbank/transfers", {"document": "1", "request": {}, "idempotency_key": "k", "fingerprint": "f",
                                   "wait_ms": 10**9}),
         ("/interbank/transfer-status", {"document": "1"}),
+        ("/interbank/deposits", {"document": "1", "account": 1, "amount_cents": 1, "idempotency_key": "k" * 256,
+                                 "fingerprint": "f"}),
+        ("/interbank/withdrawal-keys", {"document": "1", "idempotency_key": "", "fingerprint": "f",
+                                        "id": new_transfer_id("b1")}),
+        ("/interbank/withdrawal-keys", {"document": "1", "idempotency_key": "k", "fingerprint": "f", "id": 7}),
+        ("/interbank/withdrawal-status", {"document": "1", "id": "x" * 500}),
     ]:
         reply = await client.post_json(banks.url("b0"), path, payload)
         assert reply.status == 400, (path, reply)
