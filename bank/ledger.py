@@ -91,7 +91,8 @@ BALANCE_CENTS_MAX = 1_000_000_000_000_00
 account reach; beyond it they are refused (``balance_limit``). The credit of a transfer already
 decided is never refused: one voted before a deposit (or another credit) filled the account
 still lands, past the limit by at most the credits voted yes and not yet received, each at most
-``bank.api.TRANSFER_SOURCES_MAX`` sources of ``AMOUNT_CENTS_MAX`` (far from what a 64-bit balance holds)."""
+``AMOUNT_CENTS_MAX`` (what a cross-bank transfer moves at most): far from what a 64-bit balance
+holds."""
 QUEUE_OPERATIONS_MAX = 4096
 """Operations waiting for the writer thread; callers beyond it wait their turn."""
 BATCH_OPERATIONS_MAX = 256
