@@ -82,6 +82,7 @@ __all__ = [
     "ACCOUNTS_TIMEOUT_S",
     "AUDIT_TIMEOUT_S",
     "DEPOSIT_TIMEOUT_S",
+    "WITHDRAWAL_DELIVERY_WAIT_MS",
     "WITHDRAWAL_KEY_ATTEMPTS_MAX",
     "WITHDRAWAL_KEY_TIMEOUT_S",
     "WITHDRAWAL_WAIT_MS",
@@ -109,6 +110,9 @@ TRANSFER_FORWARD_TIMEOUT_S = 5.0
 WITHDRAWAL_WAIT_MS = 10_000
 """How long a cross-bank withdrawal, or a retry of it at any bank, waits for its outcome before
 answering 202 pending."""
+WITHDRAWAL_DELIVERY_WAIT_MS = 1_000
+"""How long a committed cross-bank withdrawal waits for the account's bank to apply the commit
+(sent at once: bank.transfers.coordinator) before it reads the account for its answer."""
 WITHDRAWAL_KEY_TIMEOUT_S = 5.0
 """How long a cross-bank withdrawal with a key waits for the account's bank to take the key."""
 WITHDRAWAL_KEY_ATTEMPTS_MAX = 3
@@ -809,7 +813,9 @@ async def _withdrawal_here(
     if answer["status"] != "committed":
         return 202, answer
     # The cash left here in the write of the decision (this bank is the last agent of its
-    # transfers), so an audit read after this answer counts it.
+    # transfers), so an audit read after this answer counts it. The account is read once its
+    # bank applied the commit too (boundedly): else it would show the money held.
+    await _service_of(request).wait_delivered(transfer_id, WITHDRAWAL_DELIVERY_WAIT_MS / 1000)
     account = await _remote_account(request, caller, *source)
     result = dict(account) if account is not None else {"bank": source[0], "account": source[1]}
     result["transfer_id"] = transfer_id

@@ -363,6 +363,28 @@ async def test_a_cross_bank_withdrawal_is_answered_once_its_cash_has_left(
     assert audit["expected_cents"] == audit["total_cents"] == 600
 
 
+async def test_a_cross_bank_withdrawal_answers_the_account_with_its_commit_applied(
+    banks: Banks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The commit goes at once to the account's bank, and the answer waits for it (boundedly;
+    # unbounded here, so that a slow machine cannot turn the check into a race): the account
+    # shows the money gone, not held.
+    from bank import interbank
+
+    monkeypatch.setattr(interbank, "WITHDRAWAL_DELIVERY_WAIT_MS", 60_000)
+    for bank in ("b0", "b1"):
+        await banks.customer(bank, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    for index, amount in enumerate((400, 100)):
+        status, body = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                        {"bank": "b1", "account": account, "amount_cents": amount}, who=ANA,
+                                        headers={"Idempotency-Key": f"shown-{index}"})
+        assert status == 201, body
+        assert (body["balance_cents"], body["held_cents"]) == (1_000 - 400 - 100 * index, 0), body
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['transfer_id']}", who=ANA)
+    assert status == 200 and record["delivered"] is True, record
+
+
 def _metric_values(text: str) -> dict[str, float]:
     """``name{labels} value`` lines of a Prometheus exposition, by name with labels."""
     return {

@@ -31,8 +31,8 @@ client, who has no id, hears no answer.
   and the money here are one atomic write: no prepare, no decision message, no
   acknowledgement and no commit of their own for this bank's part.
 - Only once written do the decisions go out to the other banks, batched per bank: with the
-  next prepare to each (or on their own after ``decision_defer_ms``); an abort at once to a
-  bank that holds money for it. Acknowledgements (an
+  next prepare to each (or on their own after ``decision_defer_ms``); an abort, and a
+  withdrawal's commit, at once to a bank that holds money for it. Acknowledgements (an
   Acks message, or ``Votes.acked``) are written later, in batches.
 - A commit is owed to every other bank of the transfer; an abort only to the banks that
   answered the prepare (one that did not, and holds money for it, asks: see
@@ -561,16 +561,19 @@ class Coordinator:
         # within a rotation), then goes on its own; but an abort goes at once to a bank with
         # a source leg in it: the money it holds for the transfer is the customer's again as
         # the client hears the abort, not a defer later (a client that retries at once, at
-        # any terminal, would find it still held).
+        # any terminal, would find it still held). So does a withdrawal's commit (a transfer
+        # that pays cash here): its client is answered with the account as its bank shows it
+        # once it applied the commit (bank.interbank), not with the money still held.
         now: list[str] = []
         for d in decided:
             transfer = transfers[d.transfer_id]
             told = others[d.transfer_id]
             self._owe(transfer, d.outcome, told)
+            at_once = d.outcome == ABORTED or any(leg.role == "cash_out" for leg in transfer.legs)
             for bank in told:
                 if bank in now:
                     continue
-                if d.outcome == ABORTED and any(leg.role == "source" for leg in transfer.legs_at(bank)):
+                if at_once and any(leg.role == "source" for leg in transfer.legs_at(bank)):
                     now.append(bank)
                 elif bank not in self.retries:
                     self.retries[bank] = _Retry(now_ms + self.decision_defer_ms, self.retry_ms_min)

@@ -174,6 +174,8 @@ class TransferService:
         # getpid() system call per call on Python 3.11.
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, list[asyncio.Future[Decided]]] = {}
+        # Who waits for a decision of this bank's to reach every bank (wait_delivered).
+        self._delivery_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._releasing = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -302,6 +304,34 @@ class TransferService:
         """Whether a decision of this bank's is still on its way to a bank that must hear it
         (sent, or waiting to ride with a prepare, and not acknowledged yet)."""
         return transfer_id in self.coordinator.deliveries
+
+    async def wait_delivered(self, transfer_id: str, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` until :meth:`delivering` is over; True when it is."""
+        if not self.delivering(transfer_id):
+            return True
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._delivery_waiters.setdefault(transfer_id, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._delivery_waiters.get(transfer_id, [])
+            if future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._delivery_waiters[transfer_id]
+        return True
+
+    def _wake_delivered(self) -> None:
+        """After a coordinator step (acknowledgements come in several ways): wake who waits
+        for a decision that has now reached every bank."""
+        if not self._delivery_waiters:
+            return
+        for transfer_id in [t for t in self._delivery_waiters if not self.delivering(t)]:
+            for future in self._delivery_waiters.pop(transfer_id):
+                if not future.done():
+                    future.set_result(None)
 
     def watch(self, transfer_id: str) -> asyncio.Future[Decided]:
         """A future resolved when this bank decides ``transfer_id`` (while it runs)."""
@@ -489,6 +519,7 @@ class TransferService:
         finally:
             if self.coordinator.backlog:
                 self._work.set()
+        self._wake_delivered()  # a prepare's votes may acknowledge earlier decisions
         if decided:
             # Decisions for other banks wait (boundedly) for a prepare to ride with: the
             # timer must see their new due time.
@@ -507,6 +538,7 @@ class TransferService:
         """Acks and decision queries from participants; returns the reply, if any."""
         decided, sends = await self._run(self.coordinator.handle(message, self._now_ms()))
         assert not decided
+        self._wake_delivered()
         if isinstance(message, DecisionQuery):
             for to, reply in sends:
                 if to == message.sender:
