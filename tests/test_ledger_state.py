@@ -7,10 +7,6 @@ negative, and ``check()`` (which recomputes everything from the journal) finds n
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from hypothesis import settings
@@ -25,6 +21,7 @@ from hypothesis.stateful import (
 
 from bank.documents import complete_cpf
 from bank.ledger import Idempotency, Ledger, request_fingerprint
+from ledger_machines import LedgerOnALoop
 
 ANA = complete_cpf("529982247")
 BRUNO = complete_cpf("111444777")
@@ -39,16 +36,13 @@ KEYS = st.one_of(st.none(), st.sampled_from(["k1", "k2", "k3"]))
 TRANSFERS = st.sampled_from(["t1", "t2", "t3", "t4"])
 
 
-class LedgerMachine(RuleBasedStateMachine):
+class LedgerMachine(LedgerOnALoop, RuleBasedStateMachine):
     placed = Bundle("placed")
     """(transfer, account) pairs whose hold was placed: decisions aim at them most often."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.folder = Path(tempfile.mkdtemp(prefix="ledger-state-"))
-        self.path = self.folder / "alfa.sqlite3"
-        self.ledger = self.run(Ledger.open(self.path))
+        self.open_ledger("ledger-state-", "alfa.sqlite3")
         for document in (ANA, BRUNO):
             self.run(self.ledger.create_customer(document, "x", "hash"))
         for kind, owners in (("individual", [ANA]), ("individual", [BRUNO]), ("joint", [ANA, BRUNO])):
@@ -60,14 +54,6 @@ class LedgerMachine(RuleBasedStateMachine):
         self.holds: dict[tuple[str, int], list[Any]] = {}  # (transfer, account) -> [amount, state]
         self.hold_outcomes: dict[tuple[str, str, int], str] = {}
         self.answers: dict[tuple[str, str], tuple[str, int, dict[str, Any]]] = {}
-
-    def run(self, awaitable: Any) -> Any:
-        return self.loop.run_until_complete(awaitable)
-
-    def teardown(self) -> None:
-        self.run(self.ledger.close())
-        self.loop.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- client operations, with idempotency keys -----------------------------------------
 
