@@ -55,6 +55,7 @@ __all__ = [
     "TRANSFER_ID_CHARS_MAX",
     "TRANSFER_SOURCES_MAX",
     "TRANSFER_WAIT_MS_MAX",
+    "answer_response",
     "consortium_accounts",
     "cross_bank",
     "directory",
@@ -399,7 +400,8 @@ def _ledger(request: web.Request) -> Ledger:
     return cast(Ledger, request.app[LEDGER])
 
 
-def _answer(answer: Answer) -> web.Response:
+def answer_response(answer: Answer) -> web.Response:
+    """A ledger's answer as the client's response (``Idempotent-Replayed`` on a replay)."""
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return jsonio.response(answer.body, status=answer.status, headers=headers)
 
@@ -430,7 +432,7 @@ async def _create_customer(request: web.Request) -> web.Response:
     answer = await _ledger(request).create_customer(
         document, name, password_hash, idempotency=idempotency
     )
-    return _answer(answer)
+    return answer_response(answer)
 
 
 async def _create_session(request: web.Request) -> web.Response:
@@ -506,7 +508,7 @@ async def _create_account(request: web.Request) -> web.Response:
     answer = await _ledger(request).create_account(
         cast(AccountKind, kind), owners, idempotency=idempotency
     )
-    return _answer(answer)
+    return answer_response(answer)
 
 
 async def _list_accounts(request: web.Request) -> web.Response:
@@ -583,7 +585,7 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
             return await interbank.replayed_local_withdrawal(
                 request, account, amount_cents, caller, idempotency, answer
             )
-    return _answer(answer)
+    return answer_response(answer)
 
 
 def wait_ms(request: web.Request) -> int:
@@ -607,7 +609,7 @@ async def _create_transfer(request: web.Request) -> web.Response:
     if not transfer_is_local(request, sources, destination_bank):
         return await cross_bank(request, "transfer", caller, body)
     idempotency = idempotency_of(request, caller, body)
-    return _answer(await local_transfer(request, caller, body, sources, destination_account, idempotency))
+    return answer_response(await local_transfer(request, caller, body, sources, destination_account, idempotency))
 
 
 def transfer_is_local(request: web.Request, sources: list[tuple[str, int, int]], destination_bank: str) -> bool:

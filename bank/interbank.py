@@ -45,6 +45,7 @@ from bank.api import (
     IDEMPOTENCY_KEY_CHARS_MAX,
     TRANSFER_ID_CHARS_MAX,
     TRANSFER_WAIT_MS_MAX,
+    answer_response,
     idempotency_of,
     local_transfer,
     transfer_answer,
@@ -76,7 +77,7 @@ from bank.transfers.service import (
 )
 from tokenring import jsonio
 from tokenring.ring import Ring
-from tokenring.signing import SIGNED_SENDER, SendFailed, error_body
+from tokenring.signing import SIGNED_SENDER, SendFailed, SignedReply, error_body
 
 __all__ = [
     "ACCOUNTS_TIMEOUT_S",
@@ -304,6 +305,15 @@ async def _forwarded_deposit(request: web.Request) -> web.Response:
     return jsonio.response(answer.body, status=answer.status)
 
 
+async def _ask(app: web.Application, bank: str, path: str, payload: Any, *, timeout_s: float, unanswered: str) -> SignedReply:
+    """A signed request to ``bank`` for a client's request here: a bank that does not answer
+    makes the client's answer 503, saying ``unanswered``."""
+    try:
+        return await _ring(app).client.post_json(app[CONFIG].bank(bank).url, path, payload, timeout_s=timeout_s)
+    except SendFailed:
+        raise ApiError("unavailable", unanswered) from None
+
+
 def _forwarded_key(document: str, key: Any, fingerprint: Any) -> Idempotency:
     """A client's ``Idempotency-Key`` and request fingerprint, as another bank forwarded them."""
     if not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not isinstance(fingerprint, str):
@@ -407,12 +417,10 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
         "idempotency_key": None if key is None else key[1],
         "fingerprint": None if key is None else key[2],
     }
-    try:
-        reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(body["bank"]).url, "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S
-        )
-    except SendFailed:
-        raise ApiError("unavailable", f"bank {body['bank']} did not answer; retry with the same Idempotency-Key") from None
+    reply = await _ask(
+        app, body["bank"], "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S,
+        unanswered=f"bank {body['bank']} did not answer; retry with the same Idempotency-Key",
+    )  # fmt: skip
     if not isinstance(reply.body, dict) or reply.status >= 500:
         raise ApiError("unavailable", f"bank {body['bank']} could not take the deposit")
     return jsonio.response(reply.body, status=reply.status)
@@ -543,17 +551,10 @@ async def _forward_transfer(
 ) -> web.Response:
     app = request.app
     payload = {"document": caller, "request": body, "idempotency_key": key[1], "fingerprint": key[2], "wait_ms": wait_ms}
-    try:
-        reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(home).url,
-            "/interbank/transfers",
-            payload,
-            timeout_s=wait_ms / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
-        )
-    except SendFailed:
-        raise ApiError(
-            "unavailable", f"bank {home}, where this transfer's first source is, did not answer; retry with the same Idempotency-Key"
-        ) from None
+    reply = await _ask(
+        app, home, "/interbank/transfers", payload, timeout_s=wait_ms / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
+        unanswered=f"bank {home}, where this transfer's first source is, did not answer; retry with the same Idempotency-Key",
+    )  # fmt: skip
     status, body, replayed = _envelope(reply, f"bank {home} could not take the transfer; retry with the same Idempotency-Key")
     return jsonio.response(body, status=status, headers=_REPLAYED if replayed else None)
 
@@ -610,14 +611,10 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
 
 async def transfer_elsewhere(request: web.Request, caller: str, transfer_id: str, home: str) -> web.Response:
     """``GET /api/v1/transfers/{id}`` of a transfer recorded at bank ``home``."""
-    app = request.app
-    try:
-        reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(home).url, "/interbank/transfer-status", {"document": caller, "id": transfer_id},
-            timeout_s=ACCOUNTS_TIMEOUT_S,
-        )
-    except SendFailed:
-        raise ApiError("unavailable", f"bank {home}, which records this transfer, did not answer") from None
+    reply = await _ask(
+        request.app, home, "/interbank/transfer-status", {"document": caller, "id": transfer_id},
+        timeout_s=ACCOUNTS_TIMEOUT_S, unanswered=f"bank {home}, which records this transfer, did not answer",
+    )  # fmt: skip
     if reply.status == 404:
         raise ApiError("not_found", "no such transfer")
     if reply.status != 200 or not isinstance(reply.body, dict):
@@ -731,17 +728,13 @@ async def _claim_withdrawal_key(
     *,
     replacing: dict[str, Any] | None,
 ) -> tuple[int, dict[str, Any], bool]:
-    app = request.app
     payload = {
         "document": caller, "idempotency_key": key[1], "fingerprint": key[2], "id": transfer_id, "replacing": replacing,
     }  # fmt: skip
     failure = f"bank {bank}, which keeps this withdrawal's Idempotency-Key, did not answer; nothing moved: retry with the same key"
-    try:
-        reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(bank).url, "/interbank/withdrawal-keys", payload, timeout_s=WITHDRAWAL_KEY_TIMEOUT_S
-        )
-    except SendFailed:
-        raise ApiError("unavailable", failure) from None
+    reply = await _ask(
+        request.app, bank, "/interbank/withdrawal-keys", payload, timeout_s=WITHDRAWAL_KEY_TIMEOUT_S, unanswered=failure
+    )
     return _envelope(reply, failure)
 
 
@@ -759,13 +752,10 @@ async def replayed_withdrawal(
             status, answer, lost = await _withdrawal_status_here(request, caller, transfer_id)
         else:
             failure = f"bank {terminal}, which pays this withdrawal's cash, did not answer; retry with the same Idempotency-Key"
-            try:
-                reply = await _ring(app).client.post_json(
-                    app[CONFIG].bank(terminal).url, "/interbank/withdrawal-status", {"document": caller, "id": transfer_id},
-                    timeout_s=WITHDRAWAL_WAIT_MS / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
-                )
-            except SendFailed:
-                raise ApiError("unavailable", failure) from None
+            reply = await _ask(
+                app, terminal, "/interbank/withdrawal-status", {"document": caller, "id": transfer_id},
+                timeout_s=WITHDRAWAL_WAIT_MS / 1000 + TRANSFER_FORWARD_TIMEOUT_S, unanswered=failure,
+            )  # fmt: skip
             status, answer, _ = _envelope(reply, failure)
             lost = isinstance(reply.body, dict) and reply.body.get("lost") is True
         if lost:
@@ -787,7 +777,7 @@ async def replayed_local_withdrawal(
         await ledger.forget_answer(idempotency, answer.body)
         answer = await ledger.withdraw(account, amount_cents, document=caller, idempotency=idempotency)
         if not (answer.replayed and "withdrawal_at" in answer.body):
-            return jsonio.response(answer.body, status=answer.status, headers=_REPLAYED if answer.replayed else None)
+            return answer_response(answer)
     raise ApiError("unavailable", "this withdrawal's Idempotency-Key is being taken by other requests; retry with it")
 
 

@@ -359,23 +359,28 @@ def _unacked(banks: Sequence[str]) -> str | None:
     return jsonio.dumps_text(sorted(banks)) if banks else None
 
 
+def _transfer_key_row(conn: sqlite3.Connection, scope: str, key: str) -> tuple[str, str] | None:
+    """``(fingerprint, transfer_id)`` stored for a key in ``transfer_keys``, if any."""
+    row = conn.execute(
+        "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?", (scope, key)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def _transfer_key(conn: sqlite3.Connection, scope: str, key: str) -> tuple[str, str] | None:
     """``(fingerprint, transfer_id)`` of the cross-bank transfer a key names, if any. A key
     a local write of the ledger stored (``idempotency``, the same customers' keys) is taken
     by another request: refused as reused."""
-    row = conn.execute(
-        "SELECT fingerprint, transfer_id FROM transfer_keys WHERE scope = ? AND key = ?", (scope, key)
-    ).fetchone()
+    row = _transfer_key_row(conn, scope, key)
     if row is None and ledger_module.key_stored_in(conn, scope, key):
         raise KeyReused(key)
-    return None if row is None else (row[0], row[1])
+    return row
 
 
 def transfer_key_taken(conn: sqlite3.Connection, scope: str, key: str) -> bool:
     """Whether a cross-bank transfer recorded here carries this key (for the ledger's own
     keyed writes: :attr:`bank.ledger.Ledger.keys_elsewhere`)."""
-    found = conn.execute("SELECT 1 FROM transfer_keys WHERE scope = ? AND key = ?", (scope, key)).fetchone()
-    return found is not None
+    return _transfer_key_row(conn, scope, key) is not None
 
 
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
