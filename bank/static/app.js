@@ -29,6 +29,7 @@ const state = {
   review: null, // the transfer being confirmed: {sources, destination, key}
   payee: null, // the last GET /api/v1/directory answer in the transfer builder
   followToken: 0,
+  followed: null, // the transfer followed: {transfer, id, status, reason}
 };
 const ring = new RingView(document.querySelector("[data-ring]"), { selfId: consortium.bank });
 
@@ -441,6 +442,26 @@ function updateTotal() {
   out.textContent = formatMoney(total, lang());
 }
 
+// What a transfer moves, from where to where, in the reader's language: shown to confirm it,
+// and again while it is followed to its outcome.
+function renderSummary(list, transfer) {
+  list.replaceChildren();
+  const add = (term, text) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = text;
+    list.append(dt, dd);
+  };
+  let total = 0n;
+  for (const s of transfer.sources) {
+    total += BigInt(s.amount_cents);
+    add(t("from"), `${bankName(s.bank)} · ${t("account_number")} ${s.account} · ${formatMoney(s.amount_cents, lang())}`);
+  }
+  add(t("to"), `${bankName(transfer.destination.bank)} · ${t("account_number")} ${transfer.destination.account}`);
+  add(t("total"), formatMoney(total, lang()));
+}
+
 function review(form) {
   const collected = collectTransfer(form);
   if (collected.error) {
@@ -451,22 +472,7 @@ function review(form) {
   // The same reviewed content keeps its key: confirming twice sends one transfer.
   const key = state.review?.fingerprint === fingerprint ? state.review.key : api.newIdempotencyKey();
   state.review = { ...collected, fingerprint, key };
-  const summary = $("[data-summary]");
-  summary.replaceChildren();
-  const add = (term, text) => {
-    const dt = document.createElement("dt");
-    dt.textContent = term;
-    const dd = document.createElement("dd");
-    dd.textContent = text;
-    summary.append(dt, dd);
-  };
-  let total = 0n;
-  for (const s of collected.sources) {
-    total += BigInt(s.amount_cents);
-    add(t("from"), `${bankName(s.bank)} · ${t("account_number")} ${s.account} · ${formatMoney(s.amount_cents, lang())}`);
-  }
-  add(t("to"), `${bankName(collected.destination.bank)} · ${t("account_number")} ${collected.destination.account}`);
-  add(t("total"), formatMoney(total, lang()));
+  renderSummary($("[data-summary]"), state.review);
   form.hidden = true;
   const confirm = $("[data-confirm]");
   clearMessages(confirm);
@@ -481,13 +487,14 @@ async function confirmTransfer(button) {
   try {
     const answer = await api.submitTransfer(pending.sources, pending.destination, pending.key);
     confirm.hidden = true;
-    follow(answer.id, answer.status);
+    follow(answer.id, answer.status, pending);
   } catch (error) {
     showError(confirm, error);
   }
 }
 
 function showOutcome(id, status, reason) {
+  state.followed = { ...state.followed, id, status, reason };
   const box = $("[data-follow]");
   box.dataset.status = status;
   $("[data-follow-id]", box).textContent = t("transfer_id", { id });
@@ -520,8 +527,10 @@ async function untilDelivered(id) {
   }
 }
 
-async function follow(id, status) {
+async function follow(id, status, transfer) {
   const box = $("[data-follow]");
+  state.followed = { transfer };
+  renderSummary($("[data-follow-summary]", box), transfer);
   box.hidden = false;
   box.focus();
   const token = ++state.followToken;
@@ -542,8 +551,13 @@ async function follow(id, status) {
     await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS));
   }
   if (token === state.followToken) {
-    $("[data-follow-reason]", box).textContent = t("follow_gave_up", { seconds: FOLLOW_MS_MAX / 1000 });
+    state.followed.gaveUp = true;
+    sayGaveUp();
   }
+}
+
+function sayGaveUp() {
+  $("[data-follow-reason]").textContent = t("follow_gave_up", { seconds: FOLLOW_MS_MAX / 1000 });
 }
 
 // ---- the payee: a destination found by its owner's document --------------------------------
@@ -648,6 +662,7 @@ function unpickPayee(form) {
 function resetTransfer() {
   state.followToken += 1;
   state.review = null;
+  state.followed = null;
   const form = $('[data-form="transfer"]');
   form.reset();
   $("[data-sources]", form).replaceChildren();
@@ -759,6 +774,13 @@ function wire() {
       renderAccounts();
       renderPickers();
       renderPayee();
+      if (state.review) renderSummary($("[data-summary]"), state.review);
+      const followed = state.followed;
+      if (followed?.id) {
+        renderSummary($("[data-follow-summary]"), followed.transfer);
+        showOutcome(followed.id, followed.status, followed.reason);
+        if (followed.gaveUp) sayGaveUp();
+      }
       ring.relabel();
     } else if (action === "logout") await signOut();
     else if (action === "refresh") await busy(button, loadAccounts);

@@ -129,7 +129,22 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     # The page reads the balances again once beta has applied the commit (the transfer is
     # "delivered"), not the moment it is decided: nothing shows held there any more.
     await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
+    # The followed transfer says what it moved, as it was confirmed.
+    summary = follow.locator("[data-follow-summary]")
+    await expect(summary.locator("dd")).to_have_text([
+        f"Bank alfa · Conta {joint} · R$ 300,00",
+        f"Bank beta · Conta {at_beta} · R$ 200,00",
+        f"Bank gama · Conta {carla_account}",
+        "R$ 500,00",
+    ])  # fmt: skip
     await screenshot(ana, "consortium-transfer-committed")
+    # Read in the other language, the outcome and what it moved are said in it too.
+    await ana.get_by_role("button", name="Mudar o idioma para inglês").click()
+    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Committed")
+    await expect(summary.locator("dt")).to_have_text(["From", "From", "To", "Total"])
+    await expect(summary.locator("dd").last).to_have_text("R$ 500.00")
+    await ana.get_by_role("button", name="Switch the language to Portuguese").click()
+    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Concluída")
 
     await ana.goto("/#/accounts")
     await expect_balance(ana, "alfa", joint, 70000)
