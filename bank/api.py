@@ -40,6 +40,7 @@ from bank.ledger import (
     Idempotency,
     Ledger,
     LedgerClosed,
+    STATEMENT_LINES_MAX,
     Transfer,
     request_fingerprint,
     transfer_id_bank,
@@ -54,11 +55,14 @@ __all__ = [
     "NAME_CHARS_MAX",
     "TRANSFER_ID_CHARS_MAX",
     "TRANSFER_SOURCES_MAX",
+    "STATEMENT_PAGE_LINES",
+    "STATEMENT_POSITION_MAX",
     "TRANSFER_WAIT_MS_MAX",
     "answer_response",
     "consortium_accounts",
     "cross_bank",
     "directory",
+    "statement",
     "idempotency_of",
     "install",
     "local_transfer",
@@ -96,6 +100,11 @@ READ_CHUNK_BYTES = 16 * 1024
 TRANSFER_WAIT_MS_MAX = 30_000
 """The longest ``?wait_ms=`` a transfer request may wait for its outcome (the cross-bank code
 in ``bank.interbank`` waits; a local transfer is decided at once and ignores it)."""
+STATEMENT_PAGE_LINES = 20
+"""Lines in a statement page when the request names no ``limit`` (at most
+:data:`bank.ledger.STATEMENT_LINES_MAX`)."""
+STATEMENT_POSITION_MAX = 2**63 - 1
+"""The largest ``before`` a statement page takes (positions are SQLite row ids)."""
 
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 
@@ -129,6 +138,7 @@ def install(app: web.Application) -> None:
         web.delete("/api/v1/sessions", _delete_session),
         web.post("/api/v1/accounts", _create_account),
         web.get("/api/v1/accounts", _list_accounts),
+        web.get("/api/v1/accounts/{bank}/{account}/statement", _statement),
         web.get("/api/v1/directory", _directory),
         web.post("/api/v1/deposits", _deposit),
         web.post("/api/v1/withdrawals", _withdraw),
@@ -183,6 +193,7 @@ _CODE_BY_HTTP_STATUS = {
 _QUERY_PARAMETERS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/accounts"): frozenset({"scope"}),
     ("GET", "/api/v1/directory"): frozenset({"document"}),
+    ("GET", "/api/v1/accounts/{bank}/{account}/statement"): frozenset({"limit", "before"}),
     # Cross-bank transfers may wait for their outcome (TRANSFER_WAIT_MS_MAX, read by wait_ms()).
     ("POST", "/api/v1/transfers"): frozenset({"wait_ms"}),
 }
@@ -532,6 +543,35 @@ async def _local_accounts(request: web.Request, caller: str) -> dict[str, Any]:
     }
 
 
+async def _statement(request: web.Request) -> web.Response:
+    """``GET /api/v1/accounts/{bank}/{account}/statement``: a page of the account's journal,
+    newest first, for one of its owners, from any bank of the ring (another bank's is asked
+    of it). An account the caller does not own is answered like a missing one."""
+    caller = await _caller(request)
+    bank = _bank(request, request.match_info["bank"])
+    account = _digits(request.match_info["account"], "account", 1, ACCOUNT_NUMBER_MAX)
+    limit = _query_int(request, "limit", 1, STATEMENT_LINES_MAX, STATEMENT_PAGE_LINES)
+    before = _query_int(request, "before", 1, STATEMENT_POSITION_MAX, 0) or None
+    if bank != request.app[BANK_ID]:
+        if RING not in request.app:
+            raise ApiError("not_implemented", "another bank's statement needs the ring to run")
+        from bank import interbank  # imported late: it imports us
+
+        return jsonio.response(await interbank.statement_elsewhere(request, caller, bank, account, before, limit))
+    return jsonio.response(await statement(request.app, caller, account, before, limit))
+
+
+async def statement(
+    app: web.Application, caller: str, account: int, before: int | None, limit: int
+) -> dict[str, Any]:
+    """The statement page of an account here, for ``caller``: asked here, or by another bank
+    for its client (``bank.interbank``); 404 ``unknown_account`` unless ``caller`` owns it."""
+    found = await cast(Ledger, app[LEDGER]).statement(account, before=before, limit=limit)
+    if found is None or caller not in found.account.owners:
+        raise ApiError("unknown_account", f"no account {account} of yours at this bank")
+    return found.to_json()
+
+
 async def _directory(request: web.Request) -> web.Response:
     """``GET /api/v1/directory?document=``: where a payee can be paid (see :func:`directory`)."""
     caller = await _caller(request)
@@ -588,17 +628,23 @@ async def _cash(request: web.Request, operation: Literal["deposit", "withdrawal"
     return answer_response(answer)
 
 
-def wait_ms(request: web.Request) -> int:
-    """The transfer request's ``?wait_ms=`` (0 when absent): ASCII digits, at most
-    :data:`TRANSFER_WAIT_MS_MAX` (a number too long for ``int()`` is refused like any other)."""
-    raw = request.query.get("wait_ms", "0")
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(TRANSFER_WAIT_MS_MAX))) or (
-        int(raw) > TRANSFER_WAIT_MS_MAX
-    ):
-        raise ApiError(
-            "invalid_request", f"wait_ms must be an integer from 0 to {TRANSFER_WAIT_MS_MAX}"
-        )
+def _digits(raw: str, name: str, low: int, high: int) -> int:
+    """A number in a URL: ASCII digits, from ``low`` to ``high`` (one too long for ``int()``
+    is refused like any other), else 400."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))) or not low <= int(raw) <= high:
+        raise ApiError("invalid_request", f"{name} must be an integer from {low} to {high}")
     return int(raw)
+
+
+def _query_int(request: web.Request, name: str, low: int, high: int, default: int) -> int:
+    """The query parameter ``name`` (:func:`_digits`), ``default`` when absent."""
+    raw = request.query.get(name)
+    return default if raw is None else _digits(raw, name, low, high)
+
+
+def wait_ms(request: web.Request) -> int:
+    """The transfer request's ``?wait_ms=`` (0 when absent), at most :data:`TRANSFER_WAIT_MS_MAX`."""
+    return _query_int(request, "wait_ms", 0, TRANSFER_WAIT_MS_MAX, 0)
 
 
 async def _create_transfer(request: web.Request) -> web.Response:

@@ -20,6 +20,9 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
   pass on;
 - ``/interbank/transfer-status``: ``{"document", "id"}`` -> a transfer recorded here, as
   ``GET /api/v1/transfers/{id}`` shows it (404 for anyone else's);
+- ``/interbank/statement``: ``{"document", "account", "before", "limit"}`` -> a page of an
+  account's statement here, as ``GET /api/v1/accounts/{bank}/{account}/statement`` shows it
+  (404 unless the document owns the account);
 - ``/interbank/withdrawal-keys``: ``{"document", "idempotency_key", "fingerprint", "id"}`` ->
   the key taken here, for a withdrawal from an account here that the signing bank pays in
   cash as its transfer ``id``, or what the key already names (an envelope as above);
@@ -36,26 +39,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeGuard, cast
 
 import structlog
 from aiohttp import web
 
 from bank.api import (
+    ACCOUNT_NUMBER_MAX,
     IDEMPOTENCY_KEY_CHARS_MAX,
+    STATEMENT_POSITION_MAX,
     TRANSFER_ID_CHARS_MAX,
     TRANSFER_WAIT_MS_MAX,
     answer_response,
     idempotency_of,
     local_transfer,
+    statement,
     transfer_answer,
     transfer_is_local,
     transfer_request,
 )
 from bank.api import wait_ms as api_wait_ms
-from bank.errors import ApiError
+from bank.errors import ApiError, error_response
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
-from bank.ledger import AMOUNT_CENTS_MAX, Answer, Idempotency, Ledger, new_transfer_id, transfer_id_bank
+from bank.ledger import (
+    AMOUNT_CENTS_MAX,
+    STATEMENT_LINES_MAX,
+    Answer,
+    Idempotency,
+    Ledger,
+    new_transfer_id,
+    transfer_id_bank,
+)
 from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
@@ -148,6 +162,7 @@ def install(app: web.Application) -> None:
             web.post("/interbank/deposits", _forwarded_deposit),
             web.post("/interbank/transfers", _forwarded_transfer),
             web.post("/interbank/transfer-status", _transfer_status),
+            web.post("/interbank/statement", _statement),
             web.post("/interbank/withdrawal-keys", _withdrawal_key),
             web.post("/interbank/withdrawal-status", _withdrawal_status),
             web.get("/interbank/audit", _bank_audit),
@@ -611,15 +626,38 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
 
 async def transfer_elsewhere(request: web.Request, caller: str, transfer_id: str, home: str) -> web.Response:
     """``GET /api/v1/transfers/{id}`` of a transfer recorded at bank ``home``."""
-    reply = await _ask(
+    answer = await _read_elsewhere(
         request.app, home, "/interbank/transfer-status", {"document": caller, "id": transfer_id},
-        timeout_s=ACCOUNTS_TIMEOUT_S, unanswered=f"bank {home}, which records this transfer, did not answer",
+        missing=ApiError("not_found", "no such transfer"), keeper="which records this transfer",
     )  # fmt: skip
+    return jsonio.response(answer)
+
+
+async def statement_elsewhere(
+    request: web.Request, caller: str, bank: str, account: int, before: int | None, limit: int
+) -> dict[str, Any]:
+    """``GET /api/v1/accounts/{bank}/{account}/statement`` of an account at another bank."""
+    return await _read_elsewhere(
+        request.app, bank, "/interbank/statement",
+        {"document": caller, "account": account, "before": before, "limit": limit},
+        missing=ApiError("unknown_account", f"no account {account} of yours at bank {bank}"),
+        keeper="which keeps this account",
+    )  # fmt: skip
+
+
+async def _read_elsewhere(
+    app: web.Application, bank: str, path: str, payload: Any, *, missing: ApiError, keeper: str
+) -> dict[str, Any]:
+    """What ``bank`` answers a signed read for a client here: ``missing`` when it answers 404,
+    503 when it does not answer or not with an object (``keeper`` says what it keeps)."""
+    reply = await _ask(
+        app, bank, path, payload, timeout_s=ACCOUNTS_TIMEOUT_S, unanswered=f"bank {bank}, {keeper}, did not answer"
+    )
     if reply.status == 404:
-        raise ApiError("not_found", "no such transfer")
+        raise missing
     if reply.status != 200 or not isinstance(reply.body, dict):
-        raise ApiError("unavailable", f"bank {home}, which records this transfer, could not answer")
-    return jsonio.response(reply.body)
+        raise ApiError("unavailable", f"bank {bank}, {keeper}, could not answer")
+    return reply.body
 
 
 async def _document_and_id(request: web.Request) -> tuple[str, str]:
@@ -631,6 +669,33 @@ async def _document_and_id(request: web.Request) -> tuple[str, str]:
     if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise _bad("document and id")
     return document, transfer_id
+
+
+async def _statement(request: web.Request) -> web.Response:
+    """A statement page of an account here, for its owner asking at another bank (404 for
+    anyone else, as at the client API)."""
+    payload = await _json(request)
+    if not isinstance(payload, dict):
+        raise _bad("expected an object")
+    document, account = payload.get("document"), payload.get("account")
+    before, limit = payload.get("before"), payload.get("limit")
+    if not isinstance(document, str) or not document:
+        raise _bad("document")
+    if not _whole(account, 1, ACCOUNT_NUMBER_MAX):
+        raise _bad("account")
+    if before is not None and not _whole(before, 1, STATEMENT_POSITION_MAX):
+        raise _bad("before")
+    if not _whole(limit, 1, STATEMENT_LINES_MAX):
+        raise _bad("limit")
+    try:
+        return jsonio.response(await statement(request.app, document, account, before, limit))
+    except ApiError as error:
+        return error_response(error.refusal.code, str(error))
+
+
+def _whole(value: Any, low: int, high: int) -> TypeGuard[int]:
+    """Whether ``value`` is a JSON integer (not a boolean) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 async def _transfer_status(request: web.Request) -> web.Response:

@@ -53,6 +53,7 @@ __all__ = [
     "OWNERS_CACHED_MAX",
     "QUEUE_OPERATIONS_MAX",
     "SETTLEMENT_ACCOUNT",
+    "STATEMENT_LINES_MAX",
     "Account",
     "AccountKind",
     "Answer",
@@ -67,6 +68,8 @@ __all__ = [
     "Ledger",
     "LegsRequest",
     "LedgerClosed",
+    "Statement",
+    "StatementLine",
     "Transfer",
     "TransferStatus",
     "balances_in",
@@ -111,6 +114,8 @@ TRANSFER_ID_RANDOM_BYTES = 8
 """Random bytes in a transfer id (after ``<bank>-`` and the time), as hex."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
 """Longest ``Idempotency-Key`` accepted."""
+STATEMENT_LINES_MAX = 100
+"""The most lines (journal transactions) one page of an account's statement lists."""
 
 CASH_ACCOUNT = -1
 """The bank's own cash: debited by deposits, credited by withdrawals (so it is negative)."""
@@ -226,6 +231,57 @@ class Transfer:
             "sources": self.request.get("sources", []),
             "destination": self.request.get("destination"),
             "created_at_ms": self.created_at_ms,
+        }
+
+
+@attrs.frozen
+class StatementLine:
+    """One journal transaction as one account's statement shows it: what it did to that
+    account's two amounts."""
+
+    txn: int
+    """The journal transaction's number (grows with every movement of money at this bank)."""
+    at_ms: int
+    """When it was written (Unix ms)."""
+    kind: str
+    """``deposit``, ``withdrawal``, ``transfer`` (both accounts here), and for cross-bank
+    transfers ``hold`` (available to held), ``commit`` (held money paid out, or arriving at a
+    destination here), ``release`` (held money back to available), ``credit`` (money arriving
+    from another bank) and ``debit`` (money leaving for another bank without a hold)."""
+    transfer_id: str | None
+    """The transfer it belongs to (None for cash)."""
+    available_cents: int
+    """The change of the account's balance (available money)."""
+    held_cents: int
+    """The change of the money held in it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "txn": self.txn,
+            "at_ms": self.at_ms,
+            "kind": self.kind,
+            "transfer_id": self.transfer_id,
+            "available_cents": self.available_cents,
+            "held_cents": self.held_cents,
+        }
+
+
+@attrs.frozen
+class Statement:
+    """A page of an account's statement, newest first, read in one snapshot with the account."""
+
+    account: Account
+    """The account, its balance and held money as of the newest line."""
+    lines: tuple[StatementLine, ...]
+    """At most the page's size, newest first."""
+    next_before: int | None
+    """Where the next (older) page starts: pass it as ``before``; None on the last page."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.account.to_json(),
+            "lines": [line.to_json() for line in self.lines],
+            "next_before": self.next_before,
         }
 
 
@@ -957,6 +1013,55 @@ class Ledger:
             ).fetchall()
             accounts = [_account(conn, self.bank_id, row[0]) for row in rows]
             return [account for account in accounts if account is not None]
+
+        return await self.read(run)
+
+    async def statement(
+        self, number: int, *, before: int | None = None, limit: int = STATEMENT_LINES_MAX
+    ) -> Statement | None:
+        """Customer account ``number``'s statement: its journal transactions, newest first, at
+        most ``limit``, older than the position ``before`` (a page's ``next_before``; None:
+        from the newest). None when there is no such account.
+
+        The page is read by the entries' own order (entries are appended in journal order),
+        so a page costs the same on an account with millions of entries as on a new one."""
+        assert 0 < limit <= STATEMENT_LINES_MAX
+        assert before is None or before > 0
+
+        def run(conn: sqlite3.Connection) -> Statement | None:
+            account = _account(conn, self.bank_id, number)
+            if account is None:
+                return None
+            # An account has at most two entries per transaction (its two buckets): enough
+            # rows for limit transactions, and one row more to tell whether older ones exist.
+            rows = conn.execute(
+                "SELECT e.id, e.txn, j.at_ms, j.kind, j.transfer_id, e.bucket, e.amount_cents"
+                " FROM entries AS e JOIN journal AS j ON j.txn = e.txn"
+                " WHERE e.account = ? AND e.id < ? ORDER BY e.id DESC LIMIT ?",
+                (number, before if before is not None else 2**63 - 1, 2 * limit + 1),
+            ).fetchall()
+            lines: list[StatementLine] = []
+            first_ids: list[int] = []  # each line's lowest entry id: where older lines start
+            for entry_id, txn, at_ms, kind, transfer_id, bucket, amount in rows:
+                if lines and lines[-1].txn == txn:
+                    line = lines[-1]
+                    lines[-1] = attrs.evolve(
+                        line,
+                        available_cents=line.available_cents + (amount if bucket == "available" else 0),
+                        held_cents=line.held_cents + (amount if bucket == "held" else 0),
+                    )
+                    first_ids[-1] = entry_id
+                    continue
+                if len(lines) == limit:
+                    return Statement(account, tuple(lines), first_ids[-1])
+                lines.append(StatementLine(
+                    txn, at_ms, kind, transfer_id,
+                    amount if bucket == "available" else 0, amount if bucket == "held" else 0,
+                ))  # fmt: skip
+                first_ids.append(entry_id)
+            # Fewer rows than asked: every one there is was read, and this is the last page.
+            assert len(rows) <= 2 * limit, "an account has at most two entries per transaction"
+            return Statement(account, tuple(lines), None)
 
         return await self.read(run)
 

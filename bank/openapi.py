@@ -15,6 +15,8 @@ from bank.api import (
     IDEMPOTENCY_KEY_CHARS_MAX,
     JOINT_OWNERS_MAX,
     NAME_CHARS_MAX,
+    STATEMENT_PAGE_LINES,
+    STATEMENT_POSITION_MAX,
     TRANSFER_SOURCES_MAX,
     TRANSFER_WAIT_MS_MAX,
 )
@@ -25,7 +27,7 @@ from bank.auth import (
     PASSWORD_CHARS_MIN,
 )
 from bank.errors import STATUS_BY_CODE
-from bank.ledger import AMOUNT_CENTS_MAX
+from bank.ledger import AMOUNT_CENTS_MAX, STATEMENT_LINES_MAX
 
 __all__ = ["document"]
 
@@ -35,7 +37,8 @@ _REASONS = {
     400: "Bad input (`invalid_request`, `invalid_document`); nothing changed.",
     401: "No valid session (`unauthorized`), or the document or password is wrong.",
     403: "Not one of the account's owners (`forbidden`).",
-    404: "No such account (`unknown_account`) or transfer (`not_found`).",
+    404: "No such account (`unknown_account`) or transfer (`not_found`); for a read, also "
+    "one that is not the caller's.",
     409: "Refused by the ledger (`insufficient_funds`, `customer_exists`, `balance_limit`).",
     413: f"The body is larger than {BODY_BYTES_MAX} bytes (`payload_too_large`).",
     422: "Unknown bank, unknown customer, or an Idempotency-Key reused for another request.",
@@ -180,6 +183,44 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                 "owners": {"type": "array", "items": {"type": "string"}},
                 "balance_cents": {"type": "integer", "minimum": 0},
                 "held_cents": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Statement": {
+            "allOf": [
+                _ref("Account"),
+                {
+                    "type": "object",
+                    "required": ["lines", "next_before"],
+                    "properties": {
+                        "lines": {"type": "array", "maxItems": STATEMENT_LINES_MAX, "items": _ref("StatementLine")},
+                        "next_before": {
+                            "type": "integer",
+                            "nullable": True,
+                            "description": "Where the next (older) page starts: send it as `before`. "
+                            "null on the last page.",
+                        },
+                    },
+                },
+            ]
+        },
+        "StatementLine": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["txn", "at_ms", "kind", "transfer_id", "available_cents", "held_cents"],
+            "properties": {
+                "txn": {"type": "integer", "description": "The journal transaction's number at the account's bank."},
+                "at_ms": {"type": "integer", "description": "When it was written (Unix ms)."},
+                "kind": {
+                    "type": "string",
+                    "enum": ["deposit", "withdrawal", "transfer", "hold", "commit", "release", "credit", "debit"],
+                    "description": "transfer: both accounts at this bank. A cross-bank transfer shows "
+                    "as hold (available to held) then commit (held money paid out) or release (held "
+                    "money back) at a source; as debit at a source of the bank that coordinated it "
+                    "(its own legs move with its decision); as credit at its destination.",
+                },
+                "transfer_id": {"type": "string", "nullable": True},
+                "available_cents": {**cents, "description": "The change of the account's balance."},
+                "held_cents": {**cents, "description": "The change of the money held in it."},
             },
         },
         "BankAccounts": {
@@ -381,6 +422,32 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                     }
                 ],
             ),
+        },
+        "/api/v1/accounts/{bank}/{account}/statement": {
+            "get": _operation(
+                "One of the caller's accounts, at any bank of the ring, with its movements, newest "
+                "first, a page at a time. An account the caller does not own is answered like a "
+                "missing one (404).",
+                {**_ok(200, "A page of the statement.", "Statement"), **_errors(400, 401, 404, 422, 501)},
+                parameters=[
+                    {"name": "bank", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "account", "in": "path", "required": True, "schema": account_number},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": f"Lines in the page (default {STATEMENT_PAGE_LINES}).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": STATEMENT_LINES_MAX},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "description": "The previous page's `next_before`: the page starts below it.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": STATEMENT_POSITION_MAX},
+                    },
+                ],
+            )
         },
         "/api/v1/directory": {
             "get": _operation(

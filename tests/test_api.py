@@ -302,6 +302,7 @@ async def test_audit_and_openapi_are_served(client: Client) -> None:
         ("/api/v1/sessions", "delete"),
         ("/api/v1/accounts", "post"),
         ("/api/v1/accounts", "get"),
+        ("/api/v1/accounts/{bank}/{account}/statement", "get"),
         ("/api/v1/directory", "get"),
         ("/api/v1/deposits", "post"),
         ("/api/v1/withdrawals", "post"),

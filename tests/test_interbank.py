@@ -305,6 +305,53 @@ async def test_a_bank_that_does_not_answer_is_listed_unavailable_and_stops_the_a
     assert status == 503 and body["error"]["code"] == "unavailable" and "b2" in body["error"]["message"]
 
 
+async def test_a_statement_is_read_through_any_bank_and_shows_each_banks_part_of_a_transfer(
+    banks: Banks,
+) -> None:
+    await customer_everywhere(banks, ANA)
+    a0 = await banks.account("b0", ANA, 1_000)
+    a1 = await banks.account("b1", ANA, 1_000)
+    a2 = await banks.account("b2", ANA, 0)
+    request = {"sources": [{"bank": "b0", "account": a0, "amount_cents": 200},
+                           {"bank": "b1", "account": a1, "amount_cents": 300}],
+               "destination": {"bank": "b2", "account": a2}}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    moved = body["id"]
+    await settle(banks, {("b0", a0): (800, 0), ("b1", a1): (700, 0), ("b2", a2): (500, 0)})
+
+    async def lines(terminal: str, bank: str, number: int) -> list[tuple[Any, ...]]:
+        status, page = await banks.call("GET", terminal, f"/api/v1/accounts/{bank}/{number}/statement", who=ANA)
+        assert status == 200, page
+        return [(l["kind"], l["available_cents"], l["held_cents"], l["transfer_id"]) for l in page["lines"]]
+
+    # The coordinator's own source moves with its decision; another bank's is held, then
+    # paid out; the destination is credited.
+    expected = {
+        ("b0", a0): [("debit", -200, 0, moved), ("deposit", 1_000, 0, None)],
+        ("b1", a1): [("commit", 0, -300, moved), ("hold", -300, 300, moved), ("deposit", 1_000, 0, None)],
+        ("b2", a2): [("credit", 500, 0, moved)],
+    }
+    for (bank, number), shown in expected.items():
+        for terminal in ("b0", "b1", "b2"):  # the same lines wherever they are asked for
+            assert await lines(terminal, bank, number) == shown, (terminal, bank)
+    # Pages pass through: the next one starts where the first ended.
+    status, first = await banks.call("GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=2", who=ANA)
+    assert status == 200 and len(first["lines"]) == 2
+    status, rest = await banks.call(
+        "GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=2&before={first['next_before']}", who=ANA
+    )
+    assert status == 200 and [l["kind"] for l in rest["lines"]] == ["deposit"] and rest["next_before"] is None
+    # Someone else asking through another bank hears what that bank would say: no such account.
+    await banks.customer("b0", BIA)
+    status, refused = await banks.call("GET", "b0", f"/api/v1/accounts/b1/{a1}/statement", who=BIA)
+    assert status == 404 and refused["error"]["code"] == "unknown_account", refused
+    # The account's bank down: 503, said plainly.
+    await banks.runners["b2"].cleanup()
+    status, down = await banks.call("GET", "b0", f"/api/v1/accounts/b2/{a2}/statement", who=ANA)
+    assert status == 503 and down["error"]["code"] == "unavailable" and "b2" in down["error"]["message"]
+
+
 async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: Banks) -> None:
     client = SignedClient(banks.session, SECRET, "b1")
     for path, payload in [
@@ -324,6 +371,10 @@ async def test_malformed_signed_messages_are_refused_and_change_nothing(banks: B
                                         "id": new_transfer_id("b1")}),
         ("/interbank/withdrawal-keys", {"document": "1", "idempotency_key": "k", "fingerprint": "f", "id": 7}),
         ("/interbank/withdrawal-status", {"document": "1", "id": "x" * 500}),
+        ("/interbank/statement", {"document": "1", "account": 0, "before": None, "limit": 5}),
+        ("/interbank/statement", {"document": "1", "account": 1, "before": None, "limit": 101}),
+        ("/interbank/statement", {"document": "1", "account": 1, "before": True, "limit": 5}),
+        ("/interbank/statement", {"document": "", "account": 1, "before": None, "limit": 5}),
     ]:
         reply = await client.post_json(banks.url("b0"), path, payload)
         assert reply.status == 400, (path, reply)
