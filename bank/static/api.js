@@ -109,6 +109,13 @@ export const withdraw = (bank, account, amount_cents, key) =>
 export const submitTransfer = (sources, destination, key) =>
   request("POST", "/api/v1/transfers", { sources, destination }, { idempotencyKey: key });
 export const transfer = (id) => request("GET", `/api/v1/transfers/${encodeURIComponent(id)}`);
+// A page of an account's statement, newest first; `before` is the previous page's next_before.
+export const statement = (bank, account, before = null) =>
+  request(
+    "GET",
+    `/api/v1/accounts/${encodeURIComponent(bank)}/${encodeURIComponent(account)}/statement` +
+      (before === null ? "" : `?before=${encodeURIComponent(before)}`),
+  );
 // Where a payee can be paid: their accounts at every bank of the ring (no balances).
 export const directory = (document) =>
   request("GET", `/api/v1/directory?document=${encodeURIComponent(document)}`);

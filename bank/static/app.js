@@ -30,6 +30,7 @@ const state = {
   payee: null, // the last GET /api/v1/directory answer in the transfer builder
   followToken: 0,
   followed: null, // the transfer followed: {transfer, id, status, reason}
+  statement: null, // the statement shown: {bank, account, page (the newest), lines, next}
 };
 const ring = new RingView(document.querySelector("[data-ring]"), { selfId: consortium.bank });
 
@@ -115,19 +116,21 @@ async function busy(button, work) {
 
 // ---- views -------------------------------------------------------------------------------
 
-const VIEWS = ["login", "accounts", "money", "transfer", "ring"];
+const VIEWS = ["login", "accounts", "statement", "money", "transfer", "ring"];
 const PUBLIC_VIEWS = new Set(["login", "ring"]);
 
 function route(event = null) {
   if (performance.now() - noticeAt > NOTICE_KEEP_ON_ROUTE_MS) clearNotice();
-  const wanted = (location.hash.replace(/^#\/?/, "") || "").split("?")[0];
+  // #/view, or #/statement/<bank>/<account>
+  const [wanted, ...rest] = (location.hash.replace(/^#\/?/, "") || "").split("?")[0].split("/");
   const signedIn = Boolean(api.session()?.token);
   let view = VIEWS.includes(wanted) ? wanted : signedIn ? "accounts" : "login";
   if (!signedIn && !PUBLIC_VIEWS.has(view)) view = "login";
   if (signedIn && view === "login") view = "accounts";
   for (const section of $$("section[data-view]")) section.hidden = section.dataset.view !== view;
+  const section = view === "statement" ? "accounts" : view; // a statement is read from Contas
   for (const link of $$("[data-nav]")) {
-    if (link.dataset.nav === view) link.setAttribute("aria-current", "page");
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   for (const node of $$("[data-needs-session]")) node.hidden = !signedIn;
@@ -146,6 +149,7 @@ function route(event = null) {
   if (view === "ring") ring.start();
   else ring.stop();
   if (["accounts", "money", "transfer"].includes(view)) loadAccounts();
+  if (view === "statement") openStatement(decodeURIComponent(rest[0] || ""), rest[1] || "");
   const heading = $(`[data-view="${view}"] h1`);
   // Not on the first load: there the skip link must stay the first stop of the Tab key.
   const changed = event !== null;
@@ -173,6 +177,78 @@ async function loadAccounts() {
   }
   renderAccounts();
   renderPickers();
+}
+
+// ---- one account's statement -------------------------------------------------------------
+
+// The statement of #/statement/<bank>/<account>: its newest page, then older ones on request.
+async function openStatement(bank, account) {
+  const section = $('[data-view="statement"]');
+  state.statement = { bank, account, page: null, lines: [], next: null };
+  const known = banks().some((b) => b.id === bank) && /^[1-9][0-9]{0,15}$/.test(account);
+  showError(section, known ? "" : t("statement_bad_link"));
+  renderStatement();
+  if (known) await loadStatement(null);
+}
+
+async function loadStatement(before) {
+  const shown = state.statement;
+  const section = $('[data-view="statement"]');
+  const table = $("[data-statement]", section);
+  table.setAttribute("aria-busy", "true");
+  try {
+    const page = await api.statement(shown.bank, shown.account, before);
+    if (state.statement !== shown) return; // another account was opened meanwhile
+    if (before === null) shown.page = page;
+    shown.lines.push(...(page.lines || []));
+    shown.next = page.next_before ?? null;
+    showError(section, "");
+  } catch (error) {
+    if (state.statement === shown) showError(section, error);
+  } finally {
+    table.setAttribute("aria-busy", "false");
+  }
+  if (state.statement === shown) renderStatement();
+}
+
+function signedMoney(cents) {
+  if (!cents) return "—";
+  return `${cents > 0 ? "+" : ""}${formatMoney(cents, lang())}`;
+}
+
+function renderStatement() {
+  const shown = state.statement;
+  if (!shown) return;
+  const section = $('[data-view="statement"]');
+  const page = shown.page;
+  $("[data-statement-account]", section).textContent = page
+    ? t("statement_of", {
+        bank: bankName(shown.bank),
+        account: shown.account,
+        balance: formatMoney(page.balance_cents, lang()),
+        held: formatMoney(page.held_cents, lang()),
+      })
+    : "";
+  const body = $("[data-statement] tbody", section);
+  body.replaceChildren();
+  const locale = lang() === "pt" ? "pt-BR" : "en-US";
+  for (const line of shown.lines) {
+    const row = body.insertRow();
+    row.dataset.kind = line.kind;
+    row.insertCell().textContent = new Date(line.at_ms).toLocaleString(locale, { dateStyle: "short", timeStyle: "medium" });
+    const what = t(`line_${line.kind}`);
+    row.insertCell().textContent = what === `line_${line.kind}` ? line.kind : what;
+    const id = row.insertCell();
+    id.className = "transfer-id";
+    id.textContent = line.transfer_id || "";
+    for (const cents of [line.available_cents, line.held_cents]) {
+      const cell = row.insertCell();
+      cell.className = "num";
+      cell.textContent = signedMoney(cents);
+    }
+  }
+  $("[data-statement-empty]", section).hidden = !page || shown.lines.length > 0;
+  $("[data-action=older]", section).hidden = shown.next === null;
 }
 
 function kindLabel(kind) {
@@ -220,7 +296,7 @@ function renderAccounts() {
     } else {
       const table = document.createElement("table");
       const head = table.createTHead().insertRow();
-      for (const key of ["account_number", "kind", "owners", "balance", "held"]) {
+      for (const key of ["account_number", "kind", "owners", "balance", "held", "statement"]) {
         const th = document.createElement("th");
         th.scope = "col";
         th.textContent = t(key);
@@ -245,6 +321,11 @@ function renderAccounts() {
         h.className = "num";
         h.dataset.held = String(account.held_cents ?? 0);
         h.textContent = formatMoney(account.held_cents ?? 0, lang());
+        const link = document.createElement("a");
+        link.href = `#/statement/${encodeURIComponent(id)}/${encodeURIComponent(account.account)}`;
+        link.textContent = t("statement");
+        link.setAttribute("aria-label", t("statement_link", { account: account.account, bank: bankName(id) }));
+        row.insertCell().append(link);
       }
       card.append(table);
     }
@@ -774,6 +855,7 @@ function wire() {
       renderAccounts();
       renderPickers();
       renderPayee();
+      renderStatement();
       if (state.review) renderSummary($("[data-summary]"), state.review);
       const followed = state.followed;
       if (followed?.id) {
@@ -784,6 +866,7 @@ function wire() {
       ring.relabel();
     } else if (action === "logout") await signOut();
     else if (action === "refresh") await busy(button, loadAccounts);
+    else if (action === "older") await busy(button, () => loadStatement(state.statement.next));
     else if (action === "lookup-payee") await busy(button, () => lookUpPayee(button.form));
     else if (action === "add-source") {
       const row = addSourceRow();

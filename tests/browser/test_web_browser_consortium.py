@@ -29,6 +29,7 @@ from web_steps import (
     register,
     screenshot,
     sign_in,
+    unlabelled_controls,
 )
 
 PASSWORD = "correct horse"
@@ -129,6 +130,7 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     # The page reads the balances again once beta has applied the commit (the transfer is
     # "delivered"), not the moment it is decided: nothing shows held there any more.
     await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
+    transfer_id = (await follow.locator("[data-follow-id]").text_content() or "").split()[-1]
     # The followed transfer says what it moved, as it was confirmed.
     summary = follow.locator("[data-follow-summary]")
     await expect(summary.locator("dd")).to_have_text([
@@ -157,6 +159,43 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect(done.locator("[data-success]")).to_contain_text("R$ 250,00")
     await expect_balance(ana, "beta", at_beta, 25000)  # the balances read after it
     await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
+
+    # beta's statement, read at alfa's terminal: each cross-bank debit held, then paid out.
+    await ana.goto("/#/accounts")
+    await ana.get_by_role("link", name=f"Extrato da conta {at_beta} no Bank beta").click()
+    statement = ana.locator('[data-view="statement"]')
+    await expect(statement.locator("[data-statement-account]")).to_have_text(
+        f"Bank beta · Conta {at_beta} · Saldo R$ 250,00 · Reservado R$ 0,00"
+    )
+    rows = statement.locator("[data-statement] tbody tr")
+    await expect(rows.locator("td:nth-child(2)")).to_have_text([
+        "Transferência concluída", "Reservado para uma transferência",
+        "Transferência concluída", "Reservado para uma transferência", "Depósito",
+    ])  # fmt: skip
+    await expect(rows.locator("td:nth-child(4)")).to_have_text(
+        ["—", "-R$ 50,00", "—", "-R$ 200,00", "+R$ 500,00"]
+    )
+    await expect(rows.locator("td:nth-child(5)")).to_have_text(
+        ["-R$ 50,00", "+R$ 50,00", "-R$ 200,00", "+R$ 200,00", "—"]
+    )
+    await expect(rows.nth(2).locator("td.transfer-id")).to_have_text(transfer_id)
+    await expect(statement.get_by_role("button", name="Movimentos mais antigos")).to_be_hidden()
+    assert await unlabelled_controls(ana) == []
+    await screenshot(ana, "consortium-statement")
+    await ana.get_by_role("button", name="Mudar o idioma para inglês").click()
+    await expect(rows.first.locator("td:nth-child(2)")).to_have_text("Transfer completed")
+    await expect(rows.last.locator("td:nth-child(4)")).to_have_text("+R$ 500.00")
+    await ana.get_by_role("button", name="Switch the language to Portuguese").click()
+    await statement.get_by_role("link", name="Voltar às contas").click()
+    await expect_balance(ana, "beta", at_beta, 25000)
+    # An address that names no account says so; someone else's account is not shown.
+    await ana.goto("/#/statement/zeta/1")
+    await expect(statement.locator("[data-error]")).to_contain_text("não aponta para uma conta")
+    await expect(rows).to_have_count(0)
+    await carla.goto(f"/#/statement/beta/{at_beta}")
+    carla_statement = carla.locator('[data-view="statement"]')
+    await expect(carla_statement.locator("[data-error]")).to_have_attribute("data-code", "unknown_account")
+    await expect(carla_statement.locator("[data-statement] tbody tr")).to_have_count(0)
 
     await carla.goto("/#/accounts")
     await carla.get_by_role("button", name="Atualizar").click()
