@@ -124,3 +124,25 @@ async def test_operations_one_at_a_time_match_a_model_of_every_balance(banks: Ba
     for who, accounts in owned.items():
         for bank, number in accounts:
             assert await banks.balance(bank, who, number) == (model[(bank, number)], 0), (bank, number)
+            # Its statement, read through any bank, adds up to the same: every movement is in it.
+            lines = await statement(banks, rng.choice(BANKS), who, bank, number)
+            assert sum(line["available_cents"] for line in lines) == model[(bank, number)], (bank, number)
+            assert sum(line["held_cents"] for line in lines) == 0, (bank, number)
+
+
+STATEMENT_PAGES_MAX = 1_000
+"""Bound on the pages one statement is read in (far more than any seed writes)."""
+
+
+async def statement(banks: Banks, terminal: str, who: str, bank: str, number: int) -> list[dict[str, Any]]:
+    """Every line of an account's statement, asked at ``terminal``, a small page at a time."""
+    lines: list[dict[str, Any]] = []
+    before = ""
+    for _ in range(STATEMENT_PAGES_MAX):
+        status, page = await banks.call("GET", terminal, f"/api/v1/accounts/{bank}/{number}/statement?limit=7{before}", who=who)
+        assert status == 200, page
+        lines += page["lines"]
+        if page["next_before"] is None:
+            return lines
+        before = f"&before={page['next_before']}"
+    raise AssertionError("the statement's pages never ended")
