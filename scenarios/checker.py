@@ -13,7 +13,11 @@ of DESIGN.md that a client can observe from outside:
   or aborted once the faults stopped;
 - ``at_most_existed_moved``: no account gave more than it had (credits in minus debits out
   never below zero in the model);
-- ``no_hold_outlives_transfer``: once everything settled, no money is held.
+- ``no_hold_outlives_transfer``: once everything settled, no money is held;
+- ``transfers_all_or_nothing``: in the accounts' statements, read once everything settled,
+  each transfer (a cross-bank withdrawal included) moved all of its legs or none: a committed
+  one exactly what it was asked, a refused one nothing, one whose outcome stayed unknown one
+  or the other, and none left money held or moved money nobody asked for.
 
 Operations whose outcome stayed unknown may or may not have happened; the checker widens
 its bounds for them rather than guessing, so it never reports a violation a correct system
@@ -48,6 +52,7 @@ INVARIANTS = (
     "operations_settled",
     "at_most_existed_moved",
     "no_hold_outlives_transfer",
+    "transfers_all_or_nothing",
 )
 
 
@@ -95,6 +100,7 @@ def check(history: History) -> tuple[Verdict, ...]:
         _operations_settled(history),
         _at_most_existed_moved(history),
         _no_hold_outlives_transfer(history),
+        _transfers_all_or_nothing(history),
     )
 
 
@@ -336,4 +342,67 @@ def _no_hold_outlives_transfer(history: History) -> Verdict:
         return findings.verdict()
     for account, held in sorted(history.final_held.items()):
         findings.judge(held == 0, f"{account} still holds {held} cents after every transfer ended")
+    return findings.verdict()
+
+
+def _legs(op: Operation) -> dict[AccountRef, int]:
+    """What an operation moves in customer accounts when it happens (cash is not in them)."""
+    legs = {movement.account: -movement.amount_cents for movement in op.debits}
+    if op.kind is Kind.TRANSFER:
+        legs.update({movement.account: movement.amount_cents for movement in op.credits})
+    return legs
+
+
+def _shown(moved: dict[AccountRef, int]) -> str:
+    return ", ".join(f"{account} {cents:+d}" for account, cents in sorted(moved.items())) or "nothing"
+
+
+def _transfers_all_or_nothing(history: History) -> Verdict:
+    findings = _Findings("transfers_all_or_nothing")
+    if not history.settled:
+        return findings.verdict()  # holds may still be open: nothing to judge yet
+    # What each transfer did to each account whose statement was read: (balance, held).
+    moves: dict[str, dict[AccountRef, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for account, lines in history.statements.items():
+        for line in lines:
+            if line.transfer_id is not None:
+                net = moves[line.transfer_id][account]
+                net[0] += line.available_cents
+                net[1] += line.held_cents
+    named = {op.transfer_id: op for op in history.operations if op.transfer_id is not None}
+    # Requests whose answer (and so their transfer's id) never came: a transfer nobody named
+    # may be one of them, once each.
+    unanswered: dict[frozenset[tuple[AccountRef, int]], list[Operation]] = defaultdict(list)
+    for op in history.operations:
+        if op.transfer_id is None and op.outcome is Outcome.UNKNOWN and op.kind is not Kind.DEPOSIT:
+            unanswered[frozenset(_legs(op).items())].append(op)
+    every_statement = set(history.accounts) <= set(history.statements)
+    for transfer_id in sorted(set(moves) | set(named)):
+        nets = moves.get(transfer_id, {})
+        moved = {account: net[0] for account, net in nets.items() if net[0]}
+        held = {account: net[1] for account, net in nets.items() if net[1]}
+        asked = named.get(transfer_id)
+        if asked is None:
+            if not every_statement:
+                continue  # its legs are unknown, and some may be in a statement not read
+            candidates = unanswered.get(frozenset(moved.items()), [])
+            findings.judge(
+                not held and (not moved or bool(candidates)),
+                f"transfer {transfer_id}, which no answered request names, moved {_shown(moved)}"
+                + (f" and still holds {_shown(held)}" if held else ""),
+            )
+            if moved and candidates:
+                candidates.pop()
+            continue
+        legs = _legs(asked)
+        if not set(legs) <= set(history.statements):
+            continue  # a leg's statement is missing: this one cannot be judged
+        all_moved, none_moved = moved == legs, not moved
+        allowed = {Outcome.OK: all_moved, Outcome.REFUSED: none_moved}.get(asked.outcome, all_moved or none_moved)
+        findings.judge(
+            allowed and not held,
+            f"{asked.kind} {asked.key} ({asked.outcome}, transfer {transfer_id}) moved {_shown(moved)}"
+            + (f" and still holds {_shown(held)}" if held else "")
+            + f"; all of it is {_shown(legs)}",
+        )
     return findings.verdict()

@@ -24,6 +24,7 @@ __all__ = [
     "Movement",
     "Operation",
     "Outcome",
+    "StatementLine",
 ]
 
 
@@ -71,6 +72,22 @@ class Outcome(enum.StrEnum):
     UNKNOWN = "unknown"
     """No final answer (timeout, connection lost, 5xx, transfer still pending): it may or
     may not have taken effect, and the checker must allow both."""
+
+
+@attrs.frozen
+class StatementLine:
+    """One line of an account's statement (``GET /api/v1/accounts/{bank}/{account}/statement``):
+    what one movement of money did to the account."""
+
+    kind: str
+    """What it was: ``deposit``, ``withdrawal``, ``transfer``, ``hold``, ``commit``, ``release``,
+    ``credit``, ``debit``."""
+    transfer_id: str | None
+    """The transfer it belongs to (None for cash at the account's own bank)."""
+    available_cents: int
+    """The change of the account's balance."""
+    held_cents: int
+    """The change of the money held in it."""
 
 
 @attrs.frozen
@@ -198,6 +215,9 @@ class History:
     """Balances read just before a burst of operations (``seed-replay``): what existed."""
     funds_before_ms: float | None = None
     """When they were read; operations sent after it may move at most that much."""
+    statements: dict[AccountRef, tuple[StatementLine, ...]] = attrs.field(factory=dict)
+    """Every line of each account's statement, read with the final balances; an account whose
+    statement could not be read (or a bank that has none) is missing."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form (accounts as ``bank/account``)."""
@@ -222,5 +242,6 @@ class History:
             "faults": [attrs.asdict(f) for f in self.faults],
             "final_balances": {str(k): v for k, v in sorted(self.final_balances.items())},
             "final_held": {str(k): v for k, v in sorted(self.final_held.items())},
+            "statement_lines": {str(k): len(v) for k, v in sorted(self.statements.items())},
             "baseline_cents": self.baseline_cents,
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -30,6 +30,7 @@ from scenarios.history import (
     Movement,
     Operation,
     Outcome,
+    StatementLine,
 )
 
 __all__ = [
@@ -68,6 +69,10 @@ SETTLE_READS_MAX = 200
 SETTLE_TIMEOUT_S = 15.0
 """How long the final read waits for every hold to be released."""
 SETTLE_POLL_MS = 100
+STATEMENT_PAGE_LINES = 100
+"""Lines asked per page of an account's statement (the banks' most)."""
+STATEMENT_PAGES_MAX = 500
+"""Pages read at most of one account's statement; a longer one is left unread (not judged)."""
 OPERATIONS_PER_CLIENT_MAX = 5_000
 """A client stops after this many operations even if its time is not up."""
 AUDIT_INTERVAL_MS = 150
@@ -112,6 +117,7 @@ class Recorder:
         self.settled = False
         self.funds_before: dict[AccountRef, int] = {}
         self.funds_before_ms: float | None = None
+        self.statements: dict[AccountRef, tuple[StatementLine, ...]] = {}
         self._keys = 0
 
     def now_ms(self) -> float:
@@ -155,6 +161,7 @@ class Recorder:
             settled=self.settled,
             funds_before=dict(self.funds_before),
             funds_before_ms=self.funds_before_ms,
+            statements=dict(self.statements),
         )
 
 
@@ -318,7 +325,12 @@ class Teller:
             op = self._transfer_status(attrs.evolve(pending, transfer_id=str(body["id"])), body)
         elif answer.ok:
             self.recorder.saw_balance(account, answer.body, str(kind))
-            op = attrs.evolve(pending, complete_ms=now, outcome=Outcome.OK)
+            # A withdrawal paid at another bank than the account's names its transfer.
+            paid_by = body.get("transfer_id")
+            op = attrs.evolve(
+                pending, complete_ms=now, outcome=Outcome.OK,
+                transfer_id=paid_by if isinstance(paid_by, str) else None,
+            )  # fmt: skip
         elif answer.refused:
             reason = answer.problem if answer.sent else f"not sent ({answer.problem})"
             op = attrs.evolve(pending, complete_ms=now, outcome=Outcome.REFUSED, reason=reason)
@@ -491,22 +503,27 @@ class Teller:
     ) -> dict[AccountRef, tuple[int, int]]:
         """Balance and held money of every account the scenario opened, as ``GET
         /api/v1/accounts`` at each bank shows them to their owners."""
-        ours = set(self.recorder.accounts)
         seen: dict[AccountRef, tuple[int, int]] = {}
+        async for account, row, _ in self._listed(customers):
+            if isinstance(row.get("balance_cents"), int):
+                self.recorder.saw_balance(account, row, source)
+                seen[account] = (row["balance_cents"], int(row.get("held_cents", 0)))
+        return seen
+
+    async def _listed(self, customers: dict[int, Customer]) -> AsyncIterator[tuple[AccountRef, dict[str, Any], str]]:
+        """Each account the scenario opened as ``GET /api/v1/accounts`` at its bank lists it
+        to each of its owners: the account, its row and the owner's token there."""
+        ours = set(self.recorder.accounts)
         for customer in customers.values():
             for bank, token in customer.sessions.items():
-                answer = await self.client.call(
-                    "GET", self.urls[bank] + "/api/v1/accounts", token=token
-                )
+                answer = await self.client.call("GET", self.urls[bank] + "/api/v1/accounts", token=token)
                 rows = answer.body if answer.ok else None
-                if isinstance(rows, dict):
+                if isinstance(rows, dict):  # the contract's listing (a bare list is taken too)
                     rows = rows.get("accounts")
                 for row in rows if isinstance(rows, list) else []:
                     account = _account_ref(row, bank)
-                    if account in ours and isinstance(row.get("balance_cents"), int):
-                        self.recorder.saw_balance(account, row, source)
-                        seen[account] = (row["balance_cents"], int(row.get("held_cents", 0)))
-        return seen
+                    if account in ours and isinstance(row, dict):
+                        yield account, row, token
 
     async def read_final(
         self, customers: dict[int, Customer], *, timeout_s: float = SETTLE_TIMEOUT_S
@@ -528,7 +545,37 @@ class Teller:
             if complete or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_MS / 1000)
+        if complete:
+            await self.read_statements(customers)
         return complete
+
+    async def read_statements(self, customers: dict[int, Customer]) -> None:
+        """Every line of each account's statement, read at its own bank by one of its owners
+        (every page: one read, once nothing moves any more). An account whose statement cannot
+        be read whole is left out."""
+        async for account, _, token in self._listed(customers):
+            if account not in self.recorder.statements:
+                lines = await self._statement(account, token)
+                if lines is not None:
+                    self.recorder.statements[account] = lines
+
+    async def _statement(self, account: AccountRef, token: str) -> tuple[StatementLine, ...] | None:
+        url = f"{self.urls[account.bank]}/api/v1/accounts/{account.bank}/{account.account}/statement"
+        lines: list[StatementLine] = []
+        before = ""
+        for _ in range(STATEMENT_PAGES_MAX):
+            answer = await self.client.call("GET", f"{url}?limit={STATEMENT_PAGE_LINES}{before}", token=token)
+            page = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+            if not isinstance(page.get("lines"), list):
+                return None  # unread (or a bank without statements)
+            for line in page["lines"]:
+                lines.append(StatementLine(
+                    str(line["kind"]), line.get("transfer_id"), int(line["available_cents"]), int(line["held_cents"])
+                ))  # fmt: skip
+            if page.get("next_before") is None:
+                return tuple(lines)
+            before = f"&before={page['next_before']}"
+        return None
 
     async def _quiet(self) -> bool:
         """Whether the consortium's audit shows no money held and none between banks (decided

@@ -15,6 +15,7 @@ from scenarios.history import (
     Movement,
     Operation,
     Outcome,
+    StatementLine,
 )
 
 A = AccountRef("alfa", "1")
@@ -64,6 +65,24 @@ def audit(t0: float, t1: float, total: int, expected: int | None = None) -> Audi
     )  # fmt: skip
 
 
+def line(kind: str, transfer_id: str | None, available: int, held: int = 0) -> StatementLine:
+    return StatementLine(kind, transfer_id, available, held)
+
+
+# The statements of good_history(): t1 moved from A to B, t2 held at both sources, then gave back.
+STATEMENTS = {
+    A: (
+        line("deposit", None, 10_000), line("withdrawal", None, -2_000), line("debit", "alfa-t1", -3_000),
+        line("hold", "alfa-t2", -4_000, 4_000), line("release", "alfa-t2", 4_000, -4_000),
+    ),
+    B: (
+        line("deposit", None, 5_000), line("credit", "alfa-t1", 3_000),
+        line("hold", "alfa-t2", -1_000, 1_000), line("release", "alfa-t2", 1_000, -1_000),
+    ),
+    C: (),
+}
+
+
 def good_history() -> History:
     """A = 10000 - 2000 - 3000 = 5000; B = 5000 + 3000 = 8000; C = 0 (an aborted transfer)."""
     return History(
@@ -71,14 +90,15 @@ def good_history() -> History:
             deposit("d1", A, 10_000, 0, 10),
             deposit("d2", B, 5_000, 0, 12),
             withdrawal("w1", A, 2_000, 20, 30),
-            transfer("t1", {A: 3_000}, B, 40, 60),
-            transfer("t2", {A: 4_000, B: 1_000}, C, 70, 90, Outcome.REFUSED),
+            attrs.evolve(transfer("t1", {A: 3_000}, B, 40, 60), transfer_id="alfa-t1"),
+            attrs.evolve(transfer("t2", {A: 4_000, B: 1_000}, C, 70, 90, Outcome.REFUSED), transfer_id="alfa-t2"),
         ),
         audits=(audit(15, 18, 15_000), audit(35, 38, 13_000), audit(95, 99, 13_000)),
         balances=(BalanceSeen(at_ms=10, account=A, balance_cents=10_000),),
         accounts=(A, B, C),
         final_balances={A: 5_000, B: 8_000, C: 0},
         final_held={A: 0, B: 0, C: 0},
+        statements=dict(STATEMENTS),
     )
 
 
@@ -250,3 +270,77 @@ def test_unaccounted_money_is_zero_when_balances_match_and_signed_when_not() -> 
         operations=good_history().operations + (deposit("d9", C, 900, 100, None, Outcome.UNKNOWN),),
     )
     assert unaccounted_cents(open_question) is None
+
+
+def with_lines(history: History, **changes: tuple[StatementLine, ...]) -> History:
+    """``history`` with the statements of some accounts replaced (named a, b, c)."""
+    by_name = {"a": A, "b": B, "c": C}
+    return attrs.evolve(history, statements={**history.statements, **{by_name[k]: v for k, v in changes.items()}})
+
+
+def test_a_transfer_that_moved_only_some_of_its_legs_is_a_violation() -> None:
+    # t1's money left A but never reached B.
+    history = with_lines(good_history(), b=STATEMENTS[B][:1] + STATEMENTS[B][2:])
+    assert broken(history) == ["transfers_all_or_nothing"]
+    example = verdicts(history)["transfers_all_or_nothing"].examples[0]
+    assert "t1" in example and "alfa/1 -3000" in example and "beta/2 +3000" in example
+
+
+def test_a_refused_transfer_must_move_nothing_and_hold_nothing() -> None:
+    moved = with_lines(good_history(), a=STATEMENTS[A][:3] + (line("debit", "alfa-t2", -4_000),))
+    assert broken(moved) == ["transfers_all_or_nothing"]
+    kept = with_lines(good_history(), b=STATEMENTS[B][:3])  # B's hold for t2 never given back
+    assert broken(kept) == ["transfers_all_or_nothing"]
+    assert "still holds beta/2 +1000" in verdicts(kept)["transfers_all_or_nothing"].examples[0]
+
+
+def test_a_transfer_of_unknown_outcome_may_move_all_or_nothing_but_not_part() -> None:
+    base = good_history()
+    unknown = attrs.evolve(transfer("t3", {A: 100, B: 200}, C, 100, None, Outcome.UNKNOWN), transfer_id="alfa-t3")
+    history = attrs.evolve(base, operations=base.operations + (unknown,))
+    everything = with_lines(
+        history, a=STATEMENTS[A] + (line("hold", "alfa-t3", -100, 100), line("commit", "alfa-t3", 0, -100)),
+        b=STATEMENTS[B] + (line("debit", "alfa-t3", -200),), c=(line("credit", "alfa-t3", 300),),
+    )  # fmt: skip
+    nothing = with_lines(
+        history, a=STATEMENTS[A] + (line("hold", "alfa-t3", -100, 100), line("release", "alfa-t3", 100, -100)),
+    )  # fmt: skip
+    part = with_lines(history, b=STATEMENTS[B] + (line("debit", "alfa-t3", -200),), c=(line("credit", "alfa-t3", 200),))
+    assert verdicts(everything)["transfers_all_or_nothing"].held
+    assert verdicts(nothing)["transfers_all_or_nothing"].held
+    assert not verdicts(part)["transfers_all_or_nothing"].held
+
+
+def test_a_transfer_no_answer_named_must_be_one_a_request_may_have_made_once() -> None:
+    base = good_history()
+    stray = (line("debit", "gama-x", -100),)
+    arrived = (line("credit", "gama-x", 100),)
+    history = with_lines(base, a=STATEMENTS[A] + stray, b=STATEMENTS[B] + arrived)
+    assert broken(history) == ["transfers_all_or_nothing"]
+    assert "gama-x" in verdicts(history)["transfers_all_or_nothing"].examples[0]
+    # A transfer whose answer never came, of the same legs, may be that one, but only once.
+    lost = transfer("t4", {A: 100}, B, 100, None, Outcome.UNKNOWN)
+    asked = attrs.evolve(history, operations=base.operations + (lost,))
+    assert "transfers_all_or_nothing" not in broken(asked)
+    twice = with_lines(
+        asked, a=STATEMENTS[A] + stray + (line("debit", "gama-y", -100),),
+        b=STATEMENTS[B] + arrived + (line("credit", "gama-y", 100),),
+    )  # fmt: skip
+    assert "transfers_all_or_nothing" in broken(twice)
+    # A withdrawal paid at another bank is a transfer whose cash is in no statement.
+    cash = attrs.evolve(withdrawal("w2", A, 50, 100, 120), transfer_id="beta-w2")
+    paid = with_lines(
+        attrs.evolve(base, operations=base.operations + (cash,)),
+        a=STATEMENTS[A] + (line("hold", "beta-w2", -50, 50), line("commit", "beta-w2", 0, -50)),
+    )  # fmt: skip
+    assert verdicts(paid)["transfers_all_or_nothing"].held
+
+
+def test_statements_are_judged_only_once_everything_settled_and_where_they_were_read() -> None:
+    partial = with_lines(good_history(), b=STATEMENTS[B][:1] + STATEMENTS[B][2:])
+    unsettled = verdicts(attrs.evolve(partial, settled=False))["transfers_all_or_nothing"]
+    assert unsettled.held and unsettled.checked == 0
+    # B's statement could not be read: t1 and t2 (which touch it) are not judged.
+    unread = attrs.evolve(good_history(), statements={A: STATEMENTS[A], C: ()})
+    verdict = verdicts(unread)["transfers_all_or_nothing"]
+    assert verdict.held and verdict.checked == 0

@@ -20,6 +20,7 @@ MONEY_INVARIANTS = (
     "final_balances",
     "at_most_existed_moved",
     "no_hold_outlives_transfer",
+    "transfers_all_or_nothing",
 )
 
 
@@ -43,6 +44,8 @@ def assert_money_held(report: dict[str, Any]) -> None:
     assert report["unaccounted_cents"] == 0
     assert result["audit_total"]["checked"] > 0
     assert result["final_balances"]["checked"] > 0
+    # Every account's statement was read: each transfer was judged all or nothing.
+    assert result["transfers_all_or_nothing"]["checked"] > 0
 
 
 def assert_exit_matches(status: int, report: dict[str, Any]) -> None:
