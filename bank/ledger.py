@@ -1029,6 +1029,13 @@ class Ledger:
         assert before is None or before > 0
 
         def run(conn: sqlite3.Connection) -> Statement | None:
+            conn.execute("BEGIN")  # the account and its lines in one snapshot
+            try:
+                return page(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        def page(conn: sqlite3.Connection) -> Statement | None:
             account = _account(conn, self.bank_id, number)
             if account is None:
                 return None

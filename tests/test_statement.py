@@ -239,3 +239,27 @@ async def test_a_statement_is_refused_clearly_and_only_its_owners_read_it(client
         assert (response.status, body["error"]["code"]) == (status, code), (wrong_path, body)
         assert body["error"]["message"]
     assert [l["kind"] for l in (await (await client.get(path, headers=ana_headers)).json())["lines"]] == ["deposit"]
+
+
+async def test_a_page_is_read_in_one_snapshot_with_its_account(ledger: Ledger) -> None:
+    """Deposits land while pages are read: every whole statement adds up to the balance read
+    with it, never to one a deposit earlier or later."""
+    mine, _ = await _accounts(ledger)
+    deposits = 60
+
+    async def deposit_all() -> None:
+        for _ in range(deposits):
+            assert (await ledger.deposit(mine, 1, document=ANA)).status == 201
+
+    async def read_all() -> int:
+        reads = 0
+        while True:
+            page = await ledger.statement(mine)
+            assert page is not None and page.next_before is None
+            assert sum(line.available_cents for line in page.lines) == page.account.balance_cents, page
+            reads += 1
+            if page.account.balance_cents == deposits:
+                return reads
+
+    reads = await asyncio.gather(read_all(), read_all(), deposit_all())
+    assert min(reads[:2]) > 1  # the reads overlapped the deposits
