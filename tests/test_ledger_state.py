@@ -260,6 +260,24 @@ class LedgerMachine(LedgerOnALoop, RuleBasedStateMachine):
         }
 
     @invariant()
+    def each_statement_adds_up_to_the_model(self) -> None:
+        for number in self.available:
+            page = self.run(self.ledger.statement(number))
+            assert page is not None and page.next_before is None  # a short history: one page
+            assert sum(line.available_cents for line in page.lines) == self.available[number]
+            assert sum(line.held_cents for line in page.lines) == self.held[number]
+            # What each transfer still holds in it, line by line, is what the model holds.
+            held: dict[str, int] = {}
+            for line in page.lines:
+                if line.transfer_id is not None:
+                    held[line.transfer_id] = held.get(line.transfer_id, 0) + line.held_cents
+            assert {t: cents for t, cents in held.items() if cents} == {
+                transfer: hold[0]
+                for (transfer, account), hold in self.holds.items()
+                if account == number and hold[1] == "held"
+            }
+
+    @invariant()
     def the_journal_balances_and_check_passes(self) -> None:
         report = self.run(self.ledger.check())
         assert report.ok, report.problems
