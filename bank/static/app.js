@@ -183,10 +183,9 @@ async function loadAccounts() {
 
 // The statement of #/statement/<bank>/<account>: its newest page, then older ones on request.
 async function openStatement(bank, account) {
-  const section = $('[data-view="statement"]');
-  state.statement = { bank, account, page: null, lines: [], next: null };
   const known = banks().some((b) => b.id === bank) && /^[1-9][0-9]{0,15}$/.test(account);
-  showError(section, known ? "" : t("statement_bad_link"));
+  // error: null, "bad_link", or the API's refusal (said again in a new language on a switch)
+  state.statement = { bank, account, page: null, lines: [], next: null, error: known ? null : "bad_link" };
   renderStatement();
   if (known) await loadStatement(null);
 }
@@ -202,9 +201,9 @@ async function loadStatement(before) {
     if (before === null) shown.page = page;
     shown.lines.push(...(page.lines || []));
     shown.next = page.next_before ?? null;
-    showError(section, "");
+    shown.error = null;
   } catch (error) {
-    if (state.statement === shown) showError(section, error);
+    shown.error = error;
   } finally {
     table.setAttribute("aria-busy", "false");
   }
@@ -221,6 +220,7 @@ function renderStatement() {
   if (!shown) return;
   const section = $('[data-view="statement"]');
   const page = shown.page;
+  showError(section, shown.error === null ? "" : shown.error === "bad_link" ? t("statement_bad_link") : shown.error);
   $("[data-statement-account]", section).textContent = page
     ? t("statement_of", {
         bank: bankName(shown.bank),
