@@ -36,6 +36,7 @@ from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
     STATEMENT_LINES_MAX,
+    STATEMENT_POSITION_MAX,
     AccountKind,
     Answer,
     Idempotency,
@@ -54,7 +55,6 @@ __all__ = [
     "JOINT_OWNERS_MAX",
     "NAME_CHARS_MAX",
     "STATEMENT_PAGE_LINES",
-    "STATEMENT_POSITION_MAX",
     "TRANSFER_ID_CHARS_MAX",
     "TRANSFER_SOURCES_MAX",
     "TRANSFER_WAIT_MS_MAX",
@@ -103,8 +103,6 @@ in ``bank.interbank`` waits; a local transfer is decided at once and ignores it)
 STATEMENT_PAGE_LINES = 20
 """Lines in a statement page when the request names no ``limit`` (at most
 :data:`bank.ledger.STATEMENT_LINES_MAX`)."""
-STATEMENT_POSITION_MAX = 2**63 - 1
-"""The largest ``before`` a statement page takes (positions are SQLite row ids)."""
 
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 

@@ -47,7 +47,6 @@ from aiohttp import web
 from bank.api import (
     ACCOUNT_NUMBER_MAX,
     IDEMPOTENCY_KEY_CHARS_MAX,
-    STATEMENT_POSITION_MAX,
     TRANSFER_ID_CHARS_MAX,
     TRANSFER_WAIT_MS_MAX,
     answer_response,
@@ -64,6 +63,7 @@ from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
     STATEMENT_LINES_MAX,
+    STATEMENT_POSITION_MAX,
     Answer,
     Idempotency,
     Ledger,

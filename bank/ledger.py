@@ -54,6 +54,7 @@ __all__ = [
     "QUEUE_OPERATIONS_MAX",
     "SETTLEMENT_ACCOUNT",
     "STATEMENT_LINES_MAX",
+    "STATEMENT_POSITION_MAX",
     "Account",
     "AccountKind",
     "Answer",
@@ -116,6 +117,8 @@ IDEMPOTENCY_KEY_CHARS_MAX = 255
 """Longest ``Idempotency-Key`` accepted."""
 STATEMENT_LINES_MAX = 100
 """The most lines (journal transactions) one page of an account's statement lists."""
+STATEMENT_POSITION_MAX = 2**63 - 1
+"""The largest position a statement page starts below (positions are SQLite row ids)."""
 
 CASH_ACCOUNT = -1
 """The bank's own cash: debited by deposits, credited by withdrawals (so it is negative)."""
@@ -1026,7 +1029,7 @@ class Ledger:
         The page is read by the entries' own order (entries are appended in journal order),
         so a page costs the same on an account with millions of entries as on a new one."""
         assert 0 < limit <= STATEMENT_LINES_MAX
-        assert before is None or before > 0
+        assert before is None or 0 < before <= STATEMENT_POSITION_MAX
 
         def run(conn: sqlite3.Connection) -> Statement | None:
             conn.execute("BEGIN")  # the account and its lines in one snapshot
@@ -1045,7 +1048,7 @@ class Ledger:
                 "SELECT e.id, e.txn, j.at_ms, j.kind, j.transfer_id, e.bucket, e.amount_cents"
                 " FROM entries AS e JOIN journal AS j ON j.txn = e.txn"
                 " WHERE e.account = ? AND e.id < ? ORDER BY e.id DESC LIMIT ?",
-                (number, before if before is not None else 2**63 - 1, 2 * limit + 1),
+                (number, STATEMENT_POSITION_MAX if before is None else before, 2 * limit + 1),
             ).fetchall()
             lines: list[StatementLine] = []
             first_ids: list[int] = []  # each line's lowest entry id: where older lines start

@@ -16,7 +16,6 @@ from bank.api import (
     JOINT_OWNERS_MAX,
     NAME_CHARS_MAX,
     STATEMENT_PAGE_LINES,
-    STATEMENT_POSITION_MAX,
     TRANSFER_SOURCES_MAX,
     TRANSFER_WAIT_MS_MAX,
 )
@@ -27,7 +26,7 @@ from bank.auth import (
     PASSWORD_CHARS_MIN,
 )
 from bank.errors import STATUS_BY_CODE
-from bank.ledger import AMOUNT_CENTS_MAX, STATEMENT_LINES_MAX
+from bank.ledger import AMOUNT_CENTS_MAX, STATEMENT_LINES_MAX, STATEMENT_POSITION_MAX
 
 __all__ = ["document"]
 
