@@ -3,7 +3,10 @@
 For each ring size and each concurrency: committed cross-bank transfers per second and the
 p50/p99 latency from submit to outcome (``POST /api/v1/transfers?wait_ms=...``), printed beside
 the request rate of a bare aiohttp JSON endpoint measured in the same run on the same machine
-with the same client and the same event loop, and the ratio of the two. Also the CPU time each
+with the same client and the same event loop, and the ratio of the two. The two are measured
+in turns (``--slices``, 4 by default: bare, transfers, bare, transfers...), so that a machine
+whose speed drifts meanwhile slows both alike; after each slice of transfers the banks get
+DRAIN_S to deliver what it decided, counted in their CPU. Also the CPU time each
 committed transfer cost the banks (all of them together) and the load generator, beside what
 one bare request cost its server and the client: where the machine's two cores go; and the
 transfers a token visit carried, and the commits the banks made, the messages they sent each
@@ -46,6 +49,11 @@ from bank.documents import complete_cpf  # noqa: E402
 from bank.process import Consortium, free_ports, write_ring_file  # noqa: E402
 
 REQUEST_TIMEOUT_S = 30.0
+SLICES_MAX = 20
+DRAIN_S = 0.5
+"""After each slice of transfers, the banks finish what it left them (decisions delivered at
+most DECISION_DEFER_MS later) before the bare endpoint is measured again; their CPU meanwhile
+counts for the transfers."""
 WAIT_MS = 10_000
 OPENING_CENTS = 10**10
 CONNECTIONS_MAX = 512
@@ -170,9 +178,11 @@ def _own_cpu_s() -> float:
 
 
 async def _measure(
-    session: aiohttp.ClientSession, call: Any, concurrency: int, seconds: float
-) -> tuple[int, int, list[float]]:
-    latencies: list[float] = []
+    session: aiohttp.ClientSession, call: Any, concurrency: int, seconds: float, latencies: list[float]
+) -> tuple[int, int, float]:
+    """``concurrency`` clients call ``call`` until ``seconds`` are over (each finishes the
+    request it is in): the calls that succeeded, the others, and the time it all took. Each
+    call's latency is appended to ``latencies``."""
     done = {"ok": 0, "other": 0}
     until = time.perf_counter() + seconds
 
@@ -185,8 +195,7 @@ async def _measure(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return int(done["ok"] / elapsed), done["other"], latencies
+    return done["ok"], done["other"], time.perf_counter() - started
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -233,6 +242,7 @@ def run_ring(
     *,
     one_way: bool = False,
     per_bank: bool = False,
+    slices: int = 1,
 ) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +261,7 @@ def run_ring(
                 rows = runner.run(
                     _run(
                         config, ids, bare_port, concurrencies, seconds, pids, Path(tmp) / "logs",
-                        one_way=one_way, per_bank=per_bank,
+                        one_way=one_way, per_bank=per_bank, slices=slices,
                     )
                 )
         finally:
@@ -272,7 +282,9 @@ async def _run(
     *,
     one_way: bool = False,
     per_bank: bool = False,
+    slices: int = 1,
 ) -> list[dict[str, Any]]:
+    assert 1 <= slices <= SLICES_MAX
     rows = []
     connector = aiohttp.TCPConnector(limit=CONNECTIONS_MAX)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -310,22 +322,44 @@ async def _run(
 
         for concurrency in concurrencies:
             reasons.clear()
-            before = cpu_now()
-            bare_rate, _, _ = await _measure(session, bare, concurrency, seconds)
-            middle = cpu_now()
-            counted_before = await _counters(session, config)
-            written_before = sum(_written_bytes(pid) for pid in pids["banks"])
-            threads_before = [_threads_cpu_s(pid) for pid in pids["banks"]]
+            # The two are measured in turns, slice by slice, so that a machine that changes
+            # speed meanwhile slows both alike: their ratio is what the goal names.
+            bare_ok = ok = failed = 0
+            bare_s = transfer_s = 0.0
+            bare_cpu = [0.0, 0.0]  # the bare server's, the client's
+            transfer_cpu = [0.0, 0.0]  # the banks', the client's
+            counted = dict.fromkeys(COUNTED, 0.0)
+            written = 0.0
+            threads_spent = [[0.0, 0.0] for _ in pids["banks"]]
+            latencies: list[float] = []
             logged_before = _log_sizes(log_dir)
-            rate, failed, latencies = await _measure(session, transfer, concurrency, seconds)
-            after = cpu_now()
-            threads_after = [_threads_cpu_s(pid) for pid in pids["banks"]]
-            written = sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
-            counted_after = await _counters(session, config)
-            visits, commits, messages = (counted_after[name] - counted_before[name] for name in COUNTED)
+            for _ in range(slices):
+                before = cpu_now()
+                done, _, elapsed = await _measure(session, bare, concurrency, seconds / slices, [])
+                middle = cpu_now()
+                bare_ok, bare_s = bare_ok + done, bare_s + elapsed
+                bare_cpu = [bare_cpu[0] + middle[0] - before[0], bare_cpu[1] + middle[2] - before[2]]
+                counted_before = await _counters(session, config)
+                written_before = sum(_written_bytes(pid) for pid in pids["banks"])
+                threads_before = [_threads_cpu_s(pid) for pid in pids["banks"]]
+                middle = cpu_now()
+                done, other, elapsed = await _measure(session, transfer, concurrency, seconds / slices, latencies)
+                ok, failed, transfer_s = ok + done, failed + other, transfer_s + elapsed
+                await asyncio.sleep(DRAIN_S)
+                after = cpu_now()
+                transfer_cpu = [transfer_cpu[0] + after[1] - middle[1], transfer_cpu[1] + after[2] - middle[2]]
+                for spent, was, now in zip(threads_spent, threads_before, [_threads_cpu_s(pid) for pid in pids["banks"]]):
+                    spent[0] += now[0] - was[0]
+                    spent[1] += now[1] - was[1]
+                written += sum(_written_bytes(pid) for pid in pids["banks"]) - written_before
+                counted_after = await _counters(session, config)
+                for name in COUNTED:
+                    counted[name] += counted_after[name] - counted_before[name]
+            bare_rate, rate = int(bare_ok / bare_s), int(ok / transfer_s)
+            visits, commits, messages = (counted[name] for name in COUNTED)
             waits = _successor_waits_ms(logged_before)
-            bare_count = max(1.0, bare_rate * seconds)
-            count = max(1.0, rate * seconds)
+            bare_count = max(1, bare_ok)
+            count = max(1, ok)
             row = {
                 "banks": len(ids),
                 "concurrency": concurrency,
@@ -335,15 +369,15 @@ async def _run(
                 "latency_ms_p99": _percentile(latencies, 0.99),
                 "bare_per_s": bare_rate,
                 "ratio": rate / bare_rate if bare_rate else float("nan"),
-                "bare_server_cpu_ms": 1000 * (middle[0] - before[0]) / bare_count,
-                "bare_client_cpu_ms": 1000 * (middle[2] - before[2]) / bare_count,
-                "banks_cpu_ms": 1000 * (after[1] - middle[1]) / count,
-                "client_cpu_ms": 1000 * (after[2] - middle[2]) / count,
-                "transfers_per_visit": rate * seconds / visits if visits else float("nan"),
+                "bare_server_cpu_ms": 1000 * bare_cpu[0] / bare_count,
+                "bare_client_cpu_ms": 1000 * bare_cpu[1] / bare_count,
+                "banks_cpu_ms": 1000 * transfer_cpu[0] / count,
+                "client_cpu_ms": 1000 * transfer_cpu[1] / count,
+                "transfers_per_visit": ok / visits if visits else float("nan"),
                 "written_kb_per_transfer": written / 1000 / count,
                 "commits_per_transfer": commits / count,
                 "messages_per_transfer": messages / count,
-                "visit_ms": 1000 * seconds / visits if visits else float("nan"),
+                "visit_ms": 1000 * transfer_s / visits if visits else float("nan"),
                 "successor_wait_ms_p50": _percentile(waits, 0.50),
                 "successor_wait_ms_p90": _percentile(waits, 0.90),
             }
@@ -378,8 +412,8 @@ async def _run(
             )
             if one_way or per_bank:
                 parts = []
-                for bank, before_bank, after_bank in zip(ids, threads_before, threads_after):
-                    loop_us, other_us = (1e6 * (a - b) / count for a, b in zip(after_bank, before_bank))
+                for bank, spent in zip(ids, threads_spent):
+                    loop_us, other_us = (1e6 * seconds_spent / count for seconds_spent in spent)
                     parts.append(f"{bank} {loop_us:.0f} + {other_us:.0f}")
                     row[f"{bank}_loop_us"], row[f"{bank}_other_us"] = loop_us, other_us
                 print(f"{'':17}per bank, µs of CPU per transfer (event loop + other threads): " + "; ".join(parts),
@@ -403,17 +437,22 @@ def main() -> None:
         help="every transfer from the first bank to the second (the terminal's and a participant's work apart)",
     )
     parser.add_argument("--per-bank", action="store_true", help="print each bank's CPU per transfer")
+    parser.add_argument(
+        "--slices", type=int, default=4, choices=range(1, SLICES_MAX + 1), metavar=f"1..{SLICES_MAX}",
+        help="measure the bare endpoint and the transfers in turns, in this many slices each (default 4)",
+    )
     args = parser.parse_args()
     print(
         f"cross-bank transfers, 1 source{' (all from the first bank to the second)' if args.one_way else ''}, "
-        f"submit -> outcome; {args.seconds:g} s per figure; "
+        f"submit -> outcome; {args.seconds:g} s per figure in {args.slices} turns; "
         f"hold_max_ms {args.hold_ms}; {args.loop} loop; {os.cpu_count()} CPUs"
     )
     print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (before)")
     for banks in args.banks:
         run_ring(
-            banks, args.concurrency, args.seconds, args.hold_ms, args.loop, one_way=args.one_way, per_bank=args.per_bank
-        )
+            banks, args.concurrency, args.seconds, args.hold_ms, args.loop,
+            one_way=args.one_way, per_bank=args.per_bank, slices=args.slices,
+        )  # fmt: skip
     print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (after)")
 
 
