@@ -128,9 +128,9 @@ function route(event = null) {
   if (!signedIn && !PUBLIC_VIEWS.has(view)) view = "login";
   if (signedIn && view === "login") view = "accounts";
   for (const section of $$("section[data-view]")) section.hidden = section.dataset.view !== view;
-  const section = view === "statement" ? "accounts" : view; // a statement is read from Contas
+  const navView = view === "statement" ? "accounts" : view; // a statement is read from Contas
   for (const link of $$("[data-nav]")) {
-    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    if (link.dataset.nav === navView) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   for (const node of $$("[data-needs-session]")) node.hidden = !signedIn;
