@@ -568,10 +568,15 @@ class Teller:
             page = answer.body if answer.ok and isinstance(answer.body, dict) else {}
             if not isinstance(page.get("lines"), list):
                 return None  # unread (or a bank without statements)
-            for line in page["lines"]:
-                lines.append(StatementLine(
-                    str(line["kind"]), line.get("transfer_id"), int(line["available_cents"]), int(line["held_cents"])
-                ))  # fmt: skip
+            try:
+                for line in page["lines"]:
+                    transfer_id = line["transfer_id"]
+                    lines.append(StatementLine(
+                        str(line["kind"]), None if transfer_id is None else str(transfer_id),
+                        int(line["available_cents"]), int(line["held_cents"]),
+                    ))  # fmt: skip
+            except (KeyError, TypeError, ValueError):
+                return None  # a line that is not one: this statement is not judged
             if page.get("next_before") is None:
                 return tuple(lines)
             before = f"&before={page['next_before']}"
