@@ -200,9 +200,11 @@ def run_up(config: RingConfig) -> int:
         while not stopping:
             for bank_id, process in consortium.banks.items():
                 if process.process is not None and not process.alive():
-                    code = process.process.returncode
-                    print(f"bank {bank_id} exited (code {code}); the ring goes on without it")
+                    print(f"bank {bank_id} exited ({process.exit_note()}); the ring goes on without it", flush=True)
                     process.process = None
+            if all(process.process is None for process in consortium.banks.values()):
+                print("consortium: every bank has exited", file=sys.stderr)
+                return 1
             time.sleep(UP_POLL_S)
         print("Stopping every bank...", flush=True)
     finally:

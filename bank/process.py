@@ -45,6 +45,8 @@ __all__ = [
 
 READY_TIMEOUT_S = 20.0
 """How long a bank may take to answer ``/healthz`` after it was started (busy machines)."""
+LOG_TAIL_BYTES = 8192
+"""How much of the end of a bank's log says why it exited."""
 STOP_TIMEOUT_S = 5.0
 """How long a bank may take to exit after SIGTERM before it is killed."""
 HEALTH_POLL_S = 0.05
@@ -188,14 +190,16 @@ class BankProcess:
         )
 
     def healthy(self) -> bool:
-        return get_json(self.url + "/healthz", timeout_s=0.5) is not None
+        """Whether this child answers ``/healthz`` (not some other process at its address)."""
+        answer = get_json(self.url + "/healthz", timeout_s=0.5)
+        return isinstance(answer, dict) and self.process is not None and answer.get("pid") == self.process.pid
 
     def wait_ready(self, *, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until ``/healthz`` answers; ``RuntimeError`` if the child exits or is late."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"bank {self.bank_id} exited ({self._exit_note()})")
+                raise RuntimeError(f"bank {self.bank_id} exited ({self.exit_note()})")
             if self.healthy():
                 return
             time.sleep(HEALTH_POLL_S)
@@ -240,12 +244,17 @@ class BankProcess:
         """This bank's ``GET /ring/status`` document, or ``None`` when it does not answer."""
         return get_json(self.url + "/ring/status")
 
-    def _exit_note(self) -> str:
+    def exit_note(self) -> str:
+        """How the child ended: its exit code and the last lines of its log."""
         assert self.process is not None
         note = f"exit code {self.process.returncode}"
         if self.log_path is not None and self.log_path.exists():
-            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            note += "; log: " + " | ".join(tail)
+            with open(self.log_path, "rb") as log:  # its end only: a log may be large
+                log.seek(max(0, self.log_path.stat().st_size - LOG_TAIL_BYTES))
+                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+            # A bank that could not start says why in one line of its own (bank.cli).
+            said = [line for line in tail if line.startswith("consortium: ")]
+            note += f": {said[-1].removeprefix('consortium: ')}" if said else "; log: " + " | ".join(tail)
         return note
 
     def _close_log(self) -> None:

@@ -5,7 +5,8 @@
 ``GET /ring/status``), ``GET /healthz`` and ``GET /metrics``. The client API and the web
 terminal are added at the one marked place. :func:`serve` runs it on the bank's address and,
 on SIGTERM or SIGINT, leaves the ring (handing the token on) while the server still answers,
-and only then stops serving.
+and only then stops serving. It takes the address before the application starts: a bank that
+cannot have it (another process serves there) opens no database and sends no message.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import gc
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import structlog
@@ -85,7 +87,8 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return jsonio.response({"status": "ok", "bank": request.app[BANK_ID]})
+    # The pid tells the process that started this bank whether its own child answers.
+    return jsonio.response({"status": "ok", "bank": request.app[BANK_ID], "pid": os.getpid()})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -110,13 +113,21 @@ async def serve(
     """
     stop = asyncio.Event() if stop is None else stop
     loop = asyncio.get_running_loop()
+    # First the address (OSError when it is taken), then the application's start: its ledger,
+    # its ring member and its transfers. A second process of the same bank must not touch the
+    # database or speak for the bank before finding out that it cannot serve.
+    listening = _bind(host, port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        listening.close()
+        raise
     watcher: asyncio.Task[None] | None = None
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.SockSite(runner, listening)
         await site.start()
         log.info(
             "bank.serving",
@@ -141,6 +152,23 @@ async def serve(
         # stay (setting an event already set); whoever insists sends SIGKILL.
         await runner.cleanup()
         log.info("bank.stopped", bank=app[BANK_ID])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (its first address), ready for the server to listen
+    on; OSError when the address is taken or not this machine's."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listening = socket.socket(family, kind, proto)
+    try:
+        # As aiohttp's own sites do: a restarted bank may take its port back at once.
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except BaseException:
+        listening.close()
+        raise
+    return listening
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

@@ -130,10 +130,13 @@ def test_up_starts_every_bank_and_sigterm_stops_them_all(ring_file: RingConfig) 
         assert "made a secret for this run" in output
         for bank in ring_file.banks:
             assert bank.url in output
-            assert get_json(bank.url + "/healthz") == {"status": "ok", "bank": bank.id}
+            health = get_json(bank.url + "/healthz")
+            assert isinstance(health, dict) and health["status"] == "ok" and health["bank"] == bank.id
         assert "web terminal" in output
         banks = children_of(process.pid)
         assert len(banks) == len(ring_file.banks)
+        # /healthz names the process that answers: the children of this command.
+        assert sorted(get_json(bank.url + "/healthz")["pid"] for bank in ring_file.banks) == sorted(banks)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=WAIT_S) == 0
         assert process.stdout is not None
@@ -150,6 +153,24 @@ def test_up_starts_every_bank_and_sigterm_stops_them_all(ring_file: RingConfig) 
             os.kill(pid, signal.SIGKILL)
         assert process.stdout is not None
         process.stdout.close()
+
+
+@pytest.mark.processes
+def test_a_second_up_of_a_running_ring_says_why_and_exits_1(ring_file: RingConfig, tmp_path: Path) -> None:
+    first = Consortium(ring_file, secret="first-run-key", log_dir=tmp_path / "first")
+    first.start()
+    try:
+        before = {bank_id: bank.pid for bank_id, bank in first.banks.items()}
+        result = consortium("up", "-c", str(ring_file.path), env=env_without_secret())
+        # The banks that answer are not its children: it says why its own exited, and stops.
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "address already in use" in result.stderr.lower(), result.stderr
+        assert "web terminal" not in result.stdout
+        # The running ring was not disturbed: the same processes answer, as one ring.
+        for bank_id, bank in first.banks.items():
+            assert bank.alive() and get_json(bank.url + "/healthz")["pid"] == before[bank_id]
+    finally:
+        first.stop()
 
 
 @pytest.fixture
@@ -238,3 +259,31 @@ def test_a_started_bank_freezes_its_start_up_objects_and_collects_young_ones_les
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT_S)
     assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+def test_a_bank_that_cannot_have_its_address_starts_nothing(tmp_path: Path) -> None:
+    """bank.server.serve takes the address first: when another process serves there, the
+    application (its ledger, its ring member) never starts."""
+    import asyncio
+    import socket
+    from collections.abc import AsyncIterator
+
+    from aiohttp import web
+
+    from bank.server import serve
+
+    started: list[str] = []
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        started.append("start-up")
+        yield
+
+    app = web.Application()
+    app.cleanup_ctx.append(lifecycle)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            asyncio.run(serve(app, "127.0.0.1", port))
+    assert started == []
