@@ -129,7 +129,9 @@ API_STATE = web.AppKey("client_api_state", ApiState)
 def install(app: web.Application) -> None:
     """Register the client API's routes, middleware and ledger lifecycle on ``app``."""
     app.middlewares.append(_api_middleware)
-    app.cleanup_ctx.append(_lifecycle)
+    # First of all that starts: the ledger takes its database's lock (Ledger.open) before the
+    # ring member speaks for the bank, so a second process of a running bank does neither.
+    app.cleanup_ctx.insert(0, _lifecycle)
     routes = [
         web.post("/api/v1/customers", _create_customer),
         web.post("/api/v1/sessions", _create_session),

@@ -36,7 +36,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import IO, Any, Literal, TypeVar, cast
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no lock (see Ledger.open)
+    fcntl = None  # type: ignore[assignment]
 
 import attrs
 import structlog
@@ -69,6 +74,7 @@ __all__ = [
     "Ledger",
     "LegsRequest",
     "LedgerClosed",
+    "LedgerInUse",
     "Statement",
     "StatementLine",
     "Transfer",
@@ -146,6 +152,10 @@ T = TypeVar("T")
 
 class LedgerClosed(Exception):
     """The ledger was closed (or its writer stopped) before the operation could run."""
+
+
+class LedgerInUse(OSError):
+    """Another process (or another ledger of this one) has the database open."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,6 +464,23 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
+def _lock(file: Path) -> IO[bytes] | None:
+    """The exclusive lock of database ``file`` (see :meth:`Ledger.open`), held while the
+    returned file stays open; :class:`LedgerInUse` when another holds it."""
+    if fcntl is None:
+        return None
+    lock = open(file.with_name(file.name + ".lock"), "ab")  # noqa: SIM115 (held until close)
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise LedgerInUse(f"{file}: another process has this bank's database open") from None
+    except BaseException:
+        lock.close()
+        raise
+    return lock
+
+
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a group commit is one
     # transaction and nothing commits behind our back.
@@ -692,10 +719,12 @@ class Ledger:
         *,
         queue_operations_max: int,
         clock: Callable[[], float],
+        lock: IO[bytes] | None = None,
     ) -> None:
         self.path = path
         self.bank_id = bank_id
         self.clock = clock
+        self._lock = lock
         self._writer = writer
         self._reader_conn = reader_conn
         self._reader = reader
@@ -733,12 +762,19 @@ class Ledger:
         """Open (creating and migrating when needed) the database at ``path``.
 
         ``bank_id`` defaults to the file's stem (``var/alfa.sqlite3`` is bank ``alfa``).
+
+        One ledger at a time has a database: it holds an exclusive lock on ``<path>.lock``
+        until :meth:`close` (or the process's end, a crash included), and another open of the
+        same database, in any process, raises :class:`LedgerInUse`. Two processes of one bank
+        would each believe its memory of the transfers it runs. (No lock where the system has
+        no ``fcntl``.)
         """
         file = Path(path)
         loop = asyncio.get_running_loop()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock(file)
 
         def prepare() -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
-            file.parent.mkdir(parents=True, exist_ok=True)
             writer_conn = _connect(file, synchronous)
             try:
                 _migrate(writer_conn)
@@ -751,7 +787,12 @@ class Ledger:
             point_conn.execute("PRAGMA busy_timeout=0")
             return writer_conn, _connect(file, synchronous), point_conn
 
-        writer_conn, reader_conn, point_conn = await asyncio.to_thread(prepare)
+        try:
+            writer_conn, reader_conn, point_conn = await asyncio.to_thread(prepare)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
         bank = bank_id or file.name.split(".")[0]
         writer = _Writer(
             writer_conn,
@@ -772,6 +813,7 @@ class Ledger:
             point_conn,
             queue_operations_max=queue_operations_max,
             clock=clock,
+            lock=lock,
         )
 
     async def close(self) -> None:
@@ -786,6 +828,8 @@ class Ledger:
         self._reader.shutdown(wait=True)
         self._reader_conn.close()
         self._point_conn.close()
+        if self._lock is not None:
+            self._lock.close()  # the database is free for the next ledger
 
     @property
     def batches(self) -> int:

@@ -287,3 +287,28 @@ def test_a_bank_that_cannot_have_its_address_starts_nothing(tmp_path: Path) -> N
         with pytest.raises(OSError):
             asyncio.run(serve(app, "127.0.0.1", port))
     assert started == []
+
+
+def test_a_bank_whose_database_is_in_use_speaks_for_no_one(ring_file: RingConfig) -> None:
+    """A second process of a bank, at another address (a second ring file, the same data
+    folder): its ledger is refused the database before its ring member starts."""
+    import asyncio
+
+    from structlog.testing import capture_logs
+
+    from bank.ledger import Ledger, LedgerInUse
+    from bank.server import build_app, serve
+
+    bank = ring_file.bank("alfa")
+
+    async def second_process() -> list[str]:
+        running = await Ledger.open(ring_file.data_dir / "alfa.sqlite3")  # the bank that runs
+        try:
+            with capture_logs() as logged, pytest.raises(LedgerInUse):
+                await serve(build_app(ring_file, "alfa", secret=b"same-secret"), bank.host, bank.port)
+        finally:
+            await running.close()
+        return [entry["event"] for entry in logged]
+
+    events = asyncio.run(second_process())
+    assert "ring.started" not in events, events

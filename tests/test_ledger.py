@@ -22,6 +22,7 @@ from bank.ledger import (
     Idempotency,
     Ledger,
     LedgerClosed,
+    LedgerInUse,
     new_transfer_id,
     request_fingerprint,
     _Job,
@@ -510,3 +511,27 @@ async def test_every_answered_deposit_survives_a_kill_9(tmp_path: Path) -> None:
         assert report.ok, report.problems
     finally:
         await ledger.close()
+
+
+async def test_one_ledger_at_a_time_has_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "alfa.sqlite3"
+    first = await Ledger.open(path)
+    try:
+        with pytest.raises(LedgerInUse, match="another process has this bank's database open"):
+            await Ledger.open(path)
+        # Another process neither: a second process of a bank must not run on its database.
+        import subprocess
+        import sys
+
+        code = (
+            "import asyncio, sys; from bank.ledger import Ledger, LedgerInUse\n"
+            "try:\n    asyncio.run(Ledger.open(sys.argv[1]))\nexcept LedgerInUse as error:\n"
+            "    print('in use:', error); sys.exit(3)\n"
+        )
+        other = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=30)
+        assert other.returncode == 3 and "in use" in other.stdout, other.stderr
+        assert (await first.deposit((await _setup(first))[0], 5, document=ANA)).status == 201
+    finally:
+        await first.close()
+    again = await Ledger.open(path)  # closed, it is free again
+    await again.close()
