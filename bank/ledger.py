@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import errno
 import hashlib
 import json
 import queue
@@ -464,6 +465,10 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
+_NO_LOCKS_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+"""What flock answers on a file system that has no locks."""
+
+
 def _lock(file: Path) -> IO[bytes] | None:
     """The exclusive lock of database ``file`` (see :meth:`Ledger.open`), held while the
     returned file stays open; :class:`LedgerInUse` when another holds it."""
@@ -475,6 +480,13 @@ def _lock(file: Path) -> IO[bytes] | None:
     except BlockingIOError:
         lock.close()
         raise LedgerInUse(f"{file}: another process has this bank's database open") from None
+    except OSError as error:
+        lock.close()
+        if error.errno not in _NO_LOCKS_ERRNOS:
+            raise
+        # A file system without locks (some network ones): the bank runs, unguarded.
+        log.warning("ledger_unlocked", path=str(file), error=str(error))
+        return None
     except BaseException:
         lock.close()
         raise

@@ -535,3 +535,28 @@ async def test_one_ledger_at_a_time_has_a_database(tmp_path: Path) -> None:
         await first.close()
     again = await Ledger.open(path)  # closed, it is free again
     await again.close()
+
+
+async def test_a_file_system_without_locks_runs_the_bank_unguarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import fcntl
+
+    from structlog.testing import capture_logs
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with capture_logs() as logged:
+        ledger = await Ledger.open(tmp_path / "alfa.sqlite3")
+    await ledger.close()
+    assert any(entry["event"] == "ledger_unlocked" for entry in logged), logged
+
+    def broken(fd: int, operation: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        await Ledger.open(tmp_path / "alfa.sqlite3")
