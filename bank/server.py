@@ -123,12 +123,13 @@ async def serve(
     try:
         await runner.setup()
     except BaseException:
-        listening.close()
+        for sock in listening:
+            sock.close()
         raise
     watcher: asyncio.Task[None] | None = None
     try:
-        site = web.SockSite(runner, listening)
-        await site.start()
+        for sock in listening:
+            await web.SockSite(runner, sock).start()
         log.info(
             "bank.serving",
             bank=app[BANK_ID],
@@ -154,19 +155,29 @@ async def serve(
         log.info("bank.stopped", bank=app[BANK_ID])
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (its first address), ready for the server to listen
-    on; OSError when the address is taken or not this machine's."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    listening = socket.socket(family, kind, proto)
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to every address of ``host`` at ``port`` (``localhost`` may be two), as
+    aiohttp's own sites bind them, ready for the server to listen on; OSError when one is taken
+    or not this machine's."""
+    listening: list[socket.socket] = []
     try:
-        # As aiohttp's own sites do: a restarted bank may take its port back at once.
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
+        seen = set()
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            listening.append(sock)
+            # A restarted bank may take its port back at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # its own socket has IPv4
+            sock.bind(address)
     except BaseException:
-        listening.close()
+        for sock in listening:
+            sock.close()
         raise
     return listening
 
