@@ -98,3 +98,31 @@ def test_timestamp_text_of_each_second_is_formatted_again_when_the_second_change
         "2025-11-28T04:49:20.000001Z",
         "1970-01-02T00:00:00.000000Z",
     ]
+
+
+async def test_a_member_with_another_secret_is_told_once_per_member(tmp_path: Path) -> None:
+    """gama was started with another secret: the others refuse its messages (401). It says so
+    once per member that refused it, as a warning with what to check, not at every message."""
+    from waiting import wait_until
+
+    config = write_ring_file(tmp_path / "ring.toml", ("alfa", "beta", "gama"), hold_max_ms=10,
+                             handoff_timeout_ms=100, loss_timeout_ms=400)  # fmt: skip
+    rings = [Ring(config, "alfa", secret=b"the-ring-key"), Ring(config, "beta", secret=b"the-ring-key"),
+             Ring(config, "gama", secret=b"another-key")]  # fmt: skip
+    with structlog.testing.capture_logs() as captured:
+        for ring in reversed(rings):
+            await ring.start()
+        try:
+            gama = rings[2]
+            await wait_until(
+                lambda: (gama.metrics.registry.get_sample_value("tokenring_sends_failed_total") or 0) >= 6,
+                "gama's messages refused a few times",
+            )
+        finally:
+            for ring in rings:
+                await ring.stop()
+    warned = [e for e in captured if e["event"] == "ring.signature_refused"]
+    assert sorted(e["to"] for e in warned if e["bank"] == "gama") == ["alfa", "beta"], warned
+    assert all(e["log_level"] == "warning" and "same secret" in e["hint"] for e in warned)
+    # The good members' own messages to each other are taken: none of them is told anything.
+    assert not [e for e in warned if e["bank"] != "gama" and e["to"] != "gama"]

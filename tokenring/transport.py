@@ -107,6 +107,8 @@ class Transport:
         self._sends_in_flight_max = sends_in_flight_max
         self._events_queued_max = events_queued_max
         self._sends: set[asyncio.Task[None]] = set()
+        self._signature_refused_by: set[str] = set()
+        """Members that refused this one's signature since they last took a message from it."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline_ms: int | None = None
         self._handling = False
@@ -254,11 +256,22 @@ class Transport:
             return None
         if reply.status >= 300:
             self.metrics.sends_failed.inc()
-            self._log.info(
-                "ring.send_refused", to=to, path=path, status=reply.status, answer=reply.body,
-                **self._fields(),
-            )
+            if reply.status == 401 and to not in self._signature_refused_by:
+                # Most often a member started with another secret: said once per member (until
+                # it takes a message again), not at every message of every rotation.
+                self._signature_refused_by.add(to)
+                self._log.warning(
+                    "ring.signature_refused", to=to, path=path, answer=reply.body,
+                    hint="that member does not take this member's signature: every member of "
+                    "the ring needs the same secret",
+                    **self._fields(),
+                )  # fmt: skip
+            else:
+                # A refusal said already (401) is not said again at every message.
+                log = self._log.debug if reply.status == 401 else self._log.info
+                log("ring.send_refused", to=to, path=path, status=reply.status, answer=reply.body, **self._fields())
             return None
+        self._signature_refused_by.discard(to)
         return reply
 
     async def _post(self, to: str, url: str, payload: dict[str, Any]) -> None:
