@@ -34,7 +34,7 @@ import structlog
 
 from tokenring import core
 from tokenring.metrics import RingMetrics
-from tokenring.signing import SendFailed, SignedClient, SignedReply
+from tokenring.signing import SKEW_MS_MAX, SendFailed, SignedClient, SignedReply
 
 __all__ = [
     "EVENTS_QUEUED_MAX",
@@ -262,8 +262,9 @@ class Transport:
                 self._signature_refused_by.add(to)
                 self._log.warning(
                     "ring.signature_refused", to=to, path=path, answer=reply.body,
-                    hint="that member does not take this member's signature: every member of "
-                    "the ring needs the same secret",
+                    hint="that member does not take this member's signature (the answer says "
+                    "why): every member of the ring needs the same secret, and clocks within "
+                    f"{SKEW_MS_MAX} ms of each other",
                     **self._fields(),
                 )  # fmt: skip
             else:
