@@ -108,6 +108,7 @@ __all__ = [
     "listings_elsewhere",
     "replayed_local_withdrawal",
     "replayed_withdrawal",
+    "statement_elsewhere",
     "transfer_elsewhere",
 ]
 
@@ -245,6 +246,14 @@ async def _json(request: web.Request) -> Any:
         raise _bad("the body is not JSON") from None
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 400 for anything else."""
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise _bad("expected an object")
+    return body
+
+
 def _reply(message: Any) -> web.Response:
     return jsonio.response(encode_message(message, fence_to_json))
 
@@ -303,16 +312,14 @@ async def _accounts(request: web.Request) -> web.Response:
 
 
 async def _forwarded_deposit(request: web.Request) -> web.Response:
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise _bad("expected an object")
+    body = await _json_object(request)
     document, account, amount = body.get("document"), body.get("account"), body.get("amount_cents")
     key, fingerprint = body.get("idempotency_key"), body.get("fingerprint")
     if not isinstance(document, str) or not document:
         raise _bad("document")
     if not isinstance(account, int) or isinstance(account, bool) or account <= 0:
         raise _bad("account")
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= AMOUNT_CENTS_MAX:
+    if not _whole(amount, 1, AMOUNT_CENTS_MAX):
         raise _bad("amount_cents")
     idempotency = None if key is None else _forwarded_key(document, key, fingerprint)
     ledger = _ledger(request.app)
@@ -553,7 +560,7 @@ async def _transfer(request: web.Request, caller: str, body: dict[str, Any]) -> 
         # never a second transfer).
         return await _forward_transfer(request, caller, body, key, home, wait_ms)
     status, answer, replayed = await _run_transfer(request, caller, body, key, wait_ms)
-    return jsonio.response(answer, status=status, headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return jsonio.response(answer, status=status, headers=_REPLAYED if replayed else None)
 
 
 async def _forward_transfer(
@@ -595,9 +602,7 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
     """A transfer another bank's client asked for with an Idempotency-Key, whose first
     source is here: run as if asked here; answered in an envelope (``status``, ``body``,
     ``replayed``) that the asking bank passes on."""
-    payload = await _json(request)
-    if not isinstance(payload, dict):
-        raise _bad("expected an object")
+    payload = await _json_object(request)
     document, body = payload.get("document"), payload.get("request")
     key, fingerprint, wait_ms = payload.get("idempotency_key"), payload.get("fingerprint"), payload.get("wait_ms")
     if not isinstance(document, str) or not document:
@@ -605,7 +610,7 @@ async def _forwarded_transfer(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise _bad("request")
     idempotency = _forwarded_key(document, key, fingerprint)
-    if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or not 0 <= wait_ms <= TRANSFER_WAIT_MS_MAX:
+    if not _whole(wait_ms, 0, TRANSFER_WAIT_MS_MAX):
         raise _bad("wait_ms")
     here = request.app[BANK_ID]
     try:
@@ -662,9 +667,7 @@ async def _read_elsewhere(
 
 async def _document_and_id(request: web.Request) -> tuple[str, str]:
     """A status request's ``{"document", "id"}``: a customer's and a transfer's."""
-    payload = await _json(request)
-    if not isinstance(payload, dict):
-        raise _bad("expected an object")
+    payload = await _json_object(request)
     document, transfer_id = payload.get("document"), payload.get("id")
     if not isinstance(document, str) or not isinstance(transfer_id, str) or len(transfer_id) > TRANSFER_ID_CHARS_MAX:
         raise _bad("document and id")
@@ -674,9 +677,7 @@ async def _document_and_id(request: web.Request) -> tuple[str, str]:
 async def _statement(request: web.Request) -> web.Response:
     """A statement page of an account here, for its owner asking at another bank (404 for
     anyone else, as at the client API)."""
-    payload = await _json(request)
-    if not isinstance(payload, dict):
-        raise _bad("expected an object")
+    payload = await _json_object(request)
     document, account = payload.get("document"), payload.get("account")
     before, limit = payload.get("before"), payload.get("limit")
     if not isinstance(document, str) or not document:
@@ -921,9 +922,7 @@ async def _withdrawal_key(request: web.Request) -> web.Response:
     at the signing bank, as transfer ``id`` of that bank; or answer what the key already
     names: a withdrawal made here (its answer), another bank's (``{"id", "withdrawal_at"}``),
     or another request (422). In an envelope (``status``, ``body``, ``replayed``)."""
-    payload = await _json(request)
-    if not isinstance(payload, dict):
-        raise _bad("expected an object")
+    payload = await _json_object(request)
     document, key, fingerprint, transfer_id = (payload.get(name) for name in ("document", "idempotency_key", "fingerprint", "id"))
     if not isinstance(document, str) or not document:
         raise _bad("document")
