@@ -250,7 +250,10 @@ def collect_status(
         now, before = second[bank.id], first[bank.id]
         doc: dict[str, Any] = {"bank": bank.id, "name": bank.name, "url": bank.url}
         if now is None:
-            doc.update(up=False, holding=False, generation=None, seq=None, visits_per_s=None)
+            doc.update(
+                up=False, holding=False, generation=None, seq=None, visits_per_s=None,
+                config=None, config_matches=None, config_differs=[],
+            )  # fmt: skip
         else:
             rate = None
             if before is not None and isinstance(before.get("visits"), int):
@@ -264,11 +267,15 @@ def collect_status(
                 members=now.get("members"),
                 visits=now.get("visits"),
                 visits_per_s=rate,
+                config=now.get("config"),
+                config_matches=now.get("config") == config.digest,
+                config_differs=now.get("config_differs") or [],
             )
         banks.append(doc)
     holders = [doc["bank"] for doc in banks if doc["holding"]]
     return {
         "ring": config.name,
+        "config": config.digest,
         "banks": banks,
         "holders": holders,
         "up": sum(1 for doc in banks if doc["up"]),
@@ -314,6 +321,12 @@ def _print_table(report: dict[str, Any]) -> None:
     console.print(table)
     if not report["holders"]:
         print("No bank held the token at the moment of the sample (it may be in transit).")
+    for doc in report["banks"]:
+        if doc["up"] and not doc["config_matches"]:
+            print(
+                f"{doc['bank']} runs with another ring file (digest {doc['config']}; this file's is "
+                f"{report['config']}): every member needs the same banks, order, urls and token timings."
+            )
 
 
 if __name__ == "__main__":

@@ -193,9 +193,13 @@ def test_status_reports_each_bank_the_holder_and_visits_per_second(running: Cons
             break
     assert report["up"] == 3
     assert [b["bank"] for b in report["banks"]] == ["alfa", "beta", "gama"]
+    assert report["config"] == running.config.digest
     for bank in report["banks"]:
         assert bank["up"] is True and bank["generation"] >= 1
         assert bank["visits_per_s"] > 0
+        # Every bank runs with this very file, and sees the others do.
+        assert bank["config"] == running.config.digest and bank["config_matches"] is True
+        assert bank["config_differs"] == []
     assert len(report["holders"]) <= 1
 
     running["gama"].kill()
@@ -204,6 +208,7 @@ def test_status_reports_each_bank_the_holder_and_visits_per_second(running: Cons
     rows = {line.split()[1]: line for line in table.stdout.splitlines()
             if line.strip().startswith("│") and len(line.split()) > 2}  # fmt: skip
     assert "down" in rows["gama"] and "up" in rows["alfa"] and "up" in rows["beta"]
+    assert "another ring file" not in table.stdout
 
 
 def test_status_with_no_bank_running_says_so_and_exits_1(ring_file: RingConfig) -> None:

@@ -8,6 +8,8 @@ and what is wrong (:class:`ConfigError`). The format is described in README.md.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import re
 import tomllib
@@ -31,6 +33,8 @@ MEMBERS_MAX = 64
 """A ring larger than this is refused: every bound of the protocol grows with the ring."""
 HOLD_MAX_MS_MAX = 60_000
 LOSS_TIMEOUT_MS_MAX = 3_600_000
+DIGEST_CHARS = 16
+"""Hex characters of :attr:`RingConfig.digest` (64 bits: two different files never meet)."""
 HANDOFF_TIMEOUT_MS_DEFAULT = 50
 """How long a hand-off waits for its acknowledgement before the successor is skipped.
 
@@ -105,6 +109,22 @@ class RingConfig:
         """The members' ids in ring order (worked out once: every request checks a bank id
         against them)."""
         return tuple(bank.id for bank in self.banks)
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short fingerprint of what every member must agree on: the members' ids and urls
+        in ring order and the token's timings, as this file states them.
+
+        Members tell each other theirs (:mod:`tokenring.agreement`) so that one started with
+        another ring file is noticed. Names people read, the data folder and the secret's
+        variable are each member's own business and stay out of it.
+        """
+        agreed = {
+            "banks": [[bank.id, bank.url] for bank in self.banks],
+            "token": attrs.asdict(self.token),
+        }
+        canonical = json.dumps(agreed, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(canonical).hexdigest()[:DIGEST_CHARS]
 
     def bank(self, bank_id: str) -> BankConfig:
         """The member called ``bank_id``, or :class:`ConfigError` naming the known ones."""

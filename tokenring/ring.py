@@ -60,6 +60,7 @@ import structlog
 from aiohttp import web
 
 from tokenring import core, jsonio
+from tokenring.agreement import ConfigAgreement
 from tokenring.config import RingConfig
 from tokenring.metrics import RingMetrics
 from tokenring.peers import PeerClient
@@ -165,6 +166,10 @@ class Ring:
         self.peers = {b.id: b.url for b in config.banks if b.id != member_id}
         self.metrics = RingMetrics() if metrics is None else metrics
         self.verifier = Verifier(secret, members=frozenset(config.member_ids))
+        self.agreement = ConfigAgreement(
+            config.digest, member_id=member_id, members=frozenset(self.peers)
+        )
+        """Whether the other members run with the same ring file (logged, and in status)."""
         self._secret = secret
         self._on_token = on_token
         self._clock_ms = clock_ms
@@ -338,6 +343,7 @@ class Ring:
                 "fence_seen": None,
                 "started": False,
                 "left": self._left,
+                **self.agreement.status(),
             }
         status = self._member.status
         fence = status.fence
@@ -355,6 +361,7 @@ class Ring:
             "fence_seen": seen.to_dict() if seen is not None else None,
             "started": True,
             "left": self._left,
+            **self.agreement.status(),
         }
 
     def holds_recent(self) -> list[Hold]:
@@ -371,7 +378,9 @@ class Ring:
         ``signed_prefixes`` are the paths the middleware guards (a bank adds
         ``/interbank/``); ``GET /ring/status`` stays readable without a key.
         """
-        app.middlewares.append(signature_middleware(self.verifier, prefixes=signed_prefixes))
+        app.middlewares.append(
+            signature_middleware(self.verifier, prefixes=signed_prefixes, agreement=self.agreement)
+        )
         app.router.add_get("/ring/status", self._serve_status)
         app.router.add_post(RING_MESSAGE_PATH, self._serve_message)
         app.router.add_post("/ring/fence", self._serve_fence)
@@ -443,7 +452,9 @@ class Ring:
         assert self._transport is None, "a ring member starts once"
         # Keep-alive connections to the other members, at most connections_max to each.
         self._peers = PeerClient(connections_per_peer_max=self._connections_max)
-        self._client = SignedClient(self._peers, self._secret, self.member_id)
+        self._client = SignedClient(
+            self._peers, self._secret, self.member_id, agreement=self.agreement
+        )
         self._member = core.Member(
             self.member_id,
             list(self.config.member_ids),

@@ -33,6 +33,7 @@ from aiohttp import web
 from yarl import URL
 
 from tokenring import jsonio
+from tokenring.agreement import HEADER_CONFIG, ConfigAgreement
 from tokenring.peers import PeerClient, PeerError
 
 __all__ = [
@@ -314,12 +315,15 @@ def signature_middleware(
     *,
     prefixes: Collection[str] = SIGNED_PREFIXES,
     unsigned: Collection[tuple[str, str]] = (("GET", "/ring/status"),),
+    agreement: ConfigAgreement | None = None,
 ) -> Any:
     """An aiohttp middleware that verifies every request under ``prefixes``.
 
     ``unsigned`` lists (method, path) pairs under those prefixes that people read without a
     key (``GET /ring/status``). Other paths pass through untouched. A refused request is
     answered here with 401 (503 when the nonce cache is full) and never reaches its handler.
+    With an ``agreement``, a verified request's ring file digest is compared with this
+    member's, and the answer carries this member's.
     """
     prefixes = tuple(prefixes)
     exempt = frozenset(unsigned)
@@ -338,7 +342,13 @@ def signature_middleware(
         except SignatureError as error:
             return jsonio.response(error_body(error.code, str(error)), status=error.status)
         request[SIGNED_SENDER] = sender
+        if agreement is None:
+            response = await handler(request)
+            return response
+        agreement.observe(sender, request.headers.get(HEADER_CONFIG))
         response = await handler(request)
+        if not response.prepared:
+            response.headers[HEADER_CONFIG] = agreement.digest
         return response
 
     return verify_signature
@@ -370,12 +380,20 @@ class SignedClient:
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession | PeerClient, secret: bytes, sender: str
+        self,
+        session: aiohttp.ClientSession | PeerClient,
+        secret: bytes,
+        sender: str,
+        *,
+        agreement: ConfigAgreement | None = None,
     ) -> None:
         assert secret, "a signed client needs a non-empty key"
         self.session = session
         self._secret = secret
         self.sender = sender
+        self._agreement = agreement
+        """With one, requests carry this member's ring file digest, and signed answers' digests
+        are compared with it."""
         self._peers: dict[str, tuple[str, int]] = {}
         self.sent: dict[str, int] = {}
         """Requests sent so far (answered or not), by path (at most :data:`PATHS_COUNTED_MAX`
@@ -400,6 +418,8 @@ class SignedClient:
         counted = path if path in self.sent or len(self.sent) < PATHS_COUNTED_MAX else "other"
         self.sent[counted] = self.sent.get(counted, 0) + 1
         headers = sign(self._secret, method, path, body, sender=self.sender)
+        if self._agreement is not None:
+            headers[HEADER_CONFIG] = self._agreement.digest
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -412,6 +432,7 @@ class SignedClient:
                     raw, status = reply.body, reply.status
                     responder = reply.headers.get(HEADER_SENDER.lower(), "")
                     reply_signature = reply.headers.get(HEADER_SIGNATURE.lower(), "")
+                    reply_config = reply.headers.get(HEADER_CONFIG.lower())
                 else:
                     # encoded=True: the path goes on the wire exactly as it was signed.
                     url = URL(base_url.rstrip("/") + path, encoded=True)
@@ -424,6 +445,7 @@ class SignedClient:
                         status = response.status
                         responder = response.headers.get(HEADER_SENDER, "")
                         reply_signature = response.headers.get(HEADER_SIGNATURE, "")
+                        reply_config = response.headers.get(HEADER_CONFIG)
         except TimeoutError:
             raise SendFailed(f"{method} {base_url}{path}: no answer in {timeout_s} s") from None
         except (aiohttp.ClientError, PeerError, OSError) as error:
@@ -449,6 +471,8 @@ class SignedClient:
             )
             if hmac.compare_digest(expected, reply_signature):
                 signed_by = responder
+                if self._agreement is not None:
+                    self._agreement.observe(responder, reply_config)
         return SignedReply(status=status, body=decoded, signed_by=signed_by)
 
     def _peer(self, base_url: str) -> tuple[str, int]:
