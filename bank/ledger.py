@@ -260,7 +260,7 @@ class StatementLine:
     kind: str
     """``deposit``, ``withdrawal``, ``transfer`` (both accounts here), and for cross-bank
     transfers ``hold`` (available to held), ``commit`` (held money paid out, or arriving at a
-    destination here), ``release`` (held money back to available), ``credit`` (money arriving
+    destination here; ``withdrawal`` when paid out as cash at another bank), ``release`` (held money back to available), ``credit`` (money arriving
     from another bank) and ``debit`` (money leaving for another bank without a hold)."""
     transfer_id: str | None
     """The transfer it belongs to (None for cash)."""
@@ -1521,6 +1521,8 @@ class HoldRequest:
     """Who must own the account (``place``)."""
     destination: int | None = None
     """A local account ``commit`` pays instead of the settlement account."""
+    cash_out: bool = False
+    """A ``commit`` whose money leaves as cash at another bank: journaled as a withdrawal."""
 
 
 def apply_holds_in(
@@ -1647,7 +1649,8 @@ def _apply_holds_chunk(
                 outcome = cast(HoldOutcome, hold[1])
             else:
                 to = account if target is None else target
-                post(operation, transfer_id, [(account, "held", -hold[0]), (to, "available", hold[0])])
+                kind = "withdrawal" if request.cash_out and operation == "commit" else operation
+                post(kind, transfer_id, [(account, "held", -hold[0]), (to, "available", hold[0])])
                 hold[1] = "committed" if operation == "commit" else "released"
                 ended_holds[(transfer_id, account)] = (hold[1], target)
                 outcome = "ok"

@@ -215,7 +215,9 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                     "description": "transfer: both accounts at this bank. A cross-bank transfer shows "
                     "as hold (available to held) then commit (held money paid out) or release (held "
                     "money back) at a source; as debit at a source of the bank that coordinated it "
-                    "(its own legs move with its decision); as credit at its destination.",
+                    "(its own legs move with its decision); as credit at its destination. Cash "
+                    "withdrawn at another bank shows as hold, then withdrawal (held money paid out "
+                    "as cash there).",
                 },
                 "transfer_id": {"type": "string", "nullable": True},
                 "available_cents": {**cents, "description": "The change of the account's balance."},

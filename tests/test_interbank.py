@@ -318,7 +318,11 @@ async def test_a_statement_is_read_through_any_bank_and_shows_each_banks_part_of
     status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
     assert status == 202 and body["status"] == "committed", body
     moved = body["id"]
-    await settle(banks, {("b0", a0): (800, 0), ("b1", a1): (700, 0), ("b2", a2): (500, 0)})
+    # Cash paid at b0 from b1's account: b1 holds it, then its journal says withdrawal.
+    status, cash = await banks.call("POST", "b0", "/api/v1/withdrawals",
+                                    {"bank": "b1", "account": a1, "amount_cents": 50}, who=ANA)  # fmt: skip
+    assert status == 201 and cash["transfer_id"], cash
+    await settle(banks, {("b0", a0): (800, 0), ("b1", a1): (650, 0), ("b2", a2): (500, 0)})
 
     async def lines(terminal: str, bank: str, number: int) -> list[tuple[Any, ...]]:
         status, page = await banks.call("GET", terminal, f"/api/v1/accounts/{bank}/{number}/statement", who=ANA)
@@ -329,19 +333,22 @@ async def test_a_statement_is_read_through_any_bank_and_shows_each_banks_part_of
     # paid out; the destination is credited.
     expected = {
         ("b0", a0): [("debit", -200, 0, moved), ("deposit", 1_000, 0, None)],
-        ("b1", a1): [("commit", 0, -300, moved), ("hold", -300, 300, moved), ("deposit", 1_000, 0, None)],
+        ("b1", a1): [
+            ("withdrawal", 0, -50, cash["transfer_id"]), ("hold", -50, 50, cash["transfer_id"]),
+            ("commit", 0, -300, moved), ("hold", -300, 300, moved), ("deposit", 1_000, 0, None),
+        ],
         ("b2", a2): [("credit", 500, 0, moved)],
     }
     for (bank, number), shown in expected.items():
         for terminal in ("b0", "b1", "b2"):  # the same lines wherever they are asked for
             assert await lines(terminal, bank, number) == shown, (terminal, bank)
     # Pages pass through: the next one starts where the first ended.
-    status, first = await banks.call("GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=2", who=ANA)
-    assert status == 200 and len(first["lines"]) == 2
+    status, first = await banks.call("GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=3", who=ANA)
+    assert status == 200 and len(first["lines"]) == 3
     status, rest = await banks.call(
-        "GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=2&before={first['next_before']}", who=ANA
+        "GET", "b0", f"/api/v1/accounts/b1/{a1}/statement?limit=3&before={first['next_before']}", who=ANA
     )
-    assert status == 200 and [l["kind"] for l in rest["lines"]] == ["deposit"] and rest["next_before"] is None
+    assert status == 200 and [l["kind"] for l in rest["lines"]] == ["hold", "deposit"] and rest["next_before"] is None
     # Someone else asking through another bank hears what that bank would say: no such account.
     await banks.customer("b0", BIA)
     status, refused = await banks.call("GET", "b0", f"/api/v1/accounts/b1/{a1}/statement", who=BIA)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bank.transfers.book import KeyReused, MemoryBook, RecordOutcomes, run_steps
+from bank.transfers.book import CommitHold, KeyReused, MemoryBook, RecordOutcomes, run_steps
 from bank.transfers.coordinator import Coordinator
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
@@ -387,6 +387,7 @@ def test_late_votes_of_a_finished_round_are_ignored() -> None:
         prepare((1, "alfa", 2)),
         Votes("beta", (1, "alfa", 2), (Vote("alfa:1", True), Vote("alfa:2", False, "forbidden"))),
         Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("alfa", "", 5, "cash_out"),)),)),
+        Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("beta", "1", 5, "source"),), cash_out=True),)),
         Acks("beta", ("alfa:1", "alfa:2")),
         DecisionQuery("beta", ("alfa:1",)),
         Prepare("alfa", (1, "alfa", 5), (), (DecisionItem("alfa:0", "aborted", (Leg("beta", "1", 9, "source"),)),)),
@@ -560,6 +561,25 @@ def test_a_presumed_abort_gives_back_what_the_participant_holds() -> None:
     # A late copy of the prepare is answered as the first one was, and holds nothing.
     run_steps(participant.handle(prepare, 6), book)
     assert (book.accounts["1"].balance_cents, book.accounts["1"].held_cents) == (100, 0)
+
+
+def test_a_withdrawal_decision_tells_the_account_bank_the_money_left_as_cash() -> None:
+    """A withdrawal at alfa from beta's account: beta's decision says cash_out, and beta's
+    participant commits its hold as such (its journal calls it a withdrawal); a transfer's
+    decision does not."""
+    cash = Transfer("alfa:1", "alfa", "doc", (Leg("beta", "1", 30, "source"), Leg("alfa", "", 30, "cash_out")))
+    assert cash.pays_cash and not transfer().pays_cash
+    assert DecisionItem.of(cash, "committed", "beta") == DecisionItem("alfa:1", "committed", (cash.legs[0],), cash_out=True)
+    assert DecisionItem.of(transfer(), "committed", "beta").cash_out is False
+    book = book_with(100)
+    participant = Participant("beta")
+    run_steps(participant.handle(Prepare("alfa", (1, "alfa", 1), (PrepareItem("alfa:1", "doc", (cash.legs[0],)),)), 0), book)
+    # The participant's first batch of book operations for the decision (the driver's view).
+    steps = participant.handle(Decisions("alfa", (DecisionItem.of(cash, "committed", "beta"),)), 1)
+    assert [op for op in next(steps) if isinstance(op, CommitHold)] == [CommitHold("alfa:1", "1", 30, True)]
+    with pytest.raises(ValueError, match="cash_out"):
+        decode_message({"type": "decisions", "sender": "a", "items": [
+            {"transfer_id": "t", "outcome": "committed", "legs": [], "cash_out": "yes"}]}, fence_back)
 
 
 def test_only_an_abort_may_name_no_legs() -> None:

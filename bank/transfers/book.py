@@ -134,6 +134,8 @@ class CommitHold:
     """The source account."""
     amount_cents: int
     """The held amount."""
+    cash_out: bool = False
+    """The money leaves as cash at the coordinator's bank: journaled as a withdrawal."""
 
 
 @attrs.frozen
@@ -432,7 +434,7 @@ class MemoryBook:
                 self.applied[transfer_id] = outcome
                 self.prepared.pop(transfer_id, None)
                 return None
-            case CommitHold(transfer_id, account, amount):
+            case CommitHold(transfer_id, account, amount, _):
                 hold = self.holds.get((transfer_id, account))
                 assert hold is not None, "a committed transfer had every source held"
                 assert hold[0] == amount

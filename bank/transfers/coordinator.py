@@ -435,7 +435,7 @@ class Coordinator:
                         # Stored pending and not in memory (not started yet), or not the
                         # asker's: nothing to tell.
                         if outcome is not None and sender in transfer.banks:
-                            items.append(DecisionItem(transfer_id, outcome, transfer.legs_at(sender)))
+                            items.append(DecisionItem.of(transfer, outcome, sender))
                 if not items:
                     return [], []
                 return [], [(sender, Decisions(self.bank, tuple(items[:ITEMS_PER_MESSAGE_MAX])))]
@@ -467,7 +467,7 @@ class Coordinator:
         outcome: Literal["committed", "aborted"] = (
             COMMITTED if delivery.outcome == COMMITTED else ABORTED
         )
-        return DecisionItem(delivery.transfer.id, outcome, delivery.transfer.legs_at(bank))
+        return DecisionItem.of(delivery.transfer, outcome, bank)
 
     def _finish_rounds(
         self, finished: list[_Round], now_ms: int

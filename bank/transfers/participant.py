@@ -199,7 +199,7 @@ class Participant:
                 assert leg.bank == self.bank, "a decision carries only this bank's legs"
                 if item.outcome == COMMITTED:
                     if leg.role == "source":
-                        ops.append(CommitHold(item.transfer_id, leg.account, leg.amount_cents))
+                        ops.append(CommitHold(item.transfer_id, leg.account, leg.amount_cents, item.cash_out))
                     elif leg.role == "destination":
                         ops.append(Credit(item.transfer_id, leg.account, leg.amount_cents))
                     else:

@@ -109,6 +109,12 @@ class Transfer:
         for them several times per transfer)."""
         return tuple(dict.fromkeys(leg.bank for leg in self.legs))
 
+    @functools.cached_property
+    def pays_cash(self) -> bool:
+        """Whether the money leaves the consortium as cash (a withdrawal) instead of arriving
+        in a destination account."""
+        return any(leg.role == "cash_out" for leg in self.legs)
+
     def legs_at(self, bank: str) -> tuple[Leg, ...]:
         """The legs one bank applies."""
         return self._legs_by_bank.get(bank, ())
@@ -193,10 +199,18 @@ class DecisionItem:
     legs: tuple[Leg, ...]
     """Only the legs at the receiving bank. Empty for a *presumed abort* (the coordinator has
     no record of the transfer): the receiving bank gives back whatever it holds for it."""
+    cash_out: bool = False
+    """The transfer's money leaves as cash at the coordinator's bank: a withdrawal there from
+    an account here, which this bank's journal then calls a withdrawal, not a commit."""
 
     def __attrs_post_init__(self) -> None:
         if not self.legs and self.outcome != ABORTED:
             raise ValueError("decision: only an abort may name no legs")
+
+    @classmethod
+    def of(cls, transfer: Transfer, outcome: Literal["committed", "aborted"], bank: str) -> DecisionItem:
+        """The decision of ``transfer`` as ``bank`` must apply it: its legs there."""
+        return cls(transfer.id, outcome, transfer.legs_at(bank), cash_out=transfer.pays_cash)
 
 
 @attrs.frozen
@@ -276,14 +290,17 @@ def _leg_from_dict(data: Any) -> Leg:
 
 
 def _decisions_to_json(items: Sequence[DecisionItem]) -> list[dict[str, Any]]:
-    return [
-        {
+    encoded = []
+    for item in items:
+        data: dict[str, Any] = {
             "transfer_id": item.transfer_id,
             "outcome": item.outcome,
             "legs": [_leg_to_dict(leg) for leg in item.legs],
         }
-        for item in items
-    ]
+        if item.cash_out:
+            data["cash_out"] = True
+        encoded.append(data)
+    return encoded
 
 
 def _decisions_from_json(data: Mapping[str, Any], key: str) -> tuple[DecisionItem, ...]:
@@ -291,7 +308,10 @@ def _decisions_from_json(data: Mapping[str, Any], key: str) -> tuple[DecisionIte
     for raw in _list(data, key):
         if not isinstance(raw, Mapping) or raw.get("outcome") not in OUTCOMES:
             raise ValueError("decision: expected an object with an outcome")
-        decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw)))
+        cash_out = raw.get("cash_out", False)
+        if not isinstance(cash_out, bool):
+            raise ValueError("decision: cash_out must be true or false")
+        decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw), cash_out=cash_out))
     return tuple(decided)
 
 

@@ -316,10 +316,10 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
                     outcomes[position] = "unknown_account"
                 else:
                     request = HoldRequest("place", transfer_id, number, amount, owner)
-            case CommitHold(transfer_id, account, _):
+            case CommitHold(transfer_id, account, _, cash_out):
                 number = account_number(account)
                 assert number is not None, "a committed source was held, so it is a number"
-                request = HoldRequest("commit", transfer_id, number)
+                request = HoldRequest("commit", transfer_id, number, cash_out=cash_out)
             case ReleaseHold(transfer_id, account, _):
                 number = account_number(account)
                 if number is None:

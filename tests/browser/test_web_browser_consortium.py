@@ -160,7 +160,8 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect_balance(ana, "beta", at_beta, 25000)  # the balances read after it
     await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
 
-    # beta's statement, read at alfa's terminal: each cross-bank debit held, then paid out.
+    # beta's statement, read at alfa's terminal: each cross-bank debit held, then paid out
+    # (the cash as a withdrawal, the transfer as completed).
     await ana.goto("/#/accounts")
     await ana.get_by_role("link", name=f"Extrato da conta {at_beta} no Bank beta").click()
     statement = ana.locator('[data-view="statement"]')
@@ -169,8 +170,8 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     )
     rows = statement.locator("[data-statement] tbody tr")
     await expect(rows.locator("td:nth-child(2)")).to_have_text([
-        "Transferência concluída", "Reservado para uma transferência",
-        "Transferência concluída", "Reservado para uma transferência", "Depósito",
+        "Saque", "Reservado para operação entre bancos",
+        "Transferência concluída", "Reservado para operação entre bancos", "Depósito",
     ])  # fmt: skip
     await expect(rows.locator("td:nth-child(4)")).to_have_text(
         ["—", "-R$ 50,00", "—", "-R$ 200,00", "+R$ 500,00"]
@@ -183,7 +184,8 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     assert await unlabelled_controls(ana) == []
     await screenshot(ana, "consortium-statement")
     await ana.get_by_role("button", name="Mudar o idioma para inglês").click()
-    await expect(rows.first.locator("td:nth-child(2)")).to_have_text("Transfer completed")
+    await expect(rows.first.locator("td:nth-child(2)")).to_have_text("Withdrawal")
+    await expect(rows.nth(2).locator("td:nth-child(2)")).to_have_text("Transfer completed")
     await expect(rows.last.locator("td:nth-child(4)")).to_have_text("+R$ 500.00")
     await ana.get_by_role("button", name="Switch the language to Portuguese").click()
     await statement.get_by_role("link", name="Voltar às contas").click()
