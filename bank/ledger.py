@@ -1609,14 +1609,11 @@ def _apply_holds_chunk(
         if operation == "place":
             amount = request.amount_cents
             balance = balances.get(account)
+            refusal = _debit_refusal(None if balance is None else balance[0], account, request.owner_document, amount, owned)
             if (("commit", transfer_id, account) in done) or (("release", transfer_id, account) in done):
                 outcome = "decided"
-            elif balance is None:
-                outcome = "unknown_account"
-            elif (account, request.owner_document) not in owned:
-                outcome = "forbidden"
-            elif balance[0] < amount:
-                outcome = "insufficient_funds"
+            elif refusal is not None:
+                outcome = refusal
             else:
                 post("hold", transfer_id, [(account, "available", -amount), (account, "held", amount)])
                 holds[(transfer_id, account)] = [amount, "held"]
@@ -1716,11 +1713,8 @@ def apply_legs_in(
                 break
             now = balances[account] + changes.get(account, 0)
             if role == "source":
-                if (account, request.owner_document) not in owned:
-                    reason = "forbidden"
-                    break
-                if now < amount:
-                    reason = "insufficient_funds"
+                reason = _debit_refusal(now, account, request.owner_document, amount, owned)
+                if reason is not None:
                     break
                 changes[account] = changes.get(account, 0) - amount
                 moves.append(("debit", request.transfer_id, [(account, "available", -amount), (SETTLEMENT_ACCOUNT, "available", amount)]))
@@ -1739,6 +1733,20 @@ def apply_legs_in(
     if postings:
         _post_all(conn, postings, now_ms)
     return refused
+
+
+def _debit_refusal(
+    balance_cents: int | None, account: int, owner_document: str, amount_cents: int, owned: set[tuple[int, str]]
+) -> HoldOutcome | None:
+    """Why ``amount_cents`` may not leave ``account`` on ``owner_document``'s word (held or
+    debited), or None: the rules a hold and a coordinator's own debit share."""
+    if balance_cents is None:
+        return "unknown_account"
+    if (account, owner_document) not in owned:
+        return "forbidden"
+    if balance_cents < amount_cents:
+        return "insufficient_funds"
+    return None
 
 
 def _write_holds(
