@@ -144,6 +144,7 @@ def summarize(
     banks: list[dict[str, Any]] = []
     candidates: list[tuple[int, int, bool, str, str | None]] = []
     ring_view: Mapping[str, Any] = {}
+    own_config = next((v.status.get("config") for v in views if v.id == self_id and v.status), None)
     for view in views:
         status = view.status or {}
         fresh = (
@@ -157,6 +158,9 @@ def summarize(
         successor = status.get("successor")
         if view.id == self_id and isinstance(status.get("members"), Mapping):
             ring_view = status["members"]
+        config = status.get("config")
+        # Whether it runs with this bank's ring file; None when either cannot say.
+        same_file = config == own_config if fresh and isinstance(config, str) and isinstance(own_config, str) else None
         banks.append(
             {
                 "id": view.id,
@@ -166,6 +170,7 @@ def summarize(
                 "generation": generation,
                 "seq": seq,
                 "visits": _as_int(status.get("visits")),
+                "same_ring_file": same_file,
             }
         )
         if fresh and generation is not None and seq is not None:

@@ -312,6 +312,20 @@ def test_a_higher_generation_is_marked_minted_with_its_issuer() -> None:
     assert not summarize(members, self_id="alfa", now_ms=1000, previous_generation=None)["minted"]
 
 
+def test_each_bank_is_marked_by_whether_it_runs_with_this_banks_ring_file() -> None:
+    documents = {b: status(b, holding=False, generation=1, seq=1, successor="alfa") for b in ("alfa", "beta", "gama", "zeta")}
+    for bank_id, config in (("alfa", "aaaa"), ("beta", "aaaa"), ("gama", "bbbb")):  # zeta says nothing
+        documents[bank_id]["config"] = config
+    event = summarize(views(1000, **documents), self_id="alfa", now_ms=1000, previous_generation=None)
+    assert [(b["id"], b["same_ring_file"]) for b in event["banks"]] == [
+        ("alfa", True), ("beta", True), ("gama", False), ("zeta", None)
+    ]
+    # This bank's own digest unknown: nobody is judged.
+    del documents["alfa"]["config"]
+    event = summarize(views(1000, **documents), self_id="alfa", now_ms=1000, previous_generation=None)
+    assert {b["same_ring_file"] for b in event["banks"]} == {None}
+
+
 def test_malformed_status_fields_are_ignored() -> None:
     event = summarize(
         views(1000, alfa={"holding": "yes", "generation": True, "seq": "7"}, beta={}),

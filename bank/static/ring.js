@@ -113,13 +113,16 @@ export class RingView {
       if (!node) continue;
       const isDown = event.members?.[bank.id] === "down";
       if (isDown) down.push(bank.id);
+      const otherFile = !isDown && bank.same_ring_file === false;
       node.g.classList.toggle("down", isDown);
+      node.g.classList.toggle("other-file", otherFile);
       node.g.classList.toggle("holder", bank.id === event.holder);
       node.g.classList.toggle("self", bank.id === (event.bank || this.selfId));
-      node.state.textContent = isDown ? t("state_down") : t("state_up");
+      const state = isDown ? t("state_down") : otherFile ? t("state_other_file") : t("state_up");
+      node.state.textContent = state;
       node.visits.textContent =
         bank.visits != null ? t(bank.visits === 1 ? "visits_one" : "visits_many", { n: bank.visits }) : "";
-      node.title.textContent = `${bank.name} (${bank.id}) · ${isDown ? t("state_down") : t("state_up")}` +
+      node.title.textContent = `${bank.name} (${bank.id}) · ${state}` +
         (bank.visits != null ? ` · ${t(bank.visits === 1 ? "visits_one" : "visits_many", { n: bank.visits })}` : "");
     }
     this.root.dataset.holder = event.holder || "";
@@ -158,6 +161,13 @@ export class RingView {
     set("visits", String(visits));
     set("trail", this.holders.join(" ← "));
     this.root.querySelector("[data-ring-down]")?.classList.toggle("alarm", down.length > 0);
+    // Members that answer with another ring file than this bank's (see docs/transport.md).
+    const others = (event.banks || []).filter((b) => b.same_ring_file === false && event.members?.[b.id] !== "down");
+    const warning = this.root.querySelector("[data-ring-other-files]");
+    if (warning) {
+      warning.hidden = others.length === 0;
+      warning.textContent = others.length ? t("other_ring_file", { banks: others.map((b) => b.id).join(", ") }) : "";
+    }
   }
 
   moveToken(holder) {

@@ -76,6 +76,22 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await expect(page.locator("[data-ring-seq]")).to_have_text("4")
     await screenshot(page, "ring")
 
+    # gama answers with another ring file's digest than alfa's: drawn so, and said.
+    ring.document["config"] = "aaaa"
+    beta.update(config="aaaa")
+    gama.update(config="bbbb")
+    other_files = page.locator("[data-ring-other-files]")
+    await expect(other_files).to_have_text(
+        "Com outro ring.toml: gama. Todos os bancos precisam do mesmo arquivo (bancos, ordem, endereços e tempos do token)."
+    )
+    await expect(page.locator('g.ring-node[data-bank="gama"]')).to_have_class("ring-node other-file")
+    await expect(page.locator('g.ring-node[data-bank="gama"] .ring-node-state')).to_have_text("outro ring.toml")
+    await expect(page.locator('g.ring-node[data-bank="beta"]')).to_have_class("ring-node holder")
+    gama.update(config="aaaa")
+    await expect(other_files).to_be_hidden()
+    gama.update(config="bbbb")
+    await expect(other_files).to_be_visible()
+
     # gama stops answering and alfa mints generation 2: both are shown, the mint loudly.
     await servers["gama"].close()
     beta.update(holding=False)
@@ -86,6 +102,7 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await expect(minted).to_have_text("Novo token criado por alfa: geração 2")
     await expect(page.locator('g.ring-node[data-bank="gama"]')).to_have_class("ring-node down")
     await expect(page.locator("[data-ring-down]")).to_have_text("gama")
+    await expect(other_files).to_be_hidden()  # a bank down is said as down, not as another file
     await screenshot(page, "ring-new-generation")
 
     # Labels switch language in place.
