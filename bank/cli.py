@@ -268,7 +268,8 @@ def collect_status(
                 visits=now.get("visits"),
                 visits_per_s=rate,
                 config=now.get("config"),
-                config_matches=now.get("config") == config.digest,
+                # None: a bank that does not say (an older build) is not judged.
+                config_matches=None if now.get("config") is None else now.get("config") == config.digest,
                 config_differs=now.get("config_differs") or [],
             )
         banks.append(doc)
@@ -322,7 +323,7 @@ def _print_table(report: dict[str, Any]) -> None:
     if not report["holders"]:
         print("No bank held the token at the moment of the sample (it may be in transit).")
     for doc in report["banks"]:
-        if doc["up"] and not doc["config_matches"]:
+        if doc["up"] and doc["config_matches"] is False:
             print(
                 f"{doc['bank']} runs with another ring file (digest {doc['config']}; this file's is "
                 f"{report['config']}): every member needs the same banks, order, urls and token timings."

@@ -342,12 +342,10 @@ def signature_middleware(
         except SignatureError as error:
             return jsonio.response(error_body(error.code, str(error)), status=error.status)
         request[SIGNED_SENDER] = sender
-        if agreement is None:
-            response = await handler(request)
-            return response
-        agreement.observe(sender, request.headers.get(HEADER_CONFIG))
+        if agreement is not None:
+            agreement.observe(sender, request.headers.get(HEADER_CONFIG))
         response = await handler(request)
-        if not response.prepared:
+        if agreement is not None and not response.prepared:
             response.headers[HEADER_CONFIG] = agreement.digest
         return response
 
