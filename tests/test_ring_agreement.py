@@ -85,6 +85,8 @@ async def test_a_member_with_another_ring_file_is_noticed_by_its_neighbours(tmp_
     assert statuses["alfa"]["config_differs"] == ["gama"]
     assert statuses["beta"]["config_differs"] == ["gama"]
     assert statuses["gama"]["config_differs"] == ["alfa", "beta"]
+    assert rings[2].metrics.registry.get_sample_value("tokenring_members_config_differs") == 2
+    assert rings[0].metrics.registry.get_sample_value("tokenring_members_config_differs") == 1
     differs = sorted((e["bank"], e["member"]) for e in captured if e["event"] == "ring.config_differs")
     assert differs == [("alfa", "gama"), ("beta", "gama"), ("gama", "alfa"), ("gama", "beta")], differs
 

@@ -53,6 +53,11 @@ class RingMetrics:
         self.members_down = Gauge(
             "tokenring_members_down", "Members this one currently sees as down.", registry=r
         )
+        self.members_config_differs = Gauge(
+            "tokenring_members_config_differs",
+            "Members last seen with another ring file than this one's (see tokenring.agreement).",
+            registry=r,
+        )
         self.member_down_events = Counter(
             "tokenring_member_down_events", "Times this member marked another down.", registry=r
         )

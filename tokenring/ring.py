@@ -170,6 +170,7 @@ class Ring:
             config.digest, member_id=member_id, members=frozenset(self.peers)
         )
         """Whether the other members run with the same ring file (logged, and in status)."""
+        self.metrics.members_config_differs.set_function(lambda: len(self.agreement.differing()))
         self._secret = secret
         self._on_token = on_token
         self._clock_ms = clock_ms
