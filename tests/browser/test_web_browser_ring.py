@@ -85,8 +85,9 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
         "Com outro ring.toml: gama. Todos os bancos precisam do mesmo arquivo (bancos, ordem, endereços e tempos do token)."
     )
     await expect(page.locator('g.ring-node[data-bank="gama"]')).to_have_class("ring-node other-file")
-    await expect(page.locator('g.ring-node[data-bank="gama"] .ring-node-state')).to_have_text("outro ring.toml")
+    await expect(page.locator('g.ring-node[data-bank="gama"] .ring-node-state')).to_have_text("ring.toml ≠")
     await expect(page.locator('g.ring-node[data-bank="beta"]')).to_have_class("ring-node holder")
+    await screenshot(page, "ring-other-file")
     gama.update(config="aaaa")
     await expect(other_files).to_be_hidden()
     gama.update(config="bbbb")
