@@ -260,8 +260,9 @@ class StatementLine:
     kind: str
     """``deposit``, ``withdrawal``, ``transfer`` (both accounts here), and for cross-bank
     transfers ``hold`` (available to held), ``commit`` (held money paid out, or arriving at a
-    destination here; ``withdrawal`` when paid out as cash at another bank), ``release`` (held money back to available), ``credit`` (money arriving
-    from another bank) and ``debit`` (money leaving for another bank without a hold)."""
+    destination here; ``withdrawal`` when paid out as cash at another bank), ``release``
+    (held money back to available), ``credit`` (money arriving from another bank) and
+    ``debit`` (money leaving for another bank without a hold)."""
     transfer_id: str | None
     """The transfer it belongs to (None for cash)."""
     available_cents: int
