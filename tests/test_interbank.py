@@ -1118,3 +1118,37 @@ async def test_the_same_keyed_transfer_asked_at_every_bank_at_once_is_made_once(
         }, answers
     # Five keys, five transfers: not one more.
     await settle(banks, {("b1", source): (500, 0), ("b2", destination): (500, 0)})
+
+
+async def test_a_stopped_transfer_service_starts_nothing_and_leaves_no_task_running(
+    banks: Banks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping is final: a decision dispatched afterwards is not sent (the database keeps it
+    for the next start), and a task that starts another while it is being cancelled does not
+    leave that one running (it would outlive the bank, and its connection the event loop)."""
+    from bank.transfers.protocol import DecisionItem, Decisions
+
+    service = banks.apps["b0"][TRANSFERS]
+    sent: list[str] = []
+
+    async def deliver(to: str, message: Any) -> None:
+        sent.append(to)
+
+    monkeypatch.setattr(service, "_deliver", deliver)
+    late: list[asyncio.Task[None]] = []
+
+    async def starts_another_when_cancelled() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            late.append(asyncio.get_running_loop().create_task(asyncio.sleep(60)))
+            service._track(late[0])  # noqa: SLF001 - what a round's own tasks do
+            raise
+
+    service._track(asyncio.get_running_loop().create_task(starts_another_when_cancelled()))  # noqa: SLF001
+    await asyncio.sleep(0)
+    await service.stop()
+    assert late and late[0].cancelled()
+    service._dispatch([("b1", Decisions("b0", (DecisionItem("b0-late", "aborted", ()),)))])  # noqa: SLF001
+    await asyncio.sleep(0)
+    assert sent == [] and all(task.done() for task in service._tasks)  # noqa: SLF001

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -83,6 +83,9 @@ ROUND_RETRY_S = 0.1
 """The pause after a round, or a step of the timer, failed unexpectedly, before trying again."""
 TIMER_IDLE_S_MAX = 1.0
 """The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
+STOP_PASSES_MAX = 8
+"""How many times :meth:`TransferService.stop` cancels and awaits what is still running: a
+task may have started another one while it was being cancelled."""
 RUNNER_IDLE_S_MAX = 1.0
 """The longest the round runner waits before it looks at the queue again though nobody woke
 it. Every path that queues a transfer wakes it; this bounds what a missed wake-up could cost."""
@@ -224,17 +227,19 @@ class TransferService:
         return (scope, key) in self.coordinator.keys or store.transfer_key_taken(conn, scope, key)
 
     async def stop(self) -> None:
-        """Cancel the timer and every background send, and wait for them."""
+        """Cancel the timer and every background send, and wait for them. Nothing is sent
+        after this: what was not delivered is sent again from the database at the next start."""
         self.ledger.keys_elsewhere = None
         self._started = False
-        tasks = list(self._tasks)
-        for task in (self._timer, self._runner):
-            if task is not None:
-                tasks.append(task)
-        for task in tasks:
-            task.cancel()
-        # Their endings are collected, not raised; a cancellation of this caller still is.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(STOP_PASSES_MAX):
+            tasks = [t for t in (*self._tasks, self._timer, self._runner) if t is not None and not t.done()]
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            # Their endings are collected, not raised; a cancellation of this caller still is.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(task.done() for task in self._tasks), "stop leaves no background task running"
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
@@ -598,7 +603,13 @@ class TransferService:
 
     # -- the network ------------------------------------------------------------------------
 
-    def _spawn(self, work: Awaitable[Any]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        if not self._started:
+            # Stopping or stopped: a send started now would outlive stop() (and its
+            # connection the event loop). The database keeps what it would have said.
+            work.close()
+            return
+
         async def bounded() -> None:
             async with self._sends:
                 try:
