@@ -119,10 +119,15 @@ class AttachedRing(Ring):
     async def check_running(self) -> None:
         """Refuse at once, naming where it looked, when no bank of the ring answers: a scenario
         against a ring that is not running would only fail later, less clearly. Some banks
-        down is a state a scenario may well be meant to see."""
+        down is a state a scenario may well be meant to see. Refuse too when a bank runs with
+        another ring file than this one: what the scenario expects (the banks, the timing
+        bounds it judges recovery by) comes from this file."""
         async with ApiClient(call_timeout_s=ATTACH_PROBE_TIMEOUT_S) as client:
             answers = await asyncio.gather(
                 *(client.call("GET", self.url(bank) + "/healthz") for bank in self.member_ids)
+            )
+            statuses = await asyncio.gather(
+                *(client.call("GET", self.url(bank) + "/ring/status") for bank in self.member_ids)
             )
         if not any(answer.ok for answer in answers):
             where = ", ".join(f"{bank} at {self.url(bank)}" for bank in self.member_ids)
@@ -130,6 +135,13 @@ class AttachedRing(Ring):
                 f"no bank of {self.path} answers ({where}): is the ring running? "
                 f"Start it with 'make run' or 'consortium up -c {self.path}'"
             )
+        for bank, status in zip(self.member_ids, statuses, strict=True):
+            digest = status.body.get("config") if status.ok and isinstance(status.body, dict) else None
+            if isinstance(digest, str) and digest != self.config.digest:
+                raise ScenarioError(
+                    f"{bank} runs with another ring file than {self.path} (its digest {digest}, "
+                    f"this file's {self.config.digest}): attach with the file the ring was started with"
+                )
 
 
 class LocalRing(Ring):

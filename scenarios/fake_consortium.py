@@ -69,6 +69,8 @@ class FakeConsortium:
         self._numbers = itertools.count(1)
         self._transfer_ids = itertools.count(1)
         self._started = time.monotonic()
+        self.config_digest: str | None = None
+        """The ring file digest its ``/ring/status`` says, when set (a real bank always says)."""
 
     def app(self, bank: str) -> web.Application:
         app = web.Application()
@@ -241,6 +243,7 @@ class FakeConsortium:
                 "successor": self.bank_ids[(index + 1) % count],
                 "members": {b: "up" for b in self.bank_ids},
                 "visits": (steps + count - 1 - index) // count,
+                **({"config": self.config_digest} if self.config_digest is not None else {}),
             }
         )
 

@@ -17,6 +17,7 @@ import pytest
 from bank.cli import main
 from scenarios.cluster import free_port
 from scenarios.fake_consortium import FakeConsortium, serve
+from tokenring.config import load
 
 BANKS = ["alfa", "beta", "gama"]
 START_TIMEOUT_S = 10.0
@@ -49,6 +50,7 @@ def fake_ring(tmp_path: Path, *, double_credit: bool) -> Iterator[Path]:
         url = f"http://127.0.0.1:{ports[bank]}"
         lines.append(f'[[banks]]\nid = "{bank}"\nname = "Fake {bank}"\nurl = "{url}"\n')
     ring.write_text("\n".join(lines), encoding="utf-8")
+    consortium.config_digest = load(ring).digest
     try:
         yield ring
     finally:
@@ -139,6 +141,18 @@ def test_attach_to_a_ring_that_is_not_running_is_refused_at_once_and_says_where_
     error = " ".join(capsys.readouterr().err.split())  # the message is wrapped to the terminal
     assert "is the ring running?" in error and "make run" in error
     assert all(bank in error for bank in BANKS)
+
+
+def test_attach_with_another_ring_file_than_the_ring_runs_with_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        other = tmp_path / "other.toml"
+        other.write_text(ring.read_text().replace("hold_max_ms = 20", "hold_max_ms = 21"), encoding="utf-8")
+        assert main(["scenario", "bank-workload", "--attach", "-c", str(other), "--quiet", "--duration-s", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"runs with another ring file than {other}" in error, error
+    assert load(ring).digest in error and "attach with the file the ring was started with" in error
 
 
 def test_an_unknown_scenario_is_refused_with_the_known_names(
