@@ -569,7 +569,7 @@ class Coordinator:
             transfer = transfers[d.transfer_id]
             told = others[d.transfer_id]
             self._owe(transfer, d.outcome, told)
-            at_once = d.outcome == ABORTED or any(leg.role == "cash_out" for leg in transfer.legs)
+            at_once = d.outcome == ABORTED or transfer.pays_cash
             for bank in told:
                 if bank in now:
                     continue
