@@ -46,6 +46,7 @@ from bank.ledger import (
     request_fingerprint,
     transfer_id_bank,
 )
+from bank.transfers.protocol import TRANSFER_ID_CHARS_MAX
 from tokenring import jsonio
 
 __all__ = [
@@ -86,8 +87,6 @@ ACCOUNT_NUMBER_MAX = 2**53 - 1
 """Account numbers are positive integers that JSON carries exactly."""
 TOKEN_CHARS_MAX = 256
 """A bearer token longer than this is not one of ours; refused without a lookup."""
-TRANSFER_ID_CHARS_MAX = 100
-"""Longest transfer id accepted in a path."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
 """Longest ``Idempotency-Key`` header."""
 REQUEST_ID_CHARS_MAX = 100

@@ -38,7 +38,7 @@ Client routes added here: ``GET /api/v1/consortium/audit``. The other banks' lis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, TypeGuard, cast
 
 import structlog
@@ -73,10 +73,12 @@ from bank.ledger import (
 from bank.transfers.book import KeyReused
 from bank.transfers.protocol import (
     Acks,
+    DecisionItem,
     DecisionQuery,
     Decisions,
     Leg,
     Prepare,
+    PrepareItem,
     Transfer,
     Vote,
     Votes,
@@ -225,11 +227,14 @@ async def _message(request: web.Request, kind: type) -> Any:
     if not isinstance(message, kind):
         raise _bad(f"expected {kind.__name__}")
     if message.sender != request[SIGNED_SENDER]:
-        raise web.HTTPForbidden(
-            text=jsonio.dumps_text(error_body("forbidden", "the message's sender is not its signer")),
-            content_type="application/json",
-        )
+        raise _forbidden("the message's sender is not its signer")
     return message
+
+
+def _forbidden(message: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(
+        text=jsonio.dumps_text(error_body("forbidden", message)), content_type="application/json"
+    )
 
 
 def _bad(message: str) -> web.HTTPBadRequest:
@@ -261,23 +266,36 @@ def _reply(message: Any) -> web.Response:
 async def _prepare(request: web.Request) -> web.Response:
     service = _service(request)
     prepare: Prepare = await _message(request, Prepare)
-    legs = [leg for item in prepare.items for leg in item.legs]
-    legs += [leg for decided in prepare.decisions for leg in decided.legs]
-    if any(leg.bank != service.bank for leg in legs):
-        raise _bad("a prepare carries only the receiving bank's legs")
+    _check_items(service.bank, prepare.sender, [*prepare.items, *prepare.decisions])
     if service.refuse_stale(prepare):
         # The ring here has seen a newer generation: the sender's token was lost and replaced.
+        # Its earlier rounds' decisions that came along are final all the same: applied.
+        acked: tuple[str, ...] = ()
+        if prepare.decisions:
+            acks = await service.handle_participant(Decisions(prepare.sender, prepare.decisions))
+            assert isinstance(acks, Acks)
+            acked = acks.transfer_ids
         votes = tuple(Vote(item.transfer_id, False, "stale_fence") for item in prepare.items)
-        return _reply(Votes(service.bank, prepare.fence, votes))
+        return _reply(Votes(service.bank, prepare.fence, votes, acked))
     return _reply(await service.handle_participant(prepare))
 
 
 async def _decisions(request: web.Request) -> web.Response:
     service = _service(request)
     decisions: Decisions = await _message(request, Decisions)
-    if any(leg.bank != service.bank for item in decisions.items for leg in item.legs):
-        raise _bad("a decision carries only the receiving bank's legs")
+    _check_items(service.bank, decisions.sender, decisions.items)
     return _reply(await service.handle_participant(decisions))
+
+
+def _check_items(here: str, sender: str, items: Sequence[PrepareItem | DecisionItem]) -> None:
+    """What a prepare or a decision may say: only a transfer's coordinator (the bank that
+    made its id) prepares or decides it, and only of its legs at this bank. 403 and 400,
+    and nothing is applied: one bank's word cannot release another's holds, nor decide what
+    that one will decide otherwise."""
+    if any(transfer_id_bank(item.transfer_id) != sender for item in items):
+        raise _forbidden("only a transfer's coordinator prepares or decides it")
+    if any(leg.bank != here for item in items for leg in item.legs):
+        raise _bad("a prepare or a decision carries only the receiving bank's legs")
 
 
 async def _query(request: web.Request) -> web.Response:

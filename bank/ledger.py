@@ -48,6 +48,7 @@ import attrs
 import structlog
 
 from bank.errors import Refusal
+from bank.transfers.protocol import TRANSFER_ID_CHARS_MAX
 from tokenring import jsonio
 from tokenring.signing import RandomPool
 
@@ -116,8 +117,6 @@ OWNERS_CACHED_MAX = 100_000
 """Accounts whose owners are kept in memory (least recently used ones are forgotten)."""
 CLOSE_WAIT_S_MAX = 30.0
 """How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
-TRANSFER_ID_CHARS_MAX = 100
-"""Longest transfer id accepted by the hold operations."""
 TRANSFER_ID_RANDOM_BYTES = 8
 """Random bytes in a transfer id (after ``<bank>-`` and the time), as hex."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
@@ -1524,6 +1523,9 @@ class HoldRequest:
     """A local account ``commit`` pays instead of the settlement account."""
     cash_out: bool = False
     """A ``commit`` whose money leaves as cash at another bank: journaled as a withdrawal."""
+    decided: bool = False
+    """For ``place``: the transfer's decision is known (by the caller's records), so a hold
+    not placed before is refused ``decided``, whatever the account."""
 
 
 def apply_holds_in(
@@ -1611,7 +1613,7 @@ def _apply_holds_chunk(
             amount = request.amount_cents
             balance = balances.get(account)
             refusal = _debit_refusal(None if balance is None else balance[0], account, request.owner_document, amount, owned)
-            if (("commit", transfer_id, account) in done) or (("release", transfer_id, account) in done):
+            if request.decided or ("commit", transfer_id, account) in done or ("release", transfer_id, account) in done:
                 outcome = "decided"
             elif refusal is not None:
                 outcome = refusal

@@ -97,6 +97,69 @@ def test_decisions_carried_by_a_prepare_apply_even_when_the_prepare_is_stale() -
     assert book.settlement_cents == 100 and book.accounts["1"].held_cents == 100
 
 
+def test_a_prepare_of_a_decided_transfer_holds_no_other_account_either() -> None:
+    """A transfer id prepared again naming another account than its first prepare did:
+    refused, since no decision would come again to release that hold."""
+    book = book_with(500)
+    book.open_account("3", "doc", 500)
+    participant = Participant("beta")
+    run_steps(participant.handle(prepare((1, "alfa", 1)), 0), book)
+    commit = Decisions("alfa", (DecisionItem("alfa:1", "committed", (Leg("beta", "1", 100, "source"),)),))
+    run_steps(participant.handle(commit, 1), book)
+    other = Prepare("alfa", (1, "alfa", 2), (PrepareItem("alfa:1", "doc", (Leg("beta", "3", 100, "source"),)),))
+    [votes] = run_steps(participant.handle(other, 2), book)
+    assert votes.votes == (Vote("alfa:1", False, "decided"),)
+    assert (book.accounts["3"].balance_cents, book.accounts["3"].held_cents) == (500, 0)
+    assert participant.outstanding == {}
+
+
+def failing_once(book: MemoryBook, when: Any) -> Any:
+    """A driver like ``run_steps`` whose first batch matching ``when`` fails (a write that
+    did not happen), raised inside the step as the bank's driver does."""
+
+    def run(steps: Any) -> Any:
+        failed = False
+        try:
+            batch = next(steps)
+            while True:
+                if not failed and when(batch):
+                    failed = True
+                    batch = steps.throw(OSError("disk I/O error"))
+                else:
+                    batch = steps.send(book.execute(batch))
+        except StopIteration as stop:
+            return stop.value
+
+    return run
+
+
+def test_a_decision_whose_write_failed_is_asked_for_again() -> None:
+    book = book_with(500)
+    participant = Participant("beta", query_after_ms=10)
+    run_steps(participant.handle(prepare((1, "alfa", 1)), 0), book)
+    abort = Decisions("alfa", (DecisionItem("alfa:1", "aborted", ()),))
+    with pytest.raises(OSError):
+        failing_once(book, lambda batch: True)(participant.handle(abort, 5))
+    assert book.accounts["1"].held_cents == 100
+    assert participant.tick(20) == [("alfa", DecisionQuery("beta", ("alfa:1",)))]
+    [acks] = run_steps(participant.handle(abort, 25), book)
+    assert acks == Acks("beta", ("alfa:1",)) and participant.outstanding == {}
+    assert book.accounts["1"].held_cents == 0
+
+
+def test_a_prepare_whose_write_failed_leaves_the_fence_as_it_was() -> None:
+    """A floor raised in memory for a prepare that was never stored would refuse every
+    honest prepare below it until a restart."""
+    book = book_with(500)
+    participant = Participant("beta")
+    run_steps(participant.handle(prepare((1, "alfa", 1), "alfa:1"), 0), book)
+    with pytest.raises(OSError):
+        failing_once(book, lambda batch: True)(participant.handle(prepare((9, "gama", 1), "gama:1"), 1))
+    assert participant.fence == (1, "alfa", 1) and book.fence == (1, "alfa", 1)
+    [votes] = run_steps(participant.handle(prepare((1, "alfa", 2), "alfa:2"), 2), book)
+    assert votes.votes == (Vote("alfa:2", True),)
+
+
 def test_only_a_transfer_holding_money_here_waits_for_its_decision() -> None:
     book = book_with(500)
     participant = Participant("beta", query_after_ms=100)
@@ -414,6 +477,17 @@ def test_messages_survive_their_json_form(message: Any) -> None:
         {"type": "decisions", "sender": "a", "items": [{"transfer_id": "t", "outcome": "maybe", "legs": []}]},
         {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [], "decisions": "x"},
         {"type": "votes", "sender": "a", "fence": [1, "a", 1], "votes": [], "acked": [3]},
+        # A source named twice: held once per transfer and account, it would be paid twice.
+        {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [{"transfer_id": "t",
+         "owner_document": "d", "legs": [{"bank": "b", "account": "1", "amount_cents": 1, "role": "source"},
+                                         {"bank": "b", "account": "1", "amount_cents": 2, "role": "source"}]}]},
+        {"type": "decisions", "sender": "a", "items": [{"transfer_id": "t", "outcome": "committed",
+         "legs": [{"bank": "b", "account": "1", "amount_cents": 1, "role": "destination"},
+                  {"bank": "b", "account": "2", "amount_cents": 1, "role": "destination"}]}]},
+        # Longer than any ledger stores.
+        {"type": "prepare", "sender": "a", "fence": [1, "a", 1], "items": [{"transfer_id": "t" * 101,
+         "owner_document": "d", "legs": []}]},
+        {"type": "acks", "sender": "a", "transfer_ids": ["t" * 101]},
     ],
 )
 def test_malformed_messages_are_refused(data: Any) -> None:

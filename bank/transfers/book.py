@@ -78,7 +78,9 @@ class ReadDecision:
 class PlaceHold:
     """Move ``amount_cents`` of an account from its balance to held, for one transfer.
     Result: ``ok``, ``insufficient_funds``, ``unknown_account`` or ``forbidden`` (the
-    document does not own the account); a repeat answers the first result."""
+    document does not own the account); a repeat answers the first result. ``decided`` when
+    the transfer's decision is known here, whatever the account: no decision would come
+    again to release a hold placed now."""
 
     transfer_id: str
     """The transfer the hold is for."""
@@ -416,7 +418,7 @@ class MemoryBook:
                 key = (transfer_id, account)
                 if key in self.hold_results:
                     return self.hold_results[key]
-                result = self._place_hold(key, amount, owner)
+                result = "decided" if transfer_id in self.applied else self._place_hold(key, amount, owner)
                 self.hold_results[key] = result
                 return result
             case CheckAccount(account, _):

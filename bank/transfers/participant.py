@@ -6,8 +6,9 @@ Rules, in the order they are checked:
    (``stale_fence``): a holder that lost the token cannot move money here any more. The new
    fence is stored durably no later than any hold of the prepare.
 2. A source whose transfer this bank already saw decided is refused (``decided``, answered by
-   the book: a release for a hold never placed leaves a mark): a late or repeated prepare
-   never leaves a hold that no decision will ever release.
+   the book, whatever the account: the decision's record, and a release for a hold never
+   placed, leave a mark): a late or repeated prepare never leaves a hold that no decision
+   will ever release.
 3. Otherwise each source leg places a hold (ownership and funds checked here, by the
    caller's document) and each destination leg checks that its account exists. The vote is
    yes only when every leg here succeeded; a transfer that holds money here is remembered
@@ -131,8 +132,9 @@ class Participant:
         if self.fence is not None and prepare.fence < self.fence:
             if decision_ops:
                 yield decision_ops
+                self._forget(acked)
             return refuse_all("stale_fence")
-        self.fence = prepare.fence
+        floor, self.fence = self.fence, prepare.fence
         base = len(decision_ops)
         ops: list[BookOp] = [*decision_ops, AcceptFence(prepare.fence)]
         spans: list[tuple[int, int]] = []
@@ -158,7 +160,15 @@ class Participant:
         holding = [item for item in items if any(leg.role == "source" for leg in item.legs)]
         first_record = len(ops)
         ops += [RecordPrepared(item.transfer_id, prepare.sender) for item in holding]
-        results = yield ops
+        try:
+            results = yield ops
+        except Exception:
+            # Nothing of it is stored: the floor is what it was, unless a newer prepare has
+            # raised it meanwhile (the book refuses below its own stored fence in any case).
+            if self.fence == prepare.fence:
+                self.fence = floor
+            raise
+        self._forget(acked)
         if not results[base]:
             # Only a book ahead of this participant's memory refuses here; whatever was held
             # is released by the abort this vote causes.
@@ -179,7 +189,14 @@ class Participant:
         ops, acked = self._decision_ops(items)
         if ops:
             yield ops
+        self._forget(acked)
         return Acks(self.bank, acked)
+
+    def _forget(self, decided: Sequence[str]) -> None:
+        """Stop asking about transfers whose decisions are now durable here (not before: a
+        decision whose write failed is asked for again)."""
+        for transfer_id in decided:
+            self.outstanding.pop(transfer_id, None)
 
     def _decision_ops(self, items: Sequence[DecisionItem]) -> tuple[list[BookOp], tuple[str, ...]]:
         """The book operations that record and apply ``items``, and the ids acknowledged once
@@ -189,7 +206,6 @@ class Participant:
         the hold already decided (the book answers "decided")."""
         ops: list[BookOp] = [RecordDecision(item.transfer_id, item.outcome) for item in items]
         for item in items:
-            self.outstanding.pop(item.transfer_id, None)
             if not item.legs:
                 # A presumed abort (its coordinator has no record of it): whatever this bank
                 # holds for it goes back. It held only what a prepare of it named, and any

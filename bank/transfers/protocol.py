@@ -26,6 +26,7 @@ __all__ = [
     "LEG_ROLES",
     "PENDING",
     "SOURCES_MAX",
+    "TRANSFER_ID_CHARS_MAX",
     "Acks",
     "DecisionItem",
     "DecisionQuery",
@@ -49,6 +50,8 @@ AMOUNT_CENTS_MAX = 10**13
 """The largest amount one leg may move (a hundred billion in the currency's units)."""
 ACCOUNT_CHARS_MAX = 64
 """The longest account number or bank id a message may carry."""
+TRANSFER_ID_CHARS_MAX = 100
+"""The longest transfer id a message may carry, and a ledger stores."""
 ITEMS_PER_MESSAGE_MAX = 4096
 """The most transfers one prepare, decision or acknowledgement message may carry."""
 
@@ -102,6 +105,7 @@ class Transfer:
         assert 1 <= len(sources) <= SOURCES_MAX, self.legs
         assert len(sinks) == 1, self.legs
         assert sum(leg.amount_cents for leg in sources) == sinks[0].amount_cents, self.legs
+        assert _sources_distinct(self.legs), self.legs
 
     @functools.cached_property
     def banks(self) -> tuple[str, ...]:
@@ -270,6 +274,20 @@ def _text(data: Mapping[str, Any], key: str, *, empty_ok: bool = False) -> str:
     return value
 
 
+def _sources_distinct(legs: Sequence[Leg]) -> bool:
+    """Whether no account is a source twice: held once per transfer and account, it would
+    be paid out twice."""
+    named = [(leg.bank, leg.account) for leg in legs if leg.role == "source"]
+    return len(set(named)) == len(named)
+
+
+def _transfer_id(data: Mapping[str, Any], key: str = "transfer_id") -> str:
+    value = _text(data, key)
+    if len(value) > TRANSFER_ID_CHARS_MAX:
+        raise ValueError(f"{key}: longer than {TRANSFER_ID_CHARS_MAX} characters")
+    return value
+
+
 def _leg_from_dict(data: Any) -> Leg:
     if not isinstance(data, Mapping):
         raise ValueError("leg: expected an object")
@@ -311,14 +329,14 @@ def _decisions_from_json(data: Mapping[str, Any], key: str) -> tuple[DecisionIte
         cash_out = raw.get("cash_out", False)
         if not isinstance(cash_out, bool):
             raise ValueError("decision: cash_out must be true or false")
-        decided.append(DecisionItem(_text(raw, "transfer_id"), raw["outcome"], _legs(raw), cash_out=cash_out))
+        decided.append(DecisionItem(_transfer_id(raw), raw["outcome"], _legs(raw), cash_out=cash_out))
     return tuple(decided)
 
 
 def _ids(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     ids = _list(data, key)
-    if not all(isinstance(i, str) and i for i in ids):
-        raise ValueError(f"{key}: expected strings")
+    if not all(isinstance(i, str) and 0 < len(i) <= TRANSFER_ID_CHARS_MAX for i in ids):
+        raise ValueError(f"{key}: expected transfer ids")
     return tuple(ids)
 
 
@@ -333,7 +351,12 @@ def _legs(data: Mapping[str, Any]) -> tuple[Leg, ...]:
     raw = _list(data, "legs")
     if len(raw) > SOURCES_MAX + 1:
         raise ValueError("legs: too many")
-    return tuple(_leg_from_dict(item) for item in raw)
+    legs = tuple(_leg_from_dict(item) for item in raw)
+    if not _sources_distinct(legs):
+        raise ValueError("legs: an account is a source twice")
+    if sum(leg.role != "source" for leg in legs) > 1:
+        raise ValueError("legs: more than one destination")
+    return legs
 
 
 def transfer_to_dict(transfer: Transfer) -> dict[str, Any]:
@@ -350,7 +373,7 @@ def transfer_from_dict(data: Mapping[str, Any]) -> Transfer:
     """The inverse of :func:`transfer_to_dict`; ValueError on anything malformed."""
     try:
         return Transfer(
-            id=_text(data, "id"),
+            id=_transfer_id(data, "id"),
             coordinator=_text(data, "coordinator"),
             owner_document=_text(data, "owner_document"),
             legs=_legs(data),
@@ -413,7 +436,7 @@ def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
                 raise ValueError("item: expected an object")
             items.append(
                 PrepareItem(
-                    transfer_id=_text(raw, "transfer_id"),
+                    transfer_id=_transfer_id(raw),
                     owner_document=_text(raw, "owner_document"),
                     legs=_legs(raw),
                 )
@@ -428,7 +451,7 @@ def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
             reason = raw.get("reason")
             if reason is not None and not isinstance(reason, str):
                 raise ValueError("vote: reason must be a string")
-            votes.append(Vote(_text(raw, "transfer_id"), raw["ok"], reason))
+            votes.append(Vote(_transfer_id(raw), raw["ok"], reason))
         acked = _ids(data, "acked") if "acked" in data else ()
         return Votes(sender, fence_from_json(data.get("fence")), tuple(votes), acked)
     if kind == "decisions":

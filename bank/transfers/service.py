@@ -645,6 +645,10 @@ class TransferService:
                 answer = await self.handle_coordinator(message)
             else:
                 answer = await self._post(to, message)
+            if isinstance(answer, Decisions):
+                # Only what was asked, of the bank asked: an answer cannot decide others.
+                asked = set(message.transfer_ids)
+                answer = Decisions(answer.sender, tuple(i for i in answer.items if i.transfer_id in asked))
             if isinstance(answer, Decisions) and answer.items:
                 acks = await self.handle_participant(answer)
                 if to == self.bank:

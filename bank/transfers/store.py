@@ -184,13 +184,20 @@ def _apply_batch(conn: sqlite3.Connection, batch: Sequence[BookOp], now_ms: int)
     return results
 
 
-def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[bool]:
-    """``RecordPrepared`` for a run: False for a transfer already decided here."""
-    marks, ids = in_list([op.transfer_id for op in ops])
-    decided = {
+def _decided_here(conn: sqlite3.Connection, transfer_ids: Sequence[str]) -> set[str]:
+    """Which of these transfers (at most ``IN_LIST_MAX``) have their decision recorded here."""
+    if not transfer_ids:
+        return set()
+    marks, ids = in_list(transfer_ids)
+    return {
         row[0]
         for row in conn.execute(f"SELECT transfer_id FROM transfer_applied WHERE transfer_id IN ({marks})", ids)
     }
+
+
+def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[bool]:
+    """``RecordPrepared`` for a run: False for a transfer already decided here."""
+    decided = _decided_here(conn, [op.transfer_id for op in ops])
     conn.executemany(
         "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms) VALUES (?, ?, ?)",
         [(op.transfer_id, op.coordinator, now_ms) for op in ops if op.transfer_id not in decided],
@@ -307,6 +314,7 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
     outcomes: list[Any] = [None] * len(ops)
     requests: list[HoldRequest] = []
     where: list[int] = []
+    decided = _decided_here(conn, list(dict.fromkeys(op.transfer_id for op in ops if isinstance(op, PlaceHold))))
     for position, op in enumerate(ops):
         request: HoldRequest | None = None
         match op:
@@ -315,7 +323,9 @@ def _holds(conn: sqlite3.Connection, ops: Sequence[BookOp], now_ms: int) -> list
                 if number is None:
                     outcomes[position] = "unknown_account"
                 else:
-                    request = HoldRequest("place", transfer_id, number, amount, owner)
+                    # Known decided here: no decision would come again to release a hold
+                    # placed now, whatever the account (a repeat still answers as first).
+                    request = HoldRequest("place", transfer_id, number, amount, owner, decided=transfer_id in decided)
             case CommitHold(transfer_id, account, _, cash_out):
                 number = account_number(account)
                 assert number is not None, "a committed source was held, so it is a number"
