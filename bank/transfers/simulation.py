@@ -232,7 +232,11 @@ def _loop(world: _World, hold_ms: int, fail: Callable[[str], InvariantViolation]
         elif kind == "resume":
             if bank.alive and bank.paused_until_ms <= world.now_ms:
                 for deferred_kind, deferred in bank.deferred:
-                    world.push(world.now_ms, bank.id, deferred_kind, deferred)
+                    # A grant that arrived during the pause already moved the token on (the
+                    # ring's job): the bank wakes up acting on it, a stale holder, but the
+                    # token is not moved again (that would make a second one).
+                    kind_now = "grant_only" if deferred_kind == "grant" else deferred_kind
+                    world.push(world.now_ms, bank.id, kind_now, deferred)
                 bank.deferred.clear()
         elif not bank.alive:
             pass  # a dead bank hears nothing; its messages are lost
