@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import json
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from typing import Any, Literal, cast
 import attrs
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from bank import auth
 from bank.documents import document_kind
@@ -208,7 +210,14 @@ async def _api_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as error:
+            # The routes outside the API (the terminal's files, /healthz, /metrics, the
+            # ring's) answer errors in the same JSON shape: an unknown path or method too.
+            if error.status < 400 or error.content_type == "application/json":
+                raise
+            return _http_error(error)[1]
     given = request.headers.get("X-Request-Id", "")
     request_id = (
         given
@@ -227,6 +236,9 @@ async def _api_middleware(
             unknown = set(request.query) - _QUERY_PARAMETERS.get(route, frozenset())
             if unknown and resource is not None:
                 raise ApiError("invalid_request", f"unknown query parameter {sorted(unknown)[0]!r}")
+            if len(request.query) > len(set(request.query)):
+                repeated = sorted(name for name in request.query if len(request.query.getall(name)) > 1)
+                raise ApiError("invalid_request", f"query parameter {repeated[0]!r} is given more than once")
             response = await handler(request)
         except ApiError as error:
             code = error.refusal.code
@@ -234,13 +246,7 @@ async def _api_middleware(
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            code = _CODE_BY_HTTP_STATUS.get(error.status, "internal_error")
-            headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-            response = jsonio.response(
-                {"error": {"code": code, "message": error.reason}},
-                status=error.status,
-                headers=headers,
-            )
+            code, response = _http_error(error)
         except LedgerClosed:
             code = "unavailable"
             response = error_response(code, "the bank is shutting down")
@@ -285,6 +291,15 @@ class _FloatRefused(ValueError):
     pass
 
 
+def _http_error(error: web.HTTPException) -> tuple[str, web.Response]:
+    """aiohttp's own refusal (an unknown path or method, a body too large) in the JSON shape
+    of every error, keeping the ``Allow`` header of a 405: its code, and the response."""
+    code = _CODE_BY_HTTP_STATUS.get(error.status, "internal_error")
+    headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+    body = {"error": {"code": code, "message": error.reason}}
+    return code, jsonio.response(body, status=error.status, headers=headers)
+
+
 def _refuse_float(text: str) -> Any:
     raise _FloatRefused(text)
 
@@ -294,29 +309,65 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > BODY_BYTES_MAX:
         raise ApiError("payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes")
     data = bytearray()
-    if request.content_length is not None:
-        # Its length is known and within the bound: read it whole.
-        data += await request.read()
-    else:
-        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-            data += chunk
-            if len(data) > BODY_BYTES_MAX:
-                raise ApiError(
-                    "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
-                )
+    try:
+        if request.content_length is not None:
+            # Its length is known and within the bound: read it whole.
+            data += await request.read()
+        else:
+            async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+                data += chunk
+                if len(data) > BODY_BYTES_MAX:
+                    raise ApiError(
+                        "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
+                    )
+    except RequestPayloadError as error:  # a Content-Encoding its bytes are not in
+        # Nothing more of this body can be read, nor of the connection after it: it ends
+        # with this answer (and the server does not try to read the rest of the body).
+        request.content.feed_eof()
+        reason = str(error).splitlines()[-1].strip()
+        raise ApiError("invalid_request", f"the body could not be read: {reason}"[:200], headers={"Connection": "close"}) from None
     try:
         value = jsonio.loads_strict_fallback(
             data, parse_float=_refuse_float, parse_constant=_refuse_float
         )
     except _FloatRefused as error:
         raise ApiError(
-            "invalid_request", f"numbers must be integers (money is in cents), not {error}"
+            "invalid_request", f"numbers must be whole (money is in cents): {error} is not"
         ) from None
     except (ValueError, UnicodeDecodeError):
-        raise ApiError("invalid_request", "the body must be a JSON object") from None
+        raise ApiError("invalid_request", "the body is not JSON (UTF-8)") from None
     if not isinstance(value, dict):
         raise ApiError("invalid_request", "the body must be a JSON object")
+    if data.count(b":") > _members(value):
+        # More separators than names read: a name given twice (the last one would win
+        # unseen: an amount must not be ambiguous), or only colons inside strings.
+        try:
+            json.loads(data, object_pairs_hook=_refuse_repeats)
+        except RecursionError:
+            raise ApiError("invalid_request", "the body is nested too deeply") from None
     return value
+
+
+def _members(value: Any) -> int:
+    """How many names all the objects in a parsed JSON value have."""
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return count
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        repeated = sorted(name for name in set(names) if names.count(name) > 1)
+        raise ApiError("invalid_request", f"the body names {repeated[0]!r} more than once")
+    return dict(pairs)
 
 
 def _fields(body: dict[str, Any], required: tuple[str, ...], where: str = "body") -> None:
@@ -377,9 +428,12 @@ def _bank(request: web.Request, value: Any, name: str = "bank") -> str:
 def idempotency_of(request: web.Request, scope: str, body: Any) -> Idempotency | None:
     """The request's ``Idempotency-Key`` under ``scope`` (None without one); a malformed key
     is refused (400)."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
+    keys = request.headers.getall("Idempotency-Key", ())
+    if not keys:
         return None
+    if len(keys) > 1:
+        raise ApiError("invalid_request", "send one Idempotency-Key header, not several")
+    key = keys[0]
     if not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX or not _PRINTABLE_ASCII.match(key):
         raise ApiError(
             "invalid_request",

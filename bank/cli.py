@@ -320,7 +320,9 @@ def _print_table(report: dict[str, Any]) -> None:
     # Off a terminal rich assumes 80 columns, too few for the urls: give the table room.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     console.print(table)
-    if not report["holders"]:
+    if not report["up"]:
+        print("No bank answered: is the consortium running (consortium up, or consortium bank ID)?")
+    elif not report["holders"]:
         print("No bank held the token at the moment of the sample (it may be in transit).")
     for doc in report["banks"]:
         if doc["up"] and doc["config_matches"] is False:

@@ -232,16 +232,20 @@ class Transfer:
     reason: str | None
     """Why it was aborted (an error code), else ``None``."""
     request: dict[str, Any]
-    """The request's ``sources`` and ``destination``."""
+    """The request's ``sources`` and ``destination``; or, for cash paid at this bank from an
+    account at another, its ``withdrawal`` (``bank``, ``account``, ``amount_cents``)."""
     created_at_ms: int
     """When it was asked for (Unix ms)."""
 
     def to_json(self) -> dict[str, Any]:
+        withdrawal = self.request.get("withdrawal")
         return {
             "id": self.id,
+            "kind": "transfer" if withdrawal is None else "withdrawal",
             "status": self.status,
             "reason": self.reason,
-            "sources": self.request.get("sources", []),
+            # A withdrawal's one source is the account it draws on; its money leaves as cash.
+            "sources": self.request.get("sources", []) if withdrawal is None else [withdrawal],
             "destination": self.request.get("destination"),
             "created_at_ms": self.created_at_ms,
         }
@@ -1259,7 +1263,7 @@ class Ledger:
                     found.append((owned, amount))
                 target = _account(conn, self.bank_id, destination)
                 if target is None:
-                    return Answer.refused("unknown_account", f"no account {destination} here")
+                    return Answer.refused("unknown_account", f"no account {destination} at bank {self.bank_id}")
                 total = sum(amount for _, amount in sources)
                 reason: str | None = None
                 for owned, amount in found:

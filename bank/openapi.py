@@ -43,8 +43,10 @@ _REASONS = {
     422: "Unknown bank, unknown customer, or an Idempotency-Key reused for another request.",
     429: "Too many failed logins for this document, or too many payee look-ups by this "
     "customer (`too_many_attempts`); see Retry-After.",
-    501: "The request involves another bank of the ring (`not_implemented` for now).",
-    503: "The bank is shutting down (`unavailable`).",
+    501: "The request involves another bank of the ring, and this bank runs without it "
+    "(`not_implemented`: the client API served alone, as in tests).",
+    503: "Unavailable (`unavailable`): the bank is shutting down or starting, or another bank "
+    "that the request needs did not answer. Nothing moved; the message says whether to retry.",
 }
 
 
@@ -313,13 +315,19 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
         },
         "Transfer": {
             "type": "object",
-            "required": ["id", "status", "reason", "sources", "destination"],
+            "required": ["id", "kind", "status", "reason", "sources", "destination"],
             "properties": {
                 "id": {"type": "string"},
+                "kind": {
+                    "type": "string",
+                    "enum": ["transfer", "withdrawal"],
+                    "description": "`withdrawal`: cash paid at the bank that took the request "
+                    "from an account at another bank (its one source); its destination is null.",
+                },
                 "status": {"type": "string", "enum": ["pending", "committed", "aborted"]},
                 "reason": {"type": "string", "nullable": True},
                 "sources": {"type": "array", "items": {"type": "object"}},
-                "destination": {"type": "object"},
+                "destination": {"type": "object", "nullable": True},
                 "created_at_ms": {"type": "integer"},
                 "delivered": {
                     "type": "boolean",
@@ -489,7 +497,9 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                     **_ok(201, "The account with its new balance.", "Account"),
                     **_ok(
                         202,
-                        "A cross-bank withdrawal not decided in time: its transfer record.",
+                        "A cross-bank withdrawal not decided in time, or aborted because a "
+                        "bank did not answer in time (`status` says which; nothing moved, and a "
+                        "new request may succeed): its transfer record, as a transfer answers.",
                         "TransferAccepted",
                     ),
                     **_errors(*write_errors, 403, 404, 409, 422, 501),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from bank.api import ACCOUNT_NUMBER_MAX, BODY_BYTES_MAX, JOINT_OWNERS_MAX, NAME_CHARS_MAX, TRANSFER_SOURCES_MAX
 from bank import auth
@@ -139,9 +140,16 @@ CASES: list[tuple[str, str, str, Any, str, int, str]] = [
     ("transfer wait_ms in other digits", "POST", "/api/v1/transfers?wait_ms=%D9%A1%D9%A2", _transfer(), "owner", 400, "invalid_request"),
     ("transfer unknown query parameter", "POST", "/api/v1/transfers?force=1", _transfer(), "owner", 400, "invalid_request"),
     ("audit unknown query parameter", "GET", "/api/v1/audit?all=1", None, NO_AUTH, 400, "invalid_request"),
+    ("transfer query parameter twice", "POST", "/api/v1/transfers?wait_ms=1&wait_ms=2", _transfer(), "owner", 400, "invalid_request"),
+    # ambiguous or unreadable bodies and headers
+    ("deposit amount named twice", "POST", "/api/v1/deposits", RAW + '{"bank": "alfa", "account": ACCOUNT, "amount_cents": 100, "amount_cents": 5}', "owner", 400, "invalid_request"),
+    ("transfer source amount named twice", "POST", "/api/v1/transfers", RAW + '{"sources": [{"bank": "alfa", "account": ACCOUNT, "amount_cents": 5, "amount_cents": 6}], "destination": {"bank": "alfa", "account": OTHER}}', "owner", 400, "invalid_request"),
+    ("deposit body not in its content encoding", "POST", "/api/v1/deposits", RAW + '{"bank": "alfa", "account": ACCOUNT, "amount_cents": 10}', "owner-gzip", 400, "invalid_request"),
+    ("deposit two idempotency keys", "POST", "/api/v1/deposits", _cash(), "owner-twokeys", 400, "invalid_request"),
     # routes
     ("unknown route", "GET", "/api/v1/vault", None, NO_AUTH, 404, "not_found"),
     ("wrong method", "PATCH", "/api/v1/deposits", None, "owner", 405, "method_not_allowed"),
+    ("unknown route outside the api", "GET", "/vault", None, NO_AUTH, 404, "not_found"),
 ]
 
 
@@ -162,6 +170,8 @@ async def setup(aiohttp_client: Any, tmp_path: Path) -> dict[str, Any]:
             BAD_TOKEN: {"Authorization": "Bearer not-a-real-token"},
             "owner": owner_headers,
             "owner-badkey": {**owner_headers, "Idempotency-Key": "bad key with spaces"},
+            "owner-twokeys": CIMultiDict([*owner_headers.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]),
+            "owner-gzip": {**owner_headers, "Content-Encoding": "gzip"},
             "stranger": stranger_headers,
         },
         "expired_document": expired_document,
@@ -193,7 +203,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
         await ledger.create_session(token_hash(token), setup["expired_document"], ledger.now_ms() - 1)
         headers = {"Authorization": f"Bearer {token}"}
     else:
-        headers = dict(setup["auth"][who])
+        headers = CIMultiDict(setup["auth"][who])
     kwargs: dict[str, Any] = {"headers": headers}
     if isinstance(body, bytes):
         kwargs["data"] = body
@@ -223,8 +233,6 @@ async def test_a_token_that_is_not_ascii_is_unauthorized_not_an_error(token: str
     hashed: such a token, like any token that is not ASCII, names no session."""
     from types import SimpleNamespace
 
-    from multidict import CIMultiDict
-
     from bank.api import ApiError, _caller
 
     # Only the headers: the token is refused before anything else of the request is read.
@@ -232,3 +240,28 @@ async def test_a_token_that_is_not_ascii_is_unauthorized_not_an_error(token: str
     with pytest.raises(ApiError) as refused:
         await _caller(request)  # type: ignore[arg-type]
     assert refused.value.refusal.code == "unauthorized"
+
+
+async def test_what_is_wrong_with_a_body_is_said(setup: dict[str, Any]) -> None:
+    """A name given twice is named (the last one would win unseen), JSON that is not JSON is
+    told apart from JSON that is not an object; colons inside strings are no repeat."""
+    client: Client = setup["client"]
+    headers = {**setup["auth"]["owner"], "Content-Type": "application/json"}
+    account = setup["values"]["ACCOUNT"]
+    for raw, message in [
+        (f'{{"bank": "alfa", "account": {account}, "amount_cents": 100, "amount_cents": 5}}',
+         "the body names 'amount_cents' more than once"),
+        ('{"bank": "alfa", "account": ', "the body is not JSON (UTF-8)"),
+        ("[1, 2]", "the body must be a JSON object"),
+        (f'{{"bank": "alfa", "account": {account}, "amount_cents": 1.0}}',
+         "numbers must be whole (money is in cents): 1.0 is not"),
+    ]:
+        response = await client.post("/api/v1/deposits", data=raw.encode(), headers=headers)
+        assert response.status == 400 and (await response.json())["error"]["message"] == message, raw
+    response = await client.post(
+        "/api/v1/customers",
+        data=f'{{"document": "{new_cpf()}", "name": "Ana: a:b", "password": "{PASSWORD}"}}'.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 201, await response.text()
+

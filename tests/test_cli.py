@@ -216,6 +216,9 @@ def test_status_with_no_bank_running_says_so_and_exits_1(ring_file: RingConfig) 
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["up"] == 0 and not any(b["up"] for b in report["banks"])
+    table = consortium("status", "-c", str(ring_file.path), "--interval", "0.1")
+    assert table.returncode == 1 and "No bank answered" in table.stdout
+    assert "held the token" not in table.stdout  # nothing answered: no sample of the token
 
 
 def test_bank_loop_option_names_the_event_loop_and_refuses_others() -> None:

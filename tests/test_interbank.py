@@ -908,10 +908,13 @@ async def test_a_retried_cross_bank_withdrawal_gets_its_first_answer(banks: Bank
     await settle(banks, {("b1", account): (750, 0)})
 
 
-async def withdraw(banks: Banks, bank: str, request: dict[str, Any], key: str) -> tuple[int, Any, str | None]:
-    """A withdrawal asked of ``bank`` with an Idempotency-Key: status, body, Idempotent-Replayed."""
-    async with banks.session.post(banks.url(bank) + "/api/v1/withdrawals", json=request, headers={
-            "Idempotency-Key": key, "Authorization": f"Bearer {banks.tokens[(bank, ANA)]}"}) as response:
+async def withdraw(banks: Banks, bank: str, request: dict[str, Any], key: str | None) -> tuple[int, Any, str | None]:
+    """A withdrawal asked of ``bank`` (with an Idempotency-Key unless None): status, body,
+    Idempotent-Replayed."""
+    headers = {"Authorization": f"Bearer {banks.tokens[(bank, ANA)]}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    async with banks.session.post(banks.url(bank) + "/api/v1/withdrawals", json=request, headers=headers) as response:
         return response.status, await response.json(), response.headers.get("Idempotent-Replayed")
 
 
@@ -974,6 +977,22 @@ async def test_a_keyed_withdrawal_waits_for_the_accounts_bank(banks: Banks) -> N
     await banks.runners["b1"].cleanup()  # b1, which keeps the key, is gone
     status, body, _ = await withdraw(banks, "b0", {"bank": "b1", "account": account, "amount_cents": 100}, "cash-later")
     assert status == 503 and body["error"]["code"] == "unavailable" and "b1" in body["error"]["message"], body
+    audit = await banks.apps["b0"][LEDGER].audit()
+    assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
+
+
+async def test_a_withdrawal_its_accounts_bank_never_voted_on_is_recorded_as_one(banks: Banks) -> None:
+    """Without a key the withdrawal's transfer is run, and aborted (its source's bank silent):
+    answered as a transfer is, and its record names the account it drew on, as a withdrawal."""
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    await banks.runners["b1"].cleanup()  # b1, which keeps the account, is gone
+    status, body, _ = await withdraw(banks, "b0", {"bank": "b1", "account": account, "amount_cents": 100}, None)
+    assert status == 202 and (body["status"], body["reason"]) == ("aborted", "unreachable"), body
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    assert status == 200, record
+    assert (record["kind"], record["status"], record["destination"]) == ("withdrawal", "aborted", None), record
+    assert record["sources"] == [{"bank": "b1", "account": account, "amount_cents": 100}], record
     audit = await banks.apps["b0"][LEDGER].audit()
     assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
 
@@ -1152,3 +1171,17 @@ async def test_a_stopped_transfer_service_starts_nothing_and_leaves_no_task_runn
     service._dispatch([("b1", Decisions("b0", (DecisionItem("b0-late", "aborted", ()),)))])  # noqa: SLF001
     await asyncio.sleep(0)
     assert sent == [] and all(task.done() for task in service._tasks)  # noqa: SLF001
+
+
+async def test_every_route_of_a_bank_answers_errors_in_the_one_shape(banks: Banks) -> None:
+    """Outside the client API too (the terminal's files, /healthz, /metrics): an unknown
+    path or method is the contract's JSON error, a 405 with its Allow header."""
+    for method, path, status, code in [("GET", "/nope", 404, "not_found"), ("POST", "/healthz", 405, "method_not_allowed"),
+                                       ("DELETE", "/metrics", 405, "method_not_allowed")]:
+        async with banks.session.request(method, banks.url("b0") + path) as response:
+            assert response.status == status and response.content_type == "application/json", path
+            assert (await response.json())["error"]["code"] == code
+            if status == 405:
+                assert "GET" in response.headers["Allow"]
+    async with banks.session.get(banks.url("b0") + "/") as response:
+        assert response.status == 200 and response.content_type == "text/html"
