@@ -61,13 +61,34 @@ function myAccounts() {
 
 // ---- messages ----------------------------------------------------------------------------
 
+// Amounts ("R$ 1.234,56", "-R$ 5,00") and documents ("123.456.789-09", "11.222.333/0001-81")
+// inside a sentence: each kept on one line, never broken at its space or hyphen.
+const UNBREAKABLE = /[-+]?R\$ [\d.,]*\d|\d{2,3}\.\d{3}\.\d{3}(?:\/\d{4})?-\d{2}/g;
+
+// Sets node's text to `text` (the same textContent), its amounts and documents unbreakable.
+function setText(node, value) {
+  const text = String(value);
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(UNBREAKABLE)) {
+    if (match.index > last) parts.push(text.slice(last, match.index));
+    const span = document.createElement("span");
+    span.className = "nowrap";
+    span.textContent = match[0];
+    parts.push(span);
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  node.replaceChildren(...parts);
+}
+
 let noticeTimer = null;
 let noticeAt = 0;
 const NOTICE_KEEP_ON_ROUTE_MS = 1_000; // a notice set while changing view survives the change
 function notice(text, kind = "info") {
   noticeAt = performance.now();
   const box = $("[data-notice]");
-  box.textContent = text;
+  setText(box, text);
   box.className = `notice ${kind}`;
   box.hidden = !text;
   clearTimeout(noticeTimer);
@@ -137,25 +158,16 @@ function route(event = null) {
   for (const node of $$("[data-needs-no-session]")) node.hidden = signedIn;
   $("[data-who]").textContent = signedIn ? formatDocument(api.session().document) : "";
   document.body.dataset.currentView = view;
-  if (view === "accounts") {
-    // A company opens corporate accounts, a person individual or joint ones: preselect.
-    const form = $('[data-form="open"]');
-    const company = documentKind(api.session().document) === "cnpj";
-    const kind = new FormData(form).get("kind");
-    if (company) form.querySelector('input[value="corporate"]').checked = true;
-    else if (kind === "corporate") form.querySelector('input[value="individual"]').checked = true;
-    syncKind(form);
-  }
+  if (view === "accounts") preselectKind($('[data-form="open"]'));
   if (view === "ring") ring.start();
   else ring.stop();
   if (["accounts", "money", "transfer"].includes(view)) loadAccounts();
   if (view === "statement") openStatement(decodeURIComponent(rest[0] || ""), rest[1] || "");
   const heading = $(`[data-view="${view}"] h1`);
-  // Not on the first load: there the skip link must stay the first stop of the Tab key.
-  const changed = event !== null;
-  if (changed && heading && (document.activeElement === document.body || !document.activeElement?.offsetParent)) {
-    heading.focus({ preventScroll: true });
-  }
+  // Every change of view (a link followed by mouse or keyboard, the back button, a sign-in)
+  // moves the focus to the new view's heading, so that it is announced and the next Tab
+  // starts there. Not on the first load: there the skip link must stay the first Tab stop.
+  if (event !== null && heading) heading.focus();
 }
 
 // ---- accounts ----------------------------------------------------------------------------
@@ -210,6 +222,17 @@ async function loadStatement(before) {
   if (state.statement === shown) renderStatement();
 }
 
+// A phone shows a table's rows stacked, each cell after its column's name (app.css,
+// table.stack): the names ride on the cells as data-label.
+const STATEMENT_COLUMNS = ["statement_when", "statement_what", "statement_transfer", "statement_amount", "held"];
+const ACCOUNT_COLUMNS = ["account_number", "kind", "owners", "balance", "held", "statement"];
+
+function labelCells(row, keys) {
+  [...row.cells].forEach((cell, index) => {
+    cell.dataset.label = t(keys[index]);
+  });
+}
+
 function signedMoney(cents) {
   if (!cents) return "—";
   return `${cents > 0 ? "+" : ""}${formatMoney(cents, lang())}`;
@@ -221,14 +244,14 @@ function renderStatement() {
   const section = $('[data-view="statement"]');
   const page = shown.page;
   showError(section, shown.error === null ? "" : shown.error === "bad_link" ? t("statement_bad_link") : shown.error);
-  $("[data-statement-account]", section).textContent = page
+  setText($("[data-statement-account]", section), page
     ? t("statement_of", {
         bank: bankName(shown.bank),
         account: shown.account,
         balance: formatMoney(page.balance_cents, lang()),
         held: formatMoney(page.held_cents, lang()),
       })
-    : "";
+    : "");
   const body = $("[data-statement] tbody", section);
   body.replaceChildren();
   const locale = lang() === "pt" ? "pt-BR" : "en-US";
@@ -246,6 +269,7 @@ function renderStatement() {
       cell.className = "num";
       cell.textContent = signedMoney(cents);
     }
+    labelCells(row, STATEMENT_COLUMNS);
   }
   $("[data-statement-empty]", section).hidden = !page || shown.lines.length > 0;
   $("[data-action=older]", section).hidden = shown.next === null;
@@ -295,8 +319,9 @@ function renderAccounts() {
       card.append(p);
     } else {
       const table = document.createElement("table");
+      table.className = "stack";
       const head = table.createTHead().insertRow();
-      for (const key of ["account_number", "kind", "owners", "balance", "held", "statement"]) {
+      for (const key of ACCOUNT_COLUMNS) {
         const th = document.createElement("th");
         th.scope = "col";
         th.textContent = t(key);
@@ -312,7 +337,17 @@ function renderAccounts() {
         row.dataset.account = String(account.account);
         row.insertCell().textContent = String(account.account);
         row.insertCell().textContent = kindLabel(account.kind);
-        row.insertCell().textContent = (account.owners || []).map(formatDocument).join(", ");
+        // The owners' documents: the line breaks between them, never inside "123.456.789-09".
+        const owners = document.createElement("span");
+        (account.owners || []).forEach((owner, index) => {
+          const one = document.createElement("span");
+          one.className = "nowrap";
+          one.textContent = formatDocument(owner);
+          owners.append(...(index ? [", ", one] : [one]));
+        });
+        const ownersCell = row.insertCell();
+        ownersCell.className = "owners";
+        ownersCell.append(owners);
         const b = row.insertCell();
         b.className = "num";
         b.dataset.balance = String(account.balance_cents);
@@ -325,9 +360,17 @@ function renderAccounts() {
         link.href = `#/statement/${encodeURIComponent(id)}/${encodeURIComponent(account.account)}`;
         link.textContent = t("statement");
         link.setAttribute("aria-label", t("statement_link", { account: account.account, bank: bankName(id) }));
-        row.insertCell().append(link);
+        const linkCell = row.insertCell();
+        linkCell.className = "link";
+        linkCell.append(link);
+        labelCells(row, ACCOUNT_COLUMNS);
       }
-      card.append(table);
+      // A phone stacks the rows (app.css); a table still too wide scrolls inside its card,
+      // never the whole page sideways.
+      const scroller = document.createElement("div");
+      scroller.className = "table-scroll";
+      scroller.append(table);
+      card.append(scroller);
     }
     list.append(card);
   }
@@ -341,8 +384,10 @@ function renderAccounts() {
   $("[data-total-held]").textContent = formatMoney(held, lang());
 }
 
+// An account in a picker: "alfa · Conta 1 · R$ 1.051,00". The bank's short id, not its name,
+// so that the balance still fits in the closed picker on a phone.
 function describeAccount(account) {
-  return `${bankName(account.bank)} · ${t("account_number")} ${account.account} · ${formatMoney(account.balance_cents ?? 0, lang())}`;
+  return `${account.bank} · ${t("account_number")} ${account.account} · ${formatMoney(account.balance_cents ?? 0, lang())}`;
 }
 
 function renderPickers() {
@@ -406,13 +451,22 @@ async function openAccount(form) {
     const account = await api.openAccount(kind, owners, key);
     delete form.dataset.key;
     form.reset();
-    syncKind(form);
+    preselectKind(form); // a company opens another corporate account, not "individual"
     notice(t("opened", { account: account.account, bank: bankName(account.bank || consortium.bank) }), "success");
     await loadAccounts();
   } catch (error) {
     if (error instanceof api.ApiError && error.status && error.status < 500) delete form.dataset.key;
     showError(form, error);
   }
+}
+
+// A company opens corporate accounts, a person individual or joint ones: preselect.
+function preselectKind(form) {
+  const company = documentKind(api.session()?.document || "") === "cnpj";
+  const kind = new FormData(form).get("kind");
+  if (company) form.querySelector('input[value="corporate"]').checked = true;
+  else if (kind === "corporate") form.querySelector('input[value="individual"]').checked = true;
+  syncKind(form);
 }
 
 function syncKind(form) {
@@ -442,14 +496,16 @@ async function moveMoney(form) {
     const answer = await call(target.bank, target.account, amount.cents, form.dataset.key);
     delete form.dataset.fingerprint;
     const balance = answer?.balance_cents;
-    $("[data-success]", form).textContent =
+    setText(
+      $("[data-success]", form),
       balance === undefined
         ? t("done")
         : t(operation === "withdraw" ? "withdrawn" : "deposited", {
             account: target.account,
             bank: bankName(target.bank),
             balance: formatMoney(balance, lang()),
-          });
+          }),
+    );
     form.amount.value = "";
     if (answer?.transfer_id) await untilDelivered(answer.transfer_id); // a withdrawal elsewhere
     await loadAccounts();
@@ -475,6 +531,8 @@ function addSourceRow() {
   const amount = $("input", row);
   select.id = `${id}-account`;
   amount.id = `${id}-amount`;
+  $("[data-amount-error]", row).id = `${id}-amount-error`;
+  amount.setAttribute("aria-describedby", `${id}-amount-error`);
   $("[data-source-label]", row).htmlFor = select.id;
   $("[data-amount-label]", row).htmlFor = amount.id;
   list.append(row);
@@ -510,17 +568,45 @@ function collectTransfer(form) {
   if (seen.has(JSON.stringify([destination.bank, destination.account]))) {
     return { error: t("destination_is_source") };
   }
+  // A destination picked from the payee's accounts is reviewed with the payee's document.
+  const picked = $("input[name=payee_account]:checked", form);
+  if (picked && state.payee && picked.value === JSON.stringify([destination.bank, destination.account])) {
+    return { sources, destination, payee: digitsOnly(state.payee.document) };
+  }
   return { sources, destination };
 }
 
+// The running total of the amounts typed. A row whose amount does not read as money (in the
+// page's language) is marked, says why, and the total says that it leaves that row out.
 function updateTotal() {
   const out = $("[data-transfer-total]");
   let total = 0n;
-  for (const input of $$("[data-sources] input[data-money]")) {
+  const left = [];
+  $$("[data-sources] > li").forEach((row, index) => {
+    const input = $("input[data-money]", row);
     const amount = parseMoney(input.value, lang());
+    const invalid = Boolean(amount.error) && input.value.trim() !== "";
     if (amount.cents) total += BigInt(amount.cents);
-  }
+    if (invalid) {
+      input.setAttribute("aria-invalid", "true");
+      left.push(index + 1);
+    } else input.removeAttribute("aria-invalid");
+    $("[data-amount-error]", row).textContent = invalid ? t(amount.error) : "";
+  });
   out.textContent = formatMoney(total, lang());
+  $("[data-total-note]").textContent = left.length
+    ? t(left.length === 1 ? "total_leaves_out_one" : "total_leaves_out_many", { n: left.join(", ") })
+    : "";
+}
+
+// Amounts typed in one language, rewritten in the other's way when the language changes:
+// "1.000" (a thousand, in Portuguese) becomes "1,000.00", not one real. Text that was not an
+// amount is left as typed, and checked again in the new language.
+function retypeAmounts(from, to) {
+  for (const input of $$("input[data-money]")) {
+    const amount = parseMoney(input.value, from);
+    if (amount.cents) input.value = formatMoney(amount.cents, to, { symbol: false });
+  }
 }
 
 // What a transfer moves, from where to where, in the reader's language: shown to confirm it,
@@ -531,13 +617,17 @@ function renderSummary(list, transfer) {
     const dt = document.createElement("dt");
     dt.textContent = term;
     const dd = document.createElement("dd");
-    dd.textContent = text;
+    setText(dd, text);
     list.append(dt, dd);
   };
   let total = 0n;
   for (const s of transfer.sources) {
     total += BigInt(s.amount_cents);
     add(t("from"), `${bankName(s.bank)} · ${t("account_number")} ${s.account} · ${formatMoney(s.amount_cents, lang())}`);
+  }
+  if (transfer.payee) {
+    // Whose account it is, as found by the payee's document: the customer checks the person.
+    add(t("payee"), `${documentKind(transfer.payee) === "cnpj" ? "CNPJ" : "CPF"} ${formatDocument(transfer.payee)}`);
   }
   add(t("to"), `${bankName(transfer.destination.bank)} · ${t("account_number")} ${transfer.destination.account}`);
   add(t("total"), formatMoney(total, lang()));
@@ -586,11 +676,13 @@ function showOutcome(id, status, reason) {
   outcome.hidden = status === "pending";
   outcome.className = status;
   outcome.textContent = status === "pending" ? "" : t(`status_${status}`);
-  // The reason may be an error code the page knows (said in the reader's language) or text.
+  // The reason may be an error code the page knows (said in the reader's words, the code kept
+  // in data-code) or the bank's own text.
   const known = reason ? errorKnown(reason) : null;
-  $("[data-follow-reason]", box).textContent = reason
-    ? t("reason", { reason: known ? `${known} (${reason})` : reason })
-    : "";
+  const said = $("[data-follow-reason]", box);
+  said.textContent = reason ? t("reason", { reason: known || reason }) : "";
+  if (reason) said.dataset.code = reason;
+  else delete said.dataset.code;
 }
 
 // A decided cross-bank transfer (or withdrawal) is applied at the other banks a moment later;
@@ -683,7 +775,7 @@ function renderPayee(form = $('[data-form="transfer"]')) {
     const group = document.createElement("fieldset");
     group.className = "payee-results";
     const legend = document.createElement("legend");
-    legend.textContent = t("payee_accounts", { document: formatDocument(found.document) });
+    setText(legend, t("payee_accounts", { document: formatDocument(found.document) }));
     group.append(legend);
     for (const bank of found.banks) {
       const heading = document.createElement("p");
@@ -738,6 +830,22 @@ function pickPayee(radio) {
 // Choosing or typing another destination leaves the payee's list unchosen: one destination.
 function unpickPayee(form) {
   for (const radio of $$("input[name=payee_account]", form)) radio.checked = false;
+}
+
+// Any edit of the payee's document drops what was found for the document before, and the
+// destination (picked from it or not): a customer who typed another payee must look them up
+// again, and cannot send to the accounts of the first.
+function forgetPayee(form) {
+  state.payee = null;
+  renderPayee(form);
+  const box = $("[data-payee-error]", form);
+  box.textContent = "";
+  delete box.dataset.code;
+  form.payee_document.removeAttribute("aria-invalid");
+  form.destination_mine.value = "";
+  syncTyped(form.destination_mine);
+  form.destination_bank.value = consortium.bank || form.destination_bank.value;
+  form.destination_account.value = "";
 }
 
 function resetTransfer() {
@@ -838,6 +946,12 @@ function wire() {
   document.addEventListener("input", (event) => {
     if (event.target.matches("[data-sources] input[data-money]")) updateTotal();
     if (event.target.name === "destination_account") unpickPayee(event.target.form);
+    if (event.target.name === "payee_document") forgetPayee(event.target.form);
+  });
+  // The skip link moves the focus to the content; it must not change the view (#main is no view).
+  $("a.skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("#main").focus();
   });
   // Enter in the payee's document looks the payee up (it would otherwise submit the review).
   document.addEventListener("keydown", (event) => {
@@ -850,7 +964,9 @@ function wire() {
     if (!button) return;
     const action = button.dataset.action;
     if (action === "lang") {
-      setLang(lang() === "pt" ? "en" : "pt");
+      const before = lang();
+      setLang(before === "pt" ? "en" : "pt");
+      retypeAmounts(before, lang());
       renumberSources();
       renderAccounts();
       renderPickers();

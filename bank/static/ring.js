@@ -159,7 +159,11 @@ export class RingView {
     set("hops", String(this.hops));
     const visits = (event.banks || []).reduce((sum, b) => sum + (b.visits ?? 0), 0);
     set("visits", String(visits));
-    set("trail", this.holders.join(" ← "));
+    // The holders this screen observed, newest first: samples, not hops (the token may have
+    // passed other banks between two of them), so no arrows between them.
+    set("trail", this.holders.join(", "));
+    const trail = this.root.querySelector(".trail");
+    if (trail) trail.hidden = this.holders.length === 0;
     this.root.querySelector("[data-ring-down]")?.classList.toggle("alarm", down.length > 0);
     // Members that answer with another ring file than this bank's (see docs/transport.md).
     const others = (event.banks || []).filter((b) => b.same_ring_file === false && event.members?.[b.id] !== "down");

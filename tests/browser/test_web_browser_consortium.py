@@ -93,13 +93,13 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     builder = ana.locator('form[data-form="transfer"]')
     first = builder.locator("[data-sources] > li").nth(0)
     await first.get_by_label("Origem 1").select_option(
-        label=account_option("Bank alfa", joint, "R$ 1.000,00")
+        label=account_option("alfa", joint, "R$ 1.000,00")
     )
     await first.get_by_label("Valor (R$)").fill("300,00")
     await builder.get_by_role("button", name="Adicionar origem").click()
     second = builder.locator("[data-sources] > li").nth(1)
     await second.get_by_label("Origem 2").select_option(
-        label=account_option("Bank beta", at_beta, "R$ 500,00")
+        label=account_option("beta", at_beta, "R$ 500,00")
     )
     await second.get_by_label("Valor (R$)").fill("200,00")
     # The destination is found by Carla's document, across the consortium.
@@ -136,6 +136,7 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect(summary.locator("dd")).to_have_text([
         f"Bank alfa · Conta {joint} · R$ 300,00",
         f"Bank beta · Conta {at_beta} · R$ 200,00",
+        f"CPF {CARLA[:3]}.{CARLA[3:6]}.{CARLA[6:9]}-{CARLA[9:]}",
         f"Bank gama · Conta {carla_account}",
         "R$ 500,00",
     ])  # fmt: skip
@@ -143,7 +144,7 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     # Read in the other language, the outcome and what it moved are said in it too.
     await ana.get_by_role("button", name="Mudar o idioma para inglês").click()
     await expect(follow.locator('[data-step="outcome"]')).to_have_text("Committed")
-    await expect(summary.locator("dt")).to_have_text(["From", "From", "To", "Total"])
+    await expect(summary.locator("dt")).to_have_text(["From", "From", "Payee", "To", "Total"])
     await expect(summary.locator("dd").last).to_have_text("R$ 500.00")
     await ana.get_by_role("button", name="Switch the language to Portuguese").click()
     await expect(follow.locator('[data-step="outcome"]')).to_have_text("Concluída")

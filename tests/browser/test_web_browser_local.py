@@ -207,11 +207,11 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     builder = page.locator('form[data-form="transfer"]')
     row = builder.locator("[data-sources] > li").first
     await row.get_by_label("Origem 1").select_option(
-        label=account_option("Banco Alfa", individual, "R$ 1.200,00")
+        label=account_option("alfa", individual, "R$ 1.200,00")
     )
     await row.get_by_label("Valor (R$)").fill("200")
     await builder.get_by_label("Uma das minhas contas").select_option(
-        label=account_option("Banco Alfa", joint, "R$ 0,00")
+        label=account_option("alfa", joint, "R$ 0,00")
     )
     await expect(builder.locator("[data-transfer-total]")).to_have_text("R$ 200,00")
     assert await unlabelled_controls(page) == []
@@ -229,20 +229,26 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     await follow.get_by_role("button", name="Nova transferência").click()
     row = builder.locator("[data-sources] > li").first
     await row.get_by_label("Origem 1").select_option(
-        label=account_option("Banco Alfa", joint, "R$ 200,00")
+        label=account_option("alfa", joint, "R$ 200,00")
     )
     await row.get_by_label("Valor (R$)").fill("200,01")
     await builder.get_by_label("Uma das minhas contas").select_option(
-        label=account_option("Banco Alfa", individual, "R$ 1.000,00")
+        label=account_option("alfa", individual, "R$ 1.000,00")
     )
     await builder.get_by_role("button", name="Revisar").click()
     await confirm.get_by_role("button", name="Confirmar e enviar").click()
     await expect(follow).to_have_attribute("data-status", "aborted")
-    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Cancelada")
-    await expect(follow.locator("[data-follow-reason]")).to_have_text(
-        "Motivo: Saldo insuficiente. (insufficient_funds)"
-    )
+    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Recusada")
+    # In plain words; the code stays in data-code, not in the sentence.
+    reason = follow.locator("[data-follow-reason]")
+    await expect(reason).to_have_text("Motivo: Saldo insuficiente.")
+    await expect(reason).to_have_attribute("data-code", "insufficient_funds")
     await screenshot(page, "transfer-aborted")
+    await page.get_by_role("button", name="Mudar o idioma para inglês").click()
+    await expect(follow.locator('[data-step="outcome"]')).to_have_text("Declined")
+    await expect(reason).to_have_text("Reason: Insufficient funds.")
+    await page.get_by_role("button", name="Switch the language to Portuguese").click()
+    await expect(reason).to_have_text("Motivo: Saldo insuficiente.")
 
     # The dashboard shows the new balances; in English the amounts are written the English way.
     await page.goto("/#/accounts")
@@ -294,4 +300,264 @@ async def test_the_terminal_is_usable_by_keyboard_alone(browser: Any, bank_url: 
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name=ACCOUNTS_HEADING_EN)).to_be_visible()
+    # A view opened from the keyboard (Enter on a link of the menu) takes the focus at its
+    # heading, so that it is announced and the next Tab starts inside it.
+    await page.get_by_role("link", name="Transfer", exact=True).focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="Transfer", exact=True)).to_be_focused()
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.closest('[data-view]')?.dataset.view") == (
+        "transfer"
+    )
+    # The skip link goes to the content without leaving the view it is used in.
+    await page.get_by_role("link", name="Skip to content").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main")).to_be_focused()
+    await expect(page.get_by_role("heading", name="Transfer", exact=True)).to_be_visible()
+    await page.get_by_role("link", name="Accounts", exact=True).focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name=ACCOUNTS_HEADING_EN)).to_be_focused()
+    assert page.script_errors == []
+
+
+async def test_a_company_opens_corporate_accounts_one_after_another(
+    browser: Any, bank_url: str
+) -> None:
+    page = await new_page(browser, bank_url)
+    await register(page, ACME, "Acme Ltda", PASSWORD)
+    await sign_in(page, ACME, PASSWORD)
+    form = page.locator('form[data-form="open"]')
+    corporate = form.get_by_label("Empresarial", exact=True)
+    await expect(corporate).to_be_checked()  # chosen by the view for a CNPJ
+    notice = page.locator("[data-notice]")
+    await form.get_by_role("button", name="Abrir conta").click()
+    await expect(notice).to_contain_text("aberta")
+    first = await notice.text_content()
+    # After a success the form keeps the kind a company can open: Open again just works.
+    await expect(corporate).to_be_checked()
+    await form.get_by_role("button", name="Abrir conta").click()
+    await expect(notice).not_to_have_text(first or "")
+    await expect(notice).to_contain_text("aberta")
+    await expect(form.locator("[data-error]")).to_have_text("")
+    await expect(page.locator('[data-bank="alfa"] tr[data-account]')).to_have_count(2)
+    assert page.script_errors == []
+
+
+async def test_the_review_names_the_payee_and_an_edited_payee_forgets_the_accounts_found(
+    browser: Any, bank_url: str
+) -> None:
+    page = await new_page(browser, bank_url)
+    await register(page, BRUNO, "Bruno Lima", PASSWORD)
+    await register(page, ACME, "Acme Ltda", PASSWORD)
+    await register(page, ANA, "Ana Souza", PASSWORD)
+    payees = {}
+    for document in (BRUNO, ACME):
+        other = await new_page(browser, bank_url)
+        await sign_in(other, document, PASSWORD)
+        payees[document] = await open_account(
+            other, "corporate" if document == ACME else "individual"
+        )
+        await other.context.close()
+    await sign_in(page, ANA, PASSWORD)
+    mine = await open_account(page, "individual")
+    await move_money(page, "deposit", "alfa", mine, "100,00")
+    await expect_balance(page, "alfa", mine, 10000)
+
+    await page.goto("/#/transfer")
+    builder = page.locator('form[data-form="transfer"]')
+    row = builder.locator("[data-sources] > li").first
+    await row.get_by_label("Origem 1").select_option(
+        label=account_option("alfa", mine, "R$ 100,00")
+    )
+    await row.get_by_label("Valor (R$)").fill("10")
+    payee = builder.get_by_label("CPF ou CNPJ do favorecido")
+    results = builder.locator("[data-payee-results]")
+    await payee.fill(BRUNO)
+    await payee.press("Enter")
+    await results.get_by_label(f"Conta {payees[BRUNO]} · Individual").check()
+    await expect(builder.get_by_label("Número da conta")).to_have_value(payees[BRUNO])
+
+    # Another document typed (not looked up yet): Bruno's accounts and the destination go.
+    await payee.fill("")
+    await payee.press_sequentially(ACME)
+    await expect(results.locator("input[type=radio]")).to_have_count(0)
+    await expect(builder.get_by_label("Uma das minhas contas")).to_have_value("")
+    await expect(builder.get_by_label("Número da conta")).to_be_hidden()
+    await expect(builder.get_by_label("Número da conta")).to_have_value("")
+    await builder.get_by_role("button", name="Revisar").click()
+    await expect(builder.locator("[data-error]")).to_have_text(
+        "Escolha o destino ou informe banco e número da conta (somente dígitos)."
+    )
+
+    # Looked up and picked: the review names the payee's document and where the money goes.
+    await builder.get_by_role("button", name="Buscar contas").click()
+    await results.get_by_label(f"Conta {payees[ACME]} · Empresarial").check()
+    await builder.get_by_role("button", name="Revisar").click()
+    summary = page.locator("[data-summary]")
+    await expect(summary.locator("dt")).to_have_text(["De", "Favorecido", "Para", "Total"])
+    await expect(summary.locator("dd")).to_have_text([
+        f"Banco Alfa · Conta {mine} · R$ 10,00",
+        "CNPJ 11.222.333/0001-81",
+        f"Banco Alfa · Conta {payees[ACME]}",
+        "R$ 10,00",
+    ])  # fmt: skip
+    await screenshot(page, "transfer-review-payee")
+    await page.get_by_role("button", name="Mudar o idioma para inglês").click()
+    await expect(summary.locator("dt")).to_have_text(["From", "Payee", "To", "Total"])
+    await page.get_by_role("button", name="Switch the language to Portuguese").click()
+    await page.locator("[data-confirm]").get_by_role("button", name="Confirmar e enviar").click()
+    follow = page.locator("[data-follow]")
+    await expect(follow).to_have_attribute("data-status", "committed")
+    await expect(follow.locator("[data-follow-summary] dd").nth(1)).to_have_text(
+        "CNPJ 11.222.333/0001-81"
+    )
+
+    # A destination of one's own is reviewed without a payee.
+    await follow.get_by_role("button", name="Nova transferência").click()
+    other = await open_account(page, "individual")
+    await page.goto("/#/transfer")
+    row = builder.locator("[data-sources] > li").first
+    await row.get_by_label("Origem 1").select_option(label=account_option("alfa", mine, "R$ 90,00"))
+    await row.get_by_label("Valor (R$)").fill("1")
+    await payee.fill(BRUNO)
+    await payee.press("Enter")
+    await results.get_by_label(f"Conta {payees[BRUNO]} · Individual").check()
+    await builder.get_by_label("Uma das minhas contas").select_option(
+        label=account_option("alfa", other, "R$ 0,00")
+    )
+    await builder.get_by_role("button", name="Revisar").click()
+    await expect(summary.locator("dt")).to_have_text(["De", "Para", "Total"])
+    assert page.script_errors == []
+
+
+async def test_the_total_says_which_amounts_it_leaves_out_in_either_language(
+    browser: Any, bank_url: str
+) -> None:
+    page = await new_page(browser, bank_url)
+    await register(page, ANA, "Ana Souza", PASSWORD)
+    await sign_in(page, ANA, PASSWORD)
+    first = await open_account(page, "individual")
+    second = await open_account(page, "individual")
+    await page.goto("/#/transfer")
+    builder = page.locator('form[data-form="transfer"]')
+    rows = builder.locator("[data-sources] > li")
+    await rows.nth(0).get_by_label("Origem 1").select_option(
+        label=account_option("alfa", first, "R$ 0,00")
+    )
+    await rows.nth(0).get_by_label("Valor (R$)").fill("1.000")
+    await builder.get_by_role("button", name="Adicionar origem").click()
+    await rows.nth(1).get_by_label("Origem 2").select_option(
+        label=account_option("alfa", second, "R$ 0,00")
+    )
+    amount = rows.nth(1).locator("input[data-money]")
+    await amount.fill("12.5")
+    total = builder.locator("[data-transfer-total]")
+    note = builder.locator("[data-total-note]")
+    await expect(total).to_have_text("R$ 1.000,00")
+    await expect(amount).to_have_attribute("aria-invalid", "true")
+    await expect(rows.nth(1).locator("[data-amount-error]")).to_have_text(
+        "Valor inválido. Escreva como 1.234,56."
+    )
+    await expect(note).to_have_text("O total não inclui a origem 2: o valor dela não é válido.")
+    await expect(rows.nth(0).locator("input[data-money]")).not_to_have_attribute(
+        "aria-invalid", "true"
+    )
+    await screenshot(page, "transfer-invalid-row")
+
+    # In English the amounts typed mean what they meant: "1.000" was a thousand reais, and
+    # "12.5", refused in Portuguese, now reads as an amount.
+    await page.get_by_role("button", name="Mudar o idioma para inglês").click()
+    await expect(rows.nth(0).get_by_label("Amount (R$)")).to_have_value("1,000.00")
+    await expect(total).to_have_text("R$ 1,012.50")
+    await expect(note).to_have_text("")
+    await expect(amount).not_to_have_attribute("aria-invalid", "true")
+    await amount.fill("12,5")
+    await expect(note).to_have_text("The total leaves out source 2: its amount is not valid.")
+    await page.get_by_role("button", name="Switch the language to Portuguese").click()
+    await expect(rows.nth(0).get_by_label("Valor (R$)")).to_have_value("1.000,00")
+    await expect(total).to_have_text("R$ 1.012,50")
+    await expect(note).to_have_text("")
+    assert page.script_errors == []
+
+
+async def test_a_phone_sized_screen_never_scrolls_sideways(browser: Any, bank_url: str) -> None:
+    page = await new_page(browser, bank_url)
+    await register(page, BRUNO, "Bruno Lima", PASSWORD)
+    await register(page, ANA, "Ana Souza", PASSWORD)
+    await sign_in(page, ANA, PASSWORD)
+    individual = await open_account(page, "individual")
+    joint = await open_account(page, "joint", [BRUNO])
+    await move_money(page, "deposit", "alfa", individual, "1.051,00")
+    await expect_balance(page, "alfa", individual, 105100)
+    await page.goto("/#/transfer")
+    builder = page.locator('form[data-form="transfer"]')
+    await builder.locator("[data-sources] select").first.select_option(
+        label=account_option("alfa", individual, "R$ 1.051,00")
+    )
+    await builder.locator("[data-sources] input").first.fill("125,53")
+    await builder.get_by_label("Uma das minhas contas").select_option(
+        label=account_option("alfa", joint, "R$ 0,00")
+    )
+    await builder.get_by_role("button", name="Revisar").click()
+    await page.get_by_role("button", name="Confirmar e enviar").click()
+    await expect(page.locator("[data-follow]")).to_have_attribute("data-status", "committed")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    # How far the page reaches past the window's right edge, and what sticks out (to debug).
+    sideways = "document.documentElement.scrollWidth - window.innerWidth"
+    sticking_out = """() => [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+        .map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)"""
+    broken = """() => [...document.querySelectorAll('section:not([hidden]) .nowrap')]
+        .filter((e) => e.getClientRects().length > 1).map((e) => e.textContent)"""
+    for lang, statement_amount in (("pt", "Valor"), ("en", "Amount")):
+        await page.goto("/#/accounts")
+        await expect_balance(page, "alfa", joint, 12553)
+        assert await page.evaluate(sideways) <= 0, await page.evaluate(sticking_out)
+        owners = page.locator(f'tr[data-account="{joint}"] td.owners .nowrap')
+        await expect(owners).to_have_count(2)
+        for box in await owners.all():  # each document on one line
+            assert len(await box.evaluate("(e) => [...e.getClientRects()]")) == 1
+        await screenshot(page, f"phone-accounts-{lang}")
+
+        await page.goto(f"/#/statement/alfa/{individual}")
+        statement = page.locator('[data-view="statement"]')
+        await expect(statement.locator("[data-statement] tbody tr")).to_have_count(2)
+        await expect(statement.locator("th").nth(3)).to_have_text(statement_amount)
+        assert await page.evaluate(sideways) <= 0, await page.evaluate(sticking_out)
+        assert await page.evaluate(broken) == []
+        await screenshot(page, f"phone-statement-{lang}")
+
+        await page.goto("/#/transfer")
+        await page.reload()
+        await expect(builder.locator("[data-sources] select option").nth(1)).to_be_attached()
+        assert await page.evaluate(sideways) <= 0, await page.evaluate(sticking_out)
+        # The first source's "Remove" (it cannot be removed) takes no room on a phone.
+        remove = builder.locator("[data-sources] > li").first.locator("[data-action=remove-source]")
+        await expect(remove).to_be_hidden()
+        # Each account's label fits in the closed picker: the balance is never cut.
+        cut = await page.evaluate(
+            """() => {
+                const select = document.querySelector('[data-sources] select');
+                const style = getComputedStyle(select);
+                const context = document.createElement('canvas').getContext('2d');
+                context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+                const arrow = 24;
+                const room = select.clientWidth - parseFloat(style.paddingLeft)
+                    - parseFloat(style.paddingRight) - arrow;
+                return [...select.options].filter((o) => o.value)
+                    .filter((o) => context.measureText(o.text).width > room)
+                    .map((o) => [o.text, Math.round(context.measureText(o.text).width), room]);
+            }"""
+        )
+        assert cut == []
+        await builder.locator("[data-sources] select").first.select_option(index=1)
+        await screenshot(page, f"phone-transfer-{lang}")
+
+        for view in ("money", "ring"):
+            await page.goto(f"/#/{view}")
+            await expect(page.locator("body")).to_have_attribute("data-current-view", view)
+            assert await page.evaluate(sideways) <= 0, (view, await page.evaluate(sticking_out))
+        if lang == "pt":
+            await page.get_by_role("button", name="Mudar o idioma para inglês").click()
     assert page.script_errors == []

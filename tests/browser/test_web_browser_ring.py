@@ -74,6 +74,12 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     beta.update(holding=True, seq=4)
     await expect(view).to_have_attribute("data-holder", "beta")
     await expect(page.locator("[data-ring-seq]")).to_have_text("4")
+    # The holders seen, newest first, are samples, not hops: named as such, no arrows.
+    trail = page.locator(".trail")
+    await expect(trail.locator("[data-ring-trail]")).to_have_text("beta, alfa")
+    await expect(trail).to_have_text(
+        "Detentores do token observados (o mais recente primeiro): beta, alfa"
+    )
     await screenshot(page, "ring")
 
     # gama answers with another ring file's digest than alfa's: drawn so, and said.
@@ -110,6 +116,8 @@ async def test_ring_view_draws_the_holder_banks_down_and_a_new_generation(
     await page.get_by_role("button", name="Mudar o idioma para inglês").click()
     await expect(page.locator("[data-ring-down]")).to_have_text("gama")
     await expect(page.get_by_role("heading", name="The ring, live")).to_be_visible()
+    await expect(trail).to_contain_text("Token holders observed (most recent first): alfa, beta")
+    assert "←" not in (await trail.text_content() or "")
     assert page.script_errors == []
 
 

@@ -120,9 +120,10 @@ async def expect_balance(page: Any, bank: str, account: str, cents: int) -> None
     await expect(cell).to_have_attribute("data-balance", str(cents))
 
 
-def account_option(bank_name: str, account: str, balance: str) -> str:
-    """The label of one of the customer's accounts in the page's account pickers."""
-    return f"{bank_name} · Conta {account} · {balance}"
+def account_option(bank_id: str, account: str, balance: str) -> str:
+    """The label of one of the customer's accounts in the page's account pickers (the bank's
+    short id, so that the balance fits in a phone's picker)."""
+    return f"{bank_id} · Conta {account} · {balance}"
 
 
 HOLDERS_WAIT_MS = 10_000
