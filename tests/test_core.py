@@ -20,6 +20,7 @@ from tokenring.core import (
     MemberUp,
     Message,
     Probe,
+    ProbeAck,
     Received,
     Release,
     Revoke,
@@ -220,6 +221,42 @@ def test_stale_and_duplicate_tokens_are_purged_and_the_sender_learns() -> None:
     # The same fence by another path (a skip's copy): one of the two is purged.
     dup = b.handle(Received(Token("c", Fence(2, "a", 7))), 8)
     assert of(dup, TokenPurged) == [TokenPurged(Fence(2, "a", 7), "duplicate")]
+
+
+def test_a_fence_heard_of_before_its_token_arrives_does_not_purge_that_token() -> None:
+    """A restarted member learns the fence of the hand-off to it from an answer to its probe
+    (over HTTP that answer can overtake the hand-off's own request): the token then arriving
+    is the live one, addressed to this place in the ring, not a copy of one taken here."""
+    members = ["a", "b", "c"]
+    c = make("c", members)
+    started(c, 0)
+    live = Fence(1, "a", 3)
+    c.handle(Received(ProbeAck("a", live)), 1)
+    assert c.status.fence == live and not c.status.holding
+    taken = c.handle(Received(Token("a", live)), 2)
+    assert of(taken, Grant) and not of(taken, TokenPurged)
+    assert sends(taken, TokenAck)[0].message == TokenAck("c", live, True, live)
+    # A second copy of that fence (a skip's, by another path) is the one purged.
+    dup = c.handle(Received(Token("b", live)), 3)
+    assert of(dup, TokenPurged) == [TokenPurged(live, "duplicate")] and not of(dup, Grant)
+    # And a fence only heard of while this member holds one is no token for it either.
+    b = make("b", members)
+    started(b, 0)
+    b.handle(Received(Token("a", Fence(1, "a", 2))), 1)
+    assert of(b.handle(Received(Token("c", Fence(1, "a", 2))), 2), TokenPurged)
+
+
+def test_a_refused_handoff_ends_without_a_latency_figure() -> None:
+    """The receiver had seen newer: the hand-off is over (the token moved on), but it was not
+    taken, so it is no hand-off latency."""
+    ring, fence = holding_ring(["a", "b", "c"])
+    a = ring["a"]
+    (handoff,) = sends(a.handle(TimerFired(), 1 + HOLD_MS), Token)
+    newer = Fence(1, "a", 5)
+    refused = a.handle(Received(TokenAck("b", handoff.message.fence, False, newer)), 30)
+    assert not of(refused, HandoffAcked) and a.status.fence == newer
+    # Over all the same: no skip of b follows at the hand-off's deadline.
+    assert not sends(a.handle(TimerFired(), 30 + HANDOFF_MS), Token)
 
 
 def test_holder_that_learns_a_newer_generation_revokes_and_drops_its_token() -> None:

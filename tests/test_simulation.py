@@ -292,3 +292,28 @@ def test_a_member_that_leaves_is_passed_over_without_a_claim() -> None:
     for member in ("m0", "m1", "m3"):
         core = sim.core(member)
         assert core is not None and core.status.members["m2"] == "down"
+
+
+def test_a_member_restarted_while_the_token_is_elsewhere_loses_no_token() -> None:
+    """A member that crashes and is back a moment later, neither holding the token nor
+    handing it on, is taken back at once: the token it meets is the live one, even when it
+    has heard its fence (in an answer to its start-up probes) before the hand-off arrived.
+    No claim follows on a calm network. (It once purged that token as a duplicate.)"""
+    members = ["m0", "m1", "m2"]
+    runs = 0
+    for seed in range(8):
+        for crash_at in range(1500, 1800, 20):
+            probe = Simulation(members, seed=seed, hold_max_ms=50, handoff_timeout_ms=50, network=NetworkConfig(1, 24))
+            probe.run(crash_at)
+            core = probe._hosts["m2"].core
+            assert core is not None
+            if core.status.holding or core._handoff is not None:
+                continue  # the token dies with it: a claim is the right answer
+            runs += 1
+            sim = Simulation(
+                members, seed=seed, hold_max_ms=50, handoff_timeout_ms=50, network=NetworkConfig(1, 24),
+                faults=[Fault(crash_at, "crash", ("m2",)), Fault(crash_at + 1, "restart", ("m2",))],
+            )
+            sim.run(crash_at + 3_000)
+            assert [c for c in sim.claims if c[0] > crash_at] == [], (seed, crash_at)
+    assert runs > 60

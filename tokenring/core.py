@@ -551,7 +551,9 @@ class Member:
 
     def _on_token(self, message: Token, now_ms: int, out: list[Action]) -> None:
         fence = message.fence
-        if fence > self._seen and (now_ms >= self._promised_until_ms or fence > self._promised):
+        if (fence > self._seen or self._only_heard_of(fence)) and (
+            now_ms >= self._promised_until_ms or fence > self._promised
+        ):
             self._supersede(fence, now_ms, out)  # drops anything older this member still had
             self._last_accepted = (message.sender, fence)
             out.append(Send(message.sender, TokenAck(self.member_id, fence, True, fence)))
@@ -566,6 +568,20 @@ class Member:
         out.append(TokenPurged(fence, reason))
         out.append(Send(message.sender, TokenAck(self.member_id, fence, False, self._seen)))
 
+    def _only_heard_of(self, fence: Fence) -> bool:
+        """Whether ``fence``, the highest seen here, is only heard of: learnt from another
+        member's message (a probe's answer can overtake the hand-off it tells of), never taken
+        or held or handed on here. Within a generation a fence's seq fixes its place in the
+        ring, so a token arriving with it is the live one addressed to this member; a second
+        copy of it (a skip's, by another path) finds it taken and is purged."""
+        return (
+            fence == self._seen
+            and fence != FENCE_NONE
+            and self._holding is None
+            and self._handoff is None
+            and (self._last_accepted is None or self._last_accepted[1] != fence)
+        )
+
     def _on_token_ack(self, message: TokenAck, now_ms: int, out: list[Action]) -> None:
         handoff = self._handoff
         if (
@@ -573,9 +589,10 @@ class Member:
             and message.sender == handoff.target
             and (message.fence is handoff.fence or message.fence == handoff.fence)
         ):
-            self._handoff = None
+            self._handoff = None  # taken, or refused: the receiver has seen it or newer
             self._token_seen_ms = now_ms
-            out.append(HandoffAcked(handoff.target, handoff.fence, now_ms - handoff.sent_ms))
+            if message.accepted:
+                out.append(HandoffAcked(handoff.target, handoff.fence, now_ms - handoff.sent_ms))
         if not self._left and message.seen is not self._seen:
             self._learn(message.seen, now_ms, out)
 
