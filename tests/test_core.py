@@ -246,15 +246,16 @@ def test_a_fence_heard_of_before_its_token_arrives_does_not_purge_that_token() -
     assert of(b.handle(Received(Token("c", Fence(1, "a", 2))), 2), TokenPurged)
 
 
-def test_a_refused_handoff_ends_without_a_latency_figure() -> None:
+def test_a_refused_handoff_ends_and_says_it_was_not_taken() -> None:
     """The receiver had seen newer: the hand-off is over (the token moved on), but it was not
-    taken, so it is no hand-off latency."""
+    taken, so it is no hand-off latency to count."""
     ring, fence = holding_ring(["a", "b", "c"])
     a = ring["a"]
     (handoff,) = sends(a.handle(TimerFired(), 1 + HOLD_MS), Token)
     newer = Fence(1, "a", 5)
     refused = a.handle(Received(TokenAck("b", handoff.message.fence, False, newer)), 30)
-    assert not of(refused, HandoffAcked) and a.status.fence == newer
+    assert of(refused, HandoffAcked) == [HandoffAcked("b", handoff.message.fence, 9, accepted=False)]
+    assert a.status.fence == newer
     # Over all the same: no skip of b follows at the hand-off's deadline.
     assert not sends(a.handle(TimerFired(), 30 + HANDOFF_MS), Token)
 

@@ -233,14 +233,18 @@ class TokenPurged:
 
 @attrs.frozen
 class HandoffAcked:
-    """A hand-off this member sent was acknowledged (for metrics)."""
+    """A hand-off this member sent was answered: it is over (for metrics, and for a member
+    leaving, which waits for it)."""
 
     to: str
-    """The member that acknowledged."""
+    """The member that answered."""
     fence: Fence
     """The fence handed on."""
     latency_ms: int
-    """From sending the token to its acknowledgement."""
+    """From sending the token to its answer."""
+    accepted: bool = True
+    """False when the receiver refused it, having seen that fence or a newer one: the token
+    was not taken there (no hand-off latency to count)."""
 
 
 Action = Union[
@@ -591,8 +595,8 @@ class Member:
         ):
             self._handoff = None  # taken, or refused: the receiver has seen it or newer
             self._token_seen_ms = now_ms
-            if message.accepted:
-                out.append(HandoffAcked(handoff.target, handoff.fence, now_ms - handoff.sent_ms))
+            latency_ms = now_ms - handoff.sent_ms
+            out.append(HandoffAcked(handoff.target, handoff.fence, latency_ms, message.accepted))
         if not self._left and message.seen is not self._seen:
             self._learn(message.seen, now_ms, out)
 

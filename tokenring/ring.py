@@ -504,11 +504,12 @@ class Ring:
             elif isinstance(action, core.Revoke):
                 self._end_grant(action.fence, released=False)
             elif isinstance(action, core.HandoffAcked):
-                self.metrics.handoff_latency_seconds.observe(action.latency_ms / 1000)
+                if action.accepted:  # a refused one was no hand-off: no latency to count
+                    self.metrics.handoff_latency_seconds.observe(action.latency_ms / 1000)
                 self._handoff_acked.set()
                 self._log.debug(
                     "ring.handoff_acked", to=action.to, latency_ms=action.latency_ms,
-                    **self._fields(action.fence),
+                    accepted=action.accepted, **self._fields(action.fence),
                 )
             elif isinstance(action, core.ClaimStarted):
                 self.metrics.claims_started.inc()
