@@ -59,6 +59,8 @@ def test_repository_ring_toml_is_valid() -> None:
         ("8102", "8101", "banks[1].url", "duplicate url"),
         ("http://127.0.0.1:8102", "ftp://127.0.0.1:8102", "banks[1].url", "http://"),
         ("http://127.0.0.1:8102", "http://127.0.0.1", "banks[1].url", "port"),
+        # Members speak plain HTTP (signed): an https url would fail every send, silently.
+        ("http://127.0.0.1:8102", "https://127.0.0.1:8102", "banks[1].url", "http://"),
         ('id = "beta"', 'id = "Beta!"', "banks[1].id", "[a-z0-9-]+"),
         ("hold_max_ms = 25", "hold_max_ms = 0", "token.hold_max_ms", "positive"),
         ("hold_max_ms = 25", "hold_max_ms = -3", "token.hold_max_ms", "positive"),
@@ -66,6 +68,9 @@ def test_repository_ring_toml_is_valid() -> None:
         ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 0", "token.loss_timeout_ms",
          "positive"),
         ("hold_max_ms = 25", "", "token.hold_max_ms", "missing"),
+        # Two banks: one rotation is 2 x (25 + 50) ms; a loss timeout within it is no timeout.
+        ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 150", "token.loss_timeout_ms",
+         "not above one rotation"),
         ('secret_env = "CONSORTIUM_SECRET"', 'secret_env = "not a var"', "consortium.secret_env",
          "environment variable"),
     ],

@@ -196,6 +196,48 @@ async def test_holding_times_out_when_the_token_does_not_come(tmp_path: Path) ->
         await ring.stop()
 
 
+async def test_a_block_starts_only_with_the_time_it_asks_for_and_knows_what_is_left(ring3: Members) -> None:
+    ring = ring3["beta"]
+    for _ in range(3):
+        async with ring.holding(timeout_s=WAIT_S, min_remaining_ms=200) as fence:
+            left = ring.remaining_ms(fence)
+            # 200 ms or more were left when it started; a moment has passed since.
+            assert 150 < left <= 300, left
+    await wait_until(lambda: not ring.holds(fence), "the visit ends")
+    assert ring.remaining_ms(fence) == 0
+    with pytest.raises(ValueError, match="min_remaining_ms"):
+        async with ring.holding(min_remaining_ms=300):
+            pass
+
+
+async def test_holding_inside_a_block_of_the_same_ring_is_refused_not_a_deadlock(ring3: Members) -> None:
+    ring = ring3["alfa"]
+    async with ring.holding(timeout_s=WAIT_S) as fence:
+        with pytest.raises(RuntimeError, match="wait for itself"):
+            async with ring.holding(timeout_s=WAIT_S):
+                pass
+
+        async def later() -> core.Fence:  # another task: it takes its turn after this block
+            async with ring.holding(timeout_s=WAIT_S) as its_fence:
+                return its_fence
+
+        task = asyncio.create_task(later())
+        await asyncio.sleep(0)
+        assert not task.done()
+    assert await task >= fence
+
+
+async def test_a_ring_without_a_key_or_not_started_says_so(tmp_path: Path) -> None:
+    members = Members(tmp_path)
+    for no_key in (b"", "text"):
+        with pytest.raises(ValueError, match="signing key"):
+            Ring(members.config, "alfa", secret=no_key)  # type: ignore[arg-type]
+    ring = Ring(members.config, "alfa", secret=SECRET)
+    with pytest.raises(RingClosed, match="has not started"):
+        async with ring.holding(timeout_s=1):
+            pass
+
+
 async def test_status_has_the_contract_fields(ring3: Members) -> None:
     await wait_until(lambda: ring3["alfa"].status()["visits"] >= 1, "a visit")
     async with aiohttp.ClientSession() as session:

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from tokenring.core import rotation_ms_for
+
 __all__ = [
     "BankConfig",
     "ConfigError",
@@ -234,6 +236,14 @@ def parse(document: dict[str, Any], path: Path | str = "ring.toml") -> RingConfi
         seen_urls.add(url)
         banks.append(BankConfig(id=bank_id, name=bank_name, url=url))
 
+    rotation_ms = rotation_ms_for(len(banks), token.hold_max_ms, token.handoff_timeout_ms)
+    if loss_timeout_ms is not None and loss_timeout_ms <= rotation_ms:
+        raise fail(
+            "token.loss_timeout_ms",
+            f"{loss_timeout_ms} is not above one rotation of this ring ({rotation_ms} ms: banks x"
+            " (hold_max_ms + handoff_timeout_ms)): a healthy ring would lose its token",
+        )
+
     return RingConfig(
         path=file,
         name=name,
@@ -291,8 +301,10 @@ def _positive_int(
 
 def _url(value: str, key: str, fail: Any) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
-        raise fail(key, f"{value!r} must start with http:// or https://")
+    if parts.scheme != "http":
+        # Members speak plain HTTP to each other, every message signed: TLS, where wanted,
+        # is a proxy's job in front of them.
+        raise fail(key, f"{value!r} must start with http:// (members speak HTTP, messages signed)")
     if not parts.hostname:
         raise fail(key, f"{value!r} has no host")
     try:

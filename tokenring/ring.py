@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -117,7 +118,15 @@ class Demand:
 
 
 class RingClosed(Exception):
-    """The ring member has left or stopped: it will not hold the token again."""
+    """The ring member has left or stopped (it will not hold the token again), or has not
+    started yet."""
+
+
+_HOLDING: contextvars.ContextVar[frozenset[tuple[Ring, asyncio.Task[Any] | None]]] = contextvars.ContextVar(
+    "_HOLDING", default=frozenset()
+)
+"""The rings whose ``holding()`` block a task is in, with that task (a task started inside a
+block inherits the variable, but is another task: it may wait for a later visit)."""
 
 
 @attrs.frozen
@@ -159,7 +168,8 @@ class Ring:
         connections_max: int = CONNECTIONS_MAX,
         holds_kept_max: int = HOLDS_KEPT_MAX,
     ) -> None:
-        assert secret, "the ring needs its signing key"
+        if not isinstance(secret, bytes) or not secret:
+            raise ValueError("the ring needs its signing key: non-empty bytes (RingConfig.secret())")
         self.config = config
         self.member_id = member_id
         self.bank = config.bank(member_id)  # ConfigError when unknown
@@ -244,6 +254,13 @@ class Ring:
         """Whether the visit under ``fence`` is still in progress here."""
         return self._grant is not None and self._grant == fence
 
+    def remaining_ms(self, fence: core.Fence) -> int:
+        """How long the visit under ``fence`` may still last here (0 once it is over): what a
+        block has left before the deadline takes the token away."""
+        if not self.holds(fence):
+            return 0
+        return max(0, self._grant_until_ms - self._clock_ms())
+
     def fence_seen(self) -> core.Fence | None:
         """The highest fence this member has seen, from the token or from :meth:`admit`."""
         seen = self._member.status.fence if self._member is not None else None
@@ -287,12 +304,28 @@ class Ring:
         return dict(self._demands)
 
     @contextlib.asynccontextmanager
-    async def holding(self, *, timeout_s: float | None = None) -> AsyncIterator[core.Fence]:
+    async def holding(
+        self, *, timeout_s: float | None = None, min_remaining_ms: int = 0
+    ) -> AsyncIterator[core.Fence]:
         """Wait for the token (at most ``timeout_s``; ``None`` waits on) and hold it for a block.
 
-        Raises ``TimeoutError`` when the token did not come in time and :class:`RingClosed`
-        when this member has left. See the module's documentation for the deadline.
+        ``min_remaining_ms``: start the block only while at least that much of the visit is
+        left (:meth:`remaining_ms`), else wait for a later visit: a block that knows how long
+        it takes need not start just before the deadline. At most ``hold_max_ms`` - 1.
+
+        Raises ``TimeoutError`` when the token did not come in time, :class:`RingClosed` when
+        this member has left or has not started, and ``RuntimeError`` when called inside a
+        block of this ring in the same task (blocks of one member take turns: it would wait
+        for itself). See the module's documentation for the deadline.
         """
+        if not 0 <= min_remaining_ms < self.config.token.hold_max_ms:
+            raise ValueError(
+                f"min_remaining_ms must be from 0 to hold_max_ms - 1 ({self.config.token.hold_max_ms - 1})"
+            )
+        if (self, asyncio.current_task()) in _HOLDING.get():
+            raise RuntimeError("holding() inside a holding() block of the same ring would wait for itself")
+        if self._member is None and not (self._left or self._closed):
+            raise RingClosed(f"{self.member_id} has not started: await ring.start(), or mount it on an app that runs")
         self._waiting += 1
         self._announce_demand()
         try:
@@ -302,7 +335,7 @@ class Ring:
                         raise RingClosed(f"{self.member_id} has left the ring")
                     await self._granted.wait()
                     await self._lock.acquire()
-                    if self._grant is not None and self._clock_ms() < self._grant_until_ms:
+                    if self._grant is not None and self._clock_ms() + min_remaining_ms < self._grant_until_ms:
                         break
                     # The visit ended (or its time ran out) while this block waited for the
                     # one before it: wait for the next visit. When the time is out but the
@@ -317,9 +350,11 @@ class Ring:
         assert fence is not None
         self._used = True
         self._active += 1
+        inside = _HOLDING.set(_HOLDING.get() | {(self, asyncio.current_task())})
         try:
             yield fence
         finally:
+            _HOLDING.reset(inside)
             self._active -= 1
             self._lock.release()
             if self._grant != fence:
