@@ -507,8 +507,8 @@ async function moveMoney(form) {
           }),
     );
     form.amount.value = "";
-    if (answer?.transfer_id) await untilDelivered(answer.transfer_id); // a withdrawal elsewhere
-    await loadAccounts();
+    if (answer?.transfer_id) await balancesAfter(answer.transfer_id); // a withdrawal elsewhere
+    else await loadAccounts();
   } catch (error) {
     // A refusal is final for this content; only an unanswered request keeps its key.
     if (error instanceof api.ApiError && error.status && error.status < 500) delete form.dataset.fingerprint;
@@ -687,16 +687,28 @@ function showOutcome(id, status, reason) {
 
 // A decided cross-bank transfer (or withdrawal) is applied at the other banks a moment later;
 // until then a source there shows the money held, a destination not yet credited. Wait for
-// "delivered" (boundedly) before the balances are read again.
-async function untilDelivered(id) {
+// "delivered" (boundedly) before the balances are read again; true once it is.
+async function untilDelivered(id, waitMs = DELIVERY_WAIT_MS_MAX, pollMs = DELIVERY_POLL_MS) {
   const started = performance.now();
-  while (performance.now() - started < DELIVERY_WAIT_MS_MAX) {
+  while (performance.now() - started < waitMs) {
     try {
-      if ((await api.transfer(id)).delivered !== false) return;
+      if ((await api.transfer(id)).delivered !== false) return true;
     } catch {
-      return; // the balances are read anyway
+      return false; // the balances are read anyway
     }
-    await new Promise((resolve) => setTimeout(resolve, DELIVERY_POLL_MS));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+  return false;
+}
+
+// The balances, read at once after a decided transfer's bounded wait for its delivery; and,
+// should that wait run out (a bank slow to apply it), read again once it is delivered, in
+// the background, until FOLLOW_MS_MAX: the page never keeps showing money held for good.
+async function balancesAfter(id) {
+  const delivered = await untilDelivered(id);
+  await loadAccounts();
+  if (!delivered) {
+    untilDelivered(id, FOLLOW_MS_MAX, FOLLOW_INTERVAL_MS).then((late) => late && loadAccounts());
   }
 }
 
@@ -714,8 +726,8 @@ async function follow(id, status, transfer) {
       const answer = await api.transfer(id);
       showOutcome(id, answer.status, answer.reason);
       if (answer.status !== "pending") {
-        if (answer.delivered === false) await untilDelivered(id);
-        await loadAccounts();
+        if (answer.delivered === false) await balancesAfter(id);
+        else await loadAccounts();
         return;
       }
     } catch (error) {

@@ -9,6 +9,7 @@ free ports of 127.0.0.1, each with its own database in a temporary folder.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from playwright.async_api import expect
 from bank.documents import complete_cpf
 from bank.process import Consortium, get_json, write_ring_file
 
+from waiting import wait_until
 from web_steps import (
     account_option,
     expect_balance,
@@ -37,6 +39,8 @@ ANA = complete_cpf("529982247")
 BRUNO = complete_cpf("111444777")
 CARLA = complete_cpf("987654321")
 BANK_IDS = ("alfa", "beta", "gama")
+SLOW_DELIVERY_S = 5.0
+"""Longer than the page's own wait for a decided transfer's delivery (DELIVERY_WAIT_MS_MAX)."""
 
 
 @pytest.fixture
@@ -123,6 +127,21 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     await expect(builder.locator("[data-transfer-total]")).to_have_text("R$ 500,00")
     await screenshot(ana, "consortium-transfer-builder")
     await builder.get_by_role("button", name="Revisar").click()
+    # A bank slow to apply the commit: for a while the transfer says it is not delivered
+    # yet, longer than the page's bounded wait for it. The page reads the balances when that
+    # wait runs out, and again once the transfer is delivered.
+    slow_until = time.monotonic() + SLOW_DELIVERY_S
+    balance_reads: list[float] = []
+
+    async def slow_delivery(route: Any) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        if body.get("status") != "pending" and time.monotonic() < slow_until:
+            body["delivered"] = False
+        await route.fulfill(response=response, json=body)
+
+    await ana.route("**/api/v1/transfers/*", slow_delivery)
+    ana.on("request", lambda request: balance_reads.append(time.monotonic()) if "/api/v1/accounts" in request.url else None)
     confirm = ana.locator("[data-confirm]")
     await confirm.get_by_role("button", name="Confirmar e enviar").click()
     follow = ana.locator("[data-follow]")
@@ -130,6 +149,8 @@ async def test_customers_at_three_banks_transfer_from_two_banks_to_a_third(
     # The page reads the balances again once beta has applied the commit (the transfer is
     # "delivered"), not the moment it is decided: nothing shows held there any more.
     await expect(ana.locator("[data-total-held]")).to_have_text("R$ 0,00")
+    await wait_until(lambda: any(at > slow_until for at in balance_reads), "the balances read once delivered", 15)
+    await ana.unroute("**/api/v1/transfers/*")
     transfer_id = (await follow.locator("[data-follow-id]").text_content() or "").split()[-1]
     # The followed transfer says what it moved, as it was confirmed.
     summary = follow.locator("[data-follow-summary]")
