@@ -17,13 +17,16 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bank.keys import BANK_ID, CONFIG, RING
+from bank.keys import BANK_ID, CONFIG, LEDGER, RING
+from bank.ledger import Ledger
 from bank.metrics import BankCollector
+from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
 from tokenring.ring import Ring
@@ -62,7 +65,9 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
     app = web.Application()
     app[CONFIG] = config
     app[BANK_ID] = bank_id
-    ring = Ring(config, bank_id, secret=secret)
+    # The ring member starts above the fence this bank last accepted (read from the ledger,
+    # which opens first): after the whole ring restarts, its tokens are not below it.
+    ring = Ring(config, bank_id, secret=secret, fence_floor=lambda: stored_fence(cast(Ledger, app[LEDGER])))
     app[RING] = ring
     # One signature middleware guards both the ring's messages and the inter-bank API.
     ring.mount(app, signed_prefixes=SIGNED_PREFIXES)

@@ -260,6 +260,32 @@ def test_a_refused_handoff_ends_and_says_it_was_not_taken() -> None:
     assert not sends(a.handle(TimerFired(), 30 + HANDOFF_MS), Token)
 
 
+def test_a_ring_restarted_whole_mints_above_the_floors_its_members_kept() -> None:
+    """Members that remember no token but were given the fences their applications kept
+    mint a generation above every one of them, whoever bids first."""
+    members = ["a", "b", "c"]
+    floors = {"a": None, "b": Fence(17, "c", 40), "c": Fence(9, "a", 3)}
+    ring = {m: make(m, members, fence_floor=floors[m]) for m in members}
+    assert ring["b"].status.fence == Fence(17, "c", 40) and not ring["b"].status.holding
+    pending: list[tuple[str, Message]] = []
+    for member in ring.values():
+        pending += [(s.to, s.message) for s in sends(started(member))]
+    minted: list[Fence] = []
+    now = 1
+    for _ in range(2000):  # bounded: deliver, and let timers fire, until a token is minted
+        if minted:
+            break
+        if pending:
+            to, message = pending.pop(0)
+            actions = ring[to].handle(Received(message), now)
+        else:
+            now += 50
+            actions = [a for m in ring.values() for a in m.handle(TimerFired(), now)]
+        pending += [(s.to, s.message) for s in sends(actions)]
+        minted += [a.fence for a in of(actions, TokenMinted)]
+    assert minted and minted[0].epoch > 17, minted
+
+
 def test_holder_that_learns_a_newer_generation_revokes_and_drops_its_token() -> None:
     members = ["a", "b", "c"]
     b = make("b", members)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bank.documents import complete_cpf
 from bank import ledger as ledger_module
-from bank.keys import LEDGER, TRANSFERS
+from bank.keys import LEDGER, RING, TRANSFERS
 from bank.process import write_ring_file
 from bank.server import build_app
 from bank.ledger import new_transfer_id, request_fingerprint
@@ -1185,3 +1185,35 @@ async def test_every_route_of_a_bank_answers_errors_in_the_one_shape(banks: Bank
                 assert "GET" in response.headers["Allow"]
     async with banks.session.get(banks.url("b0") + "/") as response:
         assert response.status == 200 and response.content_type == "text/html"
+
+
+async def test_after_the_whole_consortium_restarts_its_tokens_are_above_every_stored_fence(banks: Banks) -> None:
+    """The ring remembers no fence across a restart of every bank; the banks do (the highest
+    prepare fence each accepted). Each ring member starts above its bank's, so the first
+    token after the restart is not refused as stale by a bank that ran long before."""
+    await customer_everywhere(banks, ANA)
+    source = await banks.account("b1", ANA, 1_000)
+    destination = await banks.account("b2", ANA, 0)
+    long_ago = (50, "b0", 10**6)  # as after many generations and hand-offs
+
+    def remember(conn: Any) -> None:
+        conn.execute(
+            "INSERT INTO transfer_fence (id, epoch, issuer, seq) VALUES (1, ?, ?, ?) ON CONFLICT (id)"
+            " DO UPDATE SET epoch = excluded.epoch, issuer = excluded.issuer, seq = excluded.seq", long_ago,
+        )
+
+    await banks.apps["b1"][LEDGER].write(remember)
+    for runner in reversed(list(banks.runners.values())):
+        await runner.cleanup()
+    for bank_id in ("b2", "b1", "b0"):  # the first member last: it bids as it starts
+        app = build_app(banks.config, bank_id, secret=SECRET)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        bank = banks.config.bank(bank_id)
+        await web.TCPSite(runner, bank.host, bank.port).start()
+        banks.runners[bank_id], banks.apps[bank_id] = runner, app
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=15000", {
+        "sources": [{"bank": "b1", "account": source, "amount_cents": 100}],
+        "destination": {"bank": "b2", "account": destination}}, who=ANA)
+    assert (status, body["status"]) == (202, "committed"), body
+    assert banks.apps["b0"][RING].status()["generation"] > long_ago[0]

@@ -300,6 +300,11 @@ class Member:
     capped at ``hold_max_ms``; ``claim_timeout_ms`` (how long a bid waits for votes)
     ``2 * handoff_timeout_ms``; ``probe_interval_ms`` (how often down members are probed) one
     worst-case rotation.
+
+    ``fence_floor``: a token fence this member's application saw in an earlier life and kept
+    (a participant's highest accepted fence, stored): the member starts as if it had seen it,
+    so a token minted after the whole ring restarted (its members remember no fence) is above
+    what that application refuses, not below it for as many hand-offs as the ring made before.
     """
 
     def __init__(
@@ -313,6 +318,7 @@ class Member:
         idle_hold_ms: int | None = None,
         claim_timeout_ms: int | None = None,
         probe_interval_ms: int | None = None,
+        fence_floor: Fence | None = None,
     ) -> None:
         members = tuple(members)
         assert member_id in members, f"{member_id!r} is not one of the members {members}"
@@ -355,7 +361,9 @@ class Member:
         self._up = {m: True for m in members}
         self._downs = 0  # how many members are believed down (kept with _up)
         self._departed: set[str] = set()  # members that said Leaving and have not restarted
-        self._seen = FENCE_NONE  # the highest token fence seen (tokens only, never bids)
+        # The highest token fence seen (tokens only, never bids): at the start, the floor an
+        # application kept from an earlier life of this member (see the class), if any.
+        self._seen = FENCE_NONE if fence_floor is None else fence_floor
         self._promised = FENCE_NONE  # the bid promised; older generations are stale here...
         self._promised_until_ms = 0  # ...until then: a promise outlives no bid it could serve
         self._bid_epoch_max = 0  # the highest epoch bid by anyone we heard of

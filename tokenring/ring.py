@@ -167,6 +167,7 @@ class Ring:
         sends_in_flight_max: int = SENDS_IN_FLIGHT_MAX,
         connections_max: int = CONNECTIONS_MAX,
         holds_kept_max: int = HOLDS_KEPT_MAX,
+        fence_floor: Callable[[], Awaitable[core.Fence | None]] | None = None,
     ) -> None:
         if not isinstance(secret, bytes) or not secret:
             raise ValueError("the ring needs its signing key: non-empty bytes (RingConfig.secret())")
@@ -212,6 +213,7 @@ class Ring:
         self._handoff_acked = asyncio.Event()
         self._fence_admitted: core.Fence | None = None
         self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
+        self._fence_floor = fence_floor
         # Demand: this member's own (announced once after each visit, then at most once per
         # idle rotation, only while work waits) and what it heard from the others (one entry
         # per member, so bounded).
@@ -491,12 +493,14 @@ class Ring:
         self._client = SignedClient(
             self._peers, self._secret, self.member_id, agreement=self.agreement
         )
+        floor = None if self._fence_floor is None else await self._fence_floor()
         self._member = core.Member(
             self.member_id,
             list(self.config.member_ids),
             hold_max_ms=self.config.token.hold_max_ms,
             handoff_timeout_ms=self.config.token.handoff_timeout_ms,
             loss_timeout_ms=self.config.token.loss_timeout_ms,
+            fence_floor=floor,
         )
         self._transport = Transport(
             self._member,

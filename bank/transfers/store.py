@@ -53,7 +53,7 @@ from bank.transfers.protocol import ABORTED, COMMITTED, Leg, Transfer, transfer_
 from tokenring import jsonio
 from tokenring.core import Fence
 
-__all__ = ["SCHEMA", "LedgerBook", "account_number"]
+__all__ = ["SCHEMA", "LedgerBook", "account_number", "stored_fence"]
 
 log = structlog.get_logger("bank.transfers.store")
 
@@ -391,6 +391,21 @@ def transfer_key_taken(conn: sqlite3.Connection, scope: str, key: str) -> bool:
     """Whether a cross-bank transfer recorded here carries this key (for the ledger's own
     keyed writes: :attr:`bank.ledger.Ledger.keys_elsewhere`)."""
     return _transfer_key_row(conn, scope, key) is not None
+
+
+async def stored_fence(ledger: Ledger) -> Fence | None:
+    """The highest prepare fence this bank accepted as a participant, as stored (None for a
+    bank that never accepted one): its ring member starts above it (``Ring(fence_floor=)``),
+    or after the whole ring restarted, its tokens would start below it and every prepare
+    here would be refused as stale until as many hand-offs as before had been made."""
+
+    def run(conn: sqlite3.Connection) -> Fence | None:
+        try:
+            return _fence_row(conn)
+        except sqlite3.OperationalError:  # no such table yet: a new database
+            return None
+
+    return await ledger.read(run)
 
 
 def _fence_row(conn: sqlite3.Connection) -> Fence | None:
