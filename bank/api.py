@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, cast
@@ -50,6 +51,7 @@ from bank.ledger import (
 )
 from bank.transfers.protocol import TRANSFER_ID_CHARS_MAX
 from tokenring import jsonio
+from tokenring.logs import Throttle
 
 __all__ = [
     "ACCOUNT_NUMBER_MAX",
@@ -91,6 +93,10 @@ TOKEN_CHARS_MAX = 256
 """A bearer token longer than this is not one of ours; refused without a lookup."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
 """Longest ``Idempotency-Key`` header."""
+STORAGE_RETRY_AFTER_S = 5
+"""The ``Retry-After`` of a write refused because the bank's storage fails (a full disk)."""
+STORAGE_FAILURE_LOG_INTERVAL_S = 10.0
+"""How often such failures are logged (with how many were left out meanwhile)."""
 REQUEST_ID_CHARS_MAX = 100
 """Longest ``X-Request-Id`` taken from a client; longer ones are replaced."""
 HASH_WORKERS_MAX = 2
@@ -122,6 +128,8 @@ class ApiState:
     """The OpenAPI document, built once."""
     hashes_pending: int = 0
     """Password hashes queued or running (bounded by HASHES_PENDING_MAX)."""
+    storage_failures: Throttle = attrs.Factory(lambda: Throttle(STORAGE_FAILURE_LOG_INTERVAL_S))
+    """When a write refused by failing storage was last logged (once per interval)."""
 
 
 API_STATE = web.AppKey("client_api_state", ApiState)
@@ -250,10 +258,23 @@ async def _api_middleware(
         except LedgerClosed:
             code = "unavailable"
             response = error_response(code, "the bank is shutting down")
-        except Exception:
-            code = "internal_error"
-            log.exception("request_failed", method=request.method, path=request.path)
-            response = error_response(code, "internal error")
+        except Exception as error:
+            if storage_failing(error):
+                # Every write fails alike until space is freed: a 503 to retry, and a line
+                # per interval (not a trace per request).
+                code = "unavailable"
+                response = error_response(
+                    code,
+                    "the bank cannot write now (its storage is full or failing); nothing was written: retry later",
+                    headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+                )
+                left_out = request.app[API_STATE].storage_failures.due()
+                if left_out is not None:
+                    log.error("storage_failing", error=str(error), like_it_since_last=left_out)
+            else:
+                code = "internal_error"
+                log.exception("request_failed", method=request.method, path=request.path)
+                response = error_response(code, "internal error")
         response.headers["X-Request-Id"] = request_id
         if code is None and response.status >= 400 and isinstance(response, web.Response):
             code = _error_code(response)
@@ -289,6 +310,19 @@ def _error_code(response: web.Response) -> str | None:
 
 class _FloatRefused(ValueError):
     pass
+
+
+
+# SQLite's primary result codes for a storage that cannot take a write (the extended codes
+# carry them in their low byte): full, an I/O error, no room for a lock, cannot open.
+_STORAGE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
+
+
+def storage_failing(error: BaseException) -> bool:
+    """Whether ``error`` is the database's storage failing (a full disk, an I/O error), which
+    no request can help and every write meets alike, not a bug."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _STORAGE_CODES
 
 
 def _http_error(error: web.HTTPException) -> tuple[str, web.Response]:

@@ -146,6 +146,7 @@ def run_bank(
     loop: str = EVENT_LOOPS[0],
 ) -> int:
     """Serve one bank until SIGTERM or Ctrl-C."""
+    from bank.ledger import LedgerUnusable
     from bank.process import ENV_PARENT_PID
     from bank.server import build_app, serve, tune_gc
     from tokenring import logs
@@ -158,6 +159,11 @@ def run_bank(
     try:
         with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
             runner.run(serve(app, host or bank.host, bank.port, parent_pid=parent_pid, on_ready=tune_gc))
+    except LedgerUnusable as error:
+        # A database that is damaged, not one, newer than this code, or in a folder that
+        # cannot be written: one line naming it, not a trace.
+        print(f"consortium: bank {bank_id}: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         # The port is taken, or the address is not this machine's: one line, not a trace.
         print(f"consortium: bank {bank_id}: cannot serve {bank.url}: {error}", file=sys.stderr)

@@ -77,6 +77,7 @@ __all__ = [
     "LegsRequest",
     "LedgerClosed",
     "LedgerInUse",
+    "LedgerUnusable",
     "Statement",
     "StatementLine",
     "Transfer",
@@ -115,6 +116,9 @@ SESSIONS_CACHED_MAX = 10_000
 """Live sessions kept in memory (least recently used dropped first); the rest are read."""
 OWNERS_CACHED_MAX = 100_000
 """Accounts whose owners are kept in memory (least recently used ones are forgotten)."""
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""What the write-ahead log is cut back to once checkpointed (``PRAGMA journal_size_limit``):
+it grows past it only while a reader keeps an old snapshot."""
 CLOSE_WAIT_S_MAX = 30.0
 """How long :meth:`Ledger.close` waits for the writer to finish what is queued."""
 TRANSFER_ID_RANDOM_BYTES = 8
@@ -156,6 +160,11 @@ class LedgerClosed(Exception):
 
 class LedgerInUse(OSError):
     """Another process (or another ledger of this one) has the database open."""
+
+
+class LedgerUnusable(Exception):
+    """The database cannot be used: not a database, damaged, written by a newer version of
+    the bank, or in a folder that cannot be written. ``str()`` is one line naming the file."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +517,9 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # Statement journals (a savepoint's undo log, which the writer opens per job) stay in
     # memory: spilled, each one is a temporary file made and removed, several a second.
     conn.execute("PRAGMA temp_store=MEMORY")
+    # A WAL that grew while a long read held its snapshot (a backup) is cut back to this
+    # at the next checkpoint that empties it, instead of keeping its largest size for good.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     return conn
 
 
@@ -527,9 +539,14 @@ def _migrate(conn: sqlite3.Connection) -> int:
             current = version
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    assert current == SCHEMA_VERSION, f"schema at {current}, code expects {SCHEMA_VERSION}"
+    if current != SCHEMA_VERSION:
+        raise LedgerUnusable(
+            f"its schema is at version {current}, this bank's code knows up to {SCHEMA_VERSION}:"
+            " run the version of the bank that wrote it"
+        )
     return current
 
 
@@ -591,6 +608,7 @@ class _Writer:
         self._drained = False
         self.batches = 0
         self.operations = 0
+        self.failures = 0
         self._stopping = False
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self.thread.start()
@@ -607,7 +625,13 @@ class _Writer:
                 jobs: list[_Job] = []
                 self._more(jobs)
                 if jobs:
-                    self._run_batch(jobs)
+                    try:
+                        self._run_batch(jobs)
+                    except Exception as error:  # noqa: BLE001 - the writer must outlive it
+                        # Whatever escaped the batch's own handling (it answers every job
+                        # itself): its callers hear it, and the writer goes on, or every
+                        # later write would wait for an answer that never comes.
+                        self._settle([(job.future, None, error) for job in jobs])
         finally:
             self.conn.close()
             # Anything queued after the stop (a caller racing close) learns it is closed, and
@@ -673,6 +697,10 @@ class _Writer:
                 try:
                     value = job.run(self.conn)
                 except Exception as error:  # noqa: BLE001 - delivered to the caller
+                    if not self.conn.in_transaction:
+                        # SQLite rolled the whole transaction back (a full disk does): the
+                        # batch failed whole, and every job in it hears this error.
+                        raise
                     self.conn.execute("ROLLBACK TO job")
                     self.conn.execute("RELEASE job")
                     results.append((job, None, error))
@@ -681,6 +709,7 @@ class _Writer:
                     results.append((job, value, None))
             self.conn.execute("COMMIT")
         except Exception as error:  # noqa: BLE001 - the whole batch failed to commit
+            self.failures += 1
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             log.error("ledger_batch_failed", error=repr(error), jobs=len(jobs))
@@ -787,8 +816,14 @@ class Ledger:
         """
         file = Path(path)
         loop = asyncio.get_running_loop()
-        file.parent.mkdir(parents=True, exist_ok=True)
-        lock = _lock(file)
+        created = not file.exists()
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            lock = _lock(file)
+        except LedgerInUse:
+            raise
+        except OSError as error:  # a read-only folder, a file where a folder should be
+            raise LedgerUnusable(f"database {file}: {error.strerror or error}") from error
 
         def prepare() -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection]:
             writer_conn = _connect(file, synchronous)
@@ -805,9 +840,11 @@ class Ledger:
 
         try:
             writer_conn, reader_conn, point_conn = await asyncio.to_thread(prepare)
-        except BaseException:
+        except BaseException as error:
             if lock is not None:
                 lock.close()
+            if isinstance(error, (sqlite3.Error, LedgerUnusable)):
+                raise LedgerUnusable(f"database {file}: {error}") from error
             raise
         bank = bank_id or file.name.split(".")[0]
         writer = _Writer(
@@ -819,6 +856,10 @@ class Ledger:
         reader = concurrent.futures.ThreadPoolExecutor(
             max_workers=READERS_MAX, thread_name_prefix=f"ledger-reader-{bank}"
         )
+        if created:
+            # Said loudly: a data folder mistyped, or a volume not mounted, makes a bank start
+            # empty where its customers' accounts should be.
+            log.warning("ledger_created", path=str(file), bank=bank, note="a new, empty database")
         log.info("ledger_opened", path=str(file), bank=bank, schema_version=SCHEMA_VERSION)
         return cls(
             file,
@@ -848,6 +889,11 @@ class Ledger:
             self._lock.close()  # the database is free for the next ledger
 
     @property
+    def writing(self) -> bool:
+        """Whether the writer thread runs: every write goes through it (``/healthz``)."""
+        return self._writer.thread.is_alive()
+
+    @property
     def batches(self) -> int:
         """Transactions committed so far by the writer (for benchmarks and metrics)."""
         return self._writer.batches
@@ -856,6 +902,11 @@ class Ledger:
     def operations(self) -> int:
         """Write operations run so far by the writer."""
         return self._writer.operations
+
+    @property
+    def batch_failures(self) -> int:
+        """Writer transactions that failed whole (nothing of them kept)."""
+        return self._writer.failures
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

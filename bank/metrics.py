@@ -8,6 +8,10 @@ service keep anyway: nothing is counted twice and nothing is counted on the hot 
   each one is an ``fsync``).
 - ``bank_ledger_writes_total``: writer jobs in them (a job is one operation or one batch of
   the transfer book).
+- ``bank_ledger_write_failures_total``: writer transactions that failed whole (a full disk,
+  an I/O error): their callers were told, and nothing of them was kept.
+- ``bank_log_lines_dropped_total``: log lines that could not be written (a full disk); the
+  bank goes on without them.
 - ``bank_transfer_rounds_total``: rounds this bank ran as the token's holder.
 - ``bank_transfers_decided_total{outcome}``: cross-bank transfers this bank coordinated and
   decided since it started, by outcome (``committed``, ``aborted``).
@@ -34,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bank.keys import LEDGER, RING, TRANSFERS
+from tokenring import logs
 from tokenring.ring import RingClosed
 
 __all__ = ["BankCollector"]
@@ -71,6 +76,15 @@ class BankCollector(Collector):
                 "bank_ledger_writes", "Writer jobs committed (or refused) in those transactions.",
                 value=ledger.operations,
             )
+            yield CounterMetricFamily(
+                "bank_ledger_write_failures",
+                "Writer transactions that failed whole (a full disk, an I/O error); nothing of them is kept.",
+                value=ledger.batch_failures,
+            )
+        yield CounterMetricFamily(
+            "bank_log_lines_dropped", "Log lines that could not be written (a full disk, a closed stream).",
+            value=logs.lines_dropped(),
+        )
         if service is not None:
             yield CounterMetricFamily(
                 "bank_transfer_rounds", "Rounds run by this bank as the token's holder.",

@@ -93,6 +93,13 @@ def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Applica
 
 async def _healthz(request: web.Request) -> web.Response:
     # The pid tells the process that started this bank whether its own child answers.
+    ledger = cast("Ledger | None", request.app.get(LEDGER))
+    if ledger is not None and not ledger.writing:
+        # Serving, but unable to write anything: not healthy (a supervisor should restart it).
+        return jsonio.response(
+            {"status": "unhealthy", "bank": request.app[BANK_ID], "pid": os.getpid(), "reason": "the ledger's writer stopped"},
+            status=503,
+        )
     return jsonio.response({"status": "ok", "bank": request.app[BANK_ID], "pid": os.getpid()})
 
 

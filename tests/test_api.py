@@ -370,3 +370,36 @@ async def test_a_keyed_retry_after_a_restart_gets_the_first_answer(
     assert retry.status == 201 and await retry.json() == first_body
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert (await audit(second_client))["balance_cents"] == 9
+
+
+async def test_a_bank_whose_storage_is_full_answers_503_to_retry_and_logs_it_once(client: Client) -> None:
+    """SQLite's page limit stands in for a full disk: each write is refused whole with a 503
+    and Retry-After (not a 500), the failure is logged once per interval with how many were
+    left out, not a trace per request; once there is room, the same request works."""
+    owner, headers = await customer(client)
+    account = await open_account(client, headers, [owner])
+    ledger = client.app[LEDGER]
+    pages = await ledger.write(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await ledger.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    statuses: list[int] = []
+    with capture_logs() as logged:
+        for index in range(300):
+            response = await client.post(
+                "/api/v1/deposits", json={"bank": "alfa", "account": account, "amount_cents": 1},
+                headers={**headers, "Idempotency-Key": f"dep-{index}"},
+            )  # fmt: skip
+            statuses.append(response.status)
+            if response.status == 503:
+                assert response.headers["Retry-After"] == "5"
+                assert_error(await response.json(), "unavailable")
+            if statuses.count(503) == 3:
+                break
+    assert statuses.count(503) == 3 and set(statuses) == {201, 503}, statuses
+    failing = [line for line in logged if line["event"] == "storage_failing"]
+    assert len(failing) == 1 and not [line for line in logged if line["event"] == "request_failed"]
+    await ledger.write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    again = await client.post(
+        "/api/v1/deposits", json={"bank": "alfa", "account": account, "amount_cents": 1},
+        headers={**headers, "Idempotency-Key": f"dep-{index}"},
+    )  # fmt: skip
+    assert again.status == 201 and again.headers.get("Idempotent-Replayed") is None

@@ -320,3 +320,28 @@ def test_a_bank_whose_database_is_in_use_speaks_for_no_one(ring_file: RingConfig
 
     events = asyncio.run(second_process())
     assert "ring.started" not in events, events
+
+
+@pytest.mark.parametrize("damage", ["not a database", "newer schema", "a folder where the file goes"])
+def test_a_bank_whose_database_cannot_be_used_says_so_in_one_line(ring_file: RingConfig, damage: str) -> None:
+    import sqlite3
+
+    path = ring_file.data_dir / "alfa.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if damage == "not a database":
+        path.write_bytes(b"these bytes are no SQLite database " * 200)
+        expected = "file is not a database"
+    elif damage == "newer schema":
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version VALUES (99)")
+        expected = "schema is at version 99"
+    else:
+        path.mkdir()
+        expected = "unable to open database file"
+    env = dict(os.environ, CONSORTIUM_SECRET="s")
+    result = consortium("bank", "alfa", "-c", str(ring_file.path), env=env)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("consortium:")]
+    assert line.startswith(f"consortium: bank alfa: database {path}: ") and expected in line, result.stderr
+    assert "Traceback" not in result.stderr

@@ -1217,3 +1217,16 @@ async def test_after_the_whole_consortium_restarts_its_tokens_are_above_every_st
         "destination": {"bank": "b2", "account": destination}}, who=ANA)
     assert (status, body["status"]) == (202, "committed"), body
     assert banks.apps["b0"][RING].status()["generation"] > long_ago[0]
+
+
+async def test_healthz_says_unhealthy_when_the_ledgers_writer_has_stopped(banks: Banks) -> None:
+    """A bank that serves but cannot write is not healthy: /healthz is what a supervisor
+    (and consortium up) asks."""
+    async with banks.session.get(banks.url("b0") + "/healthz") as response:
+        assert response.status == 200 and (await response.json())["status"] == "ok"
+    ledger = banks.apps["b0"][LEDGER]
+    ledger._writer.queue.put(ledger_module._STOP)  # the writer ends, as after a crash of its thread
+    await asyncio.to_thread(ledger._writer.thread.join, DEADLINE_S)
+    async with banks.session.get(banks.url("b0") + "/healthz") as response:
+        answer = await response.json()
+        assert response.status == 503 and answer["status"] == "unhealthy", answer

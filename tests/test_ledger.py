@@ -23,6 +23,7 @@ from bank.ledger import (
     Ledger,
     LedgerClosed,
     LedgerInUse,
+    LedgerUnusable,
     new_transfer_id,
     request_fingerprint,
     _Job,
@@ -558,5 +559,97 @@ async def test_a_file_system_without_locks_runs_the_bank_unguarded(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(fcntl, "flock", broken)
-    with pytest.raises(OSError, match="Input/output error"):
+    with pytest.raises(LedgerUnusable, match="alfa.sqlite3: Input/output error"):
         await Ledger.open(tmp_path / "alfa.sqlite3")
+
+
+async def test_the_writer_outlives_a_batch_that_fails_outside_its_own_handling(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever escapes a batch (once a failed log write did): its callers hear it, and the
+    writer goes on; else every later write would wait for an answer that never comes."""
+    from bank import ledger as ledger_module
+
+    a, _, _ = await _setup(ledger)
+    run_batch = ledger_module._Writer._run_batch
+    failed: list[int] = []
+
+    def failing_once(self: Any, jobs: Any) -> None:
+        if not failed:
+            failed.append(len(jobs))
+            raise OSError(28, "No space left on device")
+        run_batch(self, jobs)
+
+    monkeypatch.setattr(ledger_module._Writer, "_run_batch", failing_once)
+    with pytest.raises(OSError, match="No space left"):
+        await asyncio.wait_for(ledger.deposit(a, 100, document=ANA), READY_S_MAX)
+    assert ledger.writing
+    answer = await asyncio.wait_for(ledger.deposit(a, 100, document=ANA), READY_S_MAX)
+    assert answer.status == 201 and answer.body["balance_cents"] == 100
+
+
+async def test_a_full_database_refuses_writes_whole_and_takes_them_again_once_there_is_room(ledger: Ledger) -> None:
+    """SQLite's own page limit stands in for a full disk (the same SQLITE_FULL): a write
+    that needs a page fails whole, is counted, and the next one after room is made works."""
+    from bank.api import storage_failing
+
+    a, _, _ = await _setup(ledger)
+    pages = await ledger.write(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await ledger.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    refused: BaseException | None = None
+    for index in range(2_000):  # each deposit adds journal rows: pages run out soon
+        try:
+            await ledger.deposit(a, 1, document=ANA, idempotency=Idempotency(ANA, f"k{index}", "f"))
+        except sqlite3.OperationalError as error:
+            refused = error
+            break
+    assert refused is not None and storage_failing(refused), refused
+    assert ledger.batch_failures >= 1 and ledger.writing
+    before = (await ledger.account(a)).balance_cents  # type: ignore[union-attr]
+    await ledger.write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    answer = await ledger.deposit(a, 1, document=ANA, idempotency=Idempotency(ANA, f"k{index}", "f"))
+    assert answer.status == 201 and answer.body["balance_cents"] == before + 1  # the refused one: never kept
+    assert (await ledger.check()).ok
+
+
+async def test_a_wal_grown_behind_a_long_read_is_cut_back_once_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader holding an old snapshot (a backup) lets the WAL grow; once it lets go, the
+    next checkpoint that empties the log cuts the file back to WAL_SIZE_LIMIT_BYTES."""
+    from bank import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "WAL_SIZE_LIMIT_BYTES", 256 * 1024)
+    ledger = await Ledger.open(tmp_path / "alfa.sqlite3")
+    try:
+        a, _, _ = await _setup(ledger)
+        wal = tmp_path / "alfa.sqlite3-wal"
+        backup = sqlite3.connect(tmp_path / "alfa.sqlite3", isolation_level=None)
+        backup.execute("BEGIN")
+        backup.execute("SELECT COUNT(*) FROM accounts").fetchone()  # the snapshot is held
+        for _ in range(1_500):
+            await ledger.deposit(a, 1, document=ANA)
+        grown = wal.stat().st_size
+        assert grown > 2 * 256 * 1024, grown
+        backup.execute("COMMIT")
+        backup.close()
+        # The writer's own checkpoints (every 1,000 pages) now empty the log, and its next
+        # writes start it again from the head, cutting the file back.
+        for _ in range(3_000):
+            await ledger.deposit(a, 1, document=ANA)
+            if wal.stat().st_size <= 256 * 1024:
+                break
+        assert wal.stat().st_size <= 256 * 1024, (grown, wal.stat().st_size)
+    finally:
+        await ledger.close()
+
+
+async def test_a_new_database_is_said_loudly_and_a_reopened_one_is_not(tmp_path: Path) -> None:
+    """A mistyped data folder or an unmounted volume makes a bank start empty: a warning."""
+    from structlog.testing import capture_logs
+
+    for expected in (["ledger_created"], []):
+        with capture_logs() as logged:
+            ledger = await Ledger.open(tmp_path / "alfa.sqlite3")
+            await ledger.close()
+        assert [line["event"] for line in logged if line["log_level"] == "warning"] == expected

@@ -53,6 +53,43 @@ def test_configure_runs_once_unless_forced(restore_structlog: None) -> None:
     assert logs.is_configured()
 
 
+class _FullDisk(io.StringIO):
+    """A stream whose writes fail as on a full disk, until told there is room."""
+
+    full = True
+
+    def write(self, text: str) -> int:
+        if self.full:
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+def test_a_line_that_cannot_be_written_is_dropped_and_counted_not_raised(restore_structlog: None) -> None:
+    """Whoever logs (a request, a database's writer thread) must not fail because its line
+    could not be written."""
+    stream = _FullDisk()
+    logs.configure("info", stream=stream, force=True)
+    log = structlog.get_logger("test")
+    before = logs.lines_dropped()
+    log.error("ledger_batch_failed", jobs=3)
+    log.info("request", status=503)
+    assert logs.lines_dropped() == before + 2 and stream.getvalue() == ""
+    stream.full = False
+    log.info("room again")
+    assert json.loads(stream.getvalue())["event"] == "room again"
+
+
+def test_a_throttle_lets_one_line_through_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    throttle = logs.Throttle(10.0, clock=lambda: now[0])
+    assert throttle.due() == 0  # the first one is logged
+    assert [throttle.due() for _ in range(3)] == [None, None, None]
+    now[0] += 10.0
+    assert throttle.due() == 3  # logged, saying how many were left out
+    now[0] += 9.9
+    assert throttle.due() is None
+
+
 async def test_every_ring_line_carries_bank_generation_and_seq(tmp_path: Path) -> None:
     # A ring of one member: it is its own majority and mints the first token at once.
     config = write_ring_file(tmp_path / "ring.toml", ("solo",), hold_max_ms=10)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import TextIO, cast
 
 import structlog
 
 from tokenring import jsonio
 
-__all__ = ["configure", "is_configured", "utc_timestamp"]
+__all__ = ["Throttle", "configure", "is_configured", "lines_dropped", "utc_timestamp"]
 
 _configured = False
 
@@ -46,10 +47,11 @@ def configure(
     global _configured
     if _configured and not force:
         return
-    out = sys.stderr if stream is None else stream
+    raw = sys.stderr if stream is None else stream
+    out = _Unfailing(raw)
     level_number = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     assert isinstance(level_number, int), f"unknown log level {level!r}"
-    as_json = (not _isatty(out)) if json is None else json
+    as_json = (not _isatty(raw)) if json is None else json
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -65,15 +67,67 @@ def configure(
             structlog.processors.JSONRenderer(serializer=jsonio.dumps_text),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=_isatty(out)))
+        processors.append(structlog.dev.ConsoleRenderer(colors=_isatty(raw)))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_number),
         # WriteLogger: one write and one flush per line, without print()'s machinery.
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=True,
     )
     _configured = True
+
+
+class _Unfailing:
+    """A log stream whose writes never raise: a line that cannot be written (a full disk, a
+    closed pipe) is dropped and counted (:func:`lines_dropped`). Whoever logs, a request or a
+    database's writer thread, must not fail because its line could not be written."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        global _dropped
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            _dropped += 1
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+_dropped = 0
+
+
+class Throttle:
+    """At most one line per ``interval_s`` for a failure that recurs (a full disk fails every
+    write): :meth:`due` says whether to log now, and how many were left out since the last."""
+
+    def __init__(self, interval_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._skipped = 0
+
+    def due(self) -> int | None:
+        """None: not now (counted); else log now, with this many left out since the last."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            self._skipped += 1
+            return None
+        skipped, self._last, self._skipped = self._skipped, now, 0
+        return skipped
+
+
+def lines_dropped() -> int:
+    """How many log lines could not be written since the process started (see
+    :func:`configure`)."""
+    return _dropped
 
 
 _second_text: tuple[int, str] = (-1, "")

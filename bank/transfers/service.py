@@ -50,6 +50,7 @@ from bank.transfers import store
 from bank.transfers.store import LedgerBook
 from tokenring.config import RingConfig
 from tokenring.core import Fence
+from tokenring.logs import Throttle
 from tokenring.ring import RingClosed
 from tokenring.signing import SendFailed, SignedClient
 
@@ -81,6 +82,9 @@ SENDS_IN_FLIGHT_MAX = 64
 """Background inter-bank requests (decisions, queries) in flight at once."""
 ROUND_RETRY_S = 0.1
 """The pause after a round, or a step of the timer, failed unexpectedly, before trying again."""
+FAILURE_LOG_INTERVAL_S = 10.0
+"""A step that fails (its write refused: a full disk) is logged at most once this often, with
+how many failed like it meanwhile: it would fail at every token visit."""
 TIMER_IDLE_S_MAX = 1.0
 """The longest the timer task sleeps when nothing is due (it is woken earlier on work)."""
 STOP_PASSES_MAX = 8
@@ -187,6 +191,7 @@ class TransferService:
         self._work = asyncio.Event()
         self._started = False
         self.rounds = 0
+        self._step_failures = Throttle(FAILURE_LOG_INTERVAL_S)
         self.committed = 0
         self.aborted = 0
 
@@ -519,7 +524,10 @@ class TransferService:
         try:
             decided, sends = await self._run(steps)
         except Exception:
-            log.exception("transfers.step_failed")
+            # A write that fails once fails at every visit (a full disk): a line per interval.
+            left_out = self._step_failures.due()
+            if left_out is not None:
+                log.exception("transfers.step_failed", like_it_since_last=left_out)
             return
         finally:
             if self.coordinator.backlog:
