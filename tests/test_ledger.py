@@ -155,6 +155,8 @@ async def test_deposit_withdrawal_and_refusals(ledger: Ledger) -> None:
     assert account is not None and account.balance_cents == 600
     audit = await ledger.audit()
     assert audit["balance_cents"] == 600 and audit["deposited_net_cents"] == 600
+    counted = await ledger.read(lambda conn: conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+    assert audit["journal_entries"] == counted > 0  # read from the last id, not counted
     assert (await ledger.check()).ok
 
 
