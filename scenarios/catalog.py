@@ -414,7 +414,7 @@ async def _scale(options: RunOptions, phase: Phase) -> Report:
         op.latency_ms
         for _, result in results
         for op in result.history.operations
-        if op.latency_ms is not None
+        if op.latency_ms is not None and not op.late
     ]
     by_kind: dict[str, dict[str, int]] = {}
     for report in reports:
@@ -433,6 +433,7 @@ async def _scale(options: RunOptions, phase: Phase) -> Report:
         committed=sum(r.committed for r in reports),
         aborted=sum(r.aborted for r in reports),
         unknown=sum(r.unknown for r in reports),
+        resolved_late=sum(r.resolved_late for r in reports),
         by_kind=by_kind,
         throughput_ops_s=round(
             sum(r.throughput_ops_s * r.load_s for r in reports) / load_s if load_s else 0.0, 2

@@ -324,6 +324,7 @@ async def run_under_load(
         committed=figures["committed"],
         aborted=figures["aborted"],
         unknown=figures["unknown"],
+        resolved_late=figures["resolved_late"],
         by_kind=figures["by_kind"],
         throughput_ops_s=round(figures["throughput_ops_s"], 2),
         latency_ms_p50=figures["latency_ms_p50"],

@@ -116,6 +116,9 @@ class Operation:
     """The id the terminal bank gave a transfer."""
     reason: str | None = None
     """Why it was refused or is unknown (error code, abort reason, exception)."""
+    late: bool = False
+    """Its answer was lost, and it ended only when asked again after the load: its
+    ``complete_ms`` is then, so it counts in no latency or throughput figure."""
 
     def __attrs_post_init__(self) -> None:
         assert self.complete_ms is None or self.complete_ms >= self.invoke_ms
@@ -235,6 +238,7 @@ class History:
                     "credits": {str(m.account): m.amount_cents for m in op.credits},
                     "transfer_id": op.transfer_id,
                     "reason": op.reason,
+                    "late": op.late,
                 }
                 for op in self.operations
             ],

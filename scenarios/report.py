@@ -129,6 +129,9 @@ class Report:
     """What the run was doing when: (phase, seconds since the command started)."""
     history: dict[str, Any] = attrs.field(factory=dict)
     """The whole history the checker judged (JSON form), for whoever wants to look again."""
+    resolved_late: int = 0
+    """Operations whose answer was lost and that ended only when asked again after the load
+    (counted in no latency or throughput figure)."""
 
     @property
     def violated(self) -> bool:
@@ -180,8 +183,10 @@ def summarize(history: History) -> dict[str, Any]:
     for op in ops:
         counts = by_kind.setdefault(str(op.kind), {str(o): 0 for o in Outcome})
         counts[str(op.outcome)] += 1
-    latencies = [op.latency_ms for op in ops if op.latency_ms is not None]
-    ended = [op for op in ops if op.complete_ms is not None]
+    # Operations that ended only when asked again after the load (their first answer lost)
+    # ended then: they would count the scenario's bookkeeping as the banks' latency.
+    latencies = [op.latency_ms for op in ops if op.latency_ms is not None and not op.late]
+    ended = [op for op in ops if op.complete_ms is not None and not op.late]
     if ended:
         span_ms = max(op.complete_ms or 0 for op in ended) - min(op.invoke_ms for op in ops)
     else:
@@ -198,6 +203,7 @@ def summarize(history: History) -> dict[str, Any]:
         "committed": sum(op.outcome is Outcome.OK for op in ops),
         "aborted": sum(op.outcome is Outcome.REFUSED for op in ops),
         "unknown": sum(op.outcome is Outcome.UNKNOWN for op in ops),
+        "resolved_late": sum(op.late for op in ops),
         "by_kind": by_kind,
         "throughput_ops_s": len(ended) / (span_ms / 1000) if span_ms > 0 else 0.0,
         "latency_ms_p50": percentile(latencies, 0.5),
@@ -252,6 +258,7 @@ def render(report: Report, console: Console) -> None:
         ("committed", str(report.committed)),
         ("aborted / refused", str(report.aborted)),
         ("unknown", str(report.unknown)),
+        ("ended when asked again after the load", str(report.resolved_late)),
         ("throughput", f"{report.throughput_ops_s:,.1f} ops/s"),
         ("latency p50", _ms(report.latency_ms_p50)),
         ("latency p99", _ms(report.latency_ms_p99)),

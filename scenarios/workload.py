@@ -461,6 +461,7 @@ class Teller:
         """Retry every operation still unknown with its own key, and follow every pending
         transfer, until all end or ``timeout_s`` passes; how many stay unknown."""
         deadline = time.monotonic() + timeout_s
+        asked_again: set[str] = set()
         for _ in range(RESOLVE_ROUNDS_MAX):
             if time.monotonic() >= deadline:
                 break
@@ -468,10 +469,15 @@ class Teller:
                 op for op in self.recorder.operations.values() if op.outcome is Outcome.UNKNOWN
             ]
             if not unknown:
-                return 0
+                break
+            asked_again.update(op.key for op in unknown)
             await asyncio.gather(*(self._resolve_one(customers[op.client], op) for op in unknown))
             if any(op.outcome is Outcome.UNKNOWN for op in self.recorder.operations.values()):
                 await asyncio.sleep(RESOLVE_RETRY_MS / 1000)
+        for key in asked_again:  # ended now, not when first asked: no latency of the banks'
+            op = self.recorder.operations[key]
+            if op.outcome is not Outcome.UNKNOWN:
+                self.recorder.record(attrs.evolve(op, late=True))
         return sum(op.outcome is Outcome.UNKNOWN for op in self.recorder.operations.values())
 
     async def _resolve_one(self, customer: Customer, op: Operation) -> None:

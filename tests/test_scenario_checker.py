@@ -4,6 +4,7 @@ reported violated, with the offending record, on a bad one."""
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from scenarios.checker import INVARIANTS, Verdict, check
 from scenarios.history import (
@@ -344,3 +345,16 @@ def test_statements_are_judged_only_once_everything_settled_and_where_they_were_
     unread = attrs.evolve(good_history(), statements={A: STATEMENTS[A], C: ()})
     verdict = verdicts(unread)["transfers_all_or_nothing"]
     assert verdict.held and verdict.checked == 0
+
+
+def test_an_operation_ended_only_when_asked_again_after_the_load_counts_in_no_latency() -> None:
+    """Its answer was lost; it ended when the scenario asked again after the load, minutes
+    later: that is the scenario's bookkeeping, not the banks' latency or throughput."""
+    from scenarios.report import summarize
+
+    answered = [deposit(f"d{i}", A, 1, i * 10.0, i * 10.0 + 5.0) for i in range(10)]
+    late = attrs.evolve(deposit("lost", A, 1, 20.0, 300_000.0), late=True)
+    figures = summarize(History(operations=(*answered, late)))
+    assert figures["latency_ms_p99"] == 5.0 and figures["resolved_late"] == 1
+    assert figures["throughput_ops_s"] == pytest.approx(10 / 0.095)  # the ten answered, over 95 ms
+    assert figures["committed"] == 11  # it counts as what it was
