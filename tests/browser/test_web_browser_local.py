@@ -182,7 +182,11 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     await login.get_by_label("CPF ou CNPJ").fill(ANA)
     await login.get_by_label("Senha").fill("wrong password")
     await login.get_by_role("button", name="Entrar").click()
-    await expect(login.locator("[data-error]")).to_have_text("Documento ou senha incorretos.")
+    # The same answer as for a customer of another bank only (registration is per bank,
+    # which the message says: the API tells neither case apart).
+    await expect(login.locator("[data-error]")).to_have_text(
+        "Documento ou senha incorretos. (O cadastro é de cada banco: cadastre-se neste também.)"
+    )
 
     await sign_in(page, ANA, PASSWORD)
     individual = await open_account(page, "individual")
