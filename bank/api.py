@@ -312,9 +312,8 @@ class _FloatRefused(ValueError):
     pass
 
 
-
 # SQLite's primary result codes for a storage that cannot take a write (the extended codes
-# carry them in their low byte): full, an I/O error, no room for a lock, cannot open.
+# carry them in their low byte): full, an I/O error, a file it cannot open.
 _STORAGE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
 
 
