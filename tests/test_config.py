@@ -68,8 +68,8 @@ def test_repository_ring_toml_is_valid() -> None:
         ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 0", "token.loss_timeout_ms",
          "positive"),
         ("hold_max_ms = 25", "", "token.hold_max_ms", "missing"),
-        # Two banks: one rotation is 2 x (25 + 50) ms; a loss timeout within it is no timeout.
-        ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 150", "token.loss_timeout_ms",
+        # Two banks: one rotation at full visits is 2 x 25 ms; a loss timeout within it is none.
+        ("hold_max_ms = 25", "hold_max_ms = 25\nloss_timeout_ms = 50", "token.loss_timeout_ms",
          "not above one rotation"),
         ('secret_env = "CONSORTIUM_SECRET"', 'secret_env = "not a var"', "consortium.secret_env",
          "environment variable"),
@@ -117,3 +117,15 @@ def test_unknown_bank_names_the_known_ones(tmp_path: Path) -> None:
     config = load(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="known: alfa, beta"):
         config.bank("zeta")
+
+
+def test_the_ring_files_scenarios_write_are_taken_for_every_ring_size(tmp_path: Path) -> None:
+    """What ``consortium scenario`` starts (its ``scale`` goes up to 16 banks) is a file this
+    module takes: a check of the file must not refuse the tool's own rings."""
+    from scenarios.cluster import BANK_IDS, LocalRing
+
+    for banks in (1, 3, 5, 9, len(BANK_IDS)):
+        workdir = tmp_path / str(banks)
+        workdir.mkdir()
+        ring = LocalRing(banks, workdir=workdir)
+        assert len(ring.config.banks) == banks
