@@ -104,6 +104,12 @@ class _Unfailing:
 _dropped = 0
 
 
+def lines_dropped() -> int:
+    """How many log lines could not be written since the process started (see
+    :func:`configure`)."""
+    return _dropped
+
+
 class Throttle:
     """At most one line per ``interval_s`` for a failure that recurs (a full disk fails every
     write): :meth:`due` says whether to log now, and how many were left out since the last."""
@@ -122,12 +128,6 @@ class Throttle:
             return None
         skipped, self._last, self._skipped = self._skipped, now, 0
         return skipped
-
-
-def lines_dropped() -> int:
-    """How many log lines could not be written since the process started (see
-    :func:`configure`)."""
-    return _dropped
 
 
 _second_text: tuple[int, str] = (-1, "")

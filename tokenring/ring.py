@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -121,12 +120,6 @@ class RingClosed(Exception):
     """The ring member has left or stopped (it will not hold the token again), or has not
     started yet."""
 
-
-_HOLDING: contextvars.ContextVar[frozenset[tuple[Ring, asyncio.Task[Any] | None]]] = contextvars.ContextVar(
-    "_HOLDING", default=frozenset()
-)
-"""The rings whose ``holding()`` block a task is in, with that task (a task started inside a
-block inherits the variable, but is another task: it may wait for a later visit)."""
 
 
 @attrs.frozen
@@ -214,6 +207,9 @@ class Ring:
         self._fence_admitted: core.Fence | None = None
         self._holds: collections.deque[Hold] = collections.deque(maxlen=holds_kept_max)
         self._fence_floor = fence_floor
+        # The tasks in a holding() block now (one at a time, or none): a nested one of the
+        # same task would wait for itself. A task started inside a block is another task.
+        self._blocks: set[asyncio.Task[Any] | None] = set()
         # Demand: this member's own (announced once after each visit, then at most once per
         # idle rotation, only while work waits) and what it heard from the others (one entry
         # per member, so bounded).
@@ -324,7 +320,8 @@ class Ring:
             raise ValueError(
                 f"min_remaining_ms must be from 0 to hold_max_ms - 1 ({self.config.token.hold_max_ms - 1})"
             )
-        if (self, asyncio.current_task()) in _HOLDING.get():
+        task = asyncio.current_task()
+        if task in self._blocks:
             raise RuntimeError("holding() inside a holding() block of the same ring would wait for itself")
         if self._member is None and not (self._left or self._closed):
             raise RingClosed(f"{self.member_id} has not started: await ring.start(), or mount it on an app that runs")
@@ -352,11 +349,11 @@ class Ring:
         assert fence is not None
         self._used = True
         self._active += 1
-        inside = _HOLDING.set(_HOLDING.get() | {(self, asyncio.current_task())})
+        self._blocks.add(task)
         try:
             yield fence
         finally:
-            _HOLDING.reset(inside)
+            self._blocks.discard(task)
             self._active -= 1
             self._lock.release()
             if self._grant != fence:

@@ -402,8 +402,10 @@ async def stored_fence(ledger: Ledger) -> Fence | None:
     def run(conn: sqlite3.Connection) -> Fence | None:
         try:
             return _fence_row(conn)
-        except sqlite3.OperationalError:  # no such table yet: a new database
-            return None
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return None  # a new database: the transfer tables come with the service
 
     return await ledger.read(run)
 
