@@ -540,24 +540,28 @@ async def _create_session(request: web.Request) -> web.Response:
     if len(password) > auth.PASSWORD_CHARS_MAX:
         raise ApiError("invalid_request", f"password is over {auth.PASSWORD_CHARS_MAX} characters")
     throttle = request.app[API_STATE].throttle
-    wait_s = throttle.retry_after_s(document)
+    # Counted as under way before the first await: guesses sent at once see each other.
+    wait_s = throttle.begin(document)
     if wait_s > 0:
         raise ApiError(
             "too_many_attempts",
             "too many failed logins for this document; try again later",
             headers={"Retry-After": str(max(1, round(wait_s)))},
         )
-    customer = await _ledger(request).customer(document)
-    stored = customer.password_hash if customer is not None else auth.DUMMY_HASH
-    matches = await _in_hashing(request, auth.verify_password, password, stored)
-    if customer is None or not matches:
-        throttle.failed(document)
-        raise ApiError(
-            "unauthorized",
-            "the document or the password is wrong",
-            headers={"WWW-Authenticate": 'Bearer realm="consortium"'},
-        )
-    throttle.succeeded(document)
+    try:
+        customer = await _ledger(request).customer(document)
+        stored = customer.password_hash if customer is not None else auth.DUMMY_HASH
+        matches = await _in_hashing(request, auth.verify_password, password, stored)
+        if customer is None or not matches:
+            throttle.failed(document)
+            raise ApiError(
+                "unauthorized",
+                "the document or the password is wrong",
+                headers={"WWW-Authenticate": 'Bearer realm="consortium"'},
+            )
+        throttle.succeeded(document)
+    finally:
+        throttle.end(document)
     token = auth.new_token()
     ledger = _ledger(request)
     expires_at_ms = ledger.now_ms() + auth.SESSION_TTL_S * 1000

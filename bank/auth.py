@@ -140,6 +140,31 @@ class LoginThrottle:
     clock: Callable[[], float] = time.monotonic
     """The time in seconds."""
     _failures: OrderedDict[str, _Failures] = attrs.field(factory=OrderedDict)
+    _checking: dict[str, int] = attrs.field(factory=dict)
+    """Logins being checked now (their password hashed), by document: each may fail."""
+
+    def begin(self, document: str) -> float:
+        """Before a login's password is checked: 0, counting the attempt as under way until
+        :meth:`end`, or the seconds to wait (locked out, or as many attempts under way as
+        the failures still allowed). Without it, guesses sent at once are all checked
+        before the first failure is counted."""
+        wait_s = self.retry_after_s(document)
+        if wait_s > 0:
+            return wait_s
+        entry = self._failures.get(document)
+        now = self.clock()
+        recent = sum(1 for t in entry.times_s if now - t < self.window_s) if entry is not None else 0
+        if recent + self._checking.get(document, 0) >= self.failures_max:
+            return 1.0  # an attempt under way may lock it: ask again once it has ended
+        self._checking[document] = self._checking.get(document, 0) + 1
+        return 0.0
+
+    def end(self, document: str) -> None:
+        """The attempt counted by :meth:`begin` is over (after :meth:`failed` or
+        :meth:`succeeded`)."""
+        left = self._checking.pop(document, 0) - 1
+        if left > 0:
+            self._checking[document] = left
 
     def retry_after_s(self, document: str) -> float:
         """Seconds until ``document`` may try again; 0 when it may now."""

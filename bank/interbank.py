@@ -14,7 +14,8 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
 - ``/interbank/query``: :class:`DecisionQuery` -> :class:`Decisions` (what is decided);
 - ``/interbank/acks``: :class:`Acks` -> ``{}``;
 - ``/interbank/accounts``: ``{"document"}`` -> that customer's accounts here;
-- ``/interbank/deposits``: a deposit forwarded with the caller's document and key;
+- ``/interbank/deposits``: a deposit forwarded with the caller's document and key ->
+  ``{"status", "body", "replayed"}``, the answer to pass on;
 - ``/interbank/transfers``: a transfer with an Idempotency-Key forwarded to its first
   source's bank (which coordinates it) -> ``{"status", "body", "replayed"}``, the answer to
   pass on;
@@ -342,7 +343,9 @@ async def _forwarded_deposit(request: web.Request) -> web.Response:
     idempotency = None if key is None else _forwarded_key(document, key, fingerprint)
     ledger = _ledger(request.app)
     answer = await ledger.deposit(account, amount, document=document, idempotency=idempotency)
-    return jsonio.response(answer.body, status=answer.status)
+    # In an envelope, like a forwarded transfer's: the asking bank passes on the answer and
+    # whether it was a replay (its client sees ``Idempotent-Replayed`` as if asked here).
+    return jsonio.response({"status": answer.status, "body": answer.body, "replayed": answer.replayed})
 
 
 async def _ask(app: web.Application, bank: str, path: str, payload: Any, *, timeout_s: float, unanswered: str) -> SignedReply:
@@ -461,9 +464,8 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
         app, body["bank"], "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S,
         unanswered=f"bank {body['bank']} did not answer; retry with the same Idempotency-Key",
     )  # fmt: skip
-    if not isinstance(reply.body, dict) or reply.status >= 500:
-        raise ApiError("unavailable", f"bank {body['bank']} could not take the deposit")
-    return jsonio.response(reply.body, status=reply.status)
+    status, answer, replayed = _envelope(reply, f"bank {body['bank']} could not take the deposit")
+    return jsonio.response(answer, status=status, headers=_REPLAYED if replayed else None)
 
 
 def _service_of(request: web.Request) -> TransferService:

@@ -1049,7 +1049,14 @@ class Ledger:
             cursor = conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
             return cursor.rowcount > 0
 
-        return await self.write(run)
+        try:
+            return await self.write(run)
+        finally:
+            # Until the DELETE commits, a request with this token misses the cache, reads the
+            # row still there and caches it (its count of deletions was taken after ours): it
+            # is dropped again now, and a read still under way will not cache it.
+            self._sessions.pop(token_hash, None)
+            self._session_deletions += 1
 
     # -- accounts -------------------------------------------------------------------------
 

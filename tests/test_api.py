@@ -115,6 +115,17 @@ async def test_repeated_failed_logins_are_refused_for_a_while(client: Client) ->
     await log_in(client, other)
 
 
+async def test_failed_logins_sent_at_once_are_braked_like_one_after_another(client: Client) -> None:
+    # Guesses sent at once must not all be checked before the first failure is counted.
+    document = await sign_up(client)
+    guesses = [{"document": document, "password": f"guess number {i}"} for i in range(4 * LOGIN_FAILURES_MAX)]
+    answers = await asyncio.gather(*(client.post("/api/v1/sessions", json=guess) for guess in guesses))
+    statuses = [answer.status for answer in answers]
+    assert statuses.count(401) <= LOGIN_FAILURES_MAX and set(statuses) <= {401, 429}, statuses
+    refused = await client.post("/api/v1/sessions", json={"document": document, "password": PASSWORD})
+    assert refused.status == 429
+
+
 async def test_unknown_customer_login_is_unauthorized(client: Client) -> None:
     response = await client.post("/api/v1/sessions", json={"document": new_cpf(), "password": PASSWORD})
     assert response.status == 401

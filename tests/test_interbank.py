@@ -197,10 +197,14 @@ async def test_cross_bank_deposit_withdrawal_listing_and_idempotency(banks: Bank
     a1 = await banks.account("b1", ANA, 0)
     await banks.account("b2", ANA, 0)
     deposit = {"bank": "b1", "account": a1, "amount_cents": 700}
-    for _ in range(2):
-        status, body = await banks.call("POST", "b0", "/api/v1/deposits", deposit, who=ANA,
-                                        headers={"Idempotency-Key": "dep-1"})
-        assert status == 201 and body["balance_cents"] == 700, body
+    headers = {"Authorization": f"Bearer {banks.tokens[('b0', ANA)]}", "Idempotency-Key": "dep-1"}
+    for replayed in (None, "true"):
+        # A retry through the forwarding bank is told it is a replay, as at the account's bank.
+        async with banks.session.post(banks.url("b0") + "/api/v1/deposits", json=deposit, headers=headers) as r:
+            assert r.status == 201 and (await r.json())["balance_cents"] == 700
+            assert r.headers.get("Idempotent-Replayed") == replayed
+    status, body = await banks.call("POST", "b0", "/api/v1/deposits", dict(deposit, account=a1 + 999), who=ANA)
+    assert status == 404 and body["error"]["code"] == "unknown_account", body  # the other bank's refusal
     status, body = await banks.call("POST", "b0", "/api/v1/deposits", dict(deposit, amount_cents=1), who=ANA,
                                     headers={"Idempotency-Key": "dep-1"})
     assert status == 422 and body["error"]["code"] == "idempotency_key_reused"
@@ -1137,6 +1141,34 @@ async def test_the_same_keyed_transfer_asked_at_every_bank_at_once_is_made_once(
         }, answers
     # Five keys, five transfers: not one more.
     await settle(banks, {("b1", source): (500, 0), ("b2", destination): (500, 0)})
+
+
+async def test_retries_of_a_keyed_transfer_asked_at_once_all_name_the_one_transfer(banks: Banks) -> None:
+    # Retries of a key whose transfer is stored, asked at once (waiting or not), and first
+    # requests asked at once without waiting: every answer names the key's one transfer.
+    source, destination, request = await transfer_between(banks, "b0", "b1")
+    made = 0
+    for round_index, wait_ms in enumerate((10_000, 0, 10_000, 0)):
+        key = {"Idempotency-Key": f"again-{round_index}"}
+        status, first = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA, headers=key)
+        assert status == 202 and first["status"] == "committed", first
+        made += 1
+        answers = await asyncio.gather(*(
+            banks.call("POST", terminal, f"/api/v1/transfers?wait_ms={wait_ms}", request, who=ANA, headers=key)
+            for terminal in ("b0", "b0", "b0", "b0", "b1", "b2")
+        ))
+        assert {(status, body.get("id"), body.get("status")) for status, body in answers} == {
+            (202, first["id"], "committed")
+        }, answers
+    for round_index in range(4):
+        key = {"Idempotency-Key": f"at-once-{round_index}"}
+        answers = await asyncio.gather(*(
+            banks.call("POST", terminal, "/api/v1/transfers", request, who=ANA, headers=key)
+            for terminal in ("b0", "b0", "b0", "b0", "b1", "b2")
+        ))
+        assert {(status, body.get("id")) for status, body in answers} == {(202, answers[0][1].get("id"))}, answers
+        made += 1
+    await settle(banks, {("b0", source): (1_000 - 100 * made, 0), ("b1", destination): (100 * made, 0)})
 
 
 async def test_a_stopped_transfer_service_starts_nothing_and_leaves_no_task_running(

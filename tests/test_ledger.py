@@ -397,6 +397,28 @@ async def test_sessions_expire_and_end(ledger: Ledger) -> None:
     assert await ledger.session_document("h2") is None
 
 
+async def test_a_session_read_while_its_deletion_is_queued_stays_deleted(ledger: Ledger) -> None:
+    """A request using a token while its logout waits for the writer's COMMIT reads the row
+    still there; the token must still be dead once the logout has answered."""
+    await _setup(ledger)
+    await ledger.create_session("h3", ANA, ledger.now_ms() + 10_000)
+    running, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        running.set()
+        assert release.wait(READY_S_MAX)
+
+    first = asyncio.ensure_future(ledger.write(slow))
+    assert await asyncio.to_thread(running.wait, READY_S_MAX)  # the writer's batch is open
+    deleting = asyncio.ensure_future(ledger.delete_session("h3"))
+    await asyncio.sleep(0)  # the logout dropped the cached session and queued its DELETE
+    assert await ledger.session_document("h3") == ANA  # not committed yet: still live
+    release.set()
+    await first
+    assert await deleting is True
+    assert await ledger.session_document("h3") is None
+
+
 async def test_a_closed_ledger_refuses_work(tmp_path: Path) -> None:
     ledger = await Ledger.open(tmp_path / "alfa.sqlite3")
     await ledger.close()

@@ -176,6 +176,8 @@ class TransferService:
         self.send_timeout_s = send_timeout_s
         self.pending_transfers_max = pending_transfers_max
         self._participant_lock = KeyedLock()
+        # Submissions of one idempotency key take turns (see submit).
+        self._key_lock = KeyedLock()
         self._sends = asyncio.Semaphore(sends_in_flight_max)
         # Made inside the loop it serves, and kept: asyncio.get_running_loop() costs a
         # getpid() system call per call on Python 3.11.
@@ -285,17 +287,25 @@ class TransferService:
         too, kept in memory until then), for a caller that tells the client the id only with
         the outcome or after :meth:`ensure_recorded`."""
         self.check_room()
-        # Submissions need no lock: a transfer to store first enters the coordinator's pending
-        # only once it is durable, and a round takes pending ones synchronously.
-        transfer_id: str = await self._run(
-            self.coordinator.submit(
-                transfer,
-                idempotency=idempotency,
-                request=request,
-                record=record,
-                submitted_at_ms=self.book.ledger.now_ms(),
-            )
+        # Submissions of one key take turns. The coordinator reserves a key for the new
+        # transfer's id before its book says whether the key names a stored transfer, or
+        # stores the new one: a submission meanwhile would be answered that id, which may
+        # never exist (the book named an earlier transfer) or not be stored yet (its client
+        # then hears "lost before it was stored; nothing moved"). Other submissions need no
+        # lock: a transfer enters pending only once it is durable or its key is checked,
+        # and a round takes pending ones synchronously.
+        steps = self.coordinator.submit(
+            transfer,
+            idempotency=idempotency,
+            request=request,
+            record=record,
+            submitted_at_ms=self.book.ledger.now_ms(),
         )
+        if idempotency is None:
+            transfer_id: str = await self._run(steps)
+        else:
+            async with self._key_lock.holding({f"{idempotency[0]}\n{idempotency[1]}"}):
+                transfer_id = await self._run(steps)
         self._work.set()
         return transfer_id
 
