@@ -407,6 +407,23 @@ def test_leave_hands_the_token_on_and_stops_taking_part() -> None:
     assert actions == [MemberDown("a")]
 
 
+def test_a_member_said_to_have_left_that_answers_a_probe_is_back() -> None:
+    # A second copy of "a" started by mistake says Leaving in a's name as it fails; the real
+    # "a" takes part all along, and answers the probes sent to it while it is down.
+    members = ["a", "b", "c"]
+    b = make("b", members, probe_interval_ms=100)
+    started(b, 0)
+    assert b.handle(Received(Leaving("a")), 1) == [MemberDown("a")]
+    # What it sent before leaving, arriving late, does not bring it back.
+    b.handle(Received(TokenAck("a", Fence(1, "a", 1), True, Fence(1, "a", 1))), 2)
+    assert b.status.members["a"] == "down"
+    probes = sends(b.handle(TimerFired(), 100), Probe)
+    assert [p.to for p in probes] == ["a"]
+    assert b.handle(Received(ProbeAck("a", Fence(1, "a", 1))), 101)[0] == MemberUp("a")
+    assert b.status.members["a"] == "up"
+    assert not sends(b.handle(TimerFired(), 300), Probe)  # no longer probed
+
+
 def test_stray_messages_change_nothing() -> None:
     a = make("a", ["a", "b"])
     started(a, 0)

@@ -72,8 +72,11 @@ __all__ = [
 IDLE_HOLD_MS_DEFAULT = 5
 """The shortest visit: a member whose work is done at once still keeps the token this long,
 so an idle ring makes at most a few hundred hand-offs a second instead of spinning."""
-_ANNOUNCEMENTS = (Probe, Claim)
-"""What a member that left sends only once it takes part again."""
+_ANNOUNCEMENTS = (Probe, Claim, ProbeAck)
+"""What a member that left sends only once it takes part again. A member that left answers no
+probe, so an answer to one comes from a member that takes part: one whose Leaving was sent in
+its name by another process (a second copy started by mistake, which left as it failed), or a
+late answer sent before it left, which costs at most one hand-off timeout to skip it again."""
 LOSS_MARGIN_ROTATIONS = 1
 """The loss timeout is one worst-case rotation plus this many more, as margin."""
 
@@ -466,7 +469,7 @@ class Member:
             return out
         # Any message brings a down member back, except its Leaving and what a departed member
         # sent before it left (arriving late): it comes back by starting again, which it
-        # announces with probes, or by bidding.
+        # announces with probes, by bidding, or by answering the probes sent to it while down.
         if (
             not self._up[sender]
             and type(message) is not Leaving
