@@ -270,6 +270,19 @@ async def test_middleware_leaves_status_and_other_paths_open(
     assert handled == [("/ring/status", ""), ("/healthz", "")]
 
 
+async def test_middleware_answers_a_path_or_method_nothing_serves_as_such(
+    aiohttp_client: ClientFactory,
+) -> None:
+    # A mistyped /ring/status is a 404, not a request for signatures.
+    app, handled = make_app(Verifier(SECRET, members=MEMBERS))
+    client = await aiohttp_client(app)
+    for path in ("/ring/stauts", "/ring/status/", "/ring/", "/interbank/nope"):
+        assert (await client.get(path)).status == 404, path
+    assert (await client.get("/interbank/prepare")).status == 405
+    assert (await client.post("/interbank/prepare", data=b"{}")).status == 401  # served: signed only
+    assert handled == []
+
+
 async def test_signed_client_reaches_a_verifying_server(aiohttp_client: ClientFactory) -> None:
     app, handled = make_app(Verifier(SECRET, members=MEMBERS))
     test_client = await aiohttp_client(app)

@@ -320,7 +320,8 @@ def signature_middleware(
     """An aiohttp middleware that verifies every request under ``prefixes``.
 
     ``unsigned`` lists (method, path) pairs under those prefixes that people read without a
-    key (``GET /ring/status``). Other paths pass through untouched. A refused request is
+    key (``GET /ring/status``). Other paths pass through untouched, and so does a request for
+    a path or method no route serves (its 404 or 405). A refused request is
     answered here with 401 (503 when the nonce cache is full) and never reaches its handler.
     With an ``agreement``, a verified request's ring file digest is compared with this
     member's, and the answer carries this member's.
@@ -333,7 +334,13 @@ def signature_middleware(
         request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         path = request.path
-        if not path.startswith(prefixes) or (request.method, path) in exempt:
+        if (
+            not path.startswith(prefixes)
+            or (request.method, path) in exempt
+            # No such route (404) or method (405): said as it is, signed or not, rather than
+            # sending someone who mistyped /ring/status looking for signatures.
+            or request.match_info.http_exception is not None
+        ):
             response: web.StreamResponse = await handler(request)
             return response
         body = await request.read()
