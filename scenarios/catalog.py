@@ -20,6 +20,7 @@ from scenarios.client import make_cpf
 from scenarios.cluster import AttachedRing, LocalRing, Ring, ScenarioError
 from scenarios.driver import FaultKit, FaultScript, LoadScript, Phase, RunResult, run_under_load
 from scenarios.history import AccountRef, History, Kind, Movement, Outcome
+from scenarios.monitor import StatusSample
 from scenarios.report import Report, ReportTable, merge_verdicts, percentile
 from scenarios.workload import Customer, Teller, WorkloadOptions
 
@@ -125,16 +126,23 @@ def _runner(
 # --- fault scripts ---------------------------------------------------------------------------
 
 
-async def _victim_holder(kit: FaultKit) -> tuple[str, str]:
-    holder = await kit.find_holder()
-    if holder is None:
+async def _victim_holder(kit: FaultKit) -> tuple[str, str, float | None]:
+    """The holder, caught and left stopped with the token (see ``FaultKit.catch_holder``),
+    and when it was stopped; a random running bank (not stopped, ``None``) when no holder
+    could be caught."""
+    caught = await kit.catch_holder()
+    if caught is None:
         victim = kit.rng.choice(kit.running())
-        return victim, "no holder seen; a random bank"
-    return holder, "while it held the token"
+        return victim, "no holder caught; a random bank", None
+    holder, stopped_ms = caught
+    return holder, "while it held the token (stopped with it)", stopped_ms
 
 
-async def _kill_and_restart(kit: FaultKit, victim: str, detail: str) -> None:
-    kill = kit.recorder.fault("kill", victim, detail)
+async def _kill_and_restart(
+    kit: FaultKit, victim: str, detail: str, *, stopped_ms: float | None = None
+) -> None:
+    # A bank caught stopped with the token dies with it: the token was lost when it stopped.
+    kill = kit.recorder.fault("kill", victim, detail, at_ms=stopped_ms)
     await kit.ring.kill(victim)
     survivors = kit.running()
     await kit.measure(
@@ -156,8 +164,8 @@ async def _kill_and_restart(kit: FaultKit, victim: str, detail: str) -> None:
 
 async def _kill_holder(kit: FaultKit) -> None:
     await kit.until(kit.duration_s * 0.25)
-    victim, detail = await _victim_holder(kit)
-    await _kill_and_restart(kit, victim, detail)
+    victim, detail, stopped_ms = await _victim_holder(kit)
+    await _kill_and_restart(kit, victim, detail, stopped_ms=stopped_ms)
 
 
 async def _kill_participant(kit: FaultKit) -> None:
@@ -189,9 +197,10 @@ async def _kill_participant(kit: FaultKit) -> None:
 
 async def _pause_holder(kit: FaultKit) -> None:
     await kit.until(kit.duration_s * 0.25)
-    victim, detail = await _victim_holder(kit)
-    pause = kit.recorder.fault("pause", victim, f"SIGSTOP {detail}")
-    await kit.ring.pause(victim)
+    victim, detail, stopped_ms = await _victim_holder(kit)
+    pause = kit.recorder.fault("pause", victim, f"SIGSTOP {detail}", at_ms=stopped_ms)
+    if stopped_ms is None:
+        await kit.ring.pause(victim)
     others = kit.running()
     await kit.measure(
         "pause", victim, pause.at_ms, "the token moved among the others",
@@ -211,57 +220,111 @@ async def _pause_holder(kit: FaultKit) -> None:
     )  # fmt: skip
 
 
-async def _partition(kit: FaultKit) -> None:
-    await kit.until(kit.duration_s * 0.25)
-    members = list(kit.ring.member_ids)
-    holder = await kit.find_holder()
-    start = members.index(holder) if holder is not None else 0
-    size = max(1, (len(members) - 1) // 2)
-    # The holder goes to the minority, so that the majority must mint a new token.
-    minority = [members[(start + i) % len(members)] for i in range(size)]
-    majority = [b for b in members if b not in minority]
-    before = set(kit.monitor.generations_seen)
-    cut = kit.recorder.fault(
-        "partition", "+".join(minority), f"cut from {'+'.join(majority)}"
+@attrs.frozen
+class CutWindow:
+    """One cut of ``partition``: who was cut off, when, and the generations known before."""
+
+    minority: tuple[str, ...]
+    cut_ms: float
+    heal_ms: float
+    before: frozenset[str]
+    """Every generation the monitor had seen before the cut."""
+
+
+def minority_never_mints(
+    samples: Sequence[StatusSample], windows: Sequence[CutWindow], loss_timeout_ms: float
+) -> Verdict:
+    """No bank of a cut-off minority shows a generation that did not exist before the cut.
+
+    A minority bank is tempted to mint only once it has gone a loss timeout without a token
+    visit: a minority that keeps the token it held at the cut (a member alone passes the token
+    to itself) never bids, so its samples judge nothing. Only the samples taken after such a
+    quiet stretch count as checks; with none, the verdict is 'not exercised', not 'held'."""
+    minted: set[str] = set()
+    checked = 0
+    for window in windows:
+        for bank in window.minority:
+            quiet_since = window.cut_ms
+            last_visits: int | None = None
+            for s in samples:
+                if s.bank != bank or not window.cut_ms <= s.at_ms < window.heal_ms:
+                    continue
+                if s.generation is not None and s.generation not in window.before:
+                    minted.add(
+                        f"{s.bank} showed generation {s.generation} at {s.at_ms / 1000:.2f} s"
+                    )
+                if not s.up:
+                    continue
+                if s.visits is not None and last_visits is not None and s.visits > last_visits:
+                    quiet_since = s.at_ms  # a visit: it still has a token
+                if s.visits is not None:
+                    last_visits = s.visits
+                if s.at_ms - quiet_since >= loss_timeout_ms:
+                    checked += 1
+    return Verdict(
+        name="minority_never_mints",
+        held=not minted,
+        checked=checked + len(minted),
+        violations=len(minted),
+        examples=tuple(sorted(minted)[:5]),
     )
+
+
+async def _cut(
+    kit: FaultKit, minority: list[str], what: str, note: str, heal_at_s: float
+) -> CutWindow:
+    """Cut ``minority`` off from the others, keep it past two loss timeouts and ``heal_at_s``,
+    heal, and measure the recoveries."""
+    members = list(kit.ring.member_ids)
+    majority = [b for b in members if b not in minority]
+    before = frozenset(kit.monitor.generations_seen)
+    cut = kit.recorder.fault("partition", "+".join(minority), f"cut from {'+'.join(majority)}")
     kit.ring.partition([set(minority), set(majority)])
     await kit.measure(
-        "partition", "+".join(minority), cut.at_ms, "the token moved in the majority",
+        "partition", "+".join(minority), cut.at_ms, what,
         lambda m: m.visited_after(majority, cut.at_ms),
-        detail=f"cut from {'+'.join(majority)}" + (f"; {holder} held the token" if holder else ""),
+        detail=f"cut from {'+'.join(majority)}" + note,
     )  # fmt: skip
     past_loss_ms = cut.at_ms + 2 * kit.loss_timeout_ms
     await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)
-    await kit.until(kit.duration_s * 0.6)
+    await kit.until(heal_at_s)
     heal = kit.recorder.fault("heal", "all")
     kit.ring.heal()
-    minted = sorted(
-        {
-            f"{s.bank} showed generation {s.generation} at {s.at_ms / 1000:.2f} s"
-            for s in kit.monitor.samples
-            if s.bank in minority
-            and cut.at_ms <= s.at_ms < heal.at_ms
-            and s.generation is not None
-            and s.generation not in before
-        }
-    )
-    kit.verdicts.append(
-        Verdict(
-            name="minority_never_mints",
-            held=not minted,
-            checked=sum(
-                s.bank in minority and cut.at_ms <= s.at_ms < heal.at_ms
-                for s in kit.monitor.samples
-            ),
-            violations=len(minted),
-            examples=tuple(minted[:5]),
-        )
-    )
     await kit.measure(
         "heal", "all", heal.at_ms, "every bank got the token under one generation",
         lambda m: m.all_visited_after(members, heal.at_ms)
         and m.current_generation(members) is not None,
     )  # fmt: skip
+    return CutWindow(tuple(minority), cut.at_ms, heal.at_ms, before)
+
+
+async def _partition(kit: FaultKit) -> None:
+    await kit.until(kit.duration_s * 0.25)
+    members = list(kit.ring.member_ids)
+    size = max(1, (len(members) - 1) // 2)
+    holder = await kit.find_holder()
+    start = members.index(holder) if holder is not None else 0
+    # First cut: the holder goes to the minority, so that the majority must mint a new token.
+    first = [members[(start + i) % len(members)] for i in range(size)]
+    windows = [
+        await _cut(
+            kit, first, "the token moved in the majority",
+            f"; {holder} held the token" if holder else "", kit.duration_s * 0.6,
+        )  # fmt: skip
+    ]
+    # Second cut: a minority without the token (the banks the token left last), which must
+    # not mint one of its own however long it goes without.
+    await kit.until(kit.duration_s * 0.65)
+    holder = await kit.find_holder()
+    start = members.index(holder) if holder is not None else 0
+    second = [members[(start - 1 - i) % len(members)] for i in range(size)]
+    windows.append(
+        await _cut(
+            kit, second, "the token still moved in the majority",
+            f"; {holder} (in the majority) held the token" if holder else "", kit.duration_s * 0.9,
+        )  # fmt: skip
+    )
+    kit.verdicts.append(minority_never_mints(kit.monitor.samples, windows, kit.loss_timeout_ms))
 
 
 # --- seed-replay -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
-from scenarios.checker import Verdict, check
+from scenarios.checker import Verdict, check, load_during_faults
 from scenarios.client import ApiClient
 from scenarios.cluster import Ring
 from scenarios.history import History
@@ -52,6 +52,8 @@ HOLDER_POLL_MS = 5
 """How often every bank is asked whether it holds the token while a holder is looked for."""
 HOLDER_SEARCH_S = 5.0
 """How long a fault script looks for the token holder."""
+CATCH_ATTEMPTS_MAX = 10
+"""Tries to stop the holder before the token leaves it (see :meth:`FaultKit.catch_holder`)."""
 LIVENESS_SLACK = 4
 """Recovery may take this many times the protocol's stated bound (plus
 :data:`LIVENESS_SLACK_S`) before the scenario calls the ring stuck: timing goals are figures
@@ -136,6 +138,68 @@ class FaultKit:
                     return bank
             await asyncio.sleep(HOLDER_POLL_MS / 1000)
         return None
+
+    async def catch_holder(self, *, attempts_max: int = CATCH_ATTEMPTS_MAX) -> tuple[str, float] | None:
+        """SIGSTOP a bank while it holds the token, and make sure the token stayed with it:
+        the bank and when it was stopped (scenario clock); it is left stopped. ``None`` when
+        no bank was caught holding.
+
+        A status answer says "holding", but a visit lasts at most ``hold_max_ms`` (an idle
+        holder passes the token at once): by the time the signal lands, the token may have
+        moved on, and the fault would hit a bank that has nothing to lose. So the others are
+        watched for three hand-off timeouts (well under the loss timeout): one of them taking
+        a newer fence of the same generation means the token had moved on, and the bank is
+        resumed and the catch tried again (as ``bank.process.catch_holder`` does for tests)."""
+        settle_s = 3 * self.ring.config.token.handoff_timeout_ms / 1000
+        for _ in range(attempts_max):
+            caught = await self._holder_fence()
+            if caught is None:
+                return None
+            holder, fence = caught
+            await self.ring.pause(holder)
+            stopped_ms = self.recorder.now_ms()
+            if not await self._moved_past(holder, fence, settle_s):
+                return holder, stopped_ms
+            await self.ring.resume(holder)
+            await asyncio.sleep(settle_s)  # let it rejoin before the next try
+        return None
+
+    async def _holder_fence(self) -> tuple[str, dict[str, int]] | None:
+        deadline = time.monotonic() + HOLDER_SEARCH_S
+        while time.monotonic() < deadline:
+            banks = self.running()
+            answers = await asyncio.gather(
+                *(self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5) for b in banks)
+            )
+            for bank, answer in zip(banks, answers, strict=True):
+                body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+                fence = body.get("fence")
+                if body.get("holding") and isinstance(fence, dict):
+                    return bank, fence
+            await asyncio.sleep(HOLDER_POLL_MS / 1000)
+        return None
+
+    async def _moved_past(self, holder: str, fence: dict[str, int], settle_s: float) -> bool:
+        """Whether another bank shows a newer fence of ``fence``'s generation within
+        ``settle_s``: the token left ``holder`` before it was stopped."""
+        deadline = time.monotonic() + settle_s
+        others = [b for b in self.running() if b != holder]
+        while time.monotonic() < deadline:
+            answers = await asyncio.gather(
+                *(self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5) for b in others)
+            )
+            for answer in answers:
+                body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+                seen = body.get("fence_seen")
+                if (
+                    isinstance(seen, dict)
+                    and seen.get("epoch") == fence.get("epoch")
+                    and isinstance(seen.get("seq"), int)
+                    and seen["seq"] > fence.get("seq", 0)
+                ):
+                    return True
+            await asyncio.sleep(HOLDER_POLL_MS / 1000)
+        return False
 
     async def measure(
         self,
@@ -305,6 +369,8 @@ async def run_under_load(
             await monitor.stop()
     history = recorder.freeze()
     verdicts = list(check(history)) if money else []
+    if money:
+        notes.extend(load_during_faults(history))
     verdicts.append(_ring_verdict("token_recovers", len(kit.recoveries), stuck))
     verdicts.append(_ring_verdict("one_token_after_faults", 1, ring_failures))
     verdicts.extend(kit.verdicts)

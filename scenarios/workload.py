@@ -130,8 +130,11 @@ class Recorder:
     def record(self, op: Operation) -> None:
         self.operations[op.key] = op
 
-    def fault(self, action: str, target: str, detail: str = "") -> FaultEvent:
-        event = FaultEvent(at_ms=self.now_ms(), action=action, target=target, detail=detail)
+    def fault(
+        self, action: str, target: str, detail: str = "", *, at_ms: float | None = None
+    ) -> FaultEvent:
+        at = self.now_ms() if at_ms is None else at_ms
+        event = FaultEvent(at_ms=at, action=action, target=target, detail=detail)
         self.faults.append(event)
         return event
 
@@ -430,11 +433,14 @@ class Teller:
         return op
 
     async def audit(self, customer: Customer, bank: str) -> AuditRead:
+        read, _ = await self._audit(bank, customer.sessions.get(bank))
+        return read
+
+    async def _audit(self, bank: str, token: str | None) -> tuple[AuditRead, dict[str, Any]]:
+        """One consortium audit read, recorded for the checker; the read and the answer."""
         invoke = self.recorder.now_ms()
         answer = await self.client.call(
-            "GET",
-            self.urls[bank] + "/api/v1/consortium/audit",
-            token=customer.sessions.get(bank),
+            "GET", self.urls[bank] + "/api/v1/consortium/audit", token=token
         )
         complete = self.recorder.now_ms()
         body = answer.body if isinstance(answer.body, dict) else {}
@@ -451,7 +457,7 @@ class Teller:
             reason=None if ok else (answer.problem or f"unavailable: {unavailable}"),
         )  # fmt: skip
         self.recorder.audits.append(read)
-        return read
+        return read, body
 
     # -- after the load ----------------------------------------------------------------
 
@@ -591,12 +597,13 @@ class Teller:
     async def _quiet(self) -> bool:
         """Whether the consortium's audit shows no money held and none between banks (decided
         transfers not yet applied everywhere). A figure the answer lacks counts as zero (a
-        simpler bank's audit); no answer counts as not quiet."""
+        simpler bank's audit); no answer counts as not quiet. Each read is recorded: the
+        checker judges the settled total too (a run too short for the auditor has no other)."""
         bank = next(iter(self.urls))
-        answer = await self.client.call("GET", self.urls[bank] + "/api/v1/consortium/audit")
-        if not answer.ok or not isinstance(answer.body, dict):
+        read, body = await self._audit(bank, None)
+        if not read.ok:
             return False
-        figures = [answer.body.get(name, 0) for name in ("held_cents", "in_flight_cents")]
+        figures = [body.get(name, 0) for name in ("held_cents", "in_flight_cents")]
         return all(isinstance(value, int) and value == 0 for value in figures)
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scenarios.checker import INVARIANTS, Verdict, check
+from scenarios.checker import INVARIANTS, Verdict, check, load_during_faults
 from scenarios.history import (
     AccountRef,
     AuditRead,
     BalanceSeen,
+    FaultEvent,
     History,
     Kind,
     Movement,
@@ -358,3 +359,57 @@ def test_an_operation_ended_only_when_asked_again_after_the_load_counts_in_no_la
     assert figures["latency_ms_p99"] == 5.0 and figures["resolved_late"] == 1
     assert figures["throughput_ops_s"] == pytest.approx(10 / 0.095)  # the ten answered, over 95 ms
     assert figures["committed"] == 11  # it counts as what it was
+
+
+# --- runs that must not pass vacuously ------------------------------------------------------------------
+
+
+def failed_audit(t0: float, t1: float) -> AuditRead:
+    return AuditRead(bank="alfa", invoke_ms=t0, complete_ms=t1, ok=False, reason="unavailable: beta, gama")
+
+
+def test_audit_reads_that_all_failed_are_a_violation_not_an_unexercised_invariant() -> None:
+    """A consortium audit that never gives a complete answer (every read 'unavailable') used
+    to leave audit_total 'not exercised', and the run passed."""
+    history = attrs.evolve(good_history(), audits=(failed_audit(15, 18), failed_audit(95, 99)))
+    verdict = verdicts(history)["audit_total"]
+    assert not verdict.held
+    assert "2 audit reads" in verdict.examples[0] and "unavailable" in verdict.examples[0]
+
+
+def test_the_read_that_gave_the_baseline_is_not_counted_as_a_check() -> None:
+    """The read taken before the first operation defines the baseline: it cannot disagree
+    with it, so it is not evidence that the audit matches the clients' money."""
+    baseline_only = attrs.evolve(good_history(), baseline_cents=700, audits=(audit(-5, -2, 700),))
+    verdict = verdicts(baseline_only)["audit_total"]
+    assert verdict.held and verdict.checked == 0
+
+
+def test_money_still_held_when_the_wait_for_settling_ran_out_is_a_violation() -> None:
+    """read_final marks a history settled only when nothing is held, so a hold that never
+    goes back made no_hold_outlives_transfer 'not exercised': it could never fail."""
+    leaked = attrs.evolve(good_history(), settled=False, final_held={A: 0, B: 1_000, C: 0})
+    verdict = verdicts(leaked)["no_hold_outlives_transfer"]
+    assert not verdict.held
+    assert "beta/2 still holds 1000" in verdict.examples[0]
+
+
+def test_a_consortium_that_never_went_quiet_is_a_violation() -> None:
+    """Nothing held in the accounts, but the final read never saw the audit show nothing held
+    and nothing in flight (money stuck between banks, or no audit at all)."""
+    stuck = attrs.evolve(good_history(), settled=False)
+    verdict = verdicts(stuck)["no_hold_outlives_transfer"]
+    assert not verdict.held and "never" in verdict.examples[0]
+
+
+def test_a_fault_the_load_stood_still_through_is_reported() -> None:
+    """pause-holder: every client waited on the stopped bank, 2 operations were answered in
+    the 2.8 s it was stopped against 177 in as long before: the money verdicts held over a
+    load that was not there. Nothing said so."""
+    before = tuple(deposit(f"b{i}", A, 1, 10.0 * i, 10.0 * i + 5) for i in range(20))  # 0-200 ms
+    stalled = (deposit("s", A, 1, 205, 390),)
+    faults = (FaultEvent(200, "pause", "beta"), FaultEvent(400, "resume", "beta"))
+    (line,) = load_during_faults(History(operations=before + stalled, faults=faults))
+    assert "pause beta" in line and "1 operations answered in the 200 ms" in line and "20 in as long" in line
+    during = tuple(deposit(f"d{i}", A, 1, 200 + 10.0 * i, 205 + 10.0 * i) for i in range(5))
+    assert load_during_faults(History(operations=before + during, faults=faults)) == ()

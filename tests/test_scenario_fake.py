@@ -188,3 +188,16 @@ def test_plot_draws_a_png_and_a_missing_matplotlib_is_explained(
         )  # fmt: skip
     assert status == 0 and not missing.exists()
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_a_run_with_no_load_time_still_judges_the_audit_of_the_settled_money(tmp_path: Path) -> None:
+    """With --duration-s 0 the auditor reads nothing: audit_total used to hold on the one read
+    the baseline came from (which cannot disagree with itself), though every opening deposit
+    was credited twice. The final reads, once everything settled, are judged too."""
+    with fake_ring(tmp_path, double_credit=True) as ring:
+        status, report = run_scenario(
+            ring, tmp_path / "r.json", "bank-workload", "--duration-s", "0", "--clients", "1"
+        )
+    assert status == 1
+    audit = verdicts(report)["audit_total"]
+    assert not audit["held"] and audit["checked"] > 0, audit
