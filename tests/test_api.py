@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
+from bank.api import TRANSFER_SOURCES_MAX
 from bank.auth import LOGIN_FAILURES_MAX, SESSION_TTL_S
 from bank.keys import LEDGER
 from test_api_support import (
@@ -257,6 +258,22 @@ async def test_a_local_transfer_is_committed_at_once_and_can_be_read(client: Cli
     shown = await (await client.get(f"/api/v1/transfers/{aborted['id']}", headers=ana_headers)).json()
     assert shown["status"] == "aborted" and shown["reason"] == "insufficient_funds"
     assert (await audit(client))["balance_cents"] == 500
+
+
+async def test_a_transfer_may_name_as_many_sources_as_the_bound_allows(client: Client) -> None:
+    """TRANSFER_SOURCES_MAX sources is a transfer (one more is refused: test_api_bad_inputs)."""
+    ana, headers = await customer(client)
+    sources = []
+    for _ in range(TRANSFER_SOURCES_MAX):
+        account = await open_account(client, headers, [ana])
+        await deposit(client, headers, account, 10)
+        sources.append({"bank": "alfa", "account": account, "amount_cents": 10})
+    target = await open_account(client, headers, [ana])
+    request = {"sources": sources, "destination": {"bank": "alfa", "account": target}}
+    response = await client.post("/api/v1/transfers", json=request, headers=headers)
+    body = await response.json()
+    assert response.status == 202 and body["status"] == "committed", body
+    assert (await audit(client))["balance_cents"] == 10 * TRANSFER_SOURCES_MAX
 
 
 async def test_a_retry_with_the_same_key_gets_the_first_answer(client: Client) -> None:

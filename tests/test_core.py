@@ -482,3 +482,25 @@ def test_a_claimant_that_gives_up_takes_the_live_token_and_later_bids_higher() -
     deadline = c.next_deadline_ms()
     assert deadline is not None
     assert of(c.handle(TimerFired(), deadline), ClaimStarted) == [ClaimStarted(7)]
+
+
+def test_a_voter_that_passed_the_token_on_within_the_loss_timeout_refuses_a_bid() -> None:
+    """Not holding the token is not enough to promise a bid: a voter that has seen it within
+    the loss timeout knows the ring is alive, so a member back from a partition cannot make
+    it mint a new generation (revoking the live holder's section) by bidding."""
+    members = ["a", "b", "c"]
+    b = make("b", members)
+    started(b, 0)
+    fence = Fence(1, "a", 2)
+    (grant,) = of(b.handle(Received(Token("a", fence)), 10), Grant)
+    b.handle(Release(grant.fence), 11)
+    (handoff,) = sends(b.handle(TimerFired(), 15), Token)
+    assert handoff.to == "c" and isinstance(handoff.message, Token)
+    passed = handoff.message.fence
+    b.handle(Received(TokenAck("c", passed, True, passed)), 16)
+    assert not b.status.holding
+    (vote,) = sends(b.handle(Received(Claim("a", 2, passed)), 100), Vote)
+    assert isinstance(vote.message, Vote) and not vote.message.granted
+    # Once it has seen no token for a loss timeout, the same bid is promised.
+    (vote,) = sends(b.handle(Received(Claim("a", 2, passed)), 16 + b.loss_timeout_ms), Vote)
+    assert isinstance(vote.message, Vote) and vote.message.granted

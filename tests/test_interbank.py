@@ -152,6 +152,92 @@ async def test_a_cross_bank_transfer_commits_and_moves_the_money(banks: Banks) -
     assert audit["in_flight_cents"] == 0 and audit["held_cents"] == 0
 
 
+async def test_the_consortium_audit_is_consistent_while_money_is_held_or_in_flight(banks: Banks) -> None:
+    """Read in the middle of a transfer, the audit counts money held at a source and money
+    between a source's commit and the destination's credit (in the settlement accounts):
+    consistent at any instant, not only once every transfer is over."""
+    await customer_everywhere(banks, ANA)
+    source = await banks.account("b1", ANA, 1_000)
+    destination = await banks.account("b2", ANA, 0)
+    decide, credit = asyncio.Event(), asyncio.Event()
+    b0, b2 = banks.apps["b0"][TRANSFERS], banks.apps["b2"][TRANSFERS]
+    write_b0, write_b2 = b0.book.execute, b2.book.execute
+
+    async def decisions_when_let(batch: Any) -> Any:  # b0 writes its decisions only when let
+        if any(type(op).__name__ == "RecordOutcomes" for op in batch):
+            await decide.wait()
+        return await write_b0(batch)
+
+    async def credits_when_let(batch: Any) -> Any:  # b2 applies its credits only when let
+        if any(type(op).__name__ == "Credit" for op in batch):
+            await credit.wait()
+        return await write_b2(batch)
+
+    b0.book.execute, b2.book.execute = decisions_when_let, credits_when_let
+    request = {"sources": [{"bank": "b1", "account": source, "amount_cents": 300}],
+               "destination": {"bank": "b2", "account": destination}}
+    try:
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers", request, who=ANA)
+        assert status == 202 and body["status"] == "pending", body
+        await settle(banks, {("b1", source): (700, 300)})  # held at b1, undecided
+        audit = await banks.audit()
+        assert (audit["balance_cents"], audit["held_cents"], audit["in_flight_cents"]) == (700, 300, 0), audit
+        assert audit["consistent"] is True and audit["total_cents"] == audit["expected_cents"] == 1_000
+        decide.set()
+        await settle(banks, {("b1", source): (700, 0), ("b2", destination): (0, 0)})  # left b1, not at b2 yet
+        audit = await banks.audit()
+        assert (audit["balance_cents"], audit["held_cents"], audit["in_flight_cents"]) == (700, 0, 300), audit
+        assert audit["consistent"] is True and audit["total_cents"] == audit["expected_cents"] == 1_000
+    finally:  # a failed check leaves no write waiting on a gate
+        decide.set()
+        credit.set()
+    await settle(banks, {("b1", source): (700, 0), ("b2", destination): (300, 0)})
+    audit = await banks.audit()
+    assert audit["consistent"] is True and audit["in_flight_cents"] == 0 and audit["total_cents"] == 1_000
+
+
+async def test_a_cross_bank_transfer_may_move_exactly_the_ledgers_largest_amount(banks: Banks) -> None:
+    """The total within the ledger's AMOUNT_CENTS_MAX is a transfer; one cent more is refused
+    at once."""
+    largest = ledger_module.AMOUNT_CENTS_MAX
+    await customer_everywhere(banks, ANA)
+    rich = await banks.account("b0", ANA, largest)
+    other = await banks.account("b0", ANA, 1)
+    destination = await banks.account("b1", ANA, 0)
+    everything = {"bank": "b0", "account": rich, "amount_cents": largest}
+    to = {"bank": "b1", "account": destination}
+    too_much = {"sources": [everything, {"bank": "b0", "account": other, "amount_cents": 1}], "destination": to}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", too_much, who=ANA)
+    assert status == 400 and body["error"]["code"] == "invalid_request", body
+    exactly = {"sources": [everything], "destination": to}
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", exactly, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+    await settle(banks, {("b0", rich): (0, 0), ("b1", destination): (largest, 0)})
+
+
+async def test_a_bank_refuses_transfers_beyond_its_bound_of_pending_ones(banks: Banks) -> None:
+    """At most ``pending_transfers_max`` transfers wait for the token at a bank; the next one
+    is refused (503: it moves nothing) until the queue drains."""
+    await customer_everywhere(banks, ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    destination = await banks.account("b1", ANA, 0)
+    b0 = banks.apps["b0"][TRANSFERS]
+    b0.rounds_paused = True  # the token's visits take nothing: the queue only grows
+    b0.pending_transfers_max = 2
+    request = {"sources": [{"bank": "b0", "account": source, "amount_cents": 100}],
+               "destination": {"bank": "b1", "account": destination}}
+    for _ in range(2):
+        status, body = await banks.call("POST", "b0", "/api/v1/transfers", request, who=ANA)
+        assert status == 202 and body["status"] == "pending", body
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers", request, who=ANA)
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert b0.coordinator.backlog == 2
+    b0.resume_rounds()
+    await settle(banks, {("b0", source): (800, 0), ("b1", destination): (200, 0)})
+    status, body = await banks.call("POST", "b0", "/api/v1/transfers?wait_ms=10000", request, who=ANA)
+    assert status == 202 and body["status"] == "committed", body
+
+
 async def test_refused_sources_abort_the_whole_transfer_and_hold_nothing(banks: Banks) -> None:
     for bank in ("b0", "b1"):
         await banks.customer(bank, ANA)

@@ -10,6 +10,7 @@ from bank.transfers.book import CommitHold, KeyReused, MemoryBook, RecordOutcome
 from bank.transfers.coordinator import Coordinator
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
+    ITEMS_PER_MESSAGE_MAX,
     Acks,
     DecisionItem,
     DecisionQuery,
@@ -737,3 +738,64 @@ def test_acknowledgements_ride_with_the_next_decisions_write() -> None:
             steps.send(book.execute(batch))
     assert "alfa:1" not in book.unacked and book.unacked == {"alfa:2": {"beta", "gama"}}
     assert not coordinator.acks_due
+
+
+def test_a_transfer_refused_for_a_reason_of_its_own_aborts_at_once_though_another_bank_saw_it_stale() -> None:
+    """Only a transfer whose *only* refusals were stale fences goes into a later round: one
+    that a bank refused for a reason of its own is decided now, with that reason (retried,
+    it would keep its client waiting and, refused stale again, abort ``stale_fence``)."""
+    book = alfa_book()
+    coordinator = Coordinator("alfa", stale_retries_max=1)
+    run_steps(coordinator.submit(transfer()), book)
+    fence = (1, "alfa", 1)
+    coordinator.grant(fence, until_ms=1_000, now_ms=0)
+    run_steps(coordinator.handle(Votes("beta", fence, (Vote("alfa:1", False, "stale_fence"),)), 1), book)
+    refusal = Votes("gama", fence, (Vote("alfa:1", False, "unknown_account"),))
+    decided, _ = run_steps(coordinator.handle(refusal, 2), book)
+    assert [(d.transfer_id, d.outcome, d.reason) for d in decided] == [("alfa:1", "aborted", "unknown_account")]
+    assert not coordinator.pending and book.outcomes == {"alfa:1": ("aborted", "unknown_account")}
+
+
+def test_a_withdrawals_commit_goes_at_once_to_the_accounts_bank() -> None:
+    """Its client is answered with the account as its bank shows it once that bank applied
+    the commit: the commit does not wait for a prepare to ride with, as a transfer's does."""
+    book = alfa_book(0)
+    coordinator = Coordinator("alfa", decision_defer_ms=200)
+    cash = Transfer("alfa:1", "alfa", "doc", (Leg("beta", "1", 30, "source"), Leg("alfa", "", 30, "cash_out")))
+    run_steps(coordinator.submit(cash), book)
+    coordinator.grant((1, "alfa", 1), until_ms=25, now_ms=0)
+    decided, sends = run_steps(coordinator.handle(Votes("beta", (1, "alfa", 1), (Vote("alfa:1", True),)), 5), book)
+    assert [(d.outcome, d.reason) for d in decided] == [("committed", None)]
+    assert sends == [("beta", Decisions("alfa", (DecisionItem.of(cash, "committed", "beta"),)))]
+
+
+def test_decisions_owed_beyond_one_messages_bound_go_out_in_messages_the_bank_can_read() -> None:
+    """A bank owed more decisions than one message may carry (it voted on that many rounds,
+    then stopped acknowledging: down, cut off) gets them a message's worth at a time. One
+    item too many and it refuses the message whole, every time: its credits never land, and
+    every prepare carrying the same decisions is refused with them."""
+    count = ITEMS_PER_MESSAGE_MAX + 2
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", decision_defer_ms=5)
+    for index in range(count):
+        legs = (Leg("beta", "1", 1, "source"), Leg("gama", "5", 1, "destination"))
+        run_steps(coordinator.submit(Transfer(f"alfa:{index}", "alfa", "doc", legs)), book)
+    seq = 1
+    while coordinator.pending:
+        fence = (1, "alfa", seq)
+        sends = coordinator.grant(fence, until_ms=seq + 1_000, now_ms=seq)
+        for bank, prepare in sends:
+            assert isinstance(prepare, Prepare)
+            votes = Votes(bank, fence, tuple(Vote(item.transfer_id, True) for item in prepare.items))
+            run_steps(coordinator.handle(votes, seq), book)
+        seq += 3
+    assert len(coordinator.owed["gama"]) == count and not coordinator.round_open
+    _, sends = coordinator.tick(10_000)
+    assert sorted(to for to, _ in sends) == ["beta", "gama"]
+    for _, message in sends:
+        assert decode_message(encode_message(message, fence_json), fence_back) == message
+    # The same bound holds for the decisions that ride with a prepare.
+    legs = (Leg("beta", "1", 1, "source"), Leg("gama", "5", 1, "destination"))
+    run_steps(coordinator.submit(Transfer("alfa:last", "alfa", "doc", legs)), book)
+    for _, message in coordinator.grant((1, "alfa", seq), until_ms=20_000, now_ms=10_001):
+        assert decode_message(encode_message(message, fence_json), fence_back) == message

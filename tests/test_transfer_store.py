@@ -14,11 +14,13 @@ from bank.documents import complete_cpf
 from bank.ledger import Ledger
 from bank.transfers import store
 from bank.transfers.book import (
+    AcceptFence,
     CheckAccount,
     Credit,
     KeyReused,
     LoadCoordinator,
     LoadDecisions,
+    LoadFence,
     LoadKey,
     LoadOutstanding,
     PlaceHold,
@@ -32,6 +34,7 @@ from bank.transfers.book import (
 )
 from bank.transfers.protocol import Leg, Transfer
 from bank.transfers.store import LedgerBook
+from tokenring.core import Fence
 
 ANA = complete_cpf("529982247")
 BIA = complete_cpf("111444777")
@@ -323,3 +326,32 @@ async def test_a_coordinators_own_legs_move_with_its_decisions_all_or_none(book:
     # Written again (a coordinator cannot, but the book holds to it): nothing moves twice.
     assert await book.execute([decided]) == [{}]
     assert (await ledger.account(second)).balance_cents == 1  # type: ignore[union-attr]
+
+
+async def test_a_coordinators_own_destination_may_be_credited_up_to_the_balance_limit(
+    book: LedgerBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit is the largest balance allowed, as for a participant's destination: a
+    credit that reaches it exactly moves; one cent past it is refused and aborts."""
+    ledger, number = await _account_near_the_limit(book, monkeypatch)
+
+    def credit(transfer_id: str, amount: int) -> RecordOutcomes:
+        legs = (Leg("b1", "7", amount, "source"), Leg("b0", str(number), amount, "destination"))
+        made = Transfer(transfer_id, "b0", ANA, legs)
+        return RecordOutcomes(((transfer_id, "committed", None, ("b1",)),), (Unstored(made, {}),),
+                              ((transfer_id, ANA, made.legs_at("b0")),))  # fmt: skip
+
+    assert await book.execute([credit("t1", 100)]) == [{}]
+    assert (await ledger.account(number)).balance_cents == 1_000  # type: ignore[union-attr]
+    assert await book.execute([credit("t2", 1)]) == [{"t2": "balance_limit"}]
+    assert (await ledger.account(number)).balance_cents == 1_000  # type: ignore[union-attr]
+
+
+async def test_the_book_refuses_a_fence_below_the_one_it_stored(book: LedgerBook) -> None:
+    """The book decides (bank.transfers.participant): a fence below the stored one is refused
+    and the stored one stays; an equal or higher one is taken."""
+    assert await book.execute([AcceptFence(Fence(2, "b1", 5))]) == [True]
+    assert await book.execute([AcceptFence(Fence(2, "b1", 4)), AcceptFence(Fence(1, "b2", 9))]) == [False, False]
+    assert await book.execute([LoadFence()]) == [Fence(2, "b1", 5)]
+    assert await book.execute([AcceptFence(Fence(2, "b1", 5)), AcceptFence(Fence(3, "b0", 1))]) == [True, True]
+    assert await book.execute([LoadFence()]) == [Fence(3, "b0", 1)]
