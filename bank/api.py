@@ -437,7 +437,9 @@ def _document(value: Any, name: str = "document") -> str:
     text = _str(value, name)
     if document_kind(text) is None:
         raise ApiError(
-            "invalid_document", f"{name} must be a valid CPF (11 digits) or CNPJ (14 digits)"
+            "invalid_document",
+            f"{name} must be a valid CPF (11 digits) or CNPJ (14 digits), digits only, "
+            "no dots, dashes or slashes",
         )
     return text
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ from tokenring.config import ConfigError, RingConfig, load
 
 __all__ = [
     "STATUS_INTERVAL_S_DEFAULT",
+    "STATUS_INTERVAL_S_MAX",
     "STATUS_TIMEOUT_S",
     "UP_POLL_S",
     "build_parser",
@@ -33,6 +35,8 @@ __all__ = [
 
 STATUS_INTERVAL_S_DEFAULT = 1.0
 """``consortium status`` samples every bank twice, this far apart, for visits per second."""
+STATUS_INTERVAL_S_MAX = 60.0
+"""The longest ``--interval`` taken: a rate over minutes says little of the ring now."""
 STATUS_TIMEOUT_S = 1.0
 """How long ``consortium status`` waits for one bank's answer before calling it down."""
 UP_POLL_S = 0.2
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=float,
         default=STATUS_INTERVAL_S_DEFAULT,
-        help="seconds between the two samples that give visits per second (default: 1)",
+        help="seconds between the two samples that give visits per second, above 0 and at "
+        f"most {STATUS_INTERVAL_S_MAX:g} (default: {STATUS_INTERVAL_S_DEFAULT:g})",
     )
     scenario = commands.add_parser("scenario", help="replay load and faults against a ring")
     from scenarios.cli import add_arguments as add_scenario_arguments
@@ -99,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bank":
             config.bank(args.id)
             secret = config.secret()
+        if args.command in ("bank", "up"):
+            check_data_dir(config)
     except ConfigError as error:
         print(f"consortium: {error}", file=sys.stderr)
         return 2
@@ -109,10 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, args.id, secret, host=args.host, log_level=args.log_level, loop=args.loop
         )
     assert args.command == "status", args.command
-    if not 0 < args.interval <= 60:
-        print("consortium: --interval must be between 0 and 60 seconds", file=sys.stderr)
+    if not 0 < args.interval <= STATUS_INTERVAL_S_MAX:
+        print(
+            f"consortium: --interval must be above 0 and at most {STATUS_INTERVAL_S_MAX:g} "
+            f"seconds, not {args.interval:g}",
+            file=sys.stderr,
+        )
         return 2
     return run_status(config, as_json=args.json, interval_s=args.interval)
+
+
+def check_data_dir(config: RingConfig) -> None:
+    """:class:`ConfigError` when the file's ``data_dir`` (or a folder above it) is a file: the
+    banks could keep neither their databases nor their logs there. A folder that does not
+    exist yet is made when a bank starts."""
+    for path in (config.data_dir, *config.data_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "" if path == config.data_dir else f"{config.data_dir}: "
+                raise ConfigError(
+                    config.path, "consortium.data_dir", f"{where}{path} is a file, not a folder"
+                )
+            return
 
 
 # --- consortium bank ID -----------------------------------------------------------------------
@@ -177,7 +202,14 @@ def run_bank(
 def run_up(config: RingConfig) -> int:
     """Start every bank as a child, print where they are, stop them all on a signal."""
     from bank.process import Consortium
+    from bank.server import unavailable_addresses
 
+    # Before any bank starts or any log opens: over a ring that already runs, its banks'
+    # logs are theirs, and a bank started here would only write its failure into them.
+    unavailable = unavailable_addresses(config)
+    if unavailable:
+        print(f"consortium: {_unavailable_line(config, unavailable)}", file=sys.stderr)
+        return 1
     secret = os.environ.get(config.secret_env, "")
     if not secret:
         secret = secrets.token_hex(32)
@@ -223,6 +255,20 @@ def run_up(config: RingConfig) -> int:
     else:
         print("Stopped.")
     return 0
+
+
+def _unavailable_line(config: RingConfig, unavailable: dict[str, OSError]) -> str:
+    """One line naming every bank that cannot have its address, grouped by why."""
+    by_reason: dict[str, list[str]] = {}
+    for bank_id, error in unavailable.items():
+        reason = error.strerror or str(error)
+        reason = reason[:1].lower() + reason[1:]
+        by_reason.setdefault(reason, []).append(f"{bank_id} ({config.bank(bank_id).url})")
+    where = "; ".join(f"{reason} at {', '.join(banks)}" for reason, banks in by_reason.items())
+    line = f"started no bank: {where}"
+    if any(error.errno == errno.EADDRINUSE for error in unavailable.values()):
+        line += f"; is this ring running already? consortium status -c {config.path} shows it"
+    return line
 
 
 # --- consortium status ------------------------------------------------------------------------

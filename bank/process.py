@@ -54,7 +54,8 @@ HEALTH_POLL_S = 0.05
 HTTP_TIMEOUT_S = 2.0
 """The timeout of one plain HTTP request made here."""
 ENV_PARENT_PID = "CONSORTIUM_PARENT_PID"
-"""Set for the children of ``consortium up``: a bank stops when that process goes away."""
+"""Set for the children of ``consortium up``, of a scenario and of the process tests: a bank
+stops when that process goes away, so that none outlives what started it."""
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

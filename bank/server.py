@@ -32,12 +32,21 @@ from tokenring.config import RingConfig
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
 
-__all__ = ["GC_YOUNG_THRESHOLD", "PARENT_POLL_S", "SHUTDOWN_TIMEOUT_S", "build_app", "serve", "tune_gc"]
+__all__ = [
+    "GC_YOUNG_THRESHOLD",
+    "PARENT_POLL_S",
+    "SHUTDOWN_TIMEOUT_S",
+    "build_app",
+    "serve",
+    "tune_gc",
+    "unavailable_addresses",
+]
 
 SHUTDOWN_TIMEOUT_S = 3.0
 """How long open requests may take to finish once the bank stops serving."""
 PARENT_POLL_S = 1.0
-"""How often a bank started by ``consortium up`` looks whether its parent is still there."""
+"""How often a bank started by ``consortium up`` (or a scenario, or a test) looks whether its
+parent is still there."""
 
 GC_YOUNG_THRESHOLD = 20_000
 """CPython collects its youngest generation of objects once this many more container objects
@@ -192,6 +201,21 @@ def _bind(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return listening
+
+
+def unavailable_addresses(config: RingConfig) -> dict[str, OSError]:
+    """Each bank of ``config`` whose address this machine cannot serve right now, with why
+    (another process serves there, or the address is not this machine's): bound as the
+    bank would bind it, then let go at once. ``consortium up`` asks before it starts a bank
+    or opens a log, so that over a ring already running it touches nothing of that ring."""
+    unavailable: dict[str, OSError] = {}
+    for bank in config.banks:
+        try:
+            for sock in _bind(bank.host, bank.port):
+                sock.close()
+        except OSError as error:
+            unavailable[bank.id] = error
+    return unavailable
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

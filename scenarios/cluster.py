@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bank.process import ENV_PARENT_PID
 from scenarios.client import ApiClient
 from scenarios.proxy import LinkProxy
 from tokenring.config import RingConfig, load
@@ -228,6 +229,9 @@ class LocalRing(Ring):
     async def _spawn(self, bank_id: str) -> None:
         env = dict(os.environ)
         env[SECRET_ENV] = self.secret
+        # The bank stops by itself once this process is gone: a scenario killed outright
+        # (SIGKILL, a crash) leaves no bank running for nobody.
+        env[ENV_PARENT_PID] = str(os.getpid())
         log = open(self.workdir / f"{bank_id}.log", "ab")  # noqa: SIM115 (the child keeps it)
         try:
             self.processes[bank_id] = await asyncio.create_subprocess_exec(

@@ -313,7 +313,11 @@ def render(report: Report, console: Console) -> None:
         console.print(table)
 
     verdicts = Table(title="invariants")
-    for column in ("invariant", "verdict", "checked", "violations", "first violation"):
+    # The names are what a reader looks up (docs/scenarios.md): whole, never cut to fit; the
+    # other columns give way (an example wraps), at 80 columns too (off a terminal).
+    longest = max((len(verdict.name) for verdict in report.verdicts), default=0)
+    verdicts.add_column("invariant", no_wrap=True, min_width=longest)
+    for column in ("verdict", "checked", "violations", "first violation"):
         verdicts.add_column(column)
     for verdict in report.verdicts:
         style = "red bold" if not verdict.held else ("green" if verdict.checked else "yellow")
@@ -343,7 +347,7 @@ def plot(report: Report, path: str | Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotUnavailable(
-            "--plot needs matplotlib: pip install 'tokenring-consortium[plot]'"
+            "--plot needs matplotlib: .venv/bin/pip install -e '.[plot]' (in a clone of the project)"
         ) from None
     operations = report.series.get("operations", [])
     audits = report.series.get("audits", [])

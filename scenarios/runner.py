@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -23,10 +25,13 @@ from scenarios.driver import Phase
 from scenarios.report import PlotUnavailable, Report, plot, render
 from tokenring.config import ConfigError
 
-__all__ = ["EXIT_CANNOT_RUN", "EXIT_VIOLATED", "main", "options_for"]
+__all__ = ["EXIT_CANNOT_RUN", "EXIT_TERMINATED", "EXIT_VIOLATED", "main", "options_for"]
 
 EXIT_VIOLATED = 1
 EXIT_CANNOT_RUN = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""Stopped by SIGTERM, once its ring was stopped and its folder removed (the shell's code for
+a command that SIGTERM ended)."""
 PROGRESS_TICK_MS = 100
 PROGRESS_TICKS_MAX = 100_000
 """The progress bar stops updating after this many ticks (hours), whatever happens."""
@@ -114,6 +119,42 @@ async def _with_progress(
                 pass
 
 
+class _Terminated(Exception):
+    """SIGTERM came while the scenario ran; its clean-up has run."""
+
+
+async def _until_terminated(work: Awaitable[T]) -> T:
+    """Await ``work``; SIGTERM cancels it as Ctrl-C does, so that what it started is stopped
+    and removed (the banks, the temporary folder) before the command ends. A second SIGTERM
+    does not cut that clean-up short (the banks also stop by themselves once this process is
+    gone)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        if not terminated:
+            terminated.append(True)
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _error(line: str) -> None:
+    """One line on stderr, as written: never wrapped (rich wraps at 80 columns off a
+    terminal) nor read as markup (``[plot]`` would vanish)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _list(console: Console) -> None:
     table = Table(title="scenarios")
     table.add_column("name", style="bold")
@@ -127,20 +168,19 @@ def _list(console: Console) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the scenario ``args`` names; the exit status."""
     console = Console()
-    errors = Console(stderr=True)
     if args.list:
         _list(console)
         return 0
     if not args.name:
-        errors.print("consortium scenario: name a scenario (--list names them)")
+        _error("consortium scenario: name a scenario (--list names them)")
         return EXIT_CANNOT_RUN
     scenario = SCENARIOS.get(args.name)
     if scenario is None:
         known = ", ".join(SCENARIOS)
-        errors.print(f"consortium scenario: no scenario {args.name!r} (known: {known})")
+        _error(f"consortium scenario: no scenario {args.name!r} (known: {known})")
         return EXIT_CANNOT_RUN
     if args.attach and scenario.refuses_attach:
-        errors.print(
+        _error(
             f"consortium scenario: {scenario.name} cannot use --attach: "
             f"{scenario.refuses_attach}; run it without --attach and it starts its own ring"
         )
@@ -149,18 +189,26 @@ def main(args: argparse.Namespace) -> int:
     try:
         options = options_for(scenario, args)
         report: Report = asyncio.run(
-            _with_progress(
-                lambda phase: scenario.run(options, phase),
-                scenario.name,
-                scenario.estimate_s(options),
-                args.quiet,
-                phases,
+            _until_terminated(
+                _with_progress(
+                    lambda phase: scenario.run(options, phase),
+                    scenario.name,
+                    scenario.estimate_s(options),
+                    args.quiet,
+                    phases,
+                )
             )
         )
         report = attrs.evolve(report, phases=tuple(phases), options=attrs.asdict(options))
     except (ScenarioError, ConfigError) as error:
-        errors.print(f"consortium scenario: {error}", markup=False, highlight=False)
+        _error(f"consortium scenario: {error}")
         return EXIT_CANNOT_RUN
+    except _Terminated:
+        _error(
+            f"consortium scenario: {scenario.name} stopped by SIGTERM "
+            "(the banks it started were stopped)"
+        )
+        return EXIT_TERMINATED
     render(report, console)
     if args.json:
         report.write_json(args.json)
@@ -170,5 +218,5 @@ def main(args: argparse.Namespace) -> int:
             plot(report, args.plot)
             console.print(f"plot drawn to {args.plot}")
         except PlotUnavailable as missing:
-            errors.print(f"consortium scenario: {missing}")
+            _error(f"consortium scenario: {missing}")
     return EXIT_VIOLATED if report.violated else 0

@@ -242,6 +242,18 @@ async def test_a_token_that_is_not_ascii_is_unauthorized_not_an_error(token: str
     assert refused.value.refusal.code == "unauthorized"
 
 
+def test_a_punctuated_document_is_refused_saying_digits_only() -> None:
+    """A CPF written as people write it (``529.982.247-25``) is refused: the message says
+    how to write it, not only what it must be."""
+    from bank.api import ApiError, _document
+
+    with pytest.raises(ApiError) as refused:
+        _document("529.982.247-25")
+    assert refused.value.refusal.code == "invalid_document"
+    assert "digits only, no dots, dashes or slashes" in refused.value.refusal.message
+    assert _document("52998224725") == "52998224725"
+
+
 async def test_what_is_wrong_with_a_body_is_said(setup: dict[str, Any]) -> None:
     """A name given twice is named (the last one would win unseen), JSON that is not JSON is
     told apart from JSON that is not an object; colons inside strings are no repeat."""

@@ -200,7 +200,7 @@ class Workload:
 def consortium(tmp_path: Path) -> Iterator[Consortium]:
     config = write_ring_file(tmp_path / "ring.toml", list(BANKS), hold_max_ms=20,
                              data_dir=str(tmp_path / "var"))
-    banks = Consortium(config, secret="workload-secret", log_dir=tmp_path / "logs")
+    banks = Consortium(config, secret="workload-secret", log_dir=tmp_path / "logs", parent_watch=True)
     banks.start()
     try:
         yield banks

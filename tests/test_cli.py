@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bank.process import Consortium, get_json, write_ring_file
+from bank.process import Consortium, free_ports, get_json, write_ring_file
 from tokenring.config import RingConfig
 
 WAIT_S = 30.0
@@ -70,6 +70,28 @@ def test_bank_refuses_an_unknown_id_in_one_line(ring_file: RingConfig) -> None:
     result = consortium("bank", "zulu", "-c", str(ring_file.path), env=env)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "zulu" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["bank", "up"])
+def test_a_data_dir_that_is_a_file_is_refused_in_one_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "notadir").write_text("a file, where the banks' folder should be")
+    config = write_ring_file(tmp_path / "ring.toml", ("alfa", "beta"), data_dir=str(tmp_path / "notadir"))
+    args = ("bank", "alfa") if command == "bank" else ("up",)
+    result = consortium(*args, "-c", str(config.path), env=dict(os.environ, CONSORTIUM_SECRET="k"))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"consortium: {config.path}: consortium.data_dir: {tmp_path / 'notadir'} is a file, not a folder"
+    )
+
+
+def test_status_interval_out_of_range_says_what_is_taken(ring_file: RingConfig) -> None:
+    for interval in ("0", "61"):
+        result = consortium("status", "-c", str(ring_file.path), "--interval", interval)
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"consortium: --interval must be above 0 and at most 60 seconds, not {interval}\n"
+        )
 
 
 def children_of(pid: int) -> list[int]:
@@ -157,15 +179,19 @@ def test_up_starts_every_bank_and_sigterm_stops_them_all(ring_file: RingConfig) 
 
 @pytest.mark.processes
 def test_a_second_up_of_a_running_ring_says_why_and_exits_1(ring_file: RingConfig, tmp_path: Path) -> None:
-    first = Consortium(ring_file, secret="first-run-key", log_dir=tmp_path / "first")
+    first = Consortium(ring_file, secret="first-run-key", log_dir=tmp_path / "first", parent_watch=True)
     first.start()
     try:
         before = {bank_id: bank.pid for bank_id, bank in first.banks.items()}
         result = consortium("up", "-c", str(ring_file.path), env=env_without_secret())
-        # The banks that answer are not its children: it says why its own exited, and stops.
+        # It finds every address taken before it starts a bank: one line naming them all, and
+        # nothing written into the running banks' logs (nor a log of its own opened).
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "address already in use" in result.stderr.lower(), result.stderr
+        (line,) = result.stderr.splitlines()
+        assert "address already in use" in line.lower(), line
+        assert all(f"{bank.id} ({bank.url})" in line for bank in ring_file.banks), line
         assert "web terminal" not in result.stdout
+        assert not (ring_file.data_dir / "logs").exists()
         # The running ring was not disturbed: the same processes answer, as one ring.
         for bank_id, bank in first.banks.items():
             assert bank.alive() and get_json(bank.url + "/healthz")["pid"] == before[bank_id]
@@ -236,7 +262,7 @@ def test_bank_loop_option_names_the_event_loop_and_refuses_others() -> None:
 
 @pytest.mark.processes
 def test_banks_on_either_event_loop_share_one_ring(ring_file: RingConfig, tmp_path: Path) -> None:
-    ring = Consortium(ring_file, secret="loop-test-key", log_dir=tmp_path / "logs")
+    ring = Consortium(ring_file, secret="loop-test-key", log_dir=tmp_path / "logs", parent_watch=True)
     ring["beta"].extra_args = ["--loop", "asyncio"]
     ring.start()
     try:
@@ -295,6 +321,30 @@ def test_a_bank_that_cannot_have_its_address_starts_nothing(tmp_path: Path) -> N
         with pytest.raises(OSError):
             asyncio.run(serve(app, "127.0.0.1", port))
     assert started == []
+
+
+def test_up_names_every_bank_whose_address_is_taken_before_starting_any(tmp_path: Path) -> None:
+    """What ``up`` asks before it starts a bank or opens a log: each taken address, not only
+    the first, and none that is free."""
+    import errno
+    import socket
+
+    from bank.cli import main
+    from bank.server import unavailable_addresses
+
+    with socket.socket() as alfa, socket.socket() as gama:
+        for taken in (alfa, gama):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        ports = [alfa.getsockname()[1], free_ports(1)[0], gama.getsockname()[1]]
+        config = write_ring_file(
+            tmp_path / "ring.toml", ("alfa", "beta", "gama"), ports=ports, data_dir=str(tmp_path / "data")
+        )
+        unavailable = unavailable_addresses(config)
+        assert sorted(unavailable) == ["alfa", "gama"]
+        assert all(error.errno == errno.EADDRINUSE for error in unavailable.values())
+        assert main(["up", "-c", str(config.path)]) == 1
+    assert not (tmp_path / "data").exists()  # no log opened, no folder made
 
 
 def test_a_bank_whose_database_is_in_use_speaks_for_no_one(ring_file: RingConfig) -> None:

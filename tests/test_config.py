@@ -113,6 +113,13 @@ def test_unset_secret_is_refused_and_set_secret_is_read(tmp_path: Path) -> None:
     assert config.secret({"CONSORTIUM_SECRET": "k"}) == b"k"
 
 
+def test_an_empty_secret_is_refused_as_empty_not_as_unset(tmp_path: Path) -> None:
+    """``CONSORTIUM_SECRET=`` sets the variable: the message says what is wrong with it."""
+    config = load(write(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="environment variable CONSORTIUM_SECRET is empty "):
+        config.secret({"CONSORTIUM_SECRET": ""})
+
+
 def test_unknown_bank_names_the_known_ones(tmp_path: Path) -> None:
     config = load(write(tmp_path, GOOD))
     with pytest.raises(ConfigError, match="known: alfa, beta"):

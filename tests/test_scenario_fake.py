@@ -138,7 +138,7 @@ def test_attach_to_a_ring_that_is_not_running_is_refused_at_once_and_says_where_
         lines.append(f'[[banks]]\nid = "{bank}"\nname = "Gone {bank}"\nurl = "http://127.0.0.1:{free_port()}"\n')
     ring.write_text("\n".join(lines), encoding="utf-8")
     assert main(["scenario", "bank-workload", "--attach", "-c", str(ring), "--quiet", "--duration-s", "1"]) == 2
-    error = " ".join(capsys.readouterr().err.split())  # the message is wrapped to the terminal
+    (error,) = capsys.readouterr().err.splitlines()  # one line, however long (not a terminal)
     assert "is the ring running?" in error and "make run" in error
     assert all(bank in error for bank in BANKS)
 
@@ -187,7 +187,8 @@ def test_plot_draws_a_png_and_a_missing_matplotlib_is_explained(
             "--plot", str(missing),
         )  # fmt: skip
     assert status == 0 and not missing.exists()
-    assert "--plot needs matplotlib" in capsys.readouterr().err
+    (error,) = capsys.readouterr().err.splitlines()
+    assert "--plot needs matplotlib" in error and ".venv/bin/pip install -e '.[plot]'" in error, error
 
 
 def test_a_run_with_no_load_time_still_judges_the_audit_of_the_settled_money(tmp_path: Path) -> None:

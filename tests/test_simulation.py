@@ -276,6 +276,31 @@ def test_the_same_seed_gives_the_same_run_event_for_event(
     assert f"trace digest {one.digest}" in printed and "ok: every property held" in printed
 
 
+@pytest.mark.parametrize("module", ["tokenring.simulation", "bank.transfers.simulation"])
+def test_the_replay_command_stops_quietly_when_its_output_is_closed(module: str) -> None:
+    """``--trace | head``: the reader goes away before the command is done; the command
+    stops without a trace of its own."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command writes a line
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--seed", "42", "--trace"],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 1, done.stderr
+
+
 def test_a_member_that_leaves_is_passed_over_without_a_claim() -> None:
     members = names(4)
     leave_ms = 500

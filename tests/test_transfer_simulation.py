@@ -4,17 +4,21 @@ Every run checks, after every event: money conserved at each bank and in total, 
 balance, held money equal to the open holds, every applied decision equal to the
 coordinator's, holds placed in non-decreasing fence order. After the faults stop: every
 transfer decided and delivered, no hold left, all banks agree, and balances equal a model
-that replays the committed transfers. A failing run names its seed; replay it with
-``.venv/bin/python -c "from bank.transfers.simulation import run; print(run(SEED))"``.
+that replays the committed transfers. A failing run names its seed and the command that
+replays it: ``.venv/bin/python -m bank.transfers.simulation --seed SEED`` (``--trace``
+prints every event).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from bank.transfers.simulation import InvariantViolation, run
+from bank.transfers.simulation import InvariantViolation, main, replay_command, run, sweep_banks
 
 SCHEDULES = int(os.environ.get("TRANSFER_SIM_SCHEDULES", "1000"))
 """Seeded fault schedules per CI run (tunable; at least 1,000 in CI)."""
@@ -25,11 +29,10 @@ CHUNKS = 10
 def test_seeded_fault_schedules_keep_every_invariant(chunk: int) -> None:
     committed = aborted = 0
     for seed in range(chunk, SCHEDULES, CHUNKS):
-        banks = 2 + seed % 4
         try:
-            report = run(seed, banks_count=banks)
+            report = run(seed, banks_count=sweep_banks(seed))
         except InvariantViolation as violation:
-            pytest.fail(f"{violation} [banks_count={banks}]")
+            pytest.fail(f"{violation}; replay: {replay_command(seed)}")
         committed += report.committed
         aborted += report.aborted
     # The schedules exercise both outcomes, not only refusals.
@@ -72,8 +75,8 @@ def test_a_seed_replays_event_for_event() -> None:
     assert run(1235, trace=True).trace != first.trace
 
 
-def test_a_violation_names_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Break the book: a release that forgets to give the money back must be caught.
+def leak_released_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break the book: a release that forgets to give the money back."""
     from bank.transfers import book
 
     original = book.MemoryBook._apply
@@ -88,9 +91,54 @@ def test_a_violation_names_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(self, op)
 
     monkeypatch.setattr(book.MemoryBook, "_apply", leaky)
+
+
+def test_a_violation_names_its_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    leak_released_holds(monkeypatch)
     with pytest.raises(InvariantViolation, match=r"^seed \d+: "):
         for seed in range(50):
             run(seed)
+
+
+REPO = Path(__file__).resolve().parent.parent
+COMMAND_TIMEOUT_S = 60
+"""The longest the replay command may take for one seed (it takes a fraction of a second)."""
+
+
+def test_the_replay_command_runs_one_seed_and_says_it_held() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bank.transfers.simulation", "--seed", "1234"],
+        cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = run(1234, banks_count=sweep_banks(1234))
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"seed 1234: {sweep_banks(1234)} banks, {report.transfers} transfers: ")
+    assert f"{report.committed} committed, {report.aborted} aborted" in lines[0]
+    assert lines[1].startswith(f"{report.events} events in ")
+    assert lines[-1] == "ok: every invariant held" and done.stderr == ""
+    traced = subprocess.run(
+        [sys.executable, "-m", "bank.transfers.simulation", "--seed", "1234", "--banks", "3", "--trace"],
+        cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+    )  # fmt: skip
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.splitlines()[2:-1] == list(run(1234, banks_count=3, trace=True).trace)
+    helped = subprocess.run(
+        [sys.executable, "-m", "bank.transfers.simulation", "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "--seed" in helped.stdout and "--fault-rate" in helped.stdout
+
+
+def test_the_replay_command_exits_1_naming_the_violation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leak_released_holds(monkeypatch)
+    statuses = {seed: main(["--seed", str(seed), "--trace"]) for seed in range(50)}
+    printed = capsys.readouterr().out
+    assert 1 in statuses.values(), "the broken book went unnoticed"
+    failing = min(seed for seed, status in statuses.items() if status == 1)
+    assert f"VIOLATION: seed {failing}: " in printed
 
 
 REPLAY_SEEDS = (93, 130, 142, 163, 186)

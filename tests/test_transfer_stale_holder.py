@@ -39,7 +39,7 @@ def consortium(tmp_path: Path) -> Iterator[Consortium]:
     config = write_ring_file(tmp_path / "ring.toml", list(BANKS), hold_max_ms=20,
                              handoff_timeout_ms=100, loss_timeout_ms=LOSS_TIMEOUT_MS,
                              data_dir=str(tmp_path / "var"))
-    banks = Consortium(config, secret=SECRET, log_dir=tmp_path / "logs")
+    banks = Consortium(config, secret=SECRET, log_dir=tmp_path / "logs", parent_watch=True)
     banks.start()
     try:
         yield banks

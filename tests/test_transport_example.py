@@ -62,6 +62,17 @@ async def test_the_documented_example_counts_every_increment_once(tmp_path: Path
             assert loop.time() < deadline, "the example's processes did not start"
             assert all(p.poll() is None for p in processes), "an example process exited"
             await asyncio.sleep(0.1)
+        # A second copy of a member, started by mistake: it cannot have the address, and
+        # stops before its ring member says a word to the ring (no claim, no leaving).
+        second = subprocess.run(
+            [sys.executable, str(script), str(config.path), "alfa", str(counter)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
+        assert second.returncode != 0 and "address already in use" in second.stderr.lower(), second.stderr
+        assert "ring." not in second.stdout + second.stderr, second.stdout + second.stderr
         urls = [config.banks[i % 3].url + "/increment" for i in range(REQUESTS)]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:
 

@@ -137,12 +137,14 @@ class RingConfig:
     def secret(self, environ: os._Environ[str] | dict[str, str] | None = None) -> bytes:
         """The signing key from the environment; :class:`ConfigError` when unset or empty."""
         env = os.environ if environ is None else environ
-        value = env.get(self.secret_env, "")
+        value = env.get(self.secret_env)
         if not value:
+            # Set but empty is told apart: the variable is there, its value went missing.
+            state = "is not set" if value is None else "is empty"
             raise ConfigError(
                 self.path,
                 "consortium.secret_env",
-                f"environment variable {self.secret_env} is not set "
+                f"environment variable {self.secret_env} {state} "
                 "(it must hold the key that signs bank-to-bank messages)",
             )
         return value.encode()

@@ -25,11 +25,12 @@ import functools
 import hashlib
 import heapq
 import itertools
+import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NoReturn, Protocol
 
 import attrs
 
@@ -75,6 +76,7 @@ __all__ = [
     "replay_command",
     "check_single_holder",
     "main",
+    "run_command",
     "run_scenario",
     "scenario_for_seed",
 ]
@@ -915,5 +917,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_command(main: Callable[[], int]) -> NoReturn:
+    """Run a command's ``main`` and exit with its status. Output closed before the command
+    is done (``--trace | head``) ends it quietly: what was not read was not wanted."""
+    try:
+        status = main()
+        sys.stdout.flush()  # a closed pipe shows here, where it can be caught, not at exit
+    except BrokenPipeError:
+        # What is left to flush at exit goes nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

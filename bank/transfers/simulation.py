@@ -13,13 +13,16 @@ fault stops and the run continues until every transfer is decided and delivered.
 
 :func:`run` checks the invariants after every event and raises :class:`InvariantViolation`
 naming the seed; the same seed replays the same run, event for event.
+``python -m bank.transfers.simulation --seed N`` replays one from the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -39,19 +42,35 @@ from bank.transfers.protocol import (
     Transfer,
     Votes,
 )
+from tokenring.simulation import run_command
 
-__all__ = ["InvariantViolation", "SimulationReport", "run"]
+__all__ = [
+    "InvariantViolation",
+    "SimulationReport",
+    "main",
+    "replay_command",
+    "run",
+    "sweep_banks",
+]
 
 SETTLE_MS_MAX = 120_000
 """How long (virtual) the run may take to settle after faults stop before it is a failure."""
 EVENTS_MAX = 200_000
 """A run that needs more events than this is a failure (a livelock), not a slow test."""
+BANKS_MIN = 2
+"""A transfer a coordinator runs touches another bank: a run needs two banks at least."""
+SWEEP_BANKS_MIN = 2
+SWEEP_BANKS_MAX = 5
+"""The seeded sweep (tests/test_transfer_simulation.py) runs its seeds on 2 to 5 banks in turn."""
 
 Fence = tuple[int, str, int]
 
 
 class InvariantViolation(AssertionError):
     """A run broke an invariant; the message names the seed that replays it."""
+
+    trace: tuple[str, ...] = ()
+    """The run's events up to the breach (runs with ``trace=True``)."""
 
 
 class _Crash(Exception):
@@ -178,7 +197,9 @@ def run(
         _schedule_faults(world, fault_rate)
 
     def fail(problem: str) -> InvariantViolation:
-        return InvariantViolation(f"seed {seed}: {problem} (at {world.now_ms} ms)")
+        violation = InvariantViolation(f"seed {seed}: {problem} (at {world.now_ms} ms)")
+        violation.trace = tuple(world.trace or ())
+        return violation
 
     try:
         _loop(world, hold_ms, fail)
@@ -586,3 +607,64 @@ def _expected_settlement(world: _World, bank_id: str) -> int:
                 if leg.bank == bank_id:
                     total += leg.amount_cents if leg.role == "source" else -leg.amount_cents
     return total
+
+
+def sweep_banks(seed: int) -> int:
+    """How many banks the seeded sweep runs ``seed`` with (and the command line, unless told)."""
+    return SWEEP_BANKS_MIN + seed % (SWEEP_BANKS_MAX - SWEEP_BANKS_MIN + 1)
+
+
+def replay_command(seed: int) -> str:
+    """The shell command that replays ``seed`` as the sweep ran it."""
+    return f".venv/bin/python -m bank.transfers.simulation --seed {seed}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bank.transfers.simulation --seed N``: replay one seeded run and report it;
+    exit status 1 when an invariant did not hold."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bank.transfers.simulation", description=main.__doc__
+    )
+    parser.add_argument("--seed", type=int, required=True, help="the seed a failing test printed")
+    parser.add_argument(
+        "--banks",
+        type=int,
+        default=None,
+        help=f"banks in the run, {BANKS_MIN} or more (default: as the seeded sweep runs the seed, "
+        f"{SWEEP_BANKS_MIN} to {SWEEP_BANKS_MAX})",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=1.0,
+        help="how many faults the schedule draws, relative to the sweep's (default 1; 0: none)",
+    )
+    parser.add_argument("--trace", action="store_true", help="print every event")
+    args = parser.parse_args(argv)
+    banks = sweep_banks(args.seed) if args.banks is None else args.banks
+    if banks < BANKS_MIN:
+        parser.error(f"--banks must be {BANKS_MIN} or more (a transfer crosses banks), not {banks}")
+    if args.fault_rate < 0:
+        parser.error(f"--fault-rate must be 0 or more, not {args.fault_rate}")
+    started = time.perf_counter()
+    try:
+        report = run(args.seed, banks_count=banks, fault_rate=args.fault_rate, trace=args.trace)
+    except InvariantViolation as violation:
+        print(f"seed {args.seed}: {banks} banks")
+        for line in violation.trace:
+            print(line)
+        print(f"VIOLATION: {violation}")
+        return 1
+    elapsed = time.perf_counter() - started
+    print(f"seed {args.seed}: {banks} banks, {report.transfers} transfers: {report.committed} "
+          f"committed, {report.aborted} aborted; {report.crashes} crashes, {report.stale_refusals} "
+          f"stale fences refused, {report.presumed_aborts} presumed aborted")  # fmt: skip
+    print(f"{report.events} events in {elapsed:.2f} s")
+    for line in report.trace:
+        print(line)
+    print("ok: every invariant held")
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)

@@ -48,7 +48,7 @@ def consortium(tmp_path: Path) -> Iterator[Consortium]:
     config = write_ring_file(
         tmp_path / "ring.toml", BANK_IDS, data_dir=str(tmp_path / "var"), hold_max_ms=25
     )
-    banks = Consortium(config, secret=secrets.token_hex(16), log_dir=tmp_path / "logs")
+    banks = Consortium(config, secret=secrets.token_hex(16), log_dir=tmp_path / "logs", parent_watch=True)
     with banks:
         alfa = config.bank("alfa").url
         assert get_json(f"{alfa}/api/v1/openapi.json") is not None, "banks serve the client API"
