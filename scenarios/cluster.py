@@ -19,13 +19,12 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bank.process import ENV_PARENT_PID
+from bank.process import ENV_PARENT_PID, free_ports
 from scenarios.client import ApiClient
 from scenarios.proxy import LinkProxy
 from tokenring.config import RingConfig, load
@@ -36,7 +35,6 @@ __all__ = [
     "LocalRing",
     "Ring",
     "ScenarioError",
-    "free_port",
 ]
 
 BANK_IDS = (
@@ -56,14 +54,6 @@ SECRET_ENV = "CONSORTIUM_SECRET"
 class ScenarioError(Exception):
     """A scenario could not run (the ring would not start, --attach where it cannot be
     used...). ``str()`` is the line to show; it is not an invariant violation."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Ring:
@@ -168,7 +158,8 @@ class LocalRing(Ring):
         self.handoff_timeout_ms = handoff_timeout_ms
         self.loss_timeout_ms = loss_timeout_ms
         self.ids = BANK_IDS[:banks]
-        self.ports = {bank_id: free_port() for bank_id in self.ids}
+        # Bound together, so that no two banks are given the same port.
+        self.ports = dict(zip(self.ids, free_ports(len(self.ids)), strict=True))
         self.proxies: dict[tuple[str, str], LinkProxy] = {}
         self.with_proxies = proxies
         self.processes: dict[str, asyncio.subprocess.Process] = {}

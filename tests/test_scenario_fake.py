@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bank.cli import main
-from scenarios.cluster import free_port
+from bank.process import free_ports
 from scenarios.fake_consortium import FakeConsortium, serve
 from tokenring.config import load
 
@@ -26,7 +26,7 @@ START_TIMEOUT_S = 10.0
 @contextmanager
 def fake_ring(tmp_path: Path, *, double_credit: bool) -> Iterator[Path]:
     """Serve a fake consortium from its own thread; yield the ring file that names it."""
-    ports = {bank: free_port() for bank in BANKS}
+    ports = dict(zip(BANKS, free_ports(len(BANKS)), strict=True))
     consortium = FakeConsortium(BANKS, double_credit=double_credit)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -134,8 +134,8 @@ def test_attach_to_a_ring_that_is_not_running_is_refused_at_once_and_says_where_
 ) -> None:
     ring = tmp_path / "ring.toml"
     lines = ['[consortium]\nname = "gone"\nsecret_env = "FAKE_SECRET"\n', "[token]\nhold_max_ms = 20\n"]
-    for bank in BANKS:  # ports nobody listens on
-        lines.append(f'[[banks]]\nid = "{bank}"\nname = "Gone {bank}"\nurl = "http://127.0.0.1:{free_port()}"\n')
+    for bank, port in zip(BANKS, free_ports(len(BANKS)), strict=True):  # ports nobody listens on
+        lines.append(f'[[banks]]\nid = "{bank}"\nname = "Gone {bank}"\nurl = "http://127.0.0.1:{port}"\n')
     ring.write_text("\n".join(lines), encoding="utf-8")
     assert main(["scenario", "bank-workload", "--attach", "-c", str(ring), "--quiet", "--duration-s", "1"]) == 2
     (error,) = capsys.readouterr().err.splitlines()  # one line, however long (not a terminal)
