@@ -104,8 +104,10 @@ async def _with_ring(
         await ring.close()
 
 
-def _workload(options: RunOptions) -> WorkloadOptions:
-    return WorkloadOptions(clients=options.clients, duration_s=options.duration_s)
+def _workload(options: RunOptions, *, keep_going: bool = False) -> WorkloadOptions:
+    return WorkloadOptions(
+        clients=options.clients, duration_s=options.duration_s, keep_going=keep_going
+    )
 
 
 def _runner(
@@ -114,8 +116,10 @@ def _runner(
     async def run(options: RunOptions, phase: Phase) -> Report:
         async def body(ring: Ring) -> RunResult:
             return await run_under_load(
-                ring, name, seed=options.seed, workload=_workload(options), phase=phase,
-                faults=faults, attached=options.attach is not None,
+                ring, name, seed=options.seed, phase=phase, faults=faults,
+                # A fault scenario's clients go on when a bank does not answer.
+                workload=_workload(options, keep_going=faults is not None),
+                attached=options.attach is not None,
             )  # fmt: skip
 
         return (await _with_ring(options, body, phase, proxies=proxies)).report

@@ -291,6 +291,14 @@ async def run_under_load(
             # again under --attach answers a reused key with the first run's answer.
             run_id = secrets.token_hex(4)
             teller = Teller(client, urls, recorder, prefix=f"{scenario}-{seed}-{run_id}")
+            if workload.keep_going:
+                # Clients keep off a bank the watcher finds not answering, and a link one of its
+                # banks says is down, as soon as it does.
+                monitor.listeners.append(
+                    lambda s: teller.unanswered.status(
+                        s.bank, s.up, [m for m, state in s.members.items() if state == "down"]
+                    )
+                )
             kit = FaultKit(
                 ring=ring, monitor=monitor, recorder=recorder, client=client,
                 rng=random.Random(rng.randrange(2**32)), duration_s=workload.duration_s,

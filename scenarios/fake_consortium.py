@@ -5,7 +5,10 @@ A test double for the scenario machinery, not a bank: it serves just enough of C
 consortium audit, ``/ring/status`` with a token that goes round on a timer, ``/healthz``) for a
 scenario to run with ``--attach``. With ``double_credit=True`` every deposit credits twice
 while the consortium still counts it once: the broken participant the checker must catch.
-The tests start it with :func:`serve` on random free 127.0.0.1 ports.
+A bank put in ``stopped`` answers nothing until it is taken out again, as a bank stopped with
+SIGSTOP, and holds up what another bank would forward to it (a deposit or withdrawal for one of
+its accounts, a transfer whose first source is one). The tests start it with :func:`serve` on
+random free 127.0.0.1 ports.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ __all__ = ["FakeConsortium", "serve"]
 
 TOKEN_STEP_MS = 20
 """How long the fake token stays at each bank."""
+STOPPED_POLL_MS = 10
+"""How often a request to a stopped fake bank looks whether the bank was resumed."""
 
 
 @attrs.define
@@ -51,6 +56,22 @@ class _Account:
         }
 
 
+async def _forwarded_to(request: web.Request) -> str | None:
+    """The bank a real terminal forwards ``request`` to: the account's bank for a deposit or a
+    withdrawal, the first source's bank for a transfer (``None`` for anything else)."""
+    forwarded = ("/deposits", "/withdrawals", "/transfers")
+    if request.method != "POST" or not request.path.endswith(forwarded):
+        return None
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("sources"), list) and body["sources"]:
+        body = body["sources"][0]
+    home = body.get("bank") if isinstance(body, dict) else None
+    return home if isinstance(home, str) else None
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
@@ -71,6 +92,9 @@ class FakeConsortium:
         self._started = time.monotonic()
         self.config_digest: str | None = None
         """The ring file digest its ``/ring/status`` says, when set (a real bank always says)."""
+        self.stopped: set[str] = set()
+        """Banks that answer nothing: a request to one, or one a real bank would forward to one,
+        waits until the bank is taken out."""
 
     def app(self, bank: str) -> web.Application:
         app = web.Application()
@@ -95,6 +119,9 @@ class FakeConsortium:
         self, bank: str, handler: Callable[[web.Request, str], Awaitable[web.Response]]
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def run(request: web.Request) -> web.Response:
+            home = await _forwarded_to(request)
+            while bank in self.stopped or home in self.stopped:
+                await asyncio.sleep(STOPPED_POLL_MS / 1000)
             return await handler(request, bank)
 
         return run

@@ -79,6 +79,9 @@ class RingMonitor:
         self.last_visit: dict[str, tuple[float, float]] = {}
         """Per bank, the two sample times between which its visits last went up."""
         self._previous_at: dict[str, float] = {}
+        self.listeners: list[Callable[[StatusSample], None]] = []
+        """Called with every sample as it is taken (the load learns from them which banks do
+        not answer)."""
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stop = False
@@ -118,6 +121,8 @@ class RingMonitor:
         self._changed.set()
 
     def _record(self, sample: StatusSample) -> None:
+        for listener in self.listeners:
+            listener(sample)
         previous_at = self._previous_at.get(sample.bank)
         self._previous_at[sample.bank] = sample.at_ms
         self.latest[sample.bank] = sample

@@ -63,8 +63,12 @@ class LinkProxy:
                     await self._server.wait_closed()
 
     def set_cut(self, cut: bool) -> None:
-        """Cut (or heal) the link. Either way every open connection is dropped, so that no
-        connection spans the change."""
+        """Cut (or heal) the link. When that changes it, every open connection is dropped, so
+        that no connection spans the change; a link left as it was keeps its connections (a
+        partition cuts only the links between its groups, and requests in flight between two
+        banks of one side are no part of the fault)."""
+        if cut == self.cut:
+            return
         self.cut = cut
         self._drop_all()
 

@@ -74,6 +74,23 @@ async def test_a_cut_link_resets_open_connections_and_blackholes_new_ones(echo_p
         await proxy.close()
 
 
+async def test_a_link_left_as_it_was_keeps_its_open_connections(echo_port: int) -> None:
+    """A partition sets every link, cut or not, and a heal heals every link: one of the same
+    side must not lose what is in flight on it."""
+    proxy = LinkProxy("a->b", "127.0.0.1", echo_port)
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"ping"
+        proxy.set_cut(False)
+        writer.write(b"pong")
+        assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"pong"
+        writer.transport.abort()
+    finally:
+        await proxy.close()
+
+
 async def test_only_loopback_targets_are_accepted() -> None:
     with pytest.raises(AssertionError):
         LinkProxy("a->b", "10.0.0.1", 80)
