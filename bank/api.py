@@ -56,6 +56,7 @@ from tokenring.logs import Throttle
 __all__ = [
     "ACCOUNT_NUMBER_MAX",
     "BODY_BYTES_MAX",
+    "BODY_READ_TIMEOUT_S",
     "IDEMPOTENCY_KEY_CHARS_MAX",
     "JOINT_OWNERS_MAX",
     "NAME_CHARS_MAX",
@@ -104,6 +105,10 @@ HASH_WORKERS_MAX = 2
 HASHES_PENDING_MAX = 64
 """Password hashes queued or running; beyond it sign-ups and logins answer 503 at once."""
 READ_CHUNK_BYTES = 16 * 1024
+BODY_READ_TIMEOUT_S = 10.0
+"""The longest a request's body may take to arrive once its headers have: a client that
+trickles it (or stops sending) is answered 400 and its connection closed, rather than holding
+a connection, and one of the process's file descriptors, for as long as it likes."""
 TRANSFER_WAIT_MS_MAX = 30_000
 """The longest ``?wait_ms=`` a transfer request may wait for its outcome (the cross-bank code
 in ``bank.interbank`` waits; a local transfer is decided at once and ignores it)."""
@@ -275,6 +280,10 @@ async def _api_middleware(
                 code = "internal_error"
                 log.exception("request_failed", method=request.method, path=request.path)
                 response = error_response(code, "internal error")
+        if response.headers.get("Connection") == "close":
+            # Not only said: the connection ends after this answer (a body left unread, as
+            # when it did not arrive in time, is not waited for).
+            response.force_close()
         response.headers["X-Request-Id"] = request_id
         if code is None and response.status >= 400 and isinstance(response, web.Response):
             code = _error_code(response)
@@ -343,16 +352,24 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
         raise ApiError("payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes")
     data = bytearray()
     try:
-        if request.content_length is not None:
-            # Its length is known and within the bound: read it whole.
-            data += await request.read()
-        else:
-            async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-                data += chunk
-                if len(data) > BODY_BYTES_MAX:
-                    raise ApiError(
-                        "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
-                    )
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            if request.content_length is not None:
+                # Its length is known and within the bound: read it whole.
+                data += await request.read()
+            else:
+                async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > BODY_BYTES_MAX:
+                        raise ApiError(
+                            "payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes"
+                        )
+    except TimeoutError:
+        request.content.feed_eof()
+        raise ApiError(
+            "invalid_request",
+            f"the body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s",
+            headers={"Connection": "close"},
+        ) from None
     except RequestPayloadError as error:  # a Content-Encoding its bytes are not in
         # Nothing more of this body can be read, nor of the connection after it: it ends
         # with this answer (and the server does not try to read the rest of the body).
@@ -525,13 +542,66 @@ async def _create_customer(request: web.Request) -> web.Response:
             "invalid_request",
             f"password must be {auth.PASSWORD_CHARS_MIN} to {auth.PASSWORD_CHARS_MAX} characters",
         )
-    # Sign-up keys are scoped by the document being signed up: there is no caller yet.
-    idempotency = idempotency_of(request, f"signup:{document}", body)
+    # Sign-up keys are scoped by the document being signed up: there is no caller yet. The
+    # fingerprint, a fast hash kept for good, leaves the password out (over the password it
+    # would let a copy of the database test guesses at SHA-256's speed, not scrypt's); a
+    # retry's password is checked against the customer's scrypt hash instead.
+    idempotency = idempotency_of(request, f"signup:{document}", {k: v for k, v in body.items() if k != "password"})
+    if RING in request.app and await _ledger(request).customer(document) is None:
+        # Accounts are found and spent by document at every bank of the ring: a document
+        # another bank knows is signed up here only by its customer, who proves it with
+        # the password used there (else anyone could sign up here as them and reach,
+        # from here, the accounts they keep there).
+        await _same_customer_elsewhere(request, document, password)
     password_hash = await _in_hashing(request, auth.hash_password, password)
     answer = await _ledger(request).create_customer(
         document, name, password_hash, idempotency=idempotency
     )
+    if answer.replayed and answer.status == 201:
+        customer = await _ledger(request).customer(document)
+        if customer is None or not await _in_hashing(request, auth.verify_password, password, customer.password_hash):
+            raise ApiError("idempotency_key_reused", "this Idempotency-Key was used for a different request")
     return answer_response(answer)
+
+
+async def _same_customer_elsewhere(request: web.Request, document: str, password: str) -> None:
+    """Refuse to sign ``document`` up here unless ``password`` is its password at one of the
+    other banks that know it (none knowing it: anyone may). Every other bank must answer
+    (503 otherwise: one that did not could be keeping the customer's accounts). A wrong
+    password counts as a failed login for the document (the same brake, 429)."""
+    from bank import interbank  # imported late: it imports us
+
+    hashes, unavailable = await interbank.password_hashes_elsewhere(request, document)
+    if unavailable:
+        raise ApiError(
+            "unavailable",
+            f"banks did not answer: {', '.join(unavailable)}; a document is signed up only"
+            " once every bank of the ring can say whether it keeps that customer: retry later",
+            headers={"Retry-After": "5"},
+        )
+    if not hashes:
+        return
+    throttle = request.app[API_STATE].throttle
+    wait_s = throttle.begin(document)
+    if wait_s > 0:
+        raise ApiError(
+            "too_many_attempts",
+            "too many failed logins for this document; try again later",
+            headers={"Retry-After": str(max(1, round(wait_s)))},
+        )
+    try:
+        for stored in hashes:
+            if await _in_hashing(request, auth.verify_password, password, stored):
+                throttle.succeeded(document)
+                return
+        throttle.failed(document)
+    finally:
+        throttle.end(document)
+    raise ApiError(
+        "customer_exists",
+        "this document is a customer of another bank of the ring: sign up here with the"
+        " password you use there",
+    )
 
 
 async def _create_session(request: web.Request) -> web.Response:

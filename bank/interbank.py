@@ -14,6 +14,9 @@ Routes between banks (all ``POST`` with a JSON body unless said otherwise):
 - ``/interbank/query``: :class:`DecisionQuery` -> :class:`Decisions` (what is decided);
 - ``/interbank/acks``: :class:`Acks` -> ``{}``;
 - ``/interbank/accounts``: ``{"document"}`` -> that customer's accounts here;
+- ``/interbank/customer``: ``{"document"}`` -> ``{"bank", "password_hash"}`` (null when the
+  document is no customer here): what a sign-up of that document at another bank is
+  checked against;
 - ``/interbank/deposits``: a deposit forwarded with the caller's document and key ->
   ``{"status", "body", "replayed"}``, the answer to pass on;
 - ``/interbank/transfers``: a transfer with an Idempotency-Key forwarded to its first
@@ -109,6 +112,7 @@ __all__ = [
     "cross_bank",
     "install",
     "listings_elsewhere",
+    "password_hashes_elsewhere",
     "replayed_local_withdrawal",
     "replayed_withdrawal",
     "statement_elsewhere",
@@ -163,6 +167,7 @@ def install(app: web.Application) -> None:
             web.post("/interbank/query", _query),
             web.post("/interbank/acks", _acks),
             web.post("/interbank/accounts", _accounts),
+            web.post("/interbank/customer", _customer),
             web.post("/interbank/deposits", _forwarded_deposit),
             web.post("/interbank/transfers", _forwarded_transfer),
             web.post("/interbank/transfer-status", _transfer_status),
@@ -328,6 +333,39 @@ async def _accounts(request: web.Request) -> web.Response:
             "accounts": [a.to_json() for a in accounts],
         }
     )
+
+
+async def _customer(request: web.Request) -> web.Response:
+    """Whether ``document`` is a customer here, and its password's salted hash: what another
+    bank checks a sign-up of the same document against (``bank.api``)."""
+    body = await _json(request)
+    document = body.get("document") if isinstance(body, dict) else None
+    if not isinstance(document, str) or not 0 < len(document) <= 14:
+        raise _bad("document: expected a CPF or CNPJ")
+    found = await _ledger(request.app).customer(document)
+    return jsonio.response({"bank": request.app[BANK_ID], "password_hash": None if found is None else found.password_hash})
+
+
+async def password_hashes_elsewhere(request: web.Request, document: str) -> tuple[list[str], list[str]]:
+    """The password hashes of ``document`` at the other banks that keep it as a customer
+    (signed ``/interbank/customer``, each bounded by ``ACCOUNTS_TIMEOUT_S``), and the ids of
+    the banks that did not answer, in ring order."""
+    app = request.app
+    here = app[BANK_ID]
+    others = [bank for bank in app[CONFIG].member_ids if bank != here]
+
+    async def ask(bank: str) -> Any:
+        try:
+            reply = await _ring(app).client.post_json(
+                app[CONFIG].bank(bank).url, "/interbank/customer", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S
+            )
+        except SendFailed:
+            return None
+        return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
+
+    answers = await asyncio.gather(*(ask(bank) for bank in others))
+    hashes = [a["password_hash"] for a in answers if a is not None and isinstance(a.get("password_hash"), str)]
+    return hashes, [bank for bank, answer in zip(others, answers) if answer is None]
 
 
 async def _forwarded_deposit(request: web.Request) -> web.Response:

@@ -474,6 +474,18 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        # A sign-up's key was stored with a SHA-256 of its whole body, password included: a
+        # fast, unsalted hash of the password beside its scrypt one. Sign-up fingerprints
+        # leave the password out now (bank.api); the old ones are dropped (a retry of a
+        # sign-up made before is then answered 422 idempotency_key_reused; the customer is
+        # there all the same).
+        """
+        UPDATE idempotency SET fingerprint = 'dropped: held a hash of the password'
+            WHERE scope LIKE 'signup:%';
+        """,
+    ),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 

@@ -379,10 +379,12 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/v1/customers": {
             "post": _operation(
-                "Become a customer of this bank.",
+                "Become a customer of this bank. A document that another bank of the ring keeps as a "
+                "customer is signed up only with the password it has there (409 `customer_exists` "
+                "otherwise, counted as a failed login); 503 when another bank cannot say.",
                 {
                     **_ok(201, "The customer.", "Customer"),
-                    **_errors(400, 409, 413, 422),
+                    **_errors(400, 409, 413, 422, 429, 503),
                 },
                 body="NewCustomer",
                 secured=False,

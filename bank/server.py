@@ -34,6 +34,7 @@ from tokenring.signing import SIGNED_PREFIXES
 
 __all__ = [
     "GC_YOUNG_THRESHOLD",
+    "KEEPALIVE_TIMEOUT_S",
     "PARENT_POLL_S",
     "SHUTDOWN_TIMEOUT_S",
     "build_app",
@@ -44,6 +45,14 @@ __all__ = [
 
 SHUTDOWN_TIMEOUT_S = 3.0
 """How long open requests may take to finish once the bank stops serving."""
+KEEPALIVE_TIMEOUT_S = 30.0
+"""How long a connection may stay without a request (idle between requests, or before its
+first request's headers are complete) before the bank closes it: twice the time the other
+members' client (``tokenring.peers.IDLE_S_MAX``) reuses an idle connection, so it never
+reuses one the bank is closing at that moment. aiohttp's ``AppRunner``
+keeps one 3,630 s by default: a client that opened connections and sent nothing held each
+one, and one of the process's file descriptors, for an hour, and enough of them left the
+bank unable to accept any connection (its clients' or the other banks')."""
 PARENT_POLL_S = 1.0
 """How often a bank started by ``consortium up`` (or a scenario, or a test) looks whether its
 parent is still there."""
@@ -140,7 +149,9 @@ async def serve(
     listening = _bind(host, port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout_s, keepalive_timeout=KEEPALIVE_TIMEOUT_S
+    )
     try:
         await runner.setup()
     except BaseException:

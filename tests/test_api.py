@@ -66,6 +66,30 @@ async def test_sign_up_with_a_key_is_applied_once(client: Client) -> None:
     assert second.headers["Idempotent-Replayed"] == "true"
 
 
+async def test_a_sign_up_key_keeps_nothing_quick_to_test_a_password_against(client: Client) -> None:
+    """A sign-up sent with a key (the web terminal sends one with every write) stores its
+    first answer for retries; what tells a retry from another request must not be a SHA-256
+    over the password (a copy of the database would test guesses at that speed, not
+    scrypt's). A retry with another password is another request all the same."""
+    import sqlite3
+
+    from bank.ledger import request_fingerprint
+
+    body = {"document": new_cpf(), "name": "Ana", "password": PASSWORD}
+    headers = {"Idempotency-Key": "signup-2"}
+    first = await client.post("/api/v1/customers", json=body, headers=headers)
+    assert first.status == 201
+    path = client.app[LEDGER].path
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        stored = {row[0] for row in conn.execute("SELECT fingerprint FROM idempotency")}
+    assert request_fingerprint("POST", "/api/v1/customers", body) not in stored
+    again = await client.post("/api/v1/customers", json=body, headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    other = await client.post("/api/v1/customers", json={**body, "password": "another password"}, headers=headers)
+    assert other.status == 422
+    assert_error(await other.json(), "idempotency_key_reused")
+
+
 async def test_login_logout_and_a_token_that_no_longer_works(client: Client) -> None:
     document, headers = await customer(client)
     listed = await client.get("/api/v1/accounts", headers=headers)
@@ -431,3 +455,25 @@ async def test_a_bank_whose_storage_is_full_answers_503_to_retry_and_logs_it_onc
         headers={**headers, "Idempotency-Key": f"dep-{index}"},
     )  # fmt: skip
     assert again.status == 201 and again.headers.get("Idempotent-Replayed") is None
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 60000", b"Transfer-Encoding: chunked"])
+async def test_a_body_that_never_arrives_whole_is_refused_and_its_connection_closed(
+    client: Client, monkeypatch: pytest.MonkeyPatch, framing: bytes
+) -> None:
+    """A client that sends its headers, then its body a byte now and then (or not at all),
+    is answered 400 within BODY_READ_TIMEOUT_S and its connection closed: it cannot hold a
+    connection, and a file descriptor of the bank, for as long as it likes."""
+    from bank import api
+
+    monkeypatch.setattr(api, "BODY_READ_TIMEOUT_S", 0.3, raising=False)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /api/v1/customers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing + b"\r\n\r\n")
+    writer.write(b'3\r\n{"d' if b"chunked" in framing else b'{"d')
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)  # the answer, then the bank closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b'"invalid_request"' in answer, answer[:300]
+    assert (await audit(client))["customers"] == 0

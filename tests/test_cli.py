@@ -395,3 +395,35 @@ def test_a_bank_whose_database_cannot_be_used_says_so_in_one_line(ring_file: Rin
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("consortium:")]
     assert line.startswith(f"consortium: bank alfa: database {path}: ") and expected in line, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_connection_that_never_finishes_a_request_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that opens a connection and never completes its request's headers does not
+    keep it (and a file descriptor of the bank) for aiohttp's default hour: enough of those
+    left a bank unable to accept any connection, its customers' or the other banks'."""
+    import asyncio
+
+    from bank import server
+
+    monkeypatch.setattr(server, "KEEPALIVE_TIMEOUT_S", 0.5, raising=False)
+    config = write_ring_file(tmp_path / "ring.toml", ["alfa"], data_dir=str(tmp_path / "data"))
+    bank = config.bank("alfa")
+
+    async def held_for() -> bytes:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        app = server.build_app(config, "alfa", secret=b"a-key")
+        serving = asyncio.create_task(server.serve(app, bank.host, bank.port, stop=stop, on_ready=ready.set))
+        await asyncio.wait_for(ready.wait(), WAIT_S)
+        try:
+            reader, writer = await asyncio.open_connection(bank.host, bank.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            await writer.drain()
+            try:
+                return await asyncio.wait_for(reader.read(), 5)  # b"": the bank closed it
+            finally:
+                writer.close()
+        finally:
+            stop.set()
+            await serving
+
+    assert asyncio.run(held_for()) == b""

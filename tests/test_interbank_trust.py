@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bank.keys import TRANSFERS
+from aiohttp import web
+
+from bank.keys import RING, TRANSFERS
+from bank.server import build_app
 from bank.transfers.book import RecordOutcomes
 from bank.transfers.protocol import DecisionItem, DecisionQuery, Decisions, Leg, Transfer
 from tokenring.signing import SignedClient
 
-from tests.test_interbank import ANA, DEADLINE_S, SECRET, Banks, banks, customer_everywhere, settle  # noqa: F401
+from tests.test_interbank import ANA, BIA, DEADLINE_S, SECRET, Banks, banks, customer_everywhere, settle  # noqa: F401
 
 
 def _leg(account: int, amount_cents: int, role: str = "source") -> dict[str, Any]:
@@ -161,3 +164,122 @@ async def test_an_answer_to_a_query_decides_only_what_was_asked(banks: Banks) ->
     b1 = banks.apps["b1"][TRANSFERS]
     assert await b1.book.applied_here("b0-held")
     assert not await b1.book.applied_here("b0-unasked")
+
+
+# ---------------------------------------------------------------------------------------------
+# A customer is one document at every bank: who may sign it up at another
+# ---------------------------------------------------------------------------------------------
+
+
+async def _sign_up(banks: Banks, bank: str, document: str, password: str) -> tuple[int, Any]:
+    return await banks.call("POST", bank, "/api/v1/customers", {"document": document, "name": "Mallory", "password": password})
+
+
+async def test_signing_up_with_anothers_document_reaches_none_of_their_accounts(banks: Banks) -> None:
+    """Ana keeps an account at b0. Someone signing up at b1 with Ana's CPF and a password of
+    their own is refused: else that session lists Ana's b0 account with its balance, reads
+    its statement and spends it (every bank finds accounts by document)."""
+    await banks.customer("b0", ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    status, body = await _sign_up(banks, "b1", ANA, "mallory's own pw")
+    assert (status, body["error"]["code"]) == (409, "customer_exists"), body
+    status, body = await banks.call("POST", "b1", "/api/v1/sessions", {"document": ANA, "password": "mallory's own pw"})
+    assert status == 401, body
+    assert await banks.balance("b0", ANA, source) == (1_000, 0)
+
+
+async def test_a_customer_signs_up_at_another_bank_with_the_password_used_where_known(banks: Banks) -> None:
+    """Ana herself, with the password she has at b0, becomes a customer of b1 and sees her b0
+    account from there; a document no bank knows is signed up as before."""
+    await banks.customer("b0", ANA)
+    source = await banks.account("b0", ANA, 1_000)
+    await banks.customer("b1", ANA)  # "correct horse", as at b0
+    status, body = await banks.call("GET", "b1", "/api/v1/accounts?scope=consortium", who=ANA)
+    assert status == 200 and [a["account"] for b in body["banks"] if b["bank"] == "b0" for a in b["accounts"]] == [source]
+    status, _ = await _sign_up(banks, "b2", BIA, "anything at all")
+    assert status == 201
+
+
+async def test_wrong_passwords_at_sign_up_count_as_failed_logins(banks: Banks) -> None:
+    """Signing up at b1 with Ana's document is no way round the login brake:
+    after LOGIN_FAILURES_MAX wrong guesses even the right password waits (429)."""
+    from bank.auth import LOGIN_FAILURES_MAX
+
+    await banks.customer("b0", ANA)
+    for guess in range(LOGIN_FAILURES_MAX):
+        status, _ = await _sign_up(banks, "b1", ANA, f"guess number {guess}")
+        assert status == 409
+    status, body = await _sign_up(banks, "b1", ANA, "correct horse")
+    assert (status, body["error"]["code"]) == (429, "too_many_attempts"), body
+
+
+async def test_a_sign_up_waits_for_every_bank_to_say_whether_it_knows_the_document(banks: Banks) -> None:
+    """With b2 stopped, b2 may be keeping Ana's accounts: a sign-up of her document at b1 is
+    503 and makes nothing (else it could be made while the bank that would refuse it is down)."""
+    await banks.customer("b2", ANA)
+    await banks.account("b2", ANA, 1_000)
+    await banks.runners["b2"].cleanup()
+    status, body = await _sign_up(banks, "b1", ANA, "mallory's own pw")
+    assert (status, body["error"]["code"]) == (503, "unavailable"), body
+    status, _ = await banks.call("POST", "b1", "/api/v1/sessions", {"document": ANA, "password": "mallory's own pw"})
+    assert status == 401
+
+
+async def test_a_message_seen_on_its_way_to_one_bank_is_refused_by_another(banks: Banks) -> None:
+    """b2 forwards Ana's deposit into her b0 account; the same bytes, sent to b1 within the
+    clock bound (by anyone who saw them on the plain-HTTP link: no key needed), are refused
+    there and credit nothing, though b1 never saw that nonce and Ana has an account of the
+    same number at b1."""
+    await customer_everywhere(banks, ANA)
+    at_b0 = await banks.account("b0", ANA, 0)
+    at_b1 = await banks.account("b1", ANA, 0)
+    assert at_b0 == at_b1
+    peers = banks.apps["b2"][RING].client.session
+    send, seen = peers.request, []
+
+    async def recording(method: str, host: str, port: int, path: str, headers: Any, body: bytes, **options: Any) -> Any:
+        if path == "/interbank/deposits":
+            seen.append((dict(headers), bytes(body)))
+        return await send(method, host, port, path, headers, body, **options)
+
+    peers.request = recording
+    status, _ = await banks.call("POST", "b2", "/api/v1/deposits", {"bank": "b0", "account": at_b0, "amount_cents": 500},
+                                 who=ANA, headers={"Idempotency-Key": "cash-in-at-b2"})
+    assert status == 201 and len(seen) == 1
+    headers, body = seen[0]
+    async with banks.session.post(banks.url("b1") + "/interbank/deposits", data=body, headers=headers) as replayed:
+        assert replayed.status == 401, await replayed.text()
+    assert await banks.balance("b1", ANA, at_b1) == (0, 0)
+    audit = await banks.audit()
+    assert audit["consistent"] and audit["expected_cents"] == 500
+
+
+async def test_a_message_a_bank_took_before_it_restarted_is_refused_after(banks: Banks) -> None:
+    """A restart forgets the nonces a bank took. A deposit b2 forwarded to b0 without a key
+    (the client sent none), sent again by whoever saw it once b0 is back within the clock
+    bound, is refused: it does not credit Ana twice."""
+    await customer_everywhere(banks, ANA)
+    at_b0 = await banks.account("b0", ANA, 0)
+    peers = banks.apps["b2"][RING].client.session
+    send, seen = peers.request, []
+
+    async def recording(method: str, host: str, port: int, path: str, headers: Any, body: bytes, **options: Any) -> Any:
+        if path == "/interbank/deposits":
+            seen.append((dict(headers), bytes(body)))
+        return await send(method, host, port, path, headers, body, **options)
+
+    peers.request = recording
+    status, _ = await banks.call("POST", "b2", "/api/v1/deposits", {"bank": "b0", "account": at_b0, "amount_cents": 500}, who=ANA)
+    assert status == 201 and len(seen) == 1
+    await banks.runners["b0"].cleanup()  # b0 restarts: its memory (its nonces) is gone
+    await asyncio.sleep(0.01)  # its start comes after the message's timestamp
+    app = build_app(banks.config, "b0", secret=SECRET)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    bank = banks.config.bank("b0")
+    await web.TCPSite(runner, bank.host, bank.port).start()
+    banks.runners["b0"], banks.apps["b0"] = runner, app
+    headers, body = seen[0]
+    async with banks.session.post(banks.url("b0") + "/interbank/deposits", data=body, headers=headers) as replayed:
+        assert replayed.status == 401, await replayed.text()
+    assert await banks.balance("b0", ANA, at_b0) == (500, 0)

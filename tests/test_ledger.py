@@ -69,8 +69,23 @@ async def test_a_new_database_is_migrated_once_and_reopening_keeps_everything(
     finally:
         await second.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sign_up_fingerprints_written_before_schema_2_are_dropped(tmp_path: Path) -> None:
+    """A database written before sign-up keys left the password out of their fingerprint (a
+    SHA-256 over the body, password included) keeps none of those once opened."""
+    path = tmp_path / "alfa.sqlite3"
+    await (await Ledger.open(path)).close()
+    with sqlite3.connect(path) as conn:  # as the version before wrote it
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+        conn.execute("INSERT INTO idempotency VALUES ('signup:52998224725', 'k', 'a0b1c2', 201, '{}', 0)")
+        conn.execute("INSERT INTO idempotency VALUES ('52998224725', 'k', 'd3e4f5', 201, '{}', 0)")
+    await (await Ledger.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        fingerprints = dict(conn.execute("SELECT scope, fingerprint FROM idempotency").fetchall())
+    assert fingerprints["signup:52998224725"] != "a0b1c2" and fingerprints["52998224725"] == "d3e4f5"
 
 
 async def test_bank_id_comes_from_the_file_name(ledger: Ledger) -> None:

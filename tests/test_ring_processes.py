@@ -356,8 +356,8 @@ async def test_unsigned_badly_signed_and_replayed_messages_get_401_and_change_no
     forged = core.encode_message(core.Token("alfa", core.Fence(10**6, "alfa", 1)))
     body = json.dumps(forged).encode()
     secret = ring5["alfa"].env[ring5.config.secret_env].encode()
-    good = sign(secret, "POST", RING_MESSAGE_PATH, body, sender="alfa")
-    bad = sign(b"not-the-ring-key", "POST", RING_MESSAGE_PATH, body, sender="alfa")
+    good = sign(secret, "POST", RING_MESSAGE_PATH, body, sender="alfa", receiver=target)
+    bad = sign(b"not-the-ring-key", "POST", RING_MESSAGE_PATH, body, sender="alfa", receiver=target)
     json_type = {"Content-Type": "application/json"}
     answers = []
     for headers in ({}, bad):
@@ -370,7 +370,7 @@ async def test_unsigned_badly_signed_and_replayed_messages_get_401_and_change_no
     # A correctly signed harmless message, then the very same request again.
     probe = core.encode_message(core.Probe("delta", core.Fence(0, "", 0)))
     probe_body = json.dumps(probe).encode()
-    probe_headers = {**sign(secret, "POST", RING_MESSAGE_PATH, probe_body, sender="delta"),
+    probe_headers = {**sign(secret, "POST", RING_MESSAGE_PATH, probe_body, sender="delta", receiver=target),
                      **json_type}  # fmt: skip
     statuses = []
     for _ in range(2):

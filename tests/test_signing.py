@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from tokenring.signing import (
     HEADER_NONCE,
+    HEADER_RECEIVER,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     SIGNED_SENDER,
@@ -74,6 +75,33 @@ def test_changing_method_path_or_body_breaks_the_signature(
     with pytest.raises(SignatureError, match="bad signature") as caught:
         verifier(clock).verify(method, path, signed(clock), body)
     assert caught.value.status == 401 and caught.value.code == "unauthorized"
+
+
+BETA, GAMA = "http://127.0.0.1:8102", "http://127.0.0.1:8103"
+
+
+def test_a_message_signed_for_one_member_is_refused_by_another() -> None:
+    """Each member keeps its own nonces: a message seen on its way to beta, sent to gama
+    within the clock bound, is refused there (and the receiver it names cannot be changed)."""
+    clock = Clock()
+    for_beta = signed(clock, receiver=BETA)
+    assert verifier(clock, receiver=BETA).verify("POST", "/ring/message", for_beta, b'{"x":1}') == "alfa"
+    with pytest.raises(SignatureError, match="not signed for this member"):
+        verifier(clock, receiver=GAMA).verify("POST", "/ring/message", for_beta, b'{"x":1}')
+    with pytest.raises(SignatureError, match="bad signature"):
+        verifier(clock, receiver=GAMA).verify("POST", "/ring/message", {**for_beta, HEADER_RECEIVER: GAMA}, b'{"x":1}')
+    with pytest.raises(SignatureError, match="signed for no receiver"):
+        verifier(clock, receiver=GAMA).verify("POST", "/ring/message", signed(clock), b'{"x":1}')
+
+
+def test_a_message_stamped_before_the_verifier_started_is_refused() -> None:
+    """A member forgets its nonces when it restarts: what it took before is refused after."""
+    clock = Clock()
+    before = signed(clock)
+    clock.now_ms += 1_000
+    with pytest.raises(SignatureError, match="before this member started"):
+        verifier(clock, not_before_ms=clock.now_ms).verify("POST", "/ring/message", before, b'{"x":1}')
+    assert verifier(clock, not_before_ms=clock.now_ms).verify("POST", "/ring/message", signed(clock), b'{"x":1}') == "alfa"
 
 
 def test_a_message_signed_with_another_key_is_refused() -> None:
@@ -231,6 +259,27 @@ def make_app(check: Verifier) -> tuple[web.Application, list[tuple[str, str]]]:
     app.router.add_get("/ring/status", record)
     app.router.add_get("/healthz", record)
     return app, handled
+
+
+async def test_middleware_closes_a_connection_whose_body_never_arrives(
+    aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body is read before the signature can be checked: one that trickles in, from
+    anyone, is answered 400 within BODY_READ_TIMEOUT_S and its connection closed."""
+    from tokenring import signing
+
+    monkeypatch.setattr(signing, "BODY_READ_TIMEOUT_S", 0.3, raising=False)
+    app, handled = make_app(Verifier(SECRET, members=MEMBERS))
+    client = await aiohttp_client(app)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"POST /interbank/prepare HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n{")
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(), 5)  # the answer, then the close
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert handled == []
 
 
 async def test_middleware_refuses_unsigned_bad_and_replayed_with_the_contract_body(

@@ -285,7 +285,7 @@ async def test_ring_routes_refuse_unsigned_and_malformed_and_stale_fences(
 async def test_a_signed_message_for_another_path_does_not_verify(ring3: Members) -> None:
     url = ring3.config.bank("beta").url
     body = b"{}"
-    headers = sign(SECRET, "POST", "/ring/fence", body, sender="alfa")
+    headers = sign(SECRET, "POST", "/ring/fence", body, sender="alfa", receiver=url)
     headers["Content-Type"] = "application/json"
     async with aiohttp.ClientSession() as session:
         async with session.post(url + RING_MESSAGE_PATH, data=body, headers=headers) as reply:

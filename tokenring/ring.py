@@ -72,6 +72,7 @@ from tokenring.signing import (
     error_body,
     sign_reply,
     signature_middleware,
+    wall_clock_ms,
 )
 from tokenring.transport import (
     RING_DEMAND_PATH,
@@ -169,7 +170,13 @@ class Ring:
         self.bank = config.bank(member_id)  # ConfigError when unknown
         self.peers = {b.id: b.url for b in config.banks if b.id != member_id}
         self.metrics = RingMetrics() if metrics is None else metrics
-        self.verifier = Verifier(secret, members=frozenset(config.member_ids))
+        # Messages must be signed for this member: one seen on its way to another member is
+        # refused here (each member keeps only its own nonces).
+        # A message stamped before this member was made is refused too: the nonces a member
+        # took before it restarted are gone, and such a message may be one of them.
+        self.verifier = Verifier(
+            secret, members=frozenset(config.member_ids), receiver=self.bank.url, not_before_ms=wall_clock_ms()
+        )
         self.agreement = ConfigAgreement(
             config.digest, member_id=member_id, members=frozenset(self.peers)
         )

@@ -1,12 +1,15 @@
 """Signed member-to-member messages: HMAC-SHA256 over the request, a clock bound and a nonce.
 
 Every message between ring members (``/ring/...``) and between banks (``/interbank/...``)
-carries four headers: the sender's id, a wall-clock timestamp in milliseconds, a random nonce
-and an HMAC-SHA256 signature keyed by the ring secret over the method, the path (with its
-query), the sender, the timestamp, the nonce and the SHA-256 of the body. The receiving side
+carries five headers: the sender's id, a wall-clock timestamp in milliseconds, a random nonce,
+the receiver (the base URL it is sent to, as the ring file names it) and an HMAC-SHA256
+signature keyed by the ring secret over the method, the path (with its query), the sender, the
+timestamp, the nonce, the SHA-256 of the body and the receiver. The receiving side
 (:class:`Verifier`, applied to whole path prefixes by :func:`signature_middleware`) refuses a
-message that is unsigned, wrongly signed, from an unknown sender, too old or too far in the
-future (``skew_ms_max``), or a replay of a nonce it has already accepted within that window.
+message that is unsigned, wrongly signed, from an unknown sender, signed for another member,
+too old or too far in the future (``skew_ms_max``), or a replay of a nonce it has already
+accepted within that window. (Each member keeps its own nonces: without the receiver in the
+signature, a message seen on its way to one member was taken again by another.)
 A refused message gets 401 and the contract's error body and never reaches its handler, so it
 changes nothing.
 
@@ -37,7 +40,9 @@ from tokenring.agreement import HEADER_CONFIG, ConfigAgreement
 from tokenring.peers import PeerClient, PeerError
 
 __all__ = [
+    "BODY_READ_TIMEOUT_S",
     "HEADER_NONCE",
+    "HEADER_RECEIVER",
     "HEADER_SENDER",
     "HEADER_SIGNATURE",
     "HEADER_TIMESTAMP",
@@ -63,6 +68,7 @@ HEADER_SENDER = "X-Ring-Sender"
 HEADER_TIMESTAMP = "X-Ring-Timestamp"
 HEADER_NONCE = "X-Ring-Nonce"
 HEADER_SIGNATURE = "X-Ring-Signature"
+HEADER_RECEIVER = "X-Ring-Receiver"
 
 SKEW_MS_MAX = 30_000
 """A message whose timestamp is further than this from the receiver's clock is refused.
@@ -79,10 +85,16 @@ NONCE_CHARS_MAX = 64
 NONCE_BYTES = 16
 """Random bytes in a nonce this module makes (32 hex characters)."""
 SENDER_CHARS_MAX = 64
+RECEIVER_CHARS_MAX = 255
+"""The longest receiver (a member's base URL) a message may be signed for."""
 SEND_TIMEOUT_S_DEFAULT = 2.0
 """How long :meth:`SignedClient.request_json` waits for a whole answer by default."""
 REPLY_BYTES_MAX = 1 << 20
 """A larger answer is an operating error (:class:`SendFailed`), not something to buffer."""
+BODY_READ_TIMEOUT_S = 10.0
+"""The longest a signed request's body may take to arrive once its headers have (it is read
+before the signature can be checked): a sender that trickles it is answered 400 and its
+connection closed, rather than holding the connection as long as it likes."""
 PATHS_COUNTED_MAX = 64
 """Distinct paths :attr:`SignedClient.sent` counts one by one; requests to any further path
 are counted together under ``"other"``."""
@@ -100,20 +112,17 @@ def wall_clock_ms() -> int:
 
 
 def _canonical(
-    method: str, path: str, sender: str, timestamp_ms: int, nonce: str, body: bytes
+    method: str, path: str, sender: str, timestamp_ms: int, nonce: str, body: bytes, receiver: str | None = None
 ) -> bytes:
     # The body enters through its digest so that the signed string has a fixed shape; every
     # other field is free of newlines (checked on both sides), so the join is unambiguous.
-    return "\n".join(
-        (
-            method.upper(),
-            path,
-            sender,
-            str(timestamp_ms),
-            nonce,
-            hashlib.sha256(body).hexdigest(),
-        )
-    ).encode()
+    # The receiver, when named, is signed over too: the message is then good only at that
+    # member (each member keeps its own nonces, so a message seen on its way to one member
+    # would otherwise be taken again by another within the clock bound).
+    fields = [method.upper(), path, sender, str(timestamp_ms), nonce, hashlib.sha256(body).hexdigest()]
+    if receiver is not None:
+        fields.append("to " + receiver)
+    return "\n".join(fields).encode()
 
 
 RANDOM_POOL_BYTES = 4096
@@ -161,20 +170,29 @@ def sign(
     sender: str,
     timestamp_ms: int | None = None,
     nonce: str | None = None,
+    receiver: str | None = None,
 ) -> dict[str, str]:
-    """The four headers that make a request to ``path`` (with its query) from ``sender``."""
+    """The four headers that make a request to ``path`` (with its query) from ``sender``;
+    with ``receiver`` (the base URL the request goes to, as the ring file names it), a fifth,
+    and the message is good only at that member (a :class:`Verifier` whose receiver it is)."""
     assert secret, "an empty key signs nothing"
     assert path.startswith("/") and "\n" not in path, path
     assert sender and "\n" not in sender and len(sender) <= SENDER_CHARS_MAX, sender
+    if receiver is not None:
+        receiver = receiver.rstrip("/")
+        assert receiver and receiver.isascii() and "\n" not in receiver and len(receiver) <= RECEIVER_CHARS_MAX, receiver
     timestamp_ms = wall_clock_ms() if timestamp_ms is None else timestamp_ms
     nonce = _nonces.hex(NONCE_BYTES) if nonce is None else nonce
-    signature = _signature(secret, _canonical(method, path, sender, timestamp_ms, nonce, body))
-    return {
+    signature = _signature(secret, _canonical(method, path, sender, timestamp_ms, nonce, body, receiver))
+    headers = {
         HEADER_SENDER: sender,
         HEADER_TIMESTAMP: str(timestamp_ms),
         HEADER_NONCE: nonce,
         HEADER_SIGNATURE: signature,
     }
+    if receiver is not None:
+        headers[HEADER_RECEIVER] = receiver
+    return headers
 
 
 def _reply_canonical(responder: str, request_nonce: str, body: bytes) -> bytes:
@@ -255,6 +273,14 @@ class Verifier:
     """The bound of the nonce cache."""
     clock_ms: Callable[[], int] = wall_clock_ms
     """The wall clock in milliseconds (a parameter so that tests can move it)."""
+    receiver: str | None = None
+    """This member's base URL (as the ring file names it): every message must then be signed
+    for it (:func:`sign`'s ``receiver``), and one signed for another member, or for none, is
+    refused. ``None``: a message signed for any receiver or none is taken."""
+    not_before_ms: int | None = None
+    """A message stamped before this instant is refused: a member sets its start, since the
+    nonces it took before a restart are forgotten, and a message it took up to
+    ``skew_ms_max`` before would otherwise be taken again after it."""
     nonces: NonceCache = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -274,8 +300,15 @@ class Verifier:
         timestamp = headers.get(HEADER_TIMESTAMP, "")
         nonce = headers.get(HEADER_NONCE, "")
         signature = headers.get(HEADER_SIGNATURE, "")
+        receiver = headers.get(HEADER_RECEIVER)
         if not (sender and timestamp and nonce and signature):
             raise SignatureError("unsigned message (missing X-Ring-* signature headers)")
+        if self.receiver is not None and receiver != self.receiver.rstrip("/"):
+            raise SignatureError(
+                "message not signed for this member" if receiver else "message signed for no receiver (X-Ring-Receiver)"
+            )
+        if receiver is not None and not (receiver and receiver.isascii() and "\n" not in receiver and len(receiver) <= RECEIVER_CHARS_MAX):
+            raise SignatureError("malformed receiver")
         # Members send ASCII only; other bytes (aiohttp passes undecodable ones on as lone
         # surrogates) could be neither signed over nor compared.
         if not (sender.isascii() and timestamp.isascii() and nonce.isascii() and signature.isascii()):
@@ -297,10 +330,15 @@ class Verifier:
                 f"stale message (clock skew {skew_ms} ms beyond {self.skew_ms_max} ms)"
             )
         expected = _signature(
-            self.secret, _canonical(method, path, sender, timestamp_ms, nonce, body)
+            self.secret, _canonical(method, path, sender, timestamp_ms, nonce, body, receiver)
         )
         if not hmac.compare_digest(expected, signature):
             raise SignatureError("bad signature")
+        if self.not_before_ms is not None and timestamp_ms < self.not_before_ms:
+            raise SignatureError(
+                f"message sent before this member started ({self.not_before_ms - timestamp_ms} ms before;"
+                " the nonces taken before are forgotten)"
+            )
         self.nonces.add(nonce, now_ms)
         return sender
 
@@ -343,7 +381,18 @@ def signature_middleware(
         ):
             response: web.StreamResponse = await handler(request)
             return response
-        body = await request.read()
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                body = await request.read()
+        except TimeoutError:
+            request.content.feed_eof()
+            refused = jsonio.response(
+                error_body("invalid_request", f"the body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s"),
+                status=400,
+                headers={"Connection": "close"},
+            )
+            refused.force_close()  # the rest of the body is not waited for
+            return refused
         try:
             sender = verifier.verify(request.method, request.raw_path, request.headers, body)
         except SignatureError as error:
@@ -422,7 +471,8 @@ class SignedClient:
         body = b"" if payload is None else jsonio.dumps(payload)
         counted = path if path in self.sent or len(self.sent) < PATHS_COUNTED_MAX else "other"
         self.sent[counted] = self.sent.get(counted, 0) + 1
-        headers = sign(self._secret, method, path, body, sender=self.sender)
+        # Signed for the member at base_url alone: no other member takes it.
+        headers = sign(self._secret, method, path, body, sender=self.sender, receiver=base_url)
         if self._agreement is not None:
             headers[HEADER_CONFIG] = self._agreement.digest
         if payload is not None:
