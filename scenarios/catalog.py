@@ -32,6 +32,11 @@ SEED_TRANSFERS = 10
 """How many simultaneous transfers ``seed-replay`` sends."""
 PARTICIPANT_SEARCH_S = 3.0
 """How long ``kill-participant`` looks for a batch in progress before it kills any bank."""
+TOKEN_FREE_CUT_TRIES_MAX = 3
+"""Tries at cutting off a minority without the token (``partition``'s second cut): a cut that
+lands while a hand-off from the minority is unacknowledged leaves it a copy of the token (its
+sender skips the cut-off target and keeps it), and such a cut exercises nothing; it is healed
+and made again."""
 
 
 @attrs.frozen
@@ -274,11 +279,24 @@ def minority_never_mints(
     )
 
 
+async def _visits(kit: FaultKit, banks: Sequence[str]) -> int | None:
+    """The token visits ``banks`` counted together (``/ring/status``); None when one did not
+    say."""
+    answers = await asyncio.gather(
+        *(kit.client.call("GET", kit.ring.url(b) + "/ring/status", timeout_s=0.5) for b in banks)
+    )
+    counts = [a.body.get("visits") if a.ok and isinstance(a.body, dict) else None for a in answers]
+    return sum(counts) if all(isinstance(c, int) for c in counts) else None  # type: ignore[arg-type]
+
+
 async def _cut(
-    kit: FaultKit, minority: list[str], what: str, note: str, heal_at_s: float
-) -> CutWindow:
+    kit: FaultKit, minority: list[str], what: str, note: str, heal_at_s: float,
+    *, token_free: bool = False,
+) -> tuple[CutWindow, bool]:
     """Cut ``minority`` off from the others, keep it past two loss timeouts and ``heal_at_s``,
-    heal, and measure the recoveries."""
+    heal, and measure the recoveries; the cut's window, and whether it was kept. With
+    ``token_free``, a cut after which the minority still gets token visits (it kept a copy
+    of the token) is healed as soon as that is seen, and not kept."""
     members = list(kit.ring.member_ids)
     majority = [b for b in members if b not in minority]
     before = frozenset(kit.monitor.generations_seen)
@@ -289,9 +307,20 @@ async def _cut(
         lambda m: m.visited_after(majority, cut.at_ms),
         detail=f"cut from {'+'.join(majority)}" + note,
     )  # fmt: skip
-    past_loss_ms = cut.at_ms + 2 * kit.loss_timeout_ms
-    await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)
-    await kit.until(heal_at_s)
+    kept = True
+    if token_free:
+        # A visit that began after the cut settled (a visit lasts at most hold_max_ms, a
+        # hand-off waits at most handoff_timeout_ms) means a token inside the minority.
+        token = kit.ring.config.token
+        await asyncio.sleep((token.hold_max_ms + 2 * token.handoff_timeout_ms) / 1000)
+        settled = await _visits(kit, minority)
+        await asyncio.sleep((token.hold_max_ms + token.handoff_timeout_ms) / 1000)
+        later = await _visits(kit, minority)
+        kept = settled is None or later is None or later == settled
+    if kept:
+        past_loss_ms = cut.at_ms + 2 * kit.loss_timeout_ms
+        await asyncio.sleep(max(0.0, past_loss_ms - kit.recorder.now_ms()) / 1000)
+        await kit.until(heal_at_s)
     heal = kit.recorder.fault("heal", "all")
     kit.ring.heal()
     await kit.measure(
@@ -299,7 +328,7 @@ async def _cut(
         lambda m: m.all_visited_after(members, heal.at_ms)
         and m.current_generation(members) is not None,
     )  # fmt: skip
-    return CutWindow(tuple(minority), cut.at_ms, heal.at_ms, before)
+    return CutWindow(tuple(minority), cut.at_ms, heal.at_ms, before), kept
 
 
 async def _partition(kit: FaultKit) -> None:
@@ -310,24 +339,27 @@ async def _partition(kit: FaultKit) -> None:
     start = members.index(holder) if holder is not None else 0
     # First cut: the holder goes to the minority, so that the majority must mint a new token.
     first = [members[(start + i) % len(members)] for i in range(size)]
-    windows = [
-        await _cut(
-            kit, first, "the token moved in the majority",
-            f"; {holder} held the token" if holder else "", kit.duration_s * 0.6,
-        )  # fmt: skip
-    ]
+    window, _ = await _cut(
+        kit, first, "the token moved in the majority",
+        f"; {holder} held the token" if holder else "", kit.duration_s * 0.6,
+    )  # fmt: skip
+    windows = [window]
     # Second cut: a minority without the token (the banks the token left last), which must
-    # not mint one of its own however long it goes without.
+    # not mint one of its own however long it goes without. A cut that left it a copy of
+    # the token is healed at once and made again (TOKEN_FREE_CUT_TRIES_MAX).
     await kit.until(kit.duration_s * 0.65)
-    holder = await kit.find_holder()
-    start = members.index(holder) if holder is not None else 0
-    second = [members[(start - 1 - i) % len(members)] for i in range(size)]
-    windows.append(
-        await _cut(
+    for _ in range(TOKEN_FREE_CUT_TRIES_MAX):
+        holder = await kit.find_holder()
+        start = members.index(holder) if holder is not None else 0
+        second = [members[(start - 1 - i) % len(members)] for i in range(size)]
+        window, kept = await _cut(
             kit, second, "the token still moved in the majority",
             f"; {holder} (in the majority) held the token" if holder else "", kit.duration_s * 0.9,
+            token_free=True,
         )  # fmt: skip
-    )
+        windows.append(window)
+        if kept:
+            break
     kit.verdicts.append(minority_never_mints(kit.monitor.samples, windows, kit.loss_timeout_ms))
 
 

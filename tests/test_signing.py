@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from tokenring.signing import (
     HEADER_NONCE,
@@ -92,6 +92,40 @@ def test_a_message_signed_for_one_member_is_refused_by_another() -> None:
         verifier(clock, receiver=GAMA).verify("POST", "/ring/message", {**for_beta, HEADER_RECEIVER: GAMA}, b'{"x":1}')
     with pytest.raises(SignatureError, match="signed for no receiver"):
         verifier(clock, receiver=GAMA).verify("POST", "/ring/message", signed(clock), b'{"x":1}')
+
+
+def test_a_message_signed_for_a_member_by_id_is_taken_whatever_url_it_came_through() -> None:
+    """A member's client signs for the receiver's id: a proxy standing at another url (the
+    partition scenario's) passes it on, and the receiver takes it; its url is a name too."""
+    clock = Clock()
+    beta = verifier(clock, receiver="beta", receiver_url=BETA + "/")
+    assert beta.verify("POST", "/ring/message", signed(clock, receiver="beta"), b'{"x":1}') == "alfa"
+    assert beta.verify("POST", "/ring/message", signed(clock, receiver=BETA), b'{"x":1}') == "alfa"
+    for other in ("gama", GAMA):
+        with pytest.raises(SignatureError, match="not signed for this member"):
+            beta.verify("POST", "/ring/message", signed(clock, receiver=other), b'{"x":1}')
+
+
+async def test_a_members_client_signs_for_the_member_at_the_url() -> None:
+    sent: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        sent.append(dict(request.headers))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/ring/message", answer)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            for receivers, expected in (({url + "/": "beta"}, "beta"), (None, url)):
+                client = SignedClient(session, SECRET, "alfa", receivers=receivers)
+                await client.post_json(url, "/ring/message", {"x": 1})
+                assert sent[-1][HEADER_RECEIVER] == expected
+    finally:
+        await server.close()
 
 
 def test_a_message_stamped_before_the_verifier_started_is_refused() -> None:

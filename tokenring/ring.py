@@ -175,7 +175,11 @@ class Ring:
         # A message stamped before this member was made is refused too: the nonces a member
         # took before it restarted are gone, and such a message may be one of them.
         self.verifier = Verifier(
-            secret, members=frozenset(config.member_ids), receiver=self.bank.url, not_before_ms=wall_clock_ms()
+            secret,
+            members=frozenset(config.member_ids),
+            receiver=member_id,
+            receiver_url=self.bank.url,
+            not_before_ms=wall_clock_ms(),
         )
         self.agreement = ConfigAgreement(
             config.digest, member_id=member_id, members=frozenset(self.peers)
@@ -495,7 +499,12 @@ class Ring:
         # Keep-alive connections to the other members, at most connections_max to each.
         self._peers = PeerClient(connections_per_peer_max=self._connections_max)
         self._client = SignedClient(
-            self._peers, self._secret, self.member_id, agreement=self.agreement
+            self._peers,
+            self._secret,
+            self.member_id,
+            agreement=self.agreement,
+            # Signed for the member by id: good through a proxy standing at its URL.
+            receivers={url: member for member, url in self.peers.items()},
         )
         floor = None if self._fence_floor is None else await self._fence_floor()
         self._member = core.Member(

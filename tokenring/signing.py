@@ -2,7 +2,7 @@
 
 Every message between ring members (``/ring/...``) and between banks (``/interbank/...``)
 carries five headers: the sender's id, a wall-clock timestamp in milliseconds, a random nonce,
-the receiver (the base URL it is sent to, as the ring file names it) and an HMAC-SHA256
+the receiver (the member it is sent to, by id, or the base URL it is sent to) and an HMAC-SHA256
 signature keyed by the ring secret over the method, the path (with its query), the sender, the
 timestamp, the nonce, the SHA-256 of the body and the receiver. The receiving side
 (:class:`Verifier`, applied to whole path prefixes by :func:`signature_middleware`) refuses a
@@ -86,7 +86,7 @@ NONCE_BYTES = 16
 """Random bytes in a nonce this module makes (32 hex characters)."""
 SENDER_CHARS_MAX = 64
 RECEIVER_CHARS_MAX = 255
-"""The longest receiver (a member's base URL) a message may be signed for."""
+"""The longest receiver (a member's id or base URL) a message may be signed for."""
 SEND_TIMEOUT_S_DEFAULT = 2.0
 """How long :meth:`SignedClient.request_json` waits for a whole answer by default."""
 REPLY_BYTES_MAX = 1 << 20
@@ -173,7 +173,7 @@ def sign(
     receiver: str | None = None,
 ) -> dict[str, str]:
     """The four headers that make a request to ``path`` (with its query) from ``sender``;
-    with ``receiver`` (the base URL the request goes to, as the ring file names it), a fifth,
+    with ``receiver`` (the member the request goes to, by id or by base URL), a fifth,
     and the message is good only at that member (a :class:`Verifier` whose receiver it is)."""
     assert secret, "an empty key signs nothing"
     assert path.startswith("/") and "\n" not in path, path
@@ -274,9 +274,12 @@ class Verifier:
     clock_ms: Callable[[], int] = wall_clock_ms
     """The wall clock in milliseconds (a parameter so that tests can move it)."""
     receiver: str | None = None
-    """This member's base URL (as the ring file names it): every message must then be signed
-    for it (:func:`sign`'s ``receiver``), and one signed for another member, or for none, is
+    """This member's id: every message must then be signed for it or for :attr:`receiver_url`
+    (:func:`sign`'s ``receiver``), and one signed for another member, or for none, is
     refused. ``None``: a message signed for any receiver or none is taken."""
+    receiver_url: str | None = None
+    """This member's base URL as its ring file names it, also taken as its name (a sender that
+    does not know which member a URL leads to signs for the URL)."""
     not_before_ms: int | None = None
     """A message stamped before this instant is refused: a member sets its start, since the
     nonces it took before a restart are forgotten, and a message it took up to
@@ -303,7 +306,10 @@ class Verifier:
         receiver = headers.get(HEADER_RECEIVER)
         if not (sender and timestamp and nonce and signature):
             raise SignatureError("unsigned message (missing X-Ring-* signature headers)")
-        if self.receiver is not None and receiver != self.receiver.rstrip("/"):
+        if self.receiver is not None and (
+            receiver is None
+            or receiver not in (self.receiver, (self.receiver_url or self.receiver).rstrip("/"))
+        ):
             raise SignatureError(
                 "message not signed for this member" if receiver else "message signed for no receiver (X-Ring-Receiver)"
             )
@@ -440,12 +446,17 @@ class SignedClient:
         sender: str,
         *,
         agreement: ConfigAgreement | None = None,
+        receivers: Mapping[str, str] | None = None,
     ) -> None:
         assert secret, "a signed client needs a non-empty key"
         self.session = session
         self._secret = secret
         self.sender = sender
         self._agreement = agreement
+        self._receivers = {url.rstrip("/"): member for url, member in (receivers or {}).items()}
+        """The member at each base URL this client sends to (a ring member's peers): a request
+        is signed for that member's id, good wherever its URL leads (a proxy, another name for
+        the same host); one to a URL not named here is signed for the URL itself."""
         """With one, requests carry this member's ring file digest, and signed answers' digests
         are compared with it."""
         self._peers: dict[str, tuple[str, int]] = {}
@@ -472,7 +483,8 @@ class SignedClient:
         counted = path if path in self.sent or len(self.sent) < PATHS_COUNTED_MAX else "other"
         self.sent[counted] = self.sent.get(counted, 0) + 1
         # Signed for the member at base_url alone: no other member takes it.
-        headers = sign(self._secret, method, path, body, sender=self.sender, receiver=base_url)
+        receiver = self._receivers.get(base_url.rstrip("/"), base_url)
+        headers = sign(self._secret, method, path, body, sender=self.sender, receiver=receiver)
         if self._agreement is not None:
             headers[HEADER_CONFIG] = self._agreement.digest
         if payload is not None:
