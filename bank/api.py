@@ -581,14 +581,7 @@ async def _same_customer_elsewhere(request: web.Request, document: str, password
         )
     if not hashes:
         return
-    throttle = request.app[API_STATE].throttle
-    wait_s = throttle.begin(document)
-    if wait_s > 0:
-        raise ApiError(
-            "too_many_attempts",
-            "too many failed logins for this document; try again later",
-            headers={"Retry-After": str(max(1, round(wait_s)))},
-        )
+    throttle = _begin_login(request, document)
     try:
         for stored in hashes:
             if await _in_hashing(request, auth.verify_password, password, stored):
@@ -604,15 +597,10 @@ async def _same_customer_elsewhere(request: web.Request, document: str, password
     )
 
 
-async def _create_session(request: web.Request) -> web.Response:
-    body = await _read_json(request)
-    _fields(body, ("document", "password"))
-    document = _document(body["document"])
-    password = _str(body["password"], "password")
-    if len(password) > auth.PASSWORD_CHARS_MAX:
-        raise ApiError("invalid_request", f"password is over {auth.PASSWORD_CHARS_MAX} characters")
+def _begin_login(request: web.Request, document: str) -> auth.LoginThrottle:
+    """Count a password check of ``document`` as under way (the login brake; 429 when it is
+    locked out); the caller ends it with ``throttle.end(document)``."""
     throttle = request.app[API_STATE].throttle
-    # Counted as under way before the first await: guesses sent at once see each other.
     wait_s = throttle.begin(document)
     if wait_s > 0:
         raise ApiError(
@@ -620,6 +608,18 @@ async def _create_session(request: web.Request) -> web.Response:
             "too many failed logins for this document; try again later",
             headers={"Retry-After": str(max(1, round(wait_s)))},
         )
+    return throttle
+
+
+async def _create_session(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    _fields(body, ("document", "password"))
+    document = _document(body["document"])
+    password = _str(body["password"], "password")
+    if len(password) > auth.PASSWORD_CHARS_MAX:
+        raise ApiError("invalid_request", f"password is over {auth.PASSWORD_CHARS_MAX} characters")
+    # Counted as under way before the first await: guesses sent at once see each other.
+    throttle = _begin_login(request, document)
     try:
         customer = await _ledger(request).customer(document)
         stored = customer.password_hash if customer is not None else auth.DUMMY_HASH

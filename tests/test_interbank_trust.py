@@ -225,6 +225,21 @@ async def test_a_sign_up_waits_for_every_bank_to_say_whether_it_knows_the_docume
     assert status == 401
 
 
+def forwarded_deposits(banks: Banks, bank: str) -> list[tuple[dict[str, str], bytes]]:
+    """The headers and body of every deposit ``bank`` forwards from now on, as they leave it
+    (what anyone watching the link between banks sees)."""
+    peers = banks.apps[bank][RING].client.session
+    send, seen = peers.request, []
+
+    async def recording(method: str, host: str, port: int, path: str, headers: Any, body: bytes, **options: Any) -> Any:
+        if path == "/interbank/deposits":
+            seen.append((dict(headers), bytes(body)))
+        return await send(method, host, port, path, headers, body, **options)
+
+    peers.request = recording
+    return seen
+
+
 async def test_a_message_seen_on_its_way_to_one_bank_is_refused_by_another(banks: Banks) -> None:
     """b2 forwards Ana's deposit into her b0 account; the same bytes, sent to b1 within the
     clock bound (by anyone who saw them on the plain-HTTP link: no key needed), are refused
@@ -234,15 +249,7 @@ async def test_a_message_seen_on_its_way_to_one_bank_is_refused_by_another(banks
     at_b0 = await banks.account("b0", ANA, 0)
     at_b1 = await banks.account("b1", ANA, 0)
     assert at_b0 == at_b1
-    peers = banks.apps["b2"][RING].client.session
-    send, seen = peers.request, []
-
-    async def recording(method: str, host: str, port: int, path: str, headers: Any, body: bytes, **options: Any) -> Any:
-        if path == "/interbank/deposits":
-            seen.append((dict(headers), bytes(body)))
-        return await send(method, host, port, path, headers, body, **options)
-
-    peers.request = recording
+    seen = forwarded_deposits(banks, "b2")
     status, _ = await banks.call("POST", "b2", "/api/v1/deposits", {"bank": "b0", "account": at_b0, "amount_cents": 500},
                                  who=ANA, headers={"Idempotency-Key": "cash-in-at-b2"})
     assert status == 201 and len(seen) == 1
@@ -260,15 +267,7 @@ async def test_a_message_a_bank_took_before_it_restarted_is_refused_after(banks:
     bound, is refused: it does not credit Ana twice."""
     await customer_everywhere(banks, ANA)
     at_b0 = await banks.account("b0", ANA, 0)
-    peers = banks.apps["b2"][RING].client.session
-    send, seen = peers.request, []
-
-    async def recording(method: str, host: str, port: int, path: str, headers: Any, body: bytes, **options: Any) -> Any:
-        if path == "/interbank/deposits":
-            seen.append((dict(headers), bytes(body)))
-        return await send(method, host, port, path, headers, body, **options)
-
-    peers.request = recording
+    seen = forwarded_deposits(banks, "b2")
     status, _ = await banks.call("POST", "b2", "/api/v1/deposits", {"bank": "b0", "account": at_b0, "amount_cents": 500}, who=ANA)
     assert status == 201 and len(seen) == 1
     await banks.runners["b0"].cleanup()  # b0 restarts: its memory (its nonces) is gone

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bank.process import free_ports
 from scenarios.client import Answer, ApiClient
-from scenarios.cluster import free_port
 from scenarios.fake_consortium import FakeConsortium, serve
 from scenarios.history import Operation, Outcome
 from scenarios.monitor import STATUS_TIMEOUT_S, RingMonitor
@@ -200,7 +200,7 @@ def test_a_transfer_id_names_the_bank_that_decides_it() -> None:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeConsortium, dict[str, str]]]:
-    ports = {bank: free_port() for bank in BANKS}
+    ports = dict(zip(BANKS, free_ports(len(BANKS)), strict=True))
     consortium = FakeConsortium(BANKS)
     stop = await serve(consortium, ports)
     try:
