@@ -16,6 +16,7 @@ import pytest
 
 from bank.process import Consortium, free_ports, get_json, write_ring_file
 from tokenring.config import RingConfig
+from waiting import children_of
 
 WAIT_S = 30.0
 """The longest a command here may take (generous: the machine is shared)."""
@@ -92,22 +93,6 @@ def test_status_interval_out_of_range_says_what_is_taken(ring_file: RingConfig) 
         assert result.stderr == (
             f"consortium: --interval must be above 0 and at most 60 seconds, not {interval}\n"
         )
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def gone(pid: int) -> bool:

@@ -41,6 +41,14 @@ async def roundtrip(port: int, payload: bytes, *, timeout_s: float = DEADLINE_S)
         writer.transport.abort()
 
 
+async def pinged(proxy: LinkProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection through ``proxy`` that has carried a ping both ways."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"ping"
+    return reader, writer
+
+
 async def test_a_healthy_link_forwards_both_ways(echo_port: int) -> None:
     proxy = LinkProxy("a->b", "127.0.0.1", echo_port)
     await proxy.start()
@@ -57,9 +65,7 @@ async def test_a_cut_link_resets_open_connections_and_blackholes_new_ones(echo_p
     proxy = LinkProxy("a->b", "127.0.0.1", echo_port)
     await proxy.start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write(b"ping")
-        assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"ping"
+        reader, writer = await pinged(proxy)
         proxy.set_cut(True)
         # The open connection is dropped: reading ends (EOF or reset) instead of hanging.
         with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
@@ -80,9 +86,7 @@ async def test_a_link_left_as_it_was_keeps_its_open_connections(echo_port: int) 
     proxy = LinkProxy("a->b", "127.0.0.1", echo_port)
     await proxy.start()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        writer.write(b"ping")
-        assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"ping"
+        reader, writer = await pinged(proxy)
         proxy.set_cut(False)
         writer.write(b"pong")
         assert await asyncio.wait_for(reader.readexactly(4), DEADLINE_S) == b"pong"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scenarios.runner import EXIT_TERMINATED
+from waiting import children_of
 
 pytestmark = pytest.mark.processes
 
@@ -21,21 +22,6 @@ BANKS = 2
 WAIT_S = 30.0
 """The longest the banks may take to start, or to be gone (generous: the machine is shared)."""
 POLL_S = 0.1
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def gone(pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""Waiting in tests for a condition that other tasks make true, with a bound on the wait.
+"""Waiting in tests for a condition that other tasks make true, with a bound on the wait (and
+the processes a test waits for).
 
 Kept out of ``conftest.py`` so that test modules import it by a name no other folder uses.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 WAIT_S = 10.0
 """The longest a condition is waited for by default (generous: the machine is shared)."""
@@ -24,3 +26,20 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
         await asyncio.sleep(poll_s)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now (from /proc, Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
