@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import math
@@ -24,7 +25,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Literal, cast
 
 import attrs
@@ -581,15 +582,12 @@ async def _same_customer_elsewhere(request: web.Request, document: str, password
         )
     if not hashes:
         return
-    throttle = _begin_login(request, document)
-    try:
+    with _checking_login(request, document) as throttle:
         for stored in hashes:
             if await _in_hashing(request, auth.verify_password, password, stored):
                 throttle.succeeded(document)
                 return
         throttle.failed(document)
-    finally:
-        throttle.end(document)
     raise ApiError(
         "customer_exists",
         "this document is a customer of another bank of the ring: sign up here with the"
@@ -597,9 +595,11 @@ async def _same_customer_elsewhere(request: web.Request, document: str, password
     )
 
 
-def _begin_login(request: web.Request, document: str) -> auth.LoginThrottle:
-    """Count a password check of ``document`` as under way (the login brake; 429 when it is
-    locked out); the caller ends it with ``throttle.end(document)``."""
+@contextlib.contextmanager
+def _checking_login(request: web.Request, document: str) -> Iterator[auth.LoginThrottle]:
+    """A password check of ``document`` counted as under way while the block runs (the login
+    brake: 429 when it is locked out, or as many checks are under way as failures allowed).
+    Entered before the block's first await: guesses sent at once see each other."""
     throttle = request.app[API_STATE].throttle
     wait_s = throttle.begin(document)
     if wait_s > 0:
@@ -608,7 +608,10 @@ def _begin_login(request: web.Request, document: str) -> auth.LoginThrottle:
             "too many failed logins for this document; try again later",
             headers={"Retry-After": str(max(1, round(wait_s)))},
         )
-    return throttle
+    try:
+        yield throttle
+    finally:
+        throttle.end(document)
 
 
 async def _create_session(request: web.Request) -> web.Response:
@@ -618,9 +621,7 @@ async def _create_session(request: web.Request) -> web.Response:
     password = _str(body["password"], "password")
     if len(password) > auth.PASSWORD_CHARS_MAX:
         raise ApiError("invalid_request", f"password is over {auth.PASSWORD_CHARS_MAX} characters")
-    # Counted as under way before the first await: guesses sent at once see each other.
-    throttle = _begin_login(request, document)
-    try:
+    with _checking_login(request, document) as throttle:
         customer = await _ledger(request).customer(document)
         stored = customer.password_hash if customer is not None else auth.DUMMY_HASH
         matches = await _in_hashing(request, auth.verify_password, password, stored)
@@ -632,8 +633,6 @@ async def _create_session(request: web.Request) -> web.Response:
                 headers={"WWW-Authenticate": 'Bearer realm="consortium"'},
             )
         throttle.succeeded(document)
-    finally:
-        throttle.end(document)
     token = auth.new_token()
     ledger = _ledger(request)
     expires_at_ms = ledger.now_ms() + auth.SESSION_TTL_S * 1000

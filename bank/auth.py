@@ -152,8 +152,7 @@ class LoginThrottle:
         if wait_s > 0:
             return wait_s
         entry = self._failures.get(document)
-        now = self.clock()
-        recent = sum(1 for t in entry.times_s if now - t < self.window_s) if entry is not None else 0
+        recent = 0 if entry is None else len(self._recent(entry, self.clock()))
         if recent + self._checking.get(document, 0) >= self.failures_max:
             return 1.0  # an attempt under way may lock it: ask again once it has ended
         self._checking[document] = self._checking.get(document, 0) + 1
@@ -176,9 +175,7 @@ class LoginThrottle:
     def failed(self, document: str) -> None:
         now = self.clock()
         entry = self._failures.pop(document, None) or _Failures([], 0.0)
-        entry.times_s = [t for t in entry.times_s if now - t < self.window_s][
-            -(self.failures_max - 1) :
-        ]
+        entry.times_s = self._recent(entry, now)[-(self.failures_max - 1) :]
         entry.times_s.append(now)
         if len(entry.times_s) >= self.failures_max:
             entry.locked_until_s = now + self.lockout_s
@@ -189,6 +186,10 @@ class LoginThrottle:
 
     def succeeded(self, document: str) -> None:
         self._failures.pop(document, None)
+
+    def _recent(self, entry: _Failures, now: float) -> list[float]:
+        """The failures of ``entry`` still within the window at ``now``."""
+        return [t for t in entry.times_s if now - t < self.window_s]
 
 
 @attrs.define

@@ -350,22 +350,11 @@ async def password_hashes_elsewhere(request: web.Request, document: str) -> tupl
     """The password hashes of ``document`` at the other banks that keep it as a customer
     (signed ``/interbank/customer``, each bounded by ``ACCOUNTS_TIMEOUT_S``), and the ids of
     the banks that did not answer, in ring order."""
-    app = request.app
-    here = app[BANK_ID]
-    others = [bank for bank in app[CONFIG].member_ids if bank != here]
-
-    async def ask(bank: str) -> Any:
-        try:
-            reply = await _ring(app).client.post_json(
-                app[CONFIG].bank(bank).url, "/interbank/customer", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S
-            )
-        except SendFailed:
-            return None
-        return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
-
-    answers = await asyncio.gather(*(ask(bank) for bank in others))
-    hashes = [a["password_hash"] for a in answers if a is not None and isinstance(a.get("password_hash"), str)]
-    return hashes, [bank for bank, answer in zip(others, answers) if answer is None]
+    answers, unavailable = await _ask_others(
+        request, "/interbank/customer", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S
+    )
+    hashes = [a["password_hash"] for a in answers.values() if isinstance(a.get("password_hash"), str)]
+    return hashes, unavailable
 
 
 async def _forwarded_deposit(request: web.Request) -> web.Response:
@@ -1010,7 +999,7 @@ async def _withdrawal_status(request: web.Request) -> web.Response:
 
 
 async def _remote_account(request: web.Request, caller: str, bank: str, number: int) -> dict[str, Any] | None:
-    listing = await _ask_accounts(request, caller, bank)
+    listing = await _ask_signed(request, bank, "/interbank/accounts", {"document": caller}, timeout_s=ACCOUNTS_TIMEOUT_S)
     if listing is None:
         return None
     for account in listing.get("accounts", []):
@@ -1019,18 +1008,36 @@ async def _remote_account(request: web.Request, caller: str, bank: str, number: 
     return None
 
 
-async def _ask_accounts(request: web.Request, document: str, bank: str) -> dict[str, Any] | None:
-    """``bank``'s listing of ``document``'s accounts, or None when it did not answer in time."""
+async def _ask_signed(request: web.Request, bank: str, path: str, payload: Any, *, timeout_s: float) -> dict[str, Any] | None:
+    """``bank``'s answer (a JSON object) to a signed ``POST`` of ``payload`` to ``path``, or
+    None when it did not answer one in ``timeout_s``."""
     app = request.app
     try:
-        reply = await _ring(app).client.post_json(
-            app[CONFIG].bank(bank).url, "/interbank/accounts", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S
-        )
+        reply = await _ring(app).client.post_json(app[CONFIG].bank(bank).url, path, payload, timeout_s=timeout_s)
     except SendFailed:
         return None
     if reply.status != 200 or not isinstance(reply.body, dict):
         return None
     return reply.body
+
+
+async def _ask_others(
+    request: web.Request, path: str, payload: Any, *, timeout_s: float
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """What every other bank of the ring answers to a signed ``POST`` of ``payload`` to
+    ``path`` (each asked at once, each bounded by ``timeout_s``): the answers by bank id, and
+    the ids of the banks that did not answer in time, in ring order."""
+    here = request.app[BANK_ID]
+    others = [bank for bank in request.app[CONFIG].member_ids if bank != here]
+    answers = await asyncio.gather(*(_ask_signed(request, bank, path, payload, timeout_s=timeout_s) for bank in others))
+    by_bank: dict[str, dict[str, Any]] = {}
+    unavailable = []
+    for bank, answer in zip(others, answers):
+        if answer is None:
+            unavailable.append(bank)
+        else:
+            by_bank[bank] = answer
+    return by_bank, unavailable
 
 
 async def listings_elsewhere(request: web.Request, document: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -1040,17 +1047,7 @@ async def listings_elsewhere(request: web.Request, document: str) -> tuple[dict[
 
     The shared part of ``scope=consortium`` and of the payee directory (``bank.api``): the
     answers are full listings (balances, holds, owners); each caller decides what to show."""
-    here = request.app[BANK_ID]
-    others = [bank for bank in request.app[CONFIG].member_ids if bank != here]
-    answers = await asyncio.gather(*(_ask_accounts(request, document, bank) for bank in others))
-    by_bank: dict[str, dict[str, Any]] = {}
-    unavailable = []
-    for bank, answer in zip(others, answers):
-        if answer is None:
-            unavailable.append(bank)
-        else:
-            by_bank[bank] = answer
-    return by_bank, unavailable
+    return await _ask_others(request, "/interbank/accounts", {"document": document}, timeout_s=ACCOUNTS_TIMEOUT_S)
 
 
 async def consortium_accounts(request: web.Request, caller: str, local: dict[str, Any]) -> dict[str, Any]:

@@ -282,11 +282,8 @@ def minority_never_mints(
 async def _visits(kit: FaultKit, banks: Sequence[str]) -> int | None:
     """The token visits ``banks`` counted together (``/ring/status``); None when one did not
     say."""
-    answers = await asyncio.gather(
-        *(kit.client.call("GET", kit.ring.url(b) + "/ring/status", timeout_s=0.5) for b in banks)
-    )
-    counts = [a.body.get("visits") if a.ok and isinstance(a.body, dict) else None for a in answers]
-    return sum(counts) if all(isinstance(c, int) for c in counts) else None  # type: ignore[arg-type]
+    counts = [body.get("visits") for body in await kit.statuses(banks)]
+    return sum(c for c in counts if isinstance(c, int)) if all(isinstance(c, int) for c in counts) else None
 
 
 async def _cut(

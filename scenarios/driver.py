@@ -15,6 +15,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 
@@ -52,6 +53,8 @@ HOLDER_POLL_MS = 5
 """How often every bank is asked whether it holds the token while a holder is looked for."""
 HOLDER_SEARCH_S = 5.0
 """How long a fault script looks for the token holder."""
+STATUS_CALL_TIMEOUT_S = 0.5
+"""How long a fault script waits for one bank's ``/ring/status`` answer."""
 CATCH_ATTEMPTS_MAX = 10
 """Tries to stop the holder before the token leaves it (see :meth:`FaultKit.catch_holder`)."""
 LIVENESS_SLACK = 4
@@ -122,20 +125,30 @@ class FaultKit:
     def running(self) -> list[str]:
         return [b for b in self.ring.member_ids if self.ring.is_running(b)]
 
+    async def statuses(self, banks: Sequence[str]) -> list[dict[str, Any]]:
+        """Each of ``banks``' ``GET /ring/status`` answer, asked at once (``{}`` from a bank
+        that gave none within :data:`STATUS_CALL_TIMEOUT_S`)."""
+        answers = await asyncio.gather(
+            *(
+                self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=STATUS_CALL_TIMEOUT_S)
+                for b in banks
+            )
+        )
+        return [a.body if a.ok and isinstance(a.body, dict) else {} for a in answers]
+
     async def find_holder(self, *, timeout_s: float = HOLDER_SEARCH_S) -> str | None:
         """A bank that says it holds the token right now, asked directly and often."""
+        found = await self._holder_status(timeout_s)
+        return None if found is None else found[0]
+
+    async def _holder_status(self, timeout_s: float = HOLDER_SEARCH_S) -> tuple[str, dict[str, Any]] | None:
+        """A bank that says it holds the token right now, and its status answer."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             banks = self.running()
-            answers = await asyncio.gather(
-                *(
-                    self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5)
-                    for b in banks
-                )
-            )
-            for bank, answer in zip(banks, answers, strict=True):
-                if answer.ok and isinstance(answer.body, dict) and answer.body.get("holding"):
-                    return bank
+            for bank, body in zip(banks, await self.statuses(banks), strict=True):
+                if body.get("holding"):
+                    return bank, body
             await asyncio.sleep(HOLDER_POLL_MS / 1000)
         return None
 
@@ -152,10 +165,11 @@ class FaultKit:
         resumed and the catch tried again (as ``bank.process.catch_holder`` does for tests)."""
         settle_s = 3 * self.ring.config.token.handoff_timeout_ms / 1000
         for _ in range(attempts_max):
-            caught = await self._holder_fence()
-            if caught is None:
+            caught = await self._holder_status()
+            fence = None if caught is None else caught[1].get("fence")
+            if caught is None or not isinstance(fence, dict):
                 return None
-            holder, fence = caught
+            holder = caught[0]
             await self.ring.pause(holder)
             stopped_ms = self.recorder.now_ms()
             if not await self._moved_past(holder, fence, settle_s):
@@ -164,32 +178,13 @@ class FaultKit:
             await asyncio.sleep(settle_s)  # let it rejoin before the next try
         return None
 
-    async def _holder_fence(self) -> tuple[str, dict[str, int]] | None:
-        deadline = time.monotonic() + HOLDER_SEARCH_S
-        while time.monotonic() < deadline:
-            banks = self.running()
-            answers = await asyncio.gather(
-                *(self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5) for b in banks)
-            )
-            for bank, answer in zip(banks, answers, strict=True):
-                body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
-                fence = body.get("fence")
-                if body.get("holding") and isinstance(fence, dict):
-                    return bank, fence
-            await asyncio.sleep(HOLDER_POLL_MS / 1000)
-        return None
-
     async def _moved_past(self, holder: str, fence: dict[str, int], settle_s: float) -> bool:
         """Whether another bank shows a newer fence of ``fence``'s generation within
         ``settle_s``: the token left ``holder`` before it was stopped."""
         deadline = time.monotonic() + settle_s
         others = [b for b in self.running() if b != holder]
         while time.monotonic() < deadline:
-            answers = await asyncio.gather(
-                *(self.client.call("GET", self.ring.url(b) + "/ring/status", timeout_s=0.5) for b in others)
-            )
-            for answer in answers:
-                body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+            for body in await self.statuses(others):
                 seen = body.get("fence_seen")
                 if (
                     isinstance(seen, dict)
