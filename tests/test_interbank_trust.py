@@ -14,7 +14,8 @@ from bank.keys import RING, TRANSFERS
 from bank.server import build_app
 from bank.transfers.book import RecordOutcomes
 from bank.transfers.protocol import DecisionItem, DecisionQuery, Decisions, Leg, Transfer
-from tokenring.signing import SignedClient
+from tokenring.signing import SignedClient, wall_clock_ms
+from waiting import wait_until
 
 from tests.test_interbank import ANA, BIA, DEADLINE_S, SECRET, Banks, banks, customer_everywhere, settle  # noqa: F401
 
@@ -271,14 +272,16 @@ async def test_a_message_a_bank_took_before_it_restarted_is_refused_after(banks:
     status, _ = await banks.call("POST", "b2", "/api/v1/deposits", {"bank": "b0", "account": at_b0, "amount_cents": 500}, who=ANA)
     assert status == 201 and len(seen) == 1
     await banks.runners["b0"].cleanup()  # b0 restarts: its memory (its nonces) is gone
-    await asyncio.sleep(0.01)  # its start comes after the message's timestamp
+    headers, body = seen[0]
+    stamped_ms = int(headers["X-Ring-Timestamp"])
+    # Its start comes after the message's timestamp (a clock of whole milliseconds).
+    await wait_until(lambda: wall_clock_ms() > stamped_ms, "the wall clock to pass the message's stamp")
     app = build_app(banks.config, "b0", secret=SECRET)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     bank = banks.config.bank("b0")
     await web.TCPSite(runner, bank.host, bank.port).start()
     banks.runners["b0"], banks.apps["b0"] = runner, app
-    headers, body = seen[0]
     async with banks.session.post(banks.url("b0") + "/interbank/deposits", data=body, headers=headers) as replayed:
         assert replayed.status == 401, await replayed.text()
     assert await banks.balance("b0", ANA, at_b0) == (500, 0)
