@@ -117,6 +117,9 @@ class Transport:
         self._reply_to: str | None = None
         self._replies: list[dict[str, Any]] = []
         self._log = structlog.get_logger("tokenring.transport").bind(bank=member_id)
+        self._received_from: dict[str, Any] = {}
+        """``metrics.messages_received``'s counter of each sender (the members: a message
+        is signed by one, or carried in the answer of the one it was sent to)."""
 
     @property
     def sends_in_flight(self) -> int:
@@ -141,7 +144,13 @@ class Transport:
         the HTTP answer to carry, which saves one request per hand-off. The sender's transport
         takes them out of the signed answer as if they had been posted.
         """
-        self.metrics.messages_received.labels(sender=str(message.sender)).inc()
+        sender = str(message.sender)
+        counter = self._received_from.get(sender)
+        if counter is None:
+            # The counter of each sender looked up once: a label look-up costs more than
+            # the increment, at every message.
+            counter = self._received_from[sender] = self.metrics.messages_received.labels(sender=sender)
+        counter.inc()
         if not reply or self._reply_to is not None:
             self.handle(core.Received(message))
             return []

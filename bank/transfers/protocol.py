@@ -265,6 +265,12 @@ def _leg_to_dict(leg: Leg) -> dict[str, Any]:
     }
 
 
+def _is_object(value: Any) -> bool:
+    """Whether ``value`` is a JSON object: a dict, as decoded JSON always is, answered
+    without the slower abstract-class check that any other mapping takes."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _text(data: Mapping[str, Any], key: str, *, empty_ok: bool = False) -> str:
     value = data.get(key)
     if not isinstance(value, str) or len(value) > ACCOUNT_CHARS_MAX * 2:
@@ -289,7 +295,7 @@ def _transfer_id(data: Mapping[str, Any], key: str = "transfer_id") -> str:
 
 
 def _leg_from_dict(data: Any) -> Leg:
-    if not isinstance(data, Mapping):
+    if not _is_object(data):
         raise ValueError("leg: expected an object")
     amount = data.get("amount_cents")
     if not isinstance(amount, int) or isinstance(amount, bool):
@@ -324,7 +330,7 @@ def _decisions_to_json(items: Sequence[DecisionItem]) -> list[dict[str, Any]]:
 def _decisions_from_json(data: Mapping[str, Any], key: str) -> tuple[DecisionItem, ...]:
     decided = []
     for raw in _list(data, key):
-        if not isinstance(raw, Mapping) or raw.get("outcome") not in OUTCOMES:
+        if not _is_object(raw) or raw.get("outcome") not in OUTCOMES:
             raise ValueError("decision: expected an object with an outcome")
         cash_out = raw.get("cash_out", False)
         if not isinstance(cash_out, bool):
@@ -351,11 +357,12 @@ def _legs(data: Mapping[str, Any]) -> tuple[Leg, ...]:
     raw = _list(data, "legs")
     if len(raw) > SOURCES_MAX + 1:
         raise ValueError("legs: too many")
-    legs = tuple(_leg_from_dict(item) for item in raw)
-    if not _sources_distinct(legs):
-        raise ValueError("legs: an account is a source twice")
-    if sum(leg.role != "source" for leg in legs) > 1:
-        raise ValueError("legs: more than one destination")
+    legs = tuple([_leg_from_dict(item) for item in raw])
+    if len(legs) > 1:  # (one leg is always distinct, and at most one destination)
+        if not _sources_distinct(legs):
+            raise ValueError("legs: an account is a source twice")
+        if sum(leg.role != "source" for leg in legs) > 1:
+            raise ValueError("legs: more than one destination")
     return legs
 
 
@@ -425,14 +432,14 @@ def encode_message(message: Message, fence_to_json: FenceEncoder) -> dict[str, A
 
 def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
     """A message from its JSON form; ValueError on anything malformed."""
-    if not isinstance(data, Mapping):
+    if not _is_object(data):
         raise ValueError("message: expected an object")
     kind = data.get("type")
     sender = _text(data, "sender")
     if kind == "prepare":
         items = []
         for raw in _list(data, "items"):
-            if not isinstance(raw, Mapping):
+            if not _is_object(raw):
                 raise ValueError("item: expected an object")
             items.append(
                 PrepareItem(
@@ -446,7 +453,7 @@ def decode_message(data: Any, fence_from_json: FenceDecoder) -> Message:
     if kind == "votes":
         votes = []
         for raw in _list(data, "votes"):
-            if not isinstance(raw, Mapping) or not isinstance(raw.get("ok"), bool):
+            if not _is_object(raw) or not isinstance(raw.get("ok"), bool):
                 raise ValueError("vote: expected an object with a boolean ok")
             reason = raw.get("reason")
             if reason is not None and not isinstance(reason, str):
