@@ -16,9 +16,10 @@ moves it from held to the settlement account (or to a local destination), releas
 back. The stored balances are a cache of the journal; :meth:`Ledger.check` recomputes them.
 
 Concurrency. One dedicated writer thread owns the writing connection and drains a bounded
-queue: it takes up to ``batch_operations_max`` queued operations, runs each inside its own
-savepoint of one transaction, commits once (one fsync for the group) and only then answers
-every caller. Reads run on a second thread with its own connection; WAL lets them proceed while
+queue: it takes up to ``batch_operations_max`` queued operations, runs them in one
+transaction, each isolated (in its own savepoint, or alone in the transaction: a failing one
+undoes only itself), commits once (one fsync for the group) and only then answers every
+caller. Reads run on a second thread with its own connection; WAL lets them proceed while
 the writer commits, and they only ever see committed data.
 """
 
@@ -698,14 +699,23 @@ class _Writer:
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            # Whether the transaction holds a job's changes. Until it does, a job runs bare:
+            # should it fail, rolling the transaction back undoes that job and nothing else,
+            # so it needs no savepoint (the savepoint's undo copy of every page it writes,
+            # and the SAVEPOINT and RELEASE, are saved on most batches, which hold one job).
+            kept = False
             done = 0
             # Jobs queued while the batch ran join it before its COMMIT: a larger group for
             # the same fsync, and no job waits longer for it.
             while done < len(jobs) or self._more(jobs):
                 job = jobs[done]
                 done += 1
-                # Each job in its own savepoint: one job's failure undoes only that job.
-                self.conn.execute("SAVEPOINT job")
+                if not self.conn.in_transaction:  # the job before ran bare and failed
+                    self.conn.execute("BEGIN IMMEDIATE")
+                bare = not kept
+                if not bare:
+                    # In its own savepoint: its failure undoes only this job.
+                    self.conn.execute("SAVEPOINT job")
                 try:
                     value = job.run(self.conn)
                 except Exception as error:  # noqa: BLE001 - delivered to the caller
@@ -713,13 +723,19 @@ class _Writer:
                         # SQLite rolled the whole transaction back (a full disk does): the
                         # batch failed whole, and every job in it hears this error.
                         raise
-                    self.conn.execute("ROLLBACK TO job")
-                    self.conn.execute("RELEASE job")
+                    if bare:
+                        self.conn.execute("ROLLBACK")
+                    else:
+                        self.conn.execute("ROLLBACK TO job")
+                        self.conn.execute("RELEASE job")
                     results.append((job, None, error))
                 else:
-                    self.conn.execute("RELEASE job")
+                    if not bare:
+                        self.conn.execute("RELEASE job")
+                    kept = True
                     results.append((job, value, None))
-            self.conn.execute("COMMIT")
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
         except Exception as error:  # noqa: BLE001 - the whole batch failed to commit
             self.failures += 1
             if self.conn.in_transaction:
@@ -924,8 +940,8 @@ class Ledger:
         return int(self.clock() * 1000)
 
     async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``run(conn)`` in the writer thread, inside a group-commit transaction (in a
-        savepoint of its own: an exception undoes only its changes and reaches the caller);
+        """Run ``run(conn)`` in the writer thread, inside a group-commit transaction (isolated
+        from the others: an exception undoes only its changes and reaches the caller);
         answered after the COMMIT. Every write of this class goes through it, and so do
         modules that keep their own tables in this database (``bank.transfers.store``,
         calling the ``*_in`` functions of this module)."""

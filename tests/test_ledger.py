@@ -18,6 +18,7 @@ from bank.documents import complete_cnpj, complete_cpf
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
     BALANCE_CENTS_MAX,
+    CASH_ACCOUNT,
     Answer,
     Idempotency,
     Ledger,
@@ -25,6 +26,7 @@ from bank.ledger import (
     LedgerInUse,
     LedgerUnusable,
     new_transfer_id,
+    post_in,
     request_fingerprint,
     _Job,
 )
@@ -486,6 +488,39 @@ async def test_a_failing_operation_does_not_undo_its_batch_neighbours(ledger: Le
     )
     assert isinstance(results[1], RuntimeError)
     assert (await ledger.account(a)).balance_cents == 3  # type: ignore[union-attr]
+    assert (await ledger.check()).ok
+
+
+async def test_a_batch_s_first_operations_failing_leave_nothing_and_keep_the_rest(ledger: Ledger) -> None:
+    """A batch's first operations run without a savepoint of their own (a failure rolls the
+    transaction back, which holds nothing else yet): what they wrote is gone, and the
+    operations after them, in the same batch, are kept."""
+    a, _, _ = await _setup(ledger)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        post_in(conn, "deposit", None, 0, [(a, "available", 5), (CASH_ACCOUNT, "available", -5)])
+        raise RuntimeError("boom")
+
+    before = ledger.batches
+    results = await asyncio.gather(
+        ledger.write(broken),
+        ledger.write(broken),
+        ledger.deposit(a, 1, document=ANA),
+        ledger.write(broken),
+        ledger.deposit(a, 2, document=ANA),
+        ledger.write(broken),
+        return_exceptions=True,
+    )
+    assert ledger.batches == before + 1  # one batch, so the first two ran bare
+    assert [isinstance(result, RuntimeError) for result in results] == [True, True, False, True, False, True]
+    assert (await ledger.account(a)).balance_cents == 3  # type: ignore[union-attr]
+    report = await ledger.check()
+    assert report.ok and report.entries == 4  # the two deposits', nothing of the failures
+
+    # A batch whose every operation fails keeps nothing and leaves the writer working.
+    results = await asyncio.gather(ledger.write(broken), ledger.write(broken), return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in results)
+    assert (await ledger.deposit(a, 4, document=ANA)).body["balance_cents"] == 7
     assert (await ledger.check()).ok
 
 
