@@ -24,7 +24,16 @@ from typing import Any
 import structlog
 
 from bank import ledger as ledger_module
-from bank.ledger import CASH_ACCOUNT, IN_LIST_MAX, SETTLEMENT_ACCOUNT, HoldRequest, Ledger, LegsRequest, in_list
+from bank.ledger import (
+    CASH_ACCOUNT,
+    IN_LIST_MAX,
+    SETTLEMENT_ACCOUNT,
+    HoldRequest,
+    Ledger,
+    LegsRequest,
+    in_list,
+    insert_rows,
+)
 from bank.transfers.book import (
     AcceptFence,
     BookOp,
@@ -198,8 +207,9 @@ def _decided_here(conn: sqlite3.Connection, transfer_ids: Sequence[str]) -> set[
 def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[bool]:
     """``RecordPrepared`` for a run: False for a transfer already decided here."""
     decided = _decided_here(conn, [op.transfer_id for op in ops])
-    conn.executemany(
-        "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms) VALUES (?, ?, ?)",
+    insert_rows(
+        conn,
+        "INSERT OR IGNORE INTO transfer_prepared (transfer_id, coordinator, at_ms)",
         [(op.transfer_id, op.coordinator, now_ms) for op in ops if op.transfer_id not in decided],
     )
     return [op.transfer_id not in decided for op in ops]
@@ -207,10 +217,11 @@ def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) 
 
 def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[None]:
     """``RecordDecision`` for a run: the first decision told stands, and is the only one."""
-    conn.executemany(
-        "INSERT INTO transfer_applied (transfer_id, outcome, at_ms) VALUES (?, ?, ?)"
-        " ON CONFLICT (transfer_id) DO NOTHING",
+    insert_rows(
+        conn,
+        "INSERT INTO transfer_applied (transfer_id, outcome, at_ms)",
         [(op.transfer_id, op.outcome, now_ms) for op in ops],
+        " ON CONFLICT (transfer_id) DO NOTHING",
     )
     ids = [op.transfer_id for op in ops]
     marks, params = in_list(ids)
@@ -240,18 +251,20 @@ def _record_pending(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -
 def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[Unstored], now_ms: int) -> None:
     """Store transfers as pending (each with its client's request and when it was
     submitted, or now), each unless it is stored already. Their keys are the caller's."""
-    conn.executemany(
-        "INSERT INTO transfer_coordinated (transfer_id, body) VALUES (?, ?)"
-        " ON CONFLICT (transfer_id) DO NOTHING",
+    insert_rows(
+        conn,
+        "INSERT INTO transfer_coordinated (transfer_id, body)",
         [(u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer))) for u in transfers],
+        " ON CONFLICT (transfer_id) DO NOTHING",
     )
-    conn.executemany(
-        "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)"
-        " VALUES (?, ?, 'pending', NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
+    insert_rows(
+        conn,
+        "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)",
         [
-            (u.transfer.id, u.transfer.owner_document, jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms)
+            (u.transfer.id, u.transfer.owner_document, "pending", None, jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms)
             for u in transfers
         ],
+        " ON CONFLICT (id) DO NOTHING",
     )
 
 
@@ -513,16 +526,17 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     ]
                 new = [(bodies[t], o, r, b) for t, o, r, b, n in deciding if n]
                 fresh = [(t, o, r, b) for t, o, r, b, n in deciding if not n]
-                conn.executemany(
-                    "INSERT INTO transfer_coordinated (transfer_id, body, outcome, unacked) VALUES (?, ?, ?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT INTO transfer_coordinated (transfer_id, body, outcome, unacked)",
                     [
                         (u.transfer.id, jsonio.dumps_text(transfer_to_dict(u.transfer)), o, _unacked(b))
                         for u, o, _, b in new
                     ],
                 )
-                conn.executemany(
-                    "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms,"
-                    " decided_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms, decided_at_ms)",
                     [
                         (
                             u.transfer.id, u.transfer.owner_document, o, r,
@@ -532,8 +546,9 @@ def _record(conn: sqlite3.Connection, op: BookOp, now_ms: int) -> Any:
                     ],
                 )
                 # Their idempotency keys with them (free until now: the coordinator kept them).
-                conn.executemany(
-                    "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id) VALUES (?, ?, ?, ?)",
+                insert_rows(
+                    conn,
+                    "INSERT INTO transfer_keys (scope, key, fingerprint, transfer_id)",
                     [(*u.idempotency, u.transfer.id) for u, _, _, _ in new if u.idempotency is not None],
                 )
                 conn.executemany(
