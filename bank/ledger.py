@@ -31,6 +31,7 @@ import concurrent.futures
 import errno
 import functools
 import hashlib
+import itertools
 import json
 import queue
 import sqlite3
@@ -1630,8 +1631,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
     while start < len(rows):
         left = len(rows) - start
         size = ROWS_PER_INSERT_MAX if left >= ROWS_PER_INSERT_MAX else 1 << (left.bit_length() - 1)
-        params = [value for row in rows[start : start + size] for value in row]
-        conn.execute(_values_sql(head, width, size, tail), params)
+        conn.execute(_values_sql(head, width, size, tail), list(itertools.chain.from_iterable(rows[start : start + size])))
         start += size
 
 
@@ -2036,16 +2036,20 @@ def _post_all(
     insert_rows(
         conn,
         "INSERT INTO journal (txn, kind, transfer_id, at_ms)",
-        [(first_txn + index, kind, transfer_id, now_ms) for index, (kind, transfer_id, _) in enumerate(postings)],
+        [(txn, kind, transfer_id, now_ms) for txn, (kind, transfer_id, _) in enumerate(postings, first_txn)],
     )
     deltas: dict[int, list[int]] = {}
     rows = []
-    for index, (_, _, entries) in enumerate(postings):
-        assert entries and sum(amount for _, _, amount in entries) == 0, "entries must sum to zero"
+    for txn, (_, _, entries) in enumerate(postings, first_txn):
+        total = 0
         for account, bucket, amount in entries:
-            rows.append((first_txn + index, account, bucket, amount))
-            delta = deltas.setdefault(account, [0, 0])
+            rows.append((txn, account, bucket, amount))
+            total += amount
+            delta = deltas.get(account)
+            if delta is None:
+                delta = deltas[account] = [0, 0]
             delta[0 if bucket == "available" else 1] += amount
+        assert entries and total == 0, "entries must sum to zero"
     insert_rows(conn, "INSERT INTO entries (txn, account, bucket, amount_cents)", rows)
     # The CHECK constraints refuse a negative customer balance or hold: a programmer error
     # here, since every caller checked funds first (in order, posting by posting).
