@@ -217,6 +217,7 @@ def _record_prepared(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) 
 
 def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> list[None]:
     """``RecordDecision`` for a run: the first decision told stands, and is the only one."""
+    changes = conn.total_changes
     insert_rows(
         conn,
         "INSERT INTO transfer_applied (transfer_id, outcome, at_ms)",
@@ -225,14 +226,17 @@ def _record_decisions(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int)
     )
     ids = [op.transfer_id for op in ops]
     marks, params = in_list(ids)
-    stored = dict(
-        conn.execute(
-            f"SELECT transfer_id, outcome FROM transfer_applied WHERE transfer_id IN ({marks})", params
-        ).fetchall()
-    )
-    for op in ops:
-        told = stored[op.transfer_id]
-        assert told == op.outcome, f"{op.transfer_id}: decided {told}, now told {op.outcome}"
+    if conn.total_changes - changes != len(ops):
+        # Some were recorded before (a repeated decision): what was told then must agree.
+        # (When every row went in, each holds the decision just told.)
+        stored = dict(
+            conn.execute(
+                f"SELECT transfer_id, outcome FROM transfer_applied WHERE transfer_id IN ({marks})", params
+            ).fetchall()
+        )
+        for op in ops:
+            told = stored[op.transfer_id]
+            assert told == op.outcome, f"{op.transfer_id}: decided {told}, now told {op.outcome}"
     # One statement for the run (most decided transfers had no record: a destination's).
     conn.execute(f"DELETE FROM transfer_prepared WHERE transfer_id IN ({marks})", params)
     return [None] * len(ops)
@@ -279,15 +283,16 @@ def _record_acks(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> l
     for start in range(0, len(ids), IN_LIST_MAX):
         marks, params = in_list(ids[start : start + IN_LIST_MAX])
         rows = conn.execute(
-            "SELECT transfer_id, unacked FROM transfer_coordinated"
+            "SELECT seq, transfer_id, unacked FROM transfer_coordinated"
             f" WHERE unacked IS NOT NULL AND transfer_id IN ({marks})",
             params,
         ).fetchall()
         updates = []
-        for transfer_id, unacked in rows:
+        for seq, transfer_id, unacked in rows:
             left = [b for b in jsonio.loads(unacked) if b not in acked[transfer_id]]
-            updates.append((jsonio.dumps_text(left) if left else None, transfer_id))
-        conn.executemany("UPDATE transfer_coordinated SET unacked = ? WHERE transfer_id = ?", updates)
+            updates.append((jsonio.dumps_text(left) if left else None, seq))
+        # By the row's own key: no second look-up through the index of transfer ids.
+        conn.executemany("UPDATE transfer_coordinated SET unacked = ? WHERE seq = ?", updates)
     return [None] * len(ops)
 
 
