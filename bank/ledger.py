@@ -493,6 +493,13 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
+STATEMENTS_CACHED_MAX = 512
+"""Prepared statements each connection keeps (sqlite3's default is 128). The writer's texts
+number a few hundred once batches of every size have come: an ``IN`` list has one text per
+power of two (:func:`in_list`), a run of inserted rows up to one per group size
+(:func:`insert_rows`); beyond the cache, a text is prepared again each time it comes back."""
+
+
 _NO_LOCKS_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
 """What flock answers on a file system that has no locks."""
 
@@ -524,7 +531,9 @@ def _lock(file: Path) -> IO[bytes] | None:
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a group commit is one
     # transaction and nothing commits behind our back.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENTS_CACHED_MAX
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -1595,8 +1604,8 @@ def in_list(keys: Sequence[Any]) -> tuple[str, list[Any]]:
 
     The list is padded to a power of two by repeating the last key (a repeat in an ``IN``
     list changes nothing), so a statement has a handful of texts instead of one per batch
-    size, which the connection's cache of prepared statements (128 of them) keeps without
-    pushing others out."""
+    size, which the connection's cache of prepared statements (:data:`STATEMENTS_CACHED_MAX`)
+    keeps without pushing others out."""
     assert 0 < len(keys) <= IN_LIST_MAX
     size = 1 << (len(keys) - 1).bit_length()
     params = list(keys) + [keys[-1]] * (size - len(keys))

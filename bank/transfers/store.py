@@ -288,10 +288,17 @@ def _record_acks(conn: sqlite3.Connection, ops: Sequence[Any], now_ms: int) -> l
             params,
         ).fetchall()
         updates = []
+        done = []  # acknowledged by every bank now: most of them, in one statement
         for seq, transfer_id, unacked in rows:
             left = [b for b in jsonio.loads(unacked) if b not in acked[transfer_id]]
-            updates.append((jsonio.dumps_text(left) if left else None, seq))
-        # By the row's own key: no second look-up through the index of transfer ids.
+            if left:
+                updates.append((jsonio.dumps_text(left), seq))
+            else:
+                done.append(seq)
+        # By the rows' own key: no second look-up through the index of transfer ids.
+        if done:
+            marks, seqs = in_list(done)
+            conn.execute(f"UPDATE transfer_coordinated SET unacked = NULL WHERE seq IN ({marks})", seqs)
         conn.executemany("UPDATE transfer_coordinated SET unacked = ? WHERE seq = ?", updates)
     return [None] * len(ops)
 
