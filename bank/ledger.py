@@ -1616,7 +1616,7 @@ ROWS_PER_INSERT_MAX = 64
 """The most rows one multi-row ``INSERT`` of :func:`insert_rows` names (a power of two)."""
 
 
-@functools.cache
+@functools.cache  # a few texts per call site (see insert_rows)
 def _values_sql(head: str, width: int, rows: int, tail: str) -> str:
     row = "(" + ", ".join("?" * width) + ")"
     return f"{head} VALUES {', '.join([row] * rows)}{tail}"
@@ -1631,8 +1631,9 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
     a one-row statement. The rows go in groups of :data:`ROWS_PER_INSERT_MAX`, and what is
     left in groups of powers of two (the binary digits of its count), so a table needs a
     handful of statement texts, which the connection's cache of prepared statements keeps.
-    The rows come out as one statement per row would make them (rowids in order); should
-    one fail, the caller's savepoint undoes the others, as it would theirs."""
+    The rows come out as one statement per row would make them (rowids in order). Should a
+    statement fail, the rows written before it are undone with the rest of the job (the
+    writer isolates each job), as they were when each row had a statement of its own."""
     if not rows:
         return
     width = len(rows[0])
@@ -1640,7 +1641,8 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
     while start < len(rows):
         left = len(rows) - start
         size = ROWS_PER_INSERT_MAX if left >= ROWS_PER_INSERT_MAX else 1 << (left.bit_length() - 1)
-        conn.execute(_values_sql(head, width, size, tail), list(itertools.chain.from_iterable(rows[start : start + size])))
+        params = list(itertools.chain.from_iterable(rows[start : start + size]))
+        conn.execute(_values_sql(head, width, size, tail), params)
         start += size
 
 
@@ -1690,15 +1692,21 @@ def _apply_holds_chunk(
         if request.operation in ("place", "credit"):
             _assert_amount(request.amount_cents)
     marks, ids = in_list(sorted({request.transfer_id for request in requests}))
-    # What these transfers already did, and their holds: (transfer, account) -> ...
+    # What these transfers already did, as far as the run asks (each request's own operation,
+    # and for a hold to place whether its transfer was committed or released here), and
+    # their holds: (transfer, account) -> ...
+    asked = {request.operation for request in requests}
+    if "place" in asked:
+        asked |= {"commit", "release"}
+    operations, operation_params = in_list(sorted(asked))
     done: dict[tuple[str, str, int], str] = {
         (operation, transfer_id, account): outcome
         for operation, transfer_id, account, outcome in conn.execute(
-            # The key starts with the operation: naming all four lets SQLite look each
+            # The key starts with the operation: naming them lets SQLite look each
             # (operation, transfer) up in it instead of scanning the table.
             "SELECT operation, transfer_id, account, outcome FROM hold_operations"
-            f" WHERE operation IN ('place', 'commit', 'release', 'credit') AND transfer_id IN ({marks})",
-            ids,
+            f" WHERE operation IN ({operations}) AND transfer_id IN ({marks})",
+            operation_params + ids,
         )
     }
     holds: dict[tuple[str, int], list[Any]] = {

@@ -265,7 +265,10 @@ def _store_transfers(conn: sqlite3.Connection, transfers: Sequence[Unstored], no
         conn,
         "INSERT INTO transfers (id, requested_by, status, reason, request, created_at_ms)",
         [
-            (u.transfer.id, u.transfer.owner_document, "pending", None, jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms)
+            (
+                u.transfer.id, u.transfer.owner_document, "pending", None,
+                jsonio.dumps_text(u.request or {}), u.submitted_at_ms or now_ms,
+            )  # fmt: skip
             for u in transfers
         ],
         " ON CONFLICT (id) DO NOTHING",
