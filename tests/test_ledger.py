@@ -19,12 +19,14 @@ from bank.ledger import (
     AMOUNT_CENTS_MAX,
     BALANCE_CENTS_MAX,
     CASH_ACCOUNT,
+    ROWS_PER_INSERT_MAX,
     Answer,
     Idempotency,
     Ledger,
     LedgerClosed,
     LedgerInUse,
     LedgerUnusable,
+    insert_rows,
     new_transfer_id,
     post_in,
     request_fingerprint,
@@ -103,6 +105,30 @@ def test_transfer_ids_are_unique_and_ordered_by_the_time_they_were_made() -> Non
     made_ms = [int(i[len("alfa-") : len("alfa-") + 11], 16) for i in ids]
     assert made_ms == sorted(made_ms)
     assert before_ms <= made_ms[0] and made_ms[-1] <= after_ms
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7, 63, 64, 65, 200])
+def test_insert_rows_writes_what_a_statement_per_row_writes_with_a_few_texts(count: int) -> None:
+    """Rows, their order (rowids) and a conflict clause as one statement per row has them,
+    in groups of powers of two of at most ROWS_PER_INSERT_MAX rows."""
+    texts: list[str] = []
+
+    class Recording(sqlite3.Connection):
+        def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+            texts.append(sql)
+            return super().execute(sql, parameters)
+
+    conn = sqlite3.connect(":memory:", factory=Recording)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, n INTEGER)")
+    conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, n INTEGER)")
+    rows = [(f"k{index % 50}", index) for index in range(count)]  # keys repeat past 50
+    conn.executemany("INSERT INTO u (key, n) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", rows)
+    insert_rows(conn, "INSERT INTO t (key, n)", rows, " ON CONFLICT (key) DO NOTHING")
+    assert conn.execute("SELECT * FROM t").fetchall() == conn.execute("SELECT * FROM u").fetchall()
+    sizes = [text.count("(?, ?)") for text in texts if text.startswith("INSERT INTO t ")]
+    groups = count // ROWS_PER_INSERT_MAX + bin(count % ROWS_PER_INSERT_MAX).count("1")
+    assert sum(sizes) == count and len(sizes) == groups
+    assert all(size & (size - 1) == 0 and size <= ROWS_PER_INSERT_MAX for size in sizes)
 
 
 async def test_every_connection_keeps_its_temporary_files_in_memory(ledger: Ledger) -> None:
@@ -518,8 +544,8 @@ async def test_a_batch_s_first_operations_failing_leave_nothing_and_keep_the_res
     assert report.ok and report.entries == 4  # the two deposits', nothing of the failures
 
     # A batch whose every operation fails keeps nothing and leaves the writer working.
-    results = await asyncio.gather(ledger.write(broken), ledger.write(broken), return_exceptions=True)
-    assert all(isinstance(result, RuntimeError) for result in results)
+    failed = await asyncio.gather(ledger.write(broken), ledger.write(broken), return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in failed)
     assert (await ledger.deposit(a, 4, document=ANA)).body["balance_cents"] == 7
     assert (await ledger.check()).ok
 
