@@ -28,15 +28,12 @@ do"; the visit then counts as unused.
 **Demand.** A member with work waiting (a ``holding()`` block, or :meth:`Ring.want` from an
 ``on_token`` application) while the token is elsewhere announces it to every other member
 with a signed ``POST /ring/demand`` ``{"after": fence | null}`` (``after`` is the fence of its
-last visit), only while the work waits: once after a visit that left no want on the token
-(below), and again at most
+last visit), only while the work waits: once after each of its visits, and again at most
 once per idle rotation, ``(n - 1) * hold_max_ms``, while no visit comes (a demand may be
 lost). A member holding a visit it does not use releases it at once (and the core hands it
 on without its ``idle_hold_ms``) while a demand it heard is newer than the demanding
 member's last visit, so the token comes to the work at the pace of the hand-off, not of the
-deadline. A visit that was used, or that ends with work still waiting, needs no message: the
-token carries the member's want round the ring (``Token.wanting``), and the others hand their
-unused visits on at once. "Newer" is decided here, with no
+deadline. "Newer" is decided here, with no
 clock shared between members: within one generation a member's visits are ``n`` apart in
 ``seq`` (``docs/protocol.md``, rule 1), so a demand ``after`` fence ``A`` is met once a visit
 at ``A.seq + n`` or later exists; with no such comparison (no ``after``, another generation)
@@ -634,18 +631,17 @@ class Ring:
             Hold(fence=fence, from_ms=self._grant_from_ms, to_ms=now_ms, released=released)
         )
         self._log.debug("ring.revoked", held_ms=held_ms, released=released, **self._fields(fence))
+        if not self._has_work():
+            return
         if self._want_rides == fence:
             # The token carries this member's want round the ring (Token.wanting): no message
-            # to every member, for work waiting now or coming before the next visit. Counted
-            # as announced after this visit; said again only if no visit comes within the
-            # repeat interval (the token may be lost).
+            # to every member. Counted as announced after this visit; said again only if no
+            # visit comes within the repeat interval (the token may be lost).
             self._demand_sent_ms = now_ms
             self._demand_sent_after = fence
-            if self._has_work():
-                self._arm_demand_timer(self._demand_repeat_ms())
+            self._arm_demand_timer(self._demand_repeat_ms())
             return
-        if self._has_work():
-            self._announce_demand()  # blocks still wait: ask for the next visit
+        self._announce_demand()  # blocks still wait: ask for the next visit
 
     async def _run_on_token(self, on_token: OnToken, fence: core.Fence, deadline: float) -> None:
         try:
@@ -678,11 +674,8 @@ class Ring:
             return  # an unused visit is kept to its deadline: that paces an idle ring
         # The core answers Release with Revoke, within this call; mark the visit released.
         # With a demand heard the token goes on at once (no idle_hold_ms): work waits for it.
-        # Work still waiting here (Ring.want) rides on the token as this member's demand; so
-        # does a used visit's, as work comes in runs: the next work here then needs no demand
-        # posted to every member (under load, one per visit), and an idle ring is back at its
-        # pace after one rotation.
-        again = self._has_work() or self._used
+        # Work still waiting here (Ring.want) rides on the token as this member's demand.
+        again = self._has_work()
         self._want_rides = fence if again else None
         self._releasing = fence
         try:
