@@ -10,7 +10,8 @@ DRAIN_S to deliver what it decided, counted in their CPU. Also the CPU time each
 committed transfer cost the banks (all of them together) and the load generator, beside what
 one bare request cost its server and the client: where the machine's two cores go; and the
 transfers a token visit carried, and the commits the banks made, the messages they sent each
-other and the bytes they wrote per transfer; how long a visit lasted, and how long the visits
+other and the bytes they wrote per transfer; how long a visit lasted, the ring's demand messages
+it set off, and how long the visits
 kept the token for the next bank's vote (``successor_wait_ms`` of the banks' round log lines).
 Not a test: it asserts nothing.
 
@@ -130,7 +131,12 @@ def _written_bytes(pid: int) -> float:
     return float("nan")
 
 
-COUNTED = ("tokenring_token_visits_total", "bank_ledger_commits_total", "bank_signed_requests_sent_total")
+COUNTED = (
+    "tokenring_token_visits_total",
+    "bank_ledger_commits_total",
+    "bank_signed_requests_sent_total",
+    "tokenring_demands_sent_total",
+)
 """Counters of the banks' ``/metrics`` read around each measurement (each summed over its
 labels and over the banks)."""
 
@@ -356,7 +362,7 @@ async def _run(
                 for name in COUNTED:
                     counted[name] += counted_after[name] - counted_before[name]
             bare_rate, rate = int(bare_ok / bare_s), int(ok / transfer_s)
-            visits, commits, messages = (counted[name] for name in COUNTED)
+            visits, commits, messages, demands = (counted[name] for name in COUNTED)
             waits = _successor_waits_ms(logged_before)
             bare_count = max(1, bare_ok)
             count = max(1, ok)
@@ -378,6 +384,7 @@ async def _run(
                 "commits_per_transfer": commits / count,
                 "messages_per_transfer": messages / count,
                 "visit_ms": 1000 * transfer_s / visits if visits else float("nan"),
+                "demands_per_visit": demands / visits if visits else float("nan"),
                 "successor_wait_ms_p50": _percentile(waits, 0.50),
                 "successor_wait_ms_p90": _percentile(waits, 0.90),
             }
@@ -405,7 +412,8 @@ async def _run(
                 flush=True,
             )
             print(
-                f"{'':17}a token visit lasted {row['visit_ms']:.1f} ms on average; the rounds that "
+                f"{'':17}a token visit lasted {row['visit_ms']:.1f} ms on average and set off "
+                f"{row['demands_per_visit']:.2f} demand messages; the rounds that "
                 f"prepared at the next bank kept the token for its vote {row['successor_wait_ms_p50']:.1f} ms "
                 f"(p50), {row['successor_wait_ms_p90']:.1f} ms (p90)",
                 flush=True,

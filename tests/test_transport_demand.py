@@ -80,7 +80,11 @@ async def test_a_waiting_block_gets_the_token_through_released_idle_visits(
     idle = [h for r in rings.values() for h in r.holds_recent()]
     assert idle and not any(h.released for h in idle)
 
+    def demands_sent() -> float:
+        return alfa.metrics.registry.get_sample_value("tokenring_demands_sent_total") or 0.0
+
     for _ in range(ROUNDS):
+        posted = demands_sent()
         # Wait just after a visit of alfa ended: the token must now pass both other members
         # before it comes back, and both visits are unused.
         before = len(alfa.holds_recent())
@@ -97,6 +101,7 @@ async def test_a_waiting_block_gets_the_token_through_released_idle_visits(
         assert fence.seq == last.seq + len(IDS)
         assert [rings_of(rings, h) for h in between] == ["beta", "gama"]
         assert all(h.released for h in between), between
+        assert demands_sent() >= posted + len(IDS) - 1  # told each other member (the metric)
 
     # Once the demand is met the ring is paced again: later unused visits reach their deadline.
     round_end = core.Fence(fence.epoch, fence.issuer, fence.seq + len(IDS))

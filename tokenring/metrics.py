@@ -67,6 +67,11 @@ class RingMetrics:
             ["sender"],
             registry=r,
         )
+        self.demands_sent = Counter(
+            "tokenring_demands_sent",
+            "Demand messages posted to the other members (one per member told).",
+            registry=r,
+        )
         self.sends_failed = Counter(
             "tokenring_sends_failed",
             "Ring messages that got no answer (lost; the core's timeouts handle it).",

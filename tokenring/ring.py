@@ -713,6 +713,7 @@ class Ring:
         payload = {"after": after.to_dict() if after is not None else None}
         for peer in self.peers:
             self._transport.post(peer, RING_DEMAND_PATH, payload)
+        self.metrics.demands_sent.inc(len(self.peers))
         self._log.debug("ring.demand_sent", after=str(after), **self._fields())
         # While the work still waits, say it again a visit-time later (a demand may be lost,
         # or met at the others by a visit that did not come here).
