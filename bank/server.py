@@ -29,6 +29,7 @@ from bank.metrics import BankCollector
 from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
+from tokenring.ring import KEEPALIVE_TIMEOUT_S as RING_KEEPALIVE_TIMEOUT_S
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
 
@@ -45,14 +46,10 @@ __all__ = [
 
 SHUTDOWN_TIMEOUT_S = 3.0
 """How long open requests may take to finish once the bank stops serving."""
-KEEPALIVE_TIMEOUT_S = 30.0
-"""How long a connection may stay without a request (idle between requests, or before its
-first request's headers are complete) before the bank closes it: twice the time the other
-members' client (``tokenring.peers.IDLE_S_MAX``) reuses an idle connection, so it never
-reuses one the bank is closing at that moment. aiohttp's ``AppRunner``
-keeps one 3,630 s by default: a client that opened connections and sent nothing held each
-one, and one of the process's file descriptors, for an hour, and enough of them left the
-bank unable to accept any connection (its clients' or the other banks')."""
+KEEPALIVE_TIMEOUT_S = RING_KEEPALIVE_TIMEOUT_S
+"""How long a connection may stay without a request before the bank closes it: the ring's
+bound for its members (``tokenring.ring.KEEPALIVE_TIMEOUT_S``, which says why), for the
+client API and the other banks' requests alike."""
 PARENT_POLL_S = 1.0
 """How often a bank started by ``consortium up`` (or a scenario, or a test) looks whether its
 parent is still there."""

@@ -16,6 +16,7 @@ import pytest
 
 from bank.process import Consortium, free_ports, get_json, write_ring_file
 from tokenring.config import RingConfig
+import waiting
 from waiting import children_of
 
 WAIT_S = 30.0
@@ -400,13 +401,7 @@ def test_a_connection_that_never_finishes_a_request_is_closed(tmp_path: Path, mo
         serving = asyncio.create_task(server.serve(app, bank.host, bank.port, stop=stop, on_ready=ready.set))
         await asyncio.wait_for(ready.wait(), WAIT_S)
         try:
-            reader, writer = await asyncio.open_connection(bank.host, bank.port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
-            await writer.drain()
-            try:
-                return await asyncio.wait_for(reader.read(), 5)  # b"": the bank closed it
-            finally:
-                writer.close()
+            return await waiting.left_by_the_server(bank.host, bank.port)
         finally:
             stop.set()
             await serving

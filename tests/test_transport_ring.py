@@ -23,6 +23,7 @@ from tokenring import core
 from tokenring.ring import Ring, RingClosed
 from tokenring.signing import SignedClient, sign
 from tokenring.transport import RING_MESSAGE_PATH
+import waiting
 from waiting import wait_until
 
 SECRET = b"ring-face-test-key"
@@ -192,6 +193,23 @@ async def test_holding_times_out_when_the_token_does_not_come(tmp_path: Path) ->
             async with ring.holding(timeout_s=0.3):
                 pass
         assert ring.status()["holding"] is False and ring.status()["generation"] == 0
+    finally:
+        await ring.stop()
+
+
+async def test_a_standalone_member_closes_a_connection_that_never_finishes_a_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not kept for aiohttp's default hour: enough such connections would leave the member
+    no file descriptor to take the token with."""
+    from tokenring import ring as ring_module
+
+    monkeypatch.setattr(ring_module, "KEEPALIVE_TIMEOUT_S", 0.5)
+    members = Members(tmp_path, hold_max_ms=20, handoff_timeout_ms=50)
+    ring = Ring(members.config, "alfa", secret=SECRET)
+    await ring.start()
+    try:
+        assert await waiting.left_by_the_server(ring.bank.host, ring.bank.port) == b""
     finally:
         await ring.stop()
 

@@ -43,3 +43,19 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+UNFINISHED_REQUEST_WAIT_S = 5.0
+"""How long :func:`left_by_the_server` waits for the server to close the connection."""
+
+
+async def left_by_the_server(host: str, port: int) -> bytes:
+    """Open a connection, send a request whose headers never end, and read until the server
+    closes it: ``b""`` once it did (within UNFINISHED_REQUEST_WAIT_S; a timeout otherwise)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), UNFINISHED_REQUEST_WAIT_S)
+    finally:
+        writer.close()

@@ -63,7 +63,7 @@ from tokenring import core, jsonio
 from tokenring.agreement import ConfigAgreement
 from tokenring.config import RingConfig
 from tokenring.metrics import RingMetrics
-from tokenring.peers import PeerClient
+from tokenring.peers import IDLE_S_MAX, PeerClient
 from tokenring.signing import (
     HEADER_NONCE,
     SIGNED_SENDER,
@@ -105,6 +105,15 @@ CONNECTIONS_MAX = 32
 """Connections this member keeps open to each other member at most (its PeerClient)."""
 LEAVE_POLL_S = 0.01
 """While leaving without the token, how often to look whether the last sends have ended."""
+KEEPALIVE_TIMEOUT_S = 2 * IDLE_S_MAX
+"""How long a connection to a member running standalone (:meth:`Ring.start`) may stay without
+a request (idle between requests, or before its first request's headers are complete) before
+the member closes it: twice the time the other members' client
+(``tokenring.peers.IDLE_S_MAX``) reuses an idle connection, so it never reuses one being
+closed. aiohttp keeps one 3,630 s by default: anyone who opened connections and sent nothing
+held each one, and a file descriptor, for an hour, and enough of them left the member unable to
+take the token. (A member mounted on an application is served by that application's runner:
+``bank.server`` uses this bound too.)"""
 
 
 @attrs.frozen
@@ -439,7 +448,7 @@ class Ring:
         assert self._runner is None, "start() once"
         app = web.Application()
         self.mount(app)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(
             runner,
