@@ -53,6 +53,8 @@ from bank.ledger import (
 from bank.transfers.protocol import TRANSFER_ID_CHARS_MAX
 from tokenring import jsonio
 from tokenring.logs import Throttle
+from tokenring.signing import BODY_READ_TIMEOUT_S as SIGNED_BODY_READ_TIMEOUT_S
+from tokenring.signing import body_read_deadline
 
 __all__ = [
     "ACCOUNT_NUMBER_MAX",
@@ -106,8 +108,9 @@ HASH_WORKERS_MAX = 2
 HASHES_PENDING_MAX = 64
 """Password hashes queued or running; beyond it sign-ups and logins answer 503 at once."""
 READ_CHUNK_BYTES = 16 * 1024
-BODY_READ_TIMEOUT_S = 10.0
-"""The longest a request's body may take to arrive once its headers have: a client that
+BODY_READ_TIMEOUT_S = SIGNED_BODY_READ_TIMEOUT_S
+"""The longest a request's body may take to arrive once its headers have (the signed routes'
+bound, ``tokenring.signing.BODY_READ_TIMEOUT_S``): a client that
 trickles it (or stops sending) is answered 400 and its connection closed, rather than holding
 a connection, and one of the process's file descriptors, for as long as it likes."""
 TRANSFER_WAIT_MS_MAX = 30_000
@@ -352,11 +355,8 @@ async def _read_json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > BODY_BYTES_MAX:
         raise ApiError("payload_too_large", f"the body is larger than {BODY_BYTES_MAX} bytes")
     data = bytearray()
-    # A small body comes with its headers: when it is all here, there is no wait to bound
-    # (a timeout costs a timer per request).
-    whole = request.content_length is not None and request.content.is_eof()
     try:
-        async with contextlib.nullcontext() if whole else asyncio.timeout(BODY_READ_TIMEOUT_S):
+        async with body_read_deadline(request, BODY_READ_TIMEOUT_S):
             if request.content_length is not None:
                 # Its length is known and within the bound: read it whole.
                 data += await request.read()
