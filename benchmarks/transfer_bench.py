@@ -20,6 +20,11 @@ Not a test: it asserts nothing.
     .venv/bin/python benchmarks/transfer_bench.py --loop asyncio  # everything on asyncio's loop
     .venv/bin/python benchmarks/transfer_bench.py --banks 3 --concurrency 64 --one-way
 
+``--account`` runs the banks on asyncio's own event loop with ``benchmarks/loop_account`` loaded
+(see its module) and prints, for each concurrency, where their event loops' CPU went during
+the transfers: per activity (a route's requests, a kind of task, a kind of callback), µs per
+committed transfer and steps per token visit, all banks together.
+
 ``--one-way`` sends every transfer from the first bank to the second, so one bank does only
 the terminal's work, one only the participant's and the others only pass the token; with it
 (and always under ``--per-bank``) each bank's CPU per transfer is printed, its event loop's
@@ -34,6 +39,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -129,6 +135,44 @@ def _written_bytes(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+ACCOUNT_DIR = Path(__file__).resolve().parent / "loop_account"
+"""The folder whose ``sitecustomize`` accounts a bank's event loop (``--account``)."""
+ACCOUNT_WAIT_S = 5.0
+"""How long the banks get to write their loop accounts after being asked (SIGUSR1)."""
+ACCOUNT_ROWS = 14
+"""The most activities printed per measurement (the costliest)."""
+
+
+async def _loop_accounts(pids: list[int], folder: Path) -> dict[str, list[float]]:
+    """Ask each bank for its loop account (``benchmarks/loop_account``) and add them up:
+    activity -> [CPU ns, steps, first steps]. Empty when a bank did not answer in time."""
+    seen = {}
+    for pid in pids:
+        path = folder / f"{pid}.json"
+        seen[pid] = json.loads(path.read_text())["seq"] if path.exists() else 0
+        os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + ACCOUNT_WAIT_S
+    total: dict[str, list[float]] = {}
+    for pid in pids:
+        path = folder / f"{pid}.json"
+        while True:
+            try:
+                account = json.loads(path.read_text())
+            except (OSError, ValueError):
+                account = {"seq": seen[pid]}
+            if account["seq"] > seen[pid]:
+                break
+            if time.monotonic() > deadline:
+                return {}
+            await asyncio.sleep(0.01)
+        for name, spent in account["spent_ns"].items():
+            entry = total.setdefault(name, [0.0, 0.0, 0.0])
+            entry[0] += spent
+            entry[1] += account["steps"][name]
+            entry[2] += account["started"][name]
+    return total
 
 
 COUNTED = (
@@ -249,6 +293,7 @@ def run_ring(
     one_way: bool = False,
     per_bank: bool = False,
     slices: int = 1,
+    account: bool = False,
 ) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +302,14 @@ def run_ring(
         bare_port = free_ports(1)[0]
         bare = multiprocessing.Process(target=_bare_server, args=(bare_port, loop), daemon=True)
         bare.start()
-        consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs")
+        env = dict(os.environ)
+        account_dir = Path(tmp) / "account" if account else None
+        if account_dir is not None:
+            assert loop == "asyncio", "uvloop's callbacks run in C, out of the account's reach"
+            account_dir.mkdir()
+            env["LOOP_ACCOUNT_DIR"] = str(account_dir)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ACCOUNT_DIR), env.get("PYTHONPATH")]))
+        consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs", env=env)
         for bank in consortium.banks.values():
             bank.extra_args = ["--loop", loop]
         consortium.start()
@@ -267,7 +319,7 @@ def run_ring(
                 rows = runner.run(
                     _run(
                         config, ids, bare_port, concurrencies, seconds, pids, Path(tmp) / "logs",
-                        one_way=one_way, per_bank=per_bank, slices=slices,
+                        one_way=one_way, per_bank=per_bank, slices=slices, account_dir=account_dir,
                     )
                 )
         finally:
@@ -289,6 +341,7 @@ async def _run(
     one_way: bool = False,
     per_bank: bool = False,
     slices: int = 1,
+    account_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     assert 1 <= slices <= SLICES_MAX
     rows = []
@@ -338,6 +391,7 @@ async def _run(
             written = 0.0
             threads_spent = [[0.0, 0.0] for _ in pids["banks"]]
             latencies: list[float] = []
+            loop_spent: dict[str, list[float]] = {}
             logged_before = _log_sizes(log_dir)
             for _ in range(slices):
                 before = cpu_now()
@@ -348,11 +402,21 @@ async def _run(
                 counted_before = await _counters(session, config)
                 written_before = sum(_written_bytes(pid) for pid in pids["banks"])
                 threads_before = [_threads_cpu_s(pid) for pid in pids["banks"]]
+                accounted_before = await _loop_accounts(pids["banks"], account_dir) if account_dir else {}
                 middle = cpu_now()
                 done, other, elapsed = await _measure(session, transfer, concurrency, seconds / slices, latencies)
                 ok, failed, transfer_s = ok + done, failed + other, transfer_s + elapsed
                 await asyncio.sleep(DRAIN_S)
                 after = cpu_now()
+                if account_dir is not None:
+                    # Asked after the CPU figures are read: writing the accounts costs them.
+                    accounted_after = await _loop_accounts(pids["banks"], account_dir)
+                    for name, (spent, steps, started) in accounted_after.items():
+                        was = accounted_before.get(name, [0.0, 0.0, 0.0])
+                        entry = loop_spent.setdefault(name, [0.0, 0.0, 0.0])
+                        entry[0] += spent - was[0]
+                        entry[1] += steps - was[1]
+                        entry[2] += started - was[2]
                 transfer_cpu = [transfer_cpu[0] + after[1] - middle[1], transfer_cpu[1] + after[2] - middle[2]]
                 for spent, was, now in zip(threads_spent, threads_before, [_threads_cpu_s(pid) for pid in pids["banks"]]):
                     spent[0] += now[0] - was[0]
@@ -426,8 +490,37 @@ async def _run(
                     row[f"{bank}_loop_us"], row[f"{bank}_other_us"] = loop_us, other_us
                 print(f"{'':17}per bank, µs of CPU per transfer (event loop + other threads): " + "; ".join(parts),
                       flush=True)
+            if account_dir is not None:
+                _print_account(loop_spent, count, visits)
             rows.append(row)
     return rows
+
+
+def _print_account(spent: dict[str, list[float]], transfers: int, visits: float) -> None:
+    """The banks' event loops' CPU per activity (``--account``): µs per committed transfer,
+    steps per token visit, and for a route, µs per request; the costliest first."""
+    if not spent:
+        print(f"{'':17}(the banks did not write their loop accounts in time)", flush=True)
+        return
+    total_us = sum(entry[0] for entry in spent.values()) / 1000
+    print(
+        f"{'':17}the banks' event loops: {total_us / transfers:.0f} µs of CPU per transfer, "
+        f"{total_us / max(visits, 1):.0f} µs per token visit; by activity:",
+        flush=True,
+    )
+    ranked = sorted(spent.items(), key=lambda item: -item[1][0])
+    for name, (ns, steps, started) in ranked[:ACCOUNT_ROWS]:
+        us = ns / 1000
+        # Per request (not per task: a connection's task lives as long as the connection).
+        each = f"{us / started:7.0f} µs per request" if started and name.startswith("request ") else ""
+        print(
+            f"{'':19}{us / transfers:7.1f} µs/transfer {steps / max(visits, 1):7.2f} steps/visit "
+            f"{each:>20}  {name[:90]}",
+            flush=True,
+        )
+    rest = sum(entry[0] for _, entry in ranked[ACCOUNT_ROWS:]) / 1000
+    if rest:
+        print(f"{'':19}{rest / transfers:7.1f} µs/transfer in {len(ranked) - ACCOUNT_ROWS} other activities", flush=True)
 
 
 def main() -> None:
@@ -449,7 +542,13 @@ def main() -> None:
         "--slices", type=int, default=4, choices=range(1, SLICES_MAX + 1), metavar=f"1..{SLICES_MAX}",
         help="measure the bare endpoint and the transfers in turns, in this many slices each (default 4)",
     )
+    parser.add_argument(
+        "--account", action="store_true",
+        help="run the banks on asyncio's loop and print where their event loops' CPU went, by activity",
+    )
     args = parser.parse_args()
+    if args.account:
+        args.loop = "asyncio"  # uvloop runs its callbacks in C, out of the account's reach
     print(
         f"cross-bank transfers, 1 source{' (all from the first bank to the second)' if args.one_way else ''}, "
         f"submit -> outcome; {args.seconds:g} s per figure in {args.slices} turns; "
@@ -459,7 +558,7 @@ def main() -> None:
     for banks in args.banks:
         run_ring(
             banks, args.concurrency, args.seconds, args.hold_ms, args.loop,
-            one_way=args.one_way, per_bank=args.per_bank, slices=args.slices,
+            one_way=args.one_way, per_bank=args.per_bank, slices=args.slices, account=args.account,
         )  # fmt: skip
     print(f"machine: {_calibration():.1f} M CPython loop iterations/s on one core (after)")
 
