@@ -115,7 +115,7 @@ async def _owed_to(config: Any, bank: str) -> dict[str, int]:
 async def run(clients: int, seconds: float, stop_after_s: float, down_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = write_ring_file(Path(tmp) / "ring.toml", list(BANKS), data_dir=str(Path(tmp) / "var"))
-        consortium = Consortium(config, secret="stop-bench-secret", log_dir=Path(tmp) / "logs")
+        consortium = Consortium(config, secret="stop-bench-secret", log_dir=Path(tmp) / "logs", parent_watch=True)
         consortium.start()
         try:
             async with aiohttp.ClientSession() as session:

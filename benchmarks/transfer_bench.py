@@ -43,6 +43,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bank.cli import EVENT_LOOPS, loop_factory  # noqa: E402
 from bank.documents import complete_cpf  # noqa: E402
 from bank.process import Consortium, free_ports, write_ring_file  # noqa: E402
+from bank.server import PARENT_POLL_S  # noqa: E402
 
 REQUEST_TIMEOUT_S = 30.0
 SLICES_MAX = 20
@@ -68,13 +70,26 @@ CUSTOMERS_MAX = 16
 """Clients share this many customers (each customer costs a password hash per bank to set up)."""
 
 
-def _bare_server(port: int, loop: str) -> None:
+def _bare_server(port: int, loop: str, parent_pid: int) -> None:
     async def answer(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({"id": "x", "status": "committed", "echo": len(body)})
 
+    async def watch_parent(app: web.Application) -> AsyncIterator[None]:
+        # Should the benchmark be killed, this server stops too (as the banks do), instead
+        # of keeping its port for good.
+        async def watch() -> None:
+            while os.getppid() == parent_pid:
+                await asyncio.sleep(PARENT_POLL_S)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        task = asyncio.get_running_loop().create_task(watch())
+        yield
+        task.cancel()
+
     app = web.Application()
     app.router.add_post("/bare", answer)
+    app.cleanup_ctx.append(watch_parent)
     factory = loop_factory(loop)
     event_loop = factory() if factory is not None else asyncio.new_event_loop()
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
@@ -300,7 +315,7 @@ def run_ring(
         ids = [f"bank{i}" for i in range(banks_count)]
         config = write_ring_file(Path(tmp) / "ring.toml", ids, hold_max_ms=hold_ms, data_dir=str(Path(tmp) / "var"))
         bare_port = free_ports(1)[0]
-        bare = multiprocessing.Process(target=_bare_server, args=(bare_port, loop), daemon=True)
+        bare = multiprocessing.Process(target=_bare_server, args=(bare_port, loop, os.getpid()), daemon=True)
         bare.start()
         env = dict(os.environ)
         account_dir = Path(tmp) / "account" if account else None
@@ -309,7 +324,8 @@ def run_ring(
             account_dir.mkdir()
             env["LOOP_ACCOUNT_DIR"] = str(account_dir)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ACCOUNT_DIR), env.get("PYTHONPATH")]))
-        consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs", env=env)
+        # parent_watch: should this process be killed, the banks stop by themselves.
+        consortium = Consortium(config, secret="bench-secret", log_dir=Path(tmp) / "logs", env=env, parent_watch=True)
         for bank in consortium.banks.values():
             bank.extra_args = ["--loop", loop]
         consortium.start()
