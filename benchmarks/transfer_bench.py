@@ -162,11 +162,15 @@ ACCOUNT_ROWS = 14
 
 async def _loop_accounts(pids: list[int], folder: Path) -> dict[str, list[float]]:
     """Ask each bank for its loop account (``benchmarks/loop_account``) and add them up:
-    activity -> [CPU ns, steps, first steps]. Empty when a bank did not answer in time."""
+    activity -> [CPU ns, steps, first steps]. Empty when a bank has no account (it did not
+    load the module: SIGUSR1 would end it, so it is not sent) or did not answer in time."""
     seen = {}
     for pid in pids:
         path = folder / f"{pid}.json"
-        seen[pid] = json.loads(path.read_text())["seq"] if path.exists() else 0
+        if not path.exists():
+            return {}
+        seen[pid] = json.loads(path.read_text())["seq"]
+    for pid in pids:
         os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + ACCOUNT_WAIT_S
     total: dict[str, list[float]] = {}
@@ -516,7 +520,7 @@ def _print_account(spent: dict[str, list[float]], transfers: int, visits: float)
     """The banks' event loops' CPU per activity (``--account``): µs per committed transfer,
     steps per token visit, and for a route, µs per request; the costliest first."""
     if not spent:
-        print(f"{'':17}(the banks did not write their loop accounts in time)", flush=True)
+        print(f"{'':17}(no loop account: the banks did not load benchmarks/loop_account, or did not answer in time)", flush=True)
         return
     total_us = sum(entry[0] for entry in spent.values()) / 1000
     print(

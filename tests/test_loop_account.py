@@ -53,16 +53,17 @@ def test_a_bank_writes_its_loop_cpu_by_activity_when_asked(tmp_path: Path) -> No
     with _child(tmp_path, account_dir=str(tmp_path)) as child:
         try:
             _ready(child)
-            child.send_signal(signal.SIGUSR1)
             path = tmp_path / f"{child.pid}.json"
+            # Written at start-up, empty: the handler is there.
+            assert json.loads(path.read_text())["seq"] == 1
+            child.send_signal(signal.SIGUSR1)
             deadline = time.monotonic() + WAIT_S
-            while not path.exists():
+            while (account := json.loads(path.read_text()))["seq"] < 2:
                 assert time.monotonic() < deadline, "no account written"
                 time.sleep(0.01)
-            account = json.loads(path.read_text())
         finally:
             child.kill()
-    assert account["seq"] == 1
+    assert account["seq"] == 2
     name = "task busy_worker"
     # Five steps that burn 20 ms of CPU each, and a last one that ends the task.
     assert account["steps"][name] == 6
