@@ -169,7 +169,7 @@ async def serve(
         if on_ready is not None:
             on_ready()
         if parent_pid is not None:
-            watcher = loop.create_task(_watch_parent(parent_pid, stop))
+            watcher = loop.create_task(watch_parent(parent_pid, stop))
         await stop.wait()
         log.info("bank.stopping", bank=app[BANK_ID])
         # Leave while the server still answers, so the successor's acknowledgement arrives.
@@ -226,7 +226,9 @@ def unavailable_addresses(config: RingConfig) -> dict[str, OSError]:
     return unavailable
 
 
-async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+async def watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once this process is no longer ``parent_pid``'s child (its parent has
+    gone), looking every ``PARENT_POLL_S``; return then, or once ``stop`` is set otherwise."""
     while not stop.is_set():
         if os.getppid() != parent_pid:
             log.warning("bank.parent_gone", parent_pid=parent_pid)

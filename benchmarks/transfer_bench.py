@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bank.cli import EVENT_LOOPS, loop_factory  # noqa: E402
 from bank.documents import complete_cpf  # noqa: E402
 from bank.process import Consortium, free_ports, write_ring_file  # noqa: E402
-from bank.server import PARENT_POLL_S  # noqa: E402
+from bank.server import watch_parent  # noqa: E402
 
 REQUEST_TIMEOUT_S = 30.0
 SLICES_MAX = 20
@@ -75,21 +75,23 @@ def _bare_server(port: int, loop: str, parent_pid: int) -> None:
         body = await request.json()
         return web.json_response({"id": "x", "status": "committed", "echo": len(body)})
 
-    async def watch_parent(app: web.Application) -> AsyncIterator[None]:
-        # Should the benchmark be killed, this server stops too (as the banks do), instead
-        # of keeping its port for good.
-        async def watch() -> None:
-            while os.getppid() == parent_pid:
-                await asyncio.sleep(PARENT_POLL_S)
-            os.kill(os.getpid(), signal.SIGTERM)
+    async def stop_with_parent(app: web.Application) -> AsyncIterator[None]:
+        # Should the benchmark be killed, this server stops too (as the banks do, by the same
+        # watch), instead of keeping its port for good.
+        gone = asyncio.Event()
 
-        task = asyncio.get_running_loop().create_task(watch())
+        def stop(_: object) -> None:
+            if gone.is_set():  # not when the watch is cancelled at the server's own stop
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        watcher = asyncio.get_running_loop().create_task(watch_parent(parent_pid, gone))
+        watcher.add_done_callback(stop)
         yield
-        task.cancel()
+        watcher.cancel()
 
     app = web.Application()
     app.router.add_post("/bare", answer)
-    app.cleanup_ctx.append(watch_parent)
+    app.cleanup_ctx.append(stop_with_parent)
     factory = loop_factory(loop)
     event_loop = factory() if factory is not None else asyncio.new_event_loop()
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=event_loop)
@@ -158,6 +160,8 @@ ACCOUNT_WAIT_S = 5.0
 """How long the banks get to write their loop accounts after being asked (SIGUSR1)."""
 ACCOUNT_ROWS = 14
 """The most activities printed per measurement (the costliest)."""
+NO_ACCOUNT = (0.0, 0.0, 0.0)
+"""An activity's account before any of it: CPU ns, steps, first steps."""
 
 
 async def _loop_accounts(pids: list[int], folder: Path) -> dict[str, list[float]]:
@@ -187,10 +191,8 @@ async def _loop_accounts(pids: list[int], folder: Path) -> dict[str, list[float]
                 return {}
             await asyncio.sleep(0.01)
         for name, spent in account["spent_ns"].items():
-            entry = total.setdefault(name, [0.0, 0.0, 0.0])
-            entry[0] += spent
-            entry[1] += account["steps"][name]
-            entry[2] += account["started"][name]
+            these = (spent, account["steps"][name], account["started"][name])
+            total[name] = [a + b for a, b in zip(total.get(name, NO_ACCOUNT), these)]
     return total
 
 
@@ -430,13 +432,10 @@ async def _run(
                 after = cpu_now()
                 if account_dir is not None:
                     # Asked after the CPU figures are read: writing the accounts costs them.
-                    accounted_after = await _loop_accounts(pids["banks"], account_dir)
-                    for name, (spent, steps, started) in accounted_after.items():
-                        was = accounted_before.get(name, [0.0, 0.0, 0.0])
-                        entry = loop_spent.setdefault(name, [0.0, 0.0, 0.0])
-                        entry[0] += spent - was[0]
-                        entry[1] += steps - was[1]
-                        entry[2] += started - was[2]
+                    for name, now in (await _loop_accounts(pids["banks"], account_dir)).items():
+                        was = accounted_before.get(name, NO_ACCOUNT)
+                        so_far = loop_spent.get(name, NO_ACCOUNT)
+                        loop_spent[name] = [a + b - c for a, b, c in zip(so_far, now, was)]
                 transfer_cpu = [transfer_cpu[0] + after[1] - middle[1], transfer_cpu[1] + after[2] - middle[2]]
                 for spent, was, now in zip(threads_spent, threads_before, [_threads_cpu_s(pid) for pid in pids["banks"]]):
                     spent[0] += now[0] - was[0]
