@@ -29,6 +29,7 @@ from bank.metrics import BankCollector
 from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
+from tokenring.httperrors import answer_unreadable_requests_in_json
 from tokenring.ring import KEEPALIVE_TIMEOUT_S as RING_KEEPALIVE_TIMEOUT_S
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
@@ -155,6 +156,7 @@ async def serve(
         for sock in listening:
             sock.close()
         raise
+    answer_unreadable_requests_in_json(runner)
     watcher: asyncio.Task[None] | None = None
     try:
         for sock in listening:

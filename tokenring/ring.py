@@ -62,6 +62,7 @@ from aiohttp import web
 from tokenring import core, jsonio
 from tokenring.agreement import ConfigAgreement
 from tokenring.config import RingConfig
+from tokenring.httperrors import answer_unreadable_requests_in_json
 from tokenring.metrics import RingMetrics
 from tokenring.peers import IDLE_S_MAX, PeerClient
 from tokenring.signing import (
@@ -450,6 +451,7 @@ class Ring:
         self.mount(app)
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
         await runner.setup()
+        answer_unreadable_requests_in_json(runner)
         site = web.TCPSite(
             runner,
             self.bank.host if host is None else host,
