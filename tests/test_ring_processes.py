@@ -141,11 +141,16 @@ def settled(holds: list[Hold]) -> tuple[int, list[Hold]]:
     crash) two generations may briefly both have a holder: the fence keeps their work apart,
     and the older token is purged where it arrives. "Exactly one token" is the state after
     that: from the end of the last visit of an older generation on, every visit is of the
-    newest one.
+    newest one. A generation is a minted bid, ``(epoch, issuer)``: two members that bid in
+    the same epoch may both mint (a voter promises the higher bid after the lower one), and
+    the higher bid's token is the one that stays.
     """
-    newest = max(h[0].epoch for h in holds)
-    older_ends = [h[2] for h in holds if h[0].epoch < newest]
-    first_newest = min(h[1] for h in holds if h[0].epoch == newest)
+    def generation(hold: Hold) -> tuple[int, str]:
+        return hold[0].epoch, hold[0].issuer
+
+    newest = max(generation(h) for h in holds)
+    older_ends = [h[2] for h in holds if generation(h) < newest]
+    first_newest = min(h[1] for h in holds if generation(h) == newest)
     settled_ms = max(older_ends + [first_newest])
     tail = [h for h in holds if h[1] >= settled_ms]
     return settled_ms, tail
