@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING
 from bank.ledger import Ledger
 from bank.metrics import BankCollector
+from bank.transfers.protocol import MESSAGE_BYTES_MAX
 from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
@@ -78,7 +79,9 @@ def tune_gc() -> None:
 def build_app(config: RingConfig, bank_id: str, *, secret: bytes) -> web.Application:
     """The application of bank ``bank_id``; the ring member starts when the app starts."""
     config.bank(bank_id)  # ConfigError when the id is not in the file
-    app = web.Application()
+    # The largest body read whole: an inter-bank message. The client API reads its bodies
+    # under its own, smaller bound (bank.api.BODY_BYTES_MAX).
+    app = web.Application(client_max_size=MESSAGE_BYTES_MAX)
     app[CONFIG] = config
     app[BANK_ID] = bank_id
     # The ring member starts above the fence this bank last accepted (read from the ledger,

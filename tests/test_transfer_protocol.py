@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from bank.transfers.book import CommitHold, KeyReused, MemoryBook, RecordOutcomes, run_steps
-from bank.transfers.coordinator import Coordinator
+from bank.transfers.coordinator import BATCH_TRANSFERS_MAX, Coordinator
 from bank.transfers.participant import Participant
 from bank.transfers.protocol import (
+    ACCOUNT_CHARS_MAX,
+    AMOUNT_CENTS_MAX,
     ITEMS_PER_MESSAGE_MAX,
+    LEG_BYTES_MAX,
+    MESSAGE_BYTES_MAX,
+    MESSAGE_ITEMS_BYTES_MAX,
+    SOURCES_MAX,
+    TRANSFER_ID_CHARS_MAX,
     Acks,
     DecisionItem,
     DecisionQuery,
@@ -23,7 +31,9 @@ from bank.transfers.protocol import (
     Votes,
     decode_message,
     encode_message,
+    item_bytes_max,
 )
+from tokenring import jsonio
 
 
 def fence_json(fence: Any) -> Any:
@@ -799,3 +809,102 @@ def test_decisions_owed_beyond_one_messages_bound_go_out_in_messages_the_bank_ca
     run_steps(coordinator.submit(Transfer("alfa:last", "alfa", "doc", legs)), book)
     for _, message in coordinator.grant((1, "alfa", seq), until_ms=20_000, now_ms=10_001):
         assert decode_message(encode_message(message, fence_json), fence_back) == message
+
+
+def encoded_bytes(message: Any) -> int:
+    return len(jsonio.dumps(encode_message(message, fence_json)))
+
+
+def test_the_byte_bounds_of_a_leg_and_an_item_hold_for_the_longest_fields() -> None:
+    longest = "x" * (2 * ACCOUNT_CHARS_MAX)  # the longest string a message may carry
+    leg = Leg(longest, "9" * (2 * ACCOUNT_CHARS_MAX), AMOUNT_CENTS_MAX, "destination")
+    transfer_id = "t" * TRANSFER_ID_CHARS_MAX
+    prepare = Prepare(longest, (1, longest, 1), (PrepareItem(transfer_id, longest, (leg,)),))
+    decisions = Decisions(longest, (DecisionItem(transfer_id, "committed", (leg,), cash_out=True),))
+    for one_leg in (prepare, decisions):
+        item = one_leg.items[0]
+        two_legs = attrs.evolve(one_leg, items=(attrs.evolve(item, legs=(leg, leg)),))
+        empty = attrs.evolve(one_leg, items=())
+        assert encoded_bytes(two_legs) - encoded_bytes(one_leg) <= LEG_BYTES_MAX
+        assert encoded_bytes(two_legs) - encoded_bytes(empty) <= item_bytes_max(2)
+        assert encoded_bytes(empty) < MESSAGE_BYTES_MAX - MESSAGE_ITEMS_BYTES_MAX
+
+
+def transfers_heavy_at(bank: str, count: int, sources: int) -> list[Transfer]:
+    """``count`` transfers of ``sources`` sources each at ``bank``, ids as a bank makes them."""
+    return [
+        Transfer(
+            f"alfa-{index:011x}{index:016x}",
+            "alfa",
+            "12345678909",
+            tuple(Leg(bank, str(1_000_000 + n), 1, "source") for n in range(sources))
+            + (Leg("gama", "5", sources, "destination"),),
+        )
+        for index in range(count)
+    ]
+
+
+def test_a_backlog_of_transfers_heavy_at_one_bank_goes_in_prepares_it_can_read() -> None:
+    """A visit takes at most BATCH_TRANSFERS_MAX transfers, but a thousand with sixteen
+    sources each at one bank would make a prepare of more than MESSAGE_BYTES_MAX: refused
+    whole with 413, every transfer of the round aborted, and the same again at every visit
+    while the backlog lasts. A visit takes the ones that fit, in arrival order; the rest go
+    in the next visits."""
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa")
+    backlog = transfers_heavy_at("beta", BATCH_TRANSFERS_MAX, SOURCES_MAX)
+    for transfer in backlog:
+        run_steps(coordinator.submit(transfer), book)
+    assert sum(item_bytes_max(SOURCES_MAX) for _ in backlog) > MESSAGE_BYTES_MAX  # as it was
+    prepared: list[str] = []
+    seq = 1
+    while coordinator.pending:
+        fence = (1, "alfa", seq)
+        sends = coordinator.grant(fence, until_ms=seq + 1_000, now_ms=seq)
+        assert sends, "every visit takes at least one transfer"
+        for bank, message in sends:
+            assert isinstance(message, Prepare)
+            assert encoded_bytes(message) <= MESSAGE_BYTES_MAX
+            if bank == "beta":
+                prepared += [item.transfer_id for item in message.items]
+            votes = Votes(bank, fence, tuple(Vote(item.transfer_id, True) for item in message.items))
+            run_steps(coordinator.handle(votes, seq), book)
+        seq += 3
+    assert prepared == [t.id for t in backlog]  # every one, once, in arrival order
+    assert 3 <= seq // 3  # it took several visits
+    assert all(outcome == ("committed", None) for outcome in book.outcomes.values())
+    assert len(book.outcomes) == len(backlog)
+
+
+def test_decisions_heavy_at_one_bank_go_out_in_messages_it_can_read() -> None:
+    """Decisions of transfers with many legs at one bank, owed to it beyond what one message
+    carries: each message (alone, riding with a prepare, or answering a query) stays under
+    MESSAGE_BYTES_MAX, the earliest decided first."""
+    book = MemoryBook("alfa")
+    coordinator = Coordinator("alfa", decision_defer_ms=5)
+    backlog = transfers_heavy_at("beta", 400, SOURCES_MAX)
+    for transfer in backlog:
+        run_steps(coordinator.submit(transfer), book)
+    seq = 1
+    while coordinator.pending:
+        fence = (1, "alfa", seq)
+        for bank, message in coordinator.grant(fence, until_ms=seq + 1_000, now_ms=seq):
+            assert isinstance(message, Prepare)
+            votes = Votes(bank, fence, tuple(Vote(item.transfer_id, True) for item in message.items))
+            run_steps(coordinator.handle(votes, seq), book)
+        seq += 3
+    assert len(coordinator.owed["beta"]) == len(backlog)
+    assert sum(item_bytes_max(SOURCES_MAX) for _ in backlog) > MESSAGE_BYTES_MAX
+    _, sends = coordinator.tick(10_000)
+    (alone,) = [m for to, m in sends if to == "beta"]
+    assert isinstance(alone, Decisions) and encoded_bytes(alone) <= MESSAGE_BYTES_MAX
+    assert [i.transfer_id for i in alone.items] == [t.id for t in backlog[: len(alone.items)]]
+    assert 0 < len(alone.items) < len(backlog)
+    answer = run_steps(coordinator.handle(DecisionQuery("beta", tuple(t.id for t in backlog)), 10_001), book)
+    ((_, answered),) = answer[1]
+    assert isinstance(answered, Decisions) and encoded_bytes(answered) <= MESSAGE_BYTES_MAX
+    assert 0 < len(answered.items) < len(backlog)
+    run_steps(coordinator.submit(transfers_heavy_at("beta", 1, SOURCES_MAX)[0]), book)
+    for _, message in coordinator.grant((2, "alfa", 1), until_ms=20_000, now_ms=10_002):
+        assert isinstance(message, Prepare) and encoded_bytes(message) <= MESSAGE_BYTES_MAX
+        assert message.decisions, "decisions ride with it, as many as fit"

@@ -71,6 +71,7 @@ from bank.transfers.protocol import (
     ABORTED,
     COMMITTED,
     ITEMS_PER_MESSAGE_MAX,
+    MESSAGE_ITEMS_BYTES_MAX,
     Acks,
     DecisionItem,
     DecisionQuery,
@@ -80,11 +81,13 @@ from bank.transfers.protocol import (
     PrepareItem,
     Transfer,
     Votes,
+    item_bytes_max,
 )
 
 __all__ = [
     "BATCH_TRANSFERS_MAX",
     "PENDING_TRANSFERS_MAX",
+    "PREPARE_ITEMS_BYTES_MAX",
     "RETRY_MS_MAX",
     "RETRY_MS_MIN",
     "ROUNDS_IN_FLIGHT_MAX",
@@ -100,6 +103,11 @@ __all__ = [
 
 BATCH_TRANSFERS_MAX = 1024
 """The most transfers one token visit prepares."""
+PREPARE_ITEMS_BYTES_MAX = MESSAGE_ITEMS_BYTES_MAX // 2
+"""The room a visit's transfers may take in one bank's prepare (by ``item_bytes_max``): the
+rest of the message is left to the decisions riding with it. Transfers naming many accounts
+at one bank fill it before ``BATCH_TRANSFERS_MAX`` does; the transfers after the first that
+would overflow it wait for the next visit."""
 PENDING_TRANSFERS_MAX = 50_000
 """The most transfers waiting for the token at one bank; beyond it a bank refuses new ones."""
 STALE_FENCE = "stale_fence"
@@ -164,6 +172,18 @@ class _Delivery:
 class _Retry:
     due_ms: int
     interval_ms: int
+
+
+def _fitting(items: Iterable[DecisionItem], room: int) -> tuple[DecisionItem, ...]:
+    """The first of ``items`` that one message carries in ``room`` bytes (by
+    ``item_bytes_max``), at most ``ITEMS_PER_MESSAGE_MAX``; the others wait for another."""
+    fitting: list[DecisionItem] = []
+    for item in itertools.islice(items, ITEMS_PER_MESSAGE_MAX):
+        room -= item_bytes_max(len(item.legs))
+        if room < 0:
+            break
+        fitting.append(item)
+    return tuple(fitting)
 
 
 @attrs.define
@@ -332,15 +352,25 @@ class Coordinator:
         if fence in self.rounds or len(self.rounds) >= self.rounds_in_flight_max or not self.pending:
             return []
         batch: dict[str, Transfer] = {}
-        for transfer_id in list(self.pending)[: self.batch_transfers_max]:
-            batch[transfer_id] = self.pending.pop(transfer_id)
         by_bank: dict[str, list[PrepareItem]] = {}
-        for transfer in batch.values():
-            for bank in transfer.banks:
-                if bank != self.bank:  # this bank's own legs move with the decision
-                    by_bank.setdefault(bank, []).append(
-                        PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
-                    )
+        room: dict[str, int] = {}  # what each bank's prepare takes so far
+        for transfer in itertools.islice(self.pending.values(), self.batch_transfers_max):
+            # This bank's own legs move with the decision: a prepare for each other bank.
+            prepared = [
+                (bank, PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank)))
+                for bank in transfer.banks
+                if bank != self.bank
+            ]
+            if batch and any(
+                room.get(bank, 0) + item_bytes_max(len(item.legs)) > PREPARE_ITEMS_BYTES_MAX for bank, item in prepared
+            ):
+                break  # it waits for the next visit, and so do the later ones: arrival order
+            batch[transfer.id] = transfer
+            for bank, item in prepared:
+                room[bank] = room.get(bank, 0) + item_bytes_max(len(item.legs))
+                by_bank.setdefault(bank, []).append(item)
+        for transfer_id in batch:
+            del self.pending[transfer_id]
         self.rounds[fence] = _Round(
             fence=fence,
             deadline_ms=max(until_ms, now_ms),
@@ -352,7 +382,7 @@ class Coordinator:
         for bank, items in by_bank.items():
             # Decisions this bank has not acknowledged travel with the prepare: no message of
             # their own. Sent now, so their next re-send is a retry interval away.
-            decisions = self._undelivered(bank)
+            decisions = self._undelivered(bank, MESSAGE_ITEMS_BYTES_MAX - room[bank])
             if decisions:
                 self.retries[bank] = _Retry(now_ms + self.retry_ms_min, self.retry_ms_min)
             sends.append((bank, Prepare(self.bank, fence, tuple(items), decisions)))
@@ -366,14 +396,11 @@ class Coordinator:
         for bank in banks:
             self.owed.setdefault(bank, {})[transfer.id] = None
 
-    def _undelivered(self, bank: str) -> tuple[DecisionItem, ...]:
-        """The decisions ``bank`` has not acknowledged, as that bank's items (bounded), the
-        earliest decided first."""
+    def _undelivered(self, bank: str, room: int = MESSAGE_ITEMS_BYTES_MAX) -> tuple[DecisionItem, ...]:
+        """The decisions ``bank`` has not acknowledged, as that bank's items, the earliest
+        decided first: as many as one message carries in ``room`` bytes."""
         owed = self.owed.get(bank, {})
-        return tuple(
-            self._item(self.deliveries[transfer_id], bank)
-            for transfer_id in itertools.islice(owed, ITEMS_PER_MESSAGE_MAX)
-        )
+        return _fitting((self._item(self.deliveries[transfer_id], bank) for transfer_id in owed), room)
 
     @property
     def round_open(self) -> bool:
@@ -438,7 +465,7 @@ class Coordinator:
                             items.append(DecisionItem.of(transfer, outcome, sender))
                 if not items:
                     return [], []
-                return [], [(sender, Decisions(self.bank, tuple(items[:ITEMS_PER_MESSAGE_MAX])))]
+                return [], [(sender, Decisions(self.bank, _fitting(items, MESSAGE_ITEMS_BYTES_MAX)))]
         raise AssertionError(f"a coordinator does not handle {type(message).__name__}")
 
     def _acknowledged(self, sender: str, transfer_ids: Iterable[str], now_ms: int) -> None:

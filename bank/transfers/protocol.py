@@ -23,10 +23,15 @@ __all__ = [
     "ACCOUNT_CHARS_MAX",
     "AMOUNT_CENTS_MAX",
     "COMMITTED",
+    "ITEM_BYTES_MAX",
+    "LEG_BYTES_MAX",
     "LEG_ROLES",
+    "MESSAGE_BYTES_MAX",
+    "MESSAGE_ITEMS_BYTES_MAX",
     "PENDING",
     "SOURCES_MAX",
     "TRANSFER_ID_CHARS_MAX",
+    "item_bytes_max",
     "Acks",
     "DecisionItem",
     "DecisionQuery",
@@ -54,6 +59,26 @@ TRANSFER_ID_CHARS_MAX = 100
 """The longest transfer id a message may carry, and a ledger stores."""
 ITEMS_PER_MESSAGE_MAX = 4096
 """The most transfers one prepare, decision or acknowledgement message may carry."""
+MESSAGE_BYTES_MAX = 1 << 20
+"""The largest body of an inter-bank message a bank reads (``bank.server`` gives its
+application this ``client_max_size``; a larger one is refused with 413, unread). What a
+coordinator sends stays under it whatever its backlog: see :data:`MESSAGE_ITEMS_BYTES_MAX`."""
+LEG_BYTES_MAX = 340
+"""The most bytes one leg takes in a message's JSON: its bank and account at the longest
+strings a message may carry (twice ``ACCOUNT_CHARS_MAX``), its amount at
+``AMOUNT_CENTS_MAX``, and the comma after it. The ids, accounts and documents a bank sends are
+ASCII (member ids by ``tokenring.config``, accounts and documents digits)."""
+ITEM_BYTES_MAX = 300
+"""The most bytes a prepare's item or a decision takes in a message's JSON besides its legs
+(its transfer id at ``TRANSFER_ID_CHARS_MAX``, an owner's document at the longest string)."""
+MESSAGE_ITEMS_BYTES_MAX = MESSAGE_BYTES_MAX - (64 << 10)
+"""What a message's items and decisions may take together, by :func:`item_bytes_max`: the
+rest of :data:`MESSAGE_BYTES_MAX` is left to its sender, fence and type."""
+
+
+def item_bytes_max(legs: int) -> int:
+    """The most bytes a prepare's item or a decision with ``legs`` legs takes in JSON."""
+    return ITEM_BYTES_MAX + legs * LEG_BYTES_MAX
 
 PENDING: Literal["pending"] = "pending"
 COMMITTED: Literal["committed"] = "committed"
