@@ -148,6 +148,11 @@ not stored yet, and not lost; each one's event is set once it is stored, or will
 (see :func:`_withdrawal_status_here`)."""
 
 # A refusal a participant voted, as the client API's error code.
+class _NotMade(ApiError):
+    """A cross-bank withdrawal aborted for a reason that is no fault of its request (a bank
+    did not answer in time): no cash was paid, and its key may go to a new attempt."""
+
+
 _REASON_CODES = {
     "insufficient_funds": "insufficient_funds",
     "forbidden": "forbidden",
@@ -489,7 +494,9 @@ async def _deposit_elsewhere(request: web.Request, caller: str, body: dict[str, 
     }
     reply = await _ask(
         app, body["bank"], "/interbank/deposits", payload, timeout_s=DEPOSIT_TIMEOUT_S,
-        unanswered=f"bank {body['bank']} did not answer; retry with the same Idempotency-Key",
+        unanswered=f"bank {body['bank']} did not answer in time; the deposit may still be made there: "
+        + ("retry with the same Idempotency-Key to learn its outcome" if key is not None
+           else "look at the account before asking again (with an Idempotency-Key a retry is safe)"),
     )  # fmt: skip
     status, answer, replayed = _envelope(reply, f"bank {body['bank']} could not take the deposit")
     return jsonio.response(answer, status=status, headers=_REPLAYED if replayed else None)
@@ -622,7 +629,8 @@ async def _forward_transfer(
     payload = {"document": caller, "request": body, "idempotency_key": key[1], "fingerprint": key[2], "wait_ms": wait_ms}
     reply = await _ask(
         app, home, "/interbank/transfers", payload, timeout_s=wait_ms / 1000 + TRANSFER_FORWARD_TIMEOUT_S,
-        unanswered=f"bank {home}, where this transfer's first source is, did not answer; retry with the same Idempotency-Key",
+        unanswered=f"bank {home}, where this transfer's first source is, did not answer in time; the transfer may still"
+        " be made there: retry with the same Idempotency-Key to learn its id and outcome",
     )  # fmt: skip
     status, body, replayed = _envelope(reply, f"bank {home} could not take the transfer; retry with the same Idempotency-Key")
     return jsonio.response(body, status=status, headers=_REPLAYED if replayed else None)
@@ -906,13 +914,20 @@ async def _withdrawal_here(
 ) -> tuple[int, dict[str, Any]]:
     """A cross-bank withdrawal paid here, after waiting up to ``wait_ms`` for its outcome:
     ``201`` with the account as its bank shows it (``keyed``: the first such answer, kept
-    for retries); ``202`` while pending, or aborted for a reason that is no fault of the
-    request (a bank did not answer in time: a new request may succeed); raises the refusal
-    a participant voted."""
+    for retries); ``202`` while pending. Raises the refusal a participant voted; or
+    :class:`_NotMade` when it was aborted for a reason that is no fault of the request (a
+    bank did not answer in time): no cash was paid, and a new attempt may succeed."""
     answer = await _outcome(request, _service_of(request), transfer_id, wait_ms, fresh=fresh)
-    if answer["status"] == "aborted" and answer.get("reason") in _REASON_CODES:
-        code = _REASON_CODES[answer["reason"]]
-        raise ApiError(code, f"the withdrawal was refused: {answer['reason']} (transfer {transfer_id})")
+    if answer["status"] == "aborted":
+        reason = answer.get("reason")
+        if reason in _REASON_CODES:
+            raise ApiError(_REASON_CODES[reason], f"the withdrawal was refused: {reason} (transfer {transfer_id})")
+        raise _NotMade(
+            "unavailable",
+            f"the withdrawal was not made: {reason} (transfer {transfer_id}); no cash was paid and"
+            " nothing moved: retry",
+            headers={"Retry-After": "1"},
+        )
     if answer["status"] != "committed":
         return 202, answer
     # The cash left here in the write of the decision (this bank is the last agent of its
@@ -938,8 +953,9 @@ async def _withdrawal_status_here(
     """The answer of a withdrawal paid here, for a retry of its request (at any bank), and
     whether it is lost. Its key was taken for it before it was stored: meanwhile it is
     pending; stored, it is followed to its outcome; neither, it never will be (this bank
-    restarted, or failed to make it, after the key was taken): lost, it moved nothing, and
-    the key may be given back to the request."""
+    restarted, or failed to make it, after the key was taken). Lost: it was never made, or
+    aborted through no fault of the request (:class:`_NotMade`); it moved nothing, and the
+    key may be given back to the request."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WITHDRAWAL_WAIT_MS / 1000  # one wait in all
     claimed = request.app[_CLAIMING].get(transfer_id)
@@ -959,6 +975,10 @@ async def _withdrawal_status_here(
     wait_ms = max(0, int((deadline - loop.time()) * 1000))
     try:
         status, answer = await _withdrawal_here(request, caller, transfer_id, source, wait_ms, fresh=False, keyed=True)
+    except _NotMade as error:
+        # Aborted without moving anything, through no fault of the request: as one never
+        # made, its key is given back, and the retry makes the withdrawal.
+        return error.refusal.status, error.refusal.body(), True
     except ApiError as error:
         status, answer = error.refusal.status, error.refusal.body()
     return status, answer, False

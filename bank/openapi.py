@@ -33,7 +33,8 @@ __all__ = ["document"]
 OPENAPI_VERSION = "3.0.3"
 
 _REASONS = {
-    400: "Bad input (`invalid_request`, `invalid_document`); nothing changed.",
+    400: "Bad input (`invalid_request`, `invalid_document`), or an unknown or repeated query "
+    "parameter; nothing changed.",
     401: "No valid session (`unauthorized`), or the document or password is wrong.",
     403: "Not one of the account's owners (`forbidden`).",
     404: "No such account (`unknown_account`) or transfer (`not_found`); for a read, also "
@@ -46,7 +47,9 @@ _REASONS = {
     501: "The request involves another bank of the ring, and this bank runs without it "
     "(`not_implemented`: the client API served alone, as in tests).",
     503: "Unavailable (`unavailable`): the bank is shutting down or starting, or another bank "
-    "that the request needs did not answer. Nothing moved; the message says whether to retry.",
+    "that the request needs did not answer. The message says whether nothing moved, or whether "
+    "what was asked may still happen at that bank (then a retry with the same Idempotency-Key "
+    "learns its outcome, and one without a key may do it twice).",
 }
 
 
@@ -499,9 +502,10 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
                     **_ok(201, "The account with its new balance.", "Account"),
                     **_ok(
                         202,
-                        "A cross-bank withdrawal not decided in time, or aborted because a "
-                        "bank did not answer in time (`status` says which; nothing moved, and a "
-                        "new request may succeed): its transfer record, as a transfer answers.",
+                        "A cross-bank withdrawal not decided in time (`status` pending): its "
+                        "transfer record, as a transfer answers; follow it there. One aborted "
+                        "because a bank did not answer in time is a 503 (no cash was paid; a "
+                        "retry, with the same Idempotency-Key too, makes a new attempt).",
                         "TransferAccepted",
                     ),
                     **_errors(*write_errors, 403, 404, 409, 422, 501),
@@ -569,7 +573,9 @@ def document(*, bank_id: str, bank_name: str) -> dict[str, Any]:
     }
     for path_item in paths.values():
         for operation in path_item.values():
-            operation["responses"].update(_errors(503))
+            # Every route refuses an unknown or repeated query parameter (bank.api's
+            # middleware), and may find itself, or a bank it needs, unavailable.
+            operation["responses"] = {**_errors(400), **operation["responses"], **_errors(503)}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

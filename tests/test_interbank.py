@@ -4,6 +4,7 @@ the real ring, ledger, client API and signed inter-bank routes, without child pr
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1071,20 +1072,58 @@ async def test_a_keyed_withdrawal_waits_for_the_accounts_bank(banks: Banks) -> N
     assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
 
 
+def not_made(status: int, body: Any) -> str:
+    """The transfer id a 503 of a withdrawal that was not made names, with no cash paid."""
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    message = body["error"]["message"]
+    assert "no cash was paid" in message, message
+    (transfer_id,) = re.findall(r"\(transfer (\S+)\)", message)
+    return str(transfer_id)
+
+
 async def test_a_withdrawal_its_accounts_bank_never_voted_on_is_recorded_as_one(banks: Banks) -> None:
     """Without a key the withdrawal's transfer is run, and aborted (its source's bank silent):
-    answered as a transfer is, and its record names the account it drew on, as a withdrawal."""
+    an error (no cash was paid: never a 2xx), naming its transfer, whose record names the
+    account it drew on, as a withdrawal."""
     await customer_everywhere(banks, ANA)
     account = await banks.account("b1", ANA, 1_000)
     await banks.runners["b1"].cleanup()  # b1, which keeps the account, is gone
     status, body, _ = await withdraw(banks, "b0", {"bank": "b1", "account": account, "amount_cents": 100}, None)
-    assert status == 202 and (body["status"], body["reason"]) == ("aborted", "unreachable"), body
-    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{body['id']}", who=ANA)
+    transfer_id = not_made(status, body)
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{transfer_id}", who=ANA)
+    assert record["reason"] == "unreachable", record
     assert status == 200, record
     assert (record["kind"], record["status"], record["destination"]) == ("withdrawal", "aborted", None), record
     assert record["sources"] == [{"bank": "b1", "account": account, "amount_cents": 100}], record
     audit = await banks.apps["b0"][LEDGER].audit()
     assert audit["settlement_cents"] == 0 and audit["deposited_net_cents"] == 0, audit  # no cash left b0
+
+
+async def test_a_withdrawal_aborted_as_its_accounts_bank_did_not_vote_is_made_by_its_retry_with_the_key(
+    banks: Banks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The account's bank took the key, then did not answer the prepare: the withdrawal is
+    aborted, nothing moved, and the answer is a 503. Its key does not keep that failure: a
+    retry with it, through any bank, makes the withdrawal once."""
+    await customer_everywhere(banks, ANA)
+    account = await banks.account("b1", ANA, 1_000)
+    request = {"bank": "b1", "account": account, "amount_cents": 100}
+
+    async def silent(message: Any) -> Any:
+        raise RuntimeError("b1 answers no prepare")
+
+    monkeypatch.setattr(banks.apps["b1"][TRANSFERS], "handle_participant", silent)
+    status, body, _ = await withdraw(banks, "b0", request, "cash-silent")
+    aborted = not_made(status, body)
+    status, record = await banks.call("GET", "b0", f"/api/v1/transfers/{aborted}", who=ANA)
+    assert (record["kind"], record["status"]) == ("withdrawal", "aborted"), record
+    await settle(banks, {("b1", account): (1_000, 0)})
+    monkeypatch.undo()
+    status, paid, replayed = await withdraw(banks, "b2", request, "cash-silent")
+    assert status == 201 and replayed is None and paid["transfer_id"] != aborted, paid
+    for terminal in ("b0", "b1", "b2"):
+        assert await withdraw(banks, terminal, request, "cash-silent") == (201, paid, "true"), terminal
+    await settle(banks, {("b1", account): (900, 0)})
 
 
 async def test_a_withdrawal_whose_key_was_taken_but_never_made_is_made_by_its_retry(banks: Banks) -> None:

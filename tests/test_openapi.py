@@ -150,3 +150,13 @@ def test_the_api_answers_as_its_document_says(
         case.call_and_validate(headers=headers, checks=CHECKS, timeout=10)
 
     check()
+
+
+def test_every_operation_declares_the_refusals_every_route_may_answer() -> None:
+    """Any route refuses an unknown or repeated query parameter with 400 (the API's
+    middleware), and may find itself or another bank unavailable (503)."""
+    paths = openapi.document(bank_id="alfa", bank_name="Banco Alfa")["paths"]
+    operations = [(path, method, op) for path, item in paths.items() for method, op in item.items()]
+    assert len(operations) >= 10
+    for path, method, operation in operations:
+        assert {"400", "503"} <= set(operation["responses"]), (method, path)

@@ -494,11 +494,16 @@ async function moveMoney(form) {
   try {
     const call = operation === "withdraw" ? api.withdraw : api.deposit;
     const answer = await call(target.bank, target.account, amount.cents, form.dataset.key);
-    delete form.dataset.fingerprint;
+    // A withdrawal from another bank still waiting for the token may yet be paid: the key
+    // stays, so that confirming again is the same withdrawal.
+    const pending = answer?.status === "pending";
+    if (!pending) delete form.dataset.fingerprint;
     const balance = answer?.balance_cents;
     setText(
       $("[data-success]", form),
-      balance === undefined
+      pending
+        ? t("withdrawal_pending")
+        : balance === undefined
         ? t("done")
         : t(operation === "withdraw" ? "withdrawn" : "deposited", {
             account: target.account,
@@ -506,7 +511,7 @@ async function moveMoney(form) {
             balance: formatMoney(balance, lang()),
           }),
     );
-    form.amount.value = "";
+    if (!pending) form.amount.value = "";
     if (answer?.transfer_id) await balancesAfter(answer.transfer_id); // a withdrawal elsewhere
     else await loadAccounts();
   } catch (error) {

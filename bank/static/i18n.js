@@ -103,6 +103,8 @@ export const MESSAGES = {
     deposited: "Depósito feito. Novo saldo da conta {account} em {bank}: {balance}.",
     withdrawn: "Saque feito. Novo saldo da conta {account} em {bank}: {balance}.",
     done: "Feito.",
+    withdrawal_pending:
+      "Saque em andamento: aguarda o token. O extrato da conta mostra quando o dinheiro sair; confirmar de novo não saca outra vez.",
     account_missing: "Escolha a conta ou informe o número dela (somente dígitos).",
     // Money input
     money_empty: "Informe um valor.",
@@ -272,6 +274,8 @@ export const MESSAGES = {
     deposited: "Deposited. New balance of account {account} at {bank}: {balance}.",
     withdrawn: "Withdrawn. New balance of account {account} at {bank}: {balance}.",
     done: "Done.",
+    withdrawal_pending:
+      "Withdrawal in progress: waiting for the token. The account's statement shows when the cash is paid; confirming again does not withdraw twice.",
     account_missing: "Choose the account or enter its number (digits only).",
     money_empty: "Enter an amount.",
     money_invalid: "Invalid amount. Write it as 1,234.56.",
