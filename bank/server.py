@@ -15,7 +15,6 @@ import asyncio
 import gc
 import os
 import signal
-import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -30,7 +29,7 @@ from bank.transfers.protocol import MESSAGE_BYTES_MAX
 from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
-from tokenring.httperrors import answer_unreadable_requests_in_json
+from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.ring import KEEPALIVE_TIMEOUT_S as RING_KEEPALIVE_TIMEOUT_S
 from tokenring.ring import Ring
 from tokenring.signing import SIGNED_PREFIXES
@@ -147,7 +146,7 @@ async def serve(
     # First the address (OSError when it is taken), then the application's start: its ledger,
     # its ring member and its transfers. A second process of the same bank must not touch the
     # database or speak for the bank before finding out that it cannot serve.
-    listening = _bind(host, port)
+    listening = bind(host, port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(
@@ -189,33 +188,6 @@ async def serve(
         log.info("bank.stopped", bank=app[BANK_ID])
 
 
-def _bind(host: str, port: int) -> list[socket.socket]:
-    """TCP sockets bound to every address of ``host`` at ``port`` (``localhost`` may be two), as
-    aiohttp's own sites bind them, ready for the server to listen on; OSError when one is taken
-    or not this machine's."""
-    listening: list[socket.socket] = []
-    try:
-        seen = set()
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ):
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            listening.append(sock)
-            # A restarted bank may take its port back at once.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # its own socket has IPv4
-            sock.bind(address)
-    except BaseException:
-        for sock in listening:
-            sock.close()
-        raise
-    return listening
-
-
 def unavailable_addresses(config: RingConfig) -> dict[str, OSError]:
     """Each bank of ``config`` whose address this machine cannot serve right now, with why
     (another process serves there, or the address is not this machine's): bound as the
@@ -224,7 +196,7 @@ def unavailable_addresses(config: RingConfig) -> dict[str, OSError]:
     unavailable: dict[str, OSError] = {}
     for bank in config.banks:
         try:
-            for sock in _bind(bank.host, bank.port):
+            for sock in bind(bank.host, bank.port):
                 sock.close()
         except OSError as error:
             unavailable[bank.id] = error

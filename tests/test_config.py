@@ -59,6 +59,8 @@ def test_repository_ring_toml_is_valid() -> None:
         ("8102", "8101", "banks[1].url", "duplicate url"),
         ("http://127.0.0.1:8102", "ftp://127.0.0.1:8102", "banks[1].url", "http://"),
         ("http://127.0.0.1:8102", "http://127.0.0.1", "banks[1].url", "port"),
+        # Port 0 would be any free port: one the other members cannot know.
+        ("http://127.0.0.1:8102", "http://127.0.0.1:0", "banks[1].url", "not 0"),
         # Members speak plain HTTP (signed): an https url would fail every send, silently.
         ("http://127.0.0.1:8102", "https://127.0.0.1:8102", "banks[1].url", "http://"),
         ('id = "beta"', 'id = "Beta!"', "banks[1].id", "[a-z0-9-]+"),

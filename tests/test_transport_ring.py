@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog.testing
 
 from bank.process import write_ring_file
 from tokenring import core
@@ -308,3 +309,84 @@ async def test_a_signed_message_for_another_path_does_not_verify(ring3: Members)
     async with aiohttp.ClientSession() as session:
         async with session.post(url + RING_MESSAGE_PATH, data=body, headers=headers) as reply:
             assert reply.status == 401
+
+
+async def test_a_member_stopped_during_a_block_hands_the_token_on_only_when_the_block_ends(
+    tmp_path: Path,
+) -> None:
+    """stop() (leave()) while a block runs well inside its visit: the token stays until the
+    block ends, so the next member's block never runs beside it."""
+    members = Members(tmp_path, hold_max_ms=400, handoff_timeout_ms=300)
+    await members.start()
+    try:
+        alfa, beta = members["alfa"], members["beta"]
+        spans: dict[str, tuple[float, float]] = {}
+        inside = asyncio.Event()
+
+        async def alfas_block() -> bool:
+            async with alfa.holding(timeout_s=WAIT_S, min_remaining_ms=300) as fence:
+                began = time.monotonic()
+                inside.set()
+                await asyncio.sleep(0.15)
+                still = alfa.holds(fence)
+                spans["alfa"] = (began, time.monotonic())
+            return still
+
+        async def betas_block() -> None:
+            await inside.wait()
+            async with beta.holding(timeout_s=WAIT_S):
+                spans["beta"] = (time.monotonic(), time.monotonic())
+
+        block = asyncio.create_task(alfas_block())
+        waiter = asyncio.create_task(betas_block())
+        await inside.wait()
+        await alfa.stop()  # in the middle of alfa's block
+        assert await block, "the block kept the ring's exclusion to its end"
+        await asyncio.wait_for(waiter, WAIT_S)
+        assert spans["beta"][0] >= spans["alfa"][1], spans
+        with pytest.raises(RingClosed, match="left"):
+            async with alfa.holding(timeout_s=1):
+                pass
+    finally:
+        await members.stop()
+
+
+async def test_a_ring_takes_part_once_and_says_so(tmp_path: Path) -> None:
+    members = Members(tmp_path, hold_max_ms=20, handoff_timeout_ms=50)
+    ring = Ring(members.config, "alfa", secret=SECRET)
+    await ring.start()
+    with pytest.raises(RingClosed, match="takes part once"):
+        await ring.start()
+    await ring.stop()
+    with pytest.raises(RingClosed, match="takes part once"):
+        await ring.start()
+    never = Ring(members.config, "beta", secret=SECRET)
+    await never.stop()  # stopped before it started: it cannot start any more
+    with pytest.raises(RingClosed, match="takes part once"):
+        await never.start()
+
+
+async def test_a_second_copy_of_a_member_fails_on_its_address_before_saying_anything(
+    ring3: Members,
+) -> None:
+    """The address is taken first: a copy started where the member already serves fails
+    at once, and the others never hear it (the real member is not taken for gone)."""
+    copy = Ring(ring3.config, "beta", secret=SECRET)
+    with structlog.testing.capture_logs() as logged:
+        with pytest.raises(OSError):
+            await copy.start()
+    assert not [entry for entry in logged if entry["event"] in ("ring.started", "ring.left")], logged
+    await wait_until(lambda: ring3["alfa"].status()["visits"] >= 2, "the ring goes on")
+    assert ring3["alfa"].status()["members"]["beta"] == "up"
+
+
+async def test_a_token_that_does_not_come_says_what_the_member_knows(tmp_path: Path) -> None:
+    members = Members(tmp_path, hold_max_ms=20, handoff_timeout_ms=50)
+    ring = Ring(members.config, "alfa", secret=SECRET)  # alone: no majority, no token
+    await ring.start()
+    try:
+        with pytest.raises(TimeoutError, match=r"alfa: the token did not come within 0\.3 s .*members down"):
+            async with ring.holding(timeout_s=0.3):
+                pass
+    finally:
+        await ring.stop()

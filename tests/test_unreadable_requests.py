@@ -19,7 +19,7 @@ import structlog
 
 from bank import server
 from bank.process import write_ring_file
-from tokenring.httperrors import UNREADABLE_MESSAGE_CHARS_MAX, unreadable_answer
+from tokenring.serving import UNREADABLE_MESSAGE_CHARS_MAX, unreadable_answer
 from tokenring.ring import Ring
 from waiting import WAIT_S
 

@@ -317,6 +317,9 @@ def _url(value: str, key: str, fail: Any) -> str:
         raise fail(key, f"{value!r} has a bad port") from None
     if port is None:
         raise fail(key, f"{value!r} must name a port")
+    if port == 0:
+        # The system would pick a free port, one the other members cannot know.
+        raise fail(key, f"{value!r} must name a port from 1 to 65535, not 0")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise fail(key, f"{value!r} must be only scheme, host and port")
     return f"{parts.scheme}://{parts.hostname}:{port}"

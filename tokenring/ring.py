@@ -62,7 +62,7 @@ from aiohttp import web
 from tokenring import core, jsonio
 from tokenring.agreement import ConfigAgreement
 from tokenring.config import RingConfig
-from tokenring.httperrors import answer_unreadable_requests_in_json
+from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.metrics import RingMetrics
 from tokenring.peers import IDLE_S_MAX, PeerClient
 from tokenring.signing import (
@@ -349,12 +349,15 @@ class Ring:
         self._waiting += 1
         self._announce_demand()
         try:
-            async with asyncio.timeout(timeout_s):
+            async with self._token_within(timeout_s):
                 while True:
                     if self._left or self._closed:
                         raise RingClosed(f"{self.member_id} has left the ring")
                     await self._granted.wait()
                     await self._lock.acquire()
+                    if self._left or self._closed:
+                        self._lock.release()  # it left while this block waited for the one before
+                        raise RingClosed(f"{self.member_id} has left the ring")
                     if self._grant is not None and self._clock_ms() + min_remaining_ms < self._grant_until_ms:
                         break
                     # The visit ended (or its time ran out) while this block waited for the
@@ -382,6 +385,22 @@ class Ring:
                     "ring.hold_overrun", overrun_fence=str(fence), **self._fields()
                 )
             self._maybe_release()
+
+    @contextlib.asynccontextmanager
+    async def _token_within(self, timeout_s: float | None) -> AsyncIterator[None]:
+        """``asyncio.timeout(timeout_s)``, whose TimeoutError says what this member knows of
+        why the token did not come."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                yield
+        except TimeoutError:
+            down = [] if self._member is None else [m for m, state in self._member.status.members.items() if state != "up"]
+            seen = self.fence_seen()
+            raise TimeoutError(
+                f"{self.member_id}: the token did not come within {timeout_s} s"
+                f" (newest fence seen here: {seen if seen is not None else 'none'};"
+                f" members down as seen here: {', '.join(down) if down else 'none'})"
+            ) from None
 
     def status(self) -> dict[str, Any]:
         """The ``GET /ring/status`` document (the contract's fields first)."""
@@ -445,24 +464,31 @@ class Ring:
         app.cleanup_ctx.append(self._lifecycle)
 
     async def start(self, *, host: str | None = None, port: int | None = None) -> None:
-        """Run standalone: serve the ``/ring/`` routes at this member's URL and take part."""
-        assert self._runner is None, "start() once"
+        """Run standalone: serve the ``/ring/`` routes at this member's URL and take part.
+
+        The address is taken first: OSError when it is not free (another copy of this member
+        serves there), before the member has said anything to the others. A ``Ring`` takes
+        part once: :class:`RingClosed` when it started or left before (make a new one)."""
+        self._check_fresh()
+        listening = bind(self.bank.host if host is None else host, self.bank.port if port is None else port)
         app = web.Application()
         self.mount(app)
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
-        await runner.setup()
-        answer_unreadable_requests_in_json(runner)
-        site = web.TCPSite(
-            runner,
-            self.bank.host if host is None else host,
-            self.bank.port if port is None else port,
-        )
         try:
-            await site.start()
+            await runner.setup()
+            answer_unreadable_requests_in_json(runner)
+            for sock in listening:
+                await web.SockSite(runner, sock).start()
         except BaseException:
+            for sock in listening:
+                sock.close()
             await runner.cleanup()
             raise
         self._runner = runner
+
+    def _check_fresh(self) -> None:
+        if self._runner is not None or self._transport is not None or self._left or self._closed:
+            raise RingClosed(f"{self.member_id}: a Ring takes part once (it started or left before): make a new Ring")
 
     async def stop(self) -> None:
         """Leave the ring (handing the token on) and stop serving."""
@@ -484,9 +510,18 @@ class Ring:
         self._left = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        self._granted.set()  # wake waiting blocks so that they see the ring has been left
+        if self._active and self._grant is not None:
+            # A block (or on_token) runs in this visit: the token stays until it ends, or
+            # until the visit's deadline, as it would without the leave; handed on at once,
+            # the next member's block would run beside it.
+            visit_left_s = max(self._grant_until_ms - self._clock_ms(), 0) / 1000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(visit_left_s, max(deadline - loop.time(), 0))):
+                    async with self._lock:  # taken by the running block (waiting ones give up)
+                        pass
         was_holding = bool(self._member.status.holding)
         self._handoff_acked.clear()
-        self._granted.set()  # wake waiting blocks so that they see the ring has been left
         self._transport.handle(core.Leave())
         if self._grant is not None:
             self._end_grant(self._grant, released=True)
@@ -506,7 +541,8 @@ class Ring:
             await self._close()
 
     async def _open(self) -> None:
-        assert self._transport is None, "a ring member starts once"
+        if self._transport is not None or self._left or self._closed:
+            self._check_fresh()
         # Keep-alive connections to the other members, at most connections_max to each.
         self._peers = PeerClient(connections_per_peer_max=self._connections_max)
         self._client = SignedClient(

@@ -1,18 +1,25 @@
-"""Errors in the JSON shape for requests that never reach a handler.
+"""What a member's HTTP server needs beyond aiohttp's defaults: its address taken first, and
+errors in the JSON shape for requests that never reach a handler.
 
 Place in the design: a bank's server (``bank.server``) and a standalone ring member
-(``tokenring.ring.Ring.start``) answer every error as ``{"error": {"code", "message"}}``
-(CONTRACT.md). Their middlewares see every request aiohttp could read; this module covers the
-ones it could not: a request line or a header over aiohttp's size bounds, too many headers, a
-malformed method, version, ``Content-Length`` or chunk size. aiohttp answers those itself,
-before any middleware, in plain text; :func:`answer_unreadable_requests_in_json` makes a
-runner's server answer them in the contract's shape instead, still closing the connection (a
-stream that could not be parsed cannot be trusted for the next request), and log one line
-each rather than aiohttp's traceback.
+(``tokenring.ring.Ring.start``) use both.
+
+- :func:`bind` takes the listening sockets before anything else starts: a second copy of a
+  member (or another program on its port) then fails at once, before its ring member has
+  said anything to the others (it would tell them the member is leaving).
+- :func:`answer_unreadable_requests_in_json`: every error is ``{"error": {"code",
+  "message"}}`` (CONTRACT.md). The middlewares see every request aiohttp could read; this
+  covers the ones it could not: a request line or a header over aiohttp's size bounds, too
+  many headers, a malformed method, version, ``Content-Length`` or chunk size. aiohttp answers
+  those itself, before any middleware, in plain text; with this, a runner's server answers
+  them in the contract's shape instead, still closing the connection (a stream that could not
+  be parsed cannot be trusted for the next request), and logs one line each rather than
+  aiohttp's traceback.
 """
 
 from __future__ import annotations
 
+import socket
 from http import HTTPStatus
 
 import structlog
@@ -20,7 +27,7 @@ from aiohttp import web
 
 from tokenring import jsonio
 
-__all__ = ["UNREADABLE_MESSAGE_CHARS_MAX", "answer_unreadable_requests_in_json", "unreadable_answer"]
+__all__ = ["UNREADABLE_MESSAGE_CHARS_MAX", "answer_unreadable_requests_in_json", "bind", "unreadable_answer"]
 
 log = structlog.get_logger("tokenring.http")
 
@@ -97,3 +104,30 @@ def answer_unreadable_requests_in_json(runner: web.BaseRunner) -> None:
     assert type(server) in (web.Server, _JsonErrorsServer), f"an unknown server {type(server)!r}"
     # The same object, with the one method overridden: _JsonErrorsServer adds no state.
     server.__class__ = _JsonErrorsServer
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """TCP sockets bound to every address of ``host`` at ``port`` (``localhost`` may be two), as
+    aiohttp's own sites bind them, ready for ``web.SockSite``; OSError when one is taken or
+    not this machine's (nothing is left open then)."""
+    listening: list[socket.socket] = []
+    try:
+        seen = set()
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            listening.append(sock)
+            # A restarted member may take its port back at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # its own socket has IPv4
+            sock.bind(address)
+    except BaseException:
+        for sock in listening:
+            sock.close()
+        raise
+    return listening
