@@ -42,6 +42,9 @@ STATUS_TIMEOUT_S = 1.0
 UP_POLL_S = 0.2
 """How often ``consortium up`` looks for a signal or a bank that exited."""
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""What ``--log-level`` takes (tokenring.logs.configure would take any name logging knows)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -66,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a container uses 0.0.0.0)",
     )
     bank.add_argument(
-        "--log-level", default="info", help="debug, info, warning or error (default: info)"
+        "--log-level", default="info", choices=LOG_LEVELS, help="debug, info, warning or error (default: info)"
     )
     bank.add_argument(
         "--loop",

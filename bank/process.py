@@ -248,7 +248,16 @@ class BankProcess:
     def exit_note(self) -> str:
         """How the child ended: its exit code and the last lines of its log."""
         assert self.process is not None
-        note = f"exit code {self.process.returncode}"
+        code = self.process.returncode
+        if code is not None and code < 0:
+            # Killed by a signal: its log says nothing of why (it was not asked to stop).
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            note = f"killed by {name}"
+            return note + (f"; its log: {self.log_path}" if self.log_path is not None else "")
+        note = f"exit code {code}"
         if self.log_path is not None and self.log_path.exists():
             with open(self.log_path, "rb") as log:  # its end only: a log may be large
                 log.seek(max(0, self.log_path.stat().st_size - LOG_TAIL_BYTES))

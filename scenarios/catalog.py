@@ -376,7 +376,7 @@ def _seed_load(replay: dict[str, object]) -> LoadScript:
         ana = Customer(index=0, document=make_cpf(rng), name="Ana", password="senha-ana-1")
         bruno = Customer(index=1, document=make_cpf(rng), name="Bruno", password="senha-bruno-1")
         await asyncio.gather(
-            teller.enrol(ana, [alfa, beta, gama], rng), teller.enrol(bruno, [beta, gama], rng)
+            teller.enrol(ana, [alfa, beta, gama]), teller.enrol(bruno, [beta, gama])
         )
         joint = await teller.open_account(ana, gama, "joint", [ana.document, bruno.document])
         baseline = await teller.baseline(ana, alfa)

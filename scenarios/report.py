@@ -143,7 +143,12 @@ class Report:
         return document
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        """The report as JSON at ``path``: written whole beside it, then renamed, so that a
+        reader never sees half a report."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        partial.replace(target)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

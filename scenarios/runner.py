@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -25,11 +27,23 @@ from scenarios.driver import Phase
 from scenarios.report import PlotUnavailable, Report, plot, render
 from tokenring.config import ConfigError
 
-__all__ = ["EXIT_CANNOT_RUN", "EXIT_TERMINATED", "EXIT_VIOLATED", "main", "options_for"]
+__all__ = [
+    "EXIT_CANNOT_RUN",
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "EXIT_VIOLATED",
+    "PLOT_SUFFIXES",
+    "check_outputs",
+    "main",
+    "options_for",
+]
 
 EXIT_VIOLATED = 1
 EXIT_CANNOT_RUN = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+"""What ``--plot`` draws: the file's suffix names the format."""
 """Stopped by SIGTERM, once its ring was stopped and its folder removed (the shell's code for
 a command that SIGTERM ended)."""
 PROGRESS_TICK_MS = 100
@@ -60,7 +74,7 @@ def options_for(scenario: Scenario, args: argparse.Namespace) -> RunOptions:
             f"{scenario.name} runs with {scenario.banks_min} to {BANKS_MAX} banks, not {banks}"
         )
     duration_s = args.duration_s if args.duration_s is not None else scenario.duration_s
-    if duration_s < 0 or duration_s > 3600:
+    if not math.isfinite(duration_s) or duration_s < 0 or duration_s > 3600:
         raise ScenarioError("--duration-s must be between 0 and 3600 seconds")
     clients = args.clients if args.clients is not None else scenario.clients
     if not 1 <= clients <= 1000:
@@ -149,6 +163,21 @@ async def _until_terminated(work: Awaitable[T]) -> T:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def check_outputs(json_path: str | None, plot_path: str | None) -> None:
+    """Refuse, before the run, a ``--json`` or ``--plot`` file that could not be written: in
+    a folder that does not exist, a folder itself, or a plot of a format not drawn."""
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is None:
+            continue
+        target = Path(path)
+        if target.is_dir():
+            raise ScenarioError(f"{option} {path}: is a folder; name a file")
+        if not target.resolve().parent.is_dir():
+            raise ScenarioError(f"{option} {path}: the folder {target.parent} does not exist")
+    if plot_path is not None and Path(plot_path).suffix.lower() not in PLOT_SUFFIXES:
+        raise ScenarioError(f"--plot {plot_path}: name a {', '.join(PLOT_SUFFIXES)} file (the suffix is the format)")
+
+
 def _error(line: str) -> None:
     """One line on stderr, as written: never wrapped (rich wraps at 80 columns off a
     terminal) nor read as markup (``[plot]`` would vanish)."""
@@ -186,7 +215,10 @@ def main(args: argparse.Namespace) -> int:
         )
         return EXIT_CANNOT_RUN
     phases: list[tuple[str, float]] = []
+    # What it started is stopped either way; under --attach it started no bank.
+    cleaned = "it started no bank: attached" if args.attach else "the banks it started were stopped"
     try:
+        check_outputs(args.json, args.plot)
         options = options_for(scenario, args)
         report: Report = asyncio.run(
             _until_terminated(
@@ -204,19 +236,24 @@ def main(args: argparse.Namespace) -> int:
         _error(f"consortium scenario: {error}")
         return EXIT_CANNOT_RUN
     except _Terminated:
-        _error(
-            f"consortium scenario: {scenario.name} stopped by SIGTERM "
-            "(the banks it started were stopped)"
-        )
+        _error(f"consortium scenario: {scenario.name} stopped by SIGTERM ({cleaned})")
         return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        _error(f"consortium scenario: {scenario.name} stopped by Ctrl-C ({cleaned})")
+        return EXIT_INTERRUPTED
     render(report, console)
-    if args.json:
-        report.write_json(args.json)
-        console.print(f"report written to {args.json}")
-    if args.plot:
-        try:
+    status = EXIT_VIOLATED if report.violated else 0
+    try:
+        if args.json:
+            report.write_json(args.json)
+            console.print(f"report written to {args.json}")
+        if args.plot:
             plot(report, args.plot)
             console.print(f"plot drawn to {args.plot}")
-        except PlotUnavailable as missing:
-            _error(f"consortium scenario: {missing}")
-    return EXIT_VIOLATED if report.violated else 0
+    except PlotUnavailable as missing:
+        _error(f"consortium scenario: {missing}")
+    except (OSError, ValueError) as error:
+        # Checked before the run; a disk that filled up meanwhile still says it in a line.
+        _error(f"consortium scenario: the report was not written: {error}")
+        return status or EXIT_CANNOT_RUN
+    return status

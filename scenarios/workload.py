@@ -388,17 +388,19 @@ class Teller:
             retry_ms = min(SETUP_RETRY_MS_MAX, retry_ms * 2)
         return answer
 
-    async def enrol(
-        self, customer: Customer, banks: Sequence[str], rng: random.Random
-    ) -> None:
+    async def enrol(self, customer: Customer, banks: Sequence[str]) -> None:
         """Register ``customer`` at ``banks``, log in, and open an individual account each.
 
         A document some earlier run already registered (a ring used again under --attach)
-        is replaced by a new one from ``rng``, so that the customer is always a new person."""
+        is replaced by a new one, so that the customer is always a new person. The new ones
+        are drawn from the system's randomness, not from the run's seeded generator: a run
+        again with the same seed would try the same ones, which the earlier run took too (a fresh ring never
+        needs one, so its run stays what its seed makes it)."""
+        fresh = random.SystemRandom()
         for _ in range(ENROL_ATTEMPTS_MAX):
             if await self._register(customer, banks):
                 break
-            customer.document = make_cpf(rng)
+            customer.document = make_cpf(fresh)
         else:
             raise ScenarioError(f"no free document found for {customer.name}")
         for bank in banks:
@@ -415,7 +417,9 @@ class Teller:
             customer.accounts[bank] = account
 
     async def _register(self, customer: Customer, banks: Sequence[str]) -> bool:
-        """Register at every bank; ``False`` when the document is somebody's already."""
+        """Register at every bank; ``False`` when the document is somebody's already (409;
+        or 429, a bank's brake on wrong passwords for it, which a sign-up with another's
+        document counts as)."""
         for bank in banks:
             answer = await self._setup_call(
                 "POST",
@@ -423,7 +427,7 @@ class Teller:
                 {"document": customer.document, "name": customer.name,
                  "password": customer.password},
             )  # fmt: skip
-            if answer.status == 409:
+            if answer.status in (409, 429):
                 return False
             if not answer.ok:
                 raise ScenarioError(f"{bank}: cannot register {customer.name}: {answer.problem}")
@@ -899,7 +903,7 @@ async def run_bank_workload(
         )  # fmt: skip
         for index in range(options.clients)
     }
-    await asyncio.gather(*(teller.enrol(c, banks, rng) for c in customers.values()))
+    await asyncio.gather(*(teller.enrol(c, banks) for c in customers.values()))
     baseline = await teller.baseline(customers[0], banks[0])
     teller.recorder.baseline_cents = baseline or 0
     await asyncio.gather(

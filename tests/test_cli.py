@@ -215,6 +215,8 @@ def test_status_reports_each_bank_the_holder_and_visits_per_second(running: Cons
     assert len(report["holders"]) <= 1
 
     running["gama"].kill()
+    # Said as it is: its log's last lines would explain nothing (it was not asked to stop).
+    assert running["gama"].exit_note().startswith("killed by SIGKILL"), running["gama"].exit_note()
     table = consortium("status", "-c", path, "--interval", "0.2")
     assert table.returncode == 0
     rows = {line.split()[1]: line for line in table.stdout.splitlines()

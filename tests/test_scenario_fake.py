@@ -17,6 +17,7 @@ import pytest
 from bank.cli import main
 from bank.process import free_ports
 from scenarios.fake_consortium import FakeConsortium, serve
+from scenarios.workload import ENROL_ATTEMPTS_MAX
 from tokenring.config import load
 
 BANKS = ["alfa", "beta", "gama"]
@@ -202,3 +203,47 @@ def test_a_run_with_no_load_time_still_judges_the_audit_of_the_settled_money(tmp
     assert status == 1
     audit = verdicts(report)["audit_total"]
     assert not audit["held"] and audit["checked"] > 0, audit
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--json", "{tmp}/no-such-folder/r.json"], "does not exist"),
+        (["--json", "{tmp}"], "is a folder"),
+        (["--plot", "{tmp}/no-such-folder/p.png"], "does not exist"),
+        (["--plot", "{tmp}/p.xyz"], ".png"),
+        (["--duration-s", "nan"], "between 0 and 3600"),
+    ],
+    ids=["json-folder-missing", "json-is-a-folder", "plot-folder-missing", "plot-format", "duration-nan"],
+)
+def test_an_output_that_cannot_be_written_or_a_bad_duration_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Refused in one line (exit 2) before any load, not with a traceback after the whole
+    run: the exit status of a run is its verdict."""
+    args = [option.replace("{tmp}", str(tmp_path)) for option in options]
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        status = main(["scenario", "bank-workload", "--attach", "-c", str(ring), "--quiet", *args])
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and said in error and error.startswith("consortium scenario: "), error
+    assert not list(tmp_path.glob("**/*.json"))
+
+
+def test_the_json_report_appears_whole(tmp_path: Path) -> None:
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        status, report = run_scenario(ring, tmp_path / "r.json", "bank-workload", "--duration-s", "0.5", "--clients", "1")
+    assert status == 0 and report["verdicts"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_runs_again_with_one_seed_on_one_ring_each_find_new_customers(tmp_path: Path) -> None:
+    """Under --attach, a document an earlier run registered is replaced by a new one. The
+    new ones are not drawn from the seed: runs with the same seed would try the same ones,
+    one more each time, until every one a customer may try is taken ("no free document";
+    sooner at a real bank, whose brake on wrong passwords counts each refused sign-up)."""
+    with fake_ring(tmp_path, double_credit=False) as ring:
+        for run in range(ENROL_ATTEMPTS_MAX + 2):
+            status, report = run_scenario(
+                ring, tmp_path / f"r{run}.json", "bank-workload", "--seed", "7", "--duration-s", "0", "--clients", "2"
+            )
+            assert status == 0, (run, report.get("error"))

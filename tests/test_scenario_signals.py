@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.runner import EXIT_TERMINATED
+from scenarios.runner import EXIT_INTERRUPTED, EXIT_TERMINATED
 from waiting import children_of
 
 pytestmark = pytest.mark.processes
@@ -79,14 +79,20 @@ def scenario(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, list
         process.stderr.close()
 
 
-def test_sigterm_stops_the_scenarios_banks_and_removes_its_folder(
-    scenario: tuple[subprocess.Popen[str], Path, list[int]],
+@pytest.mark.parametrize(
+    ("signum", "said", "status"),
+    [(signal.SIGTERM, "stopped by SIGTERM", EXIT_TERMINATED), (signal.SIGINT, "stopped by Ctrl-C", EXIT_INTERRUPTED)],
+    ids=["SIGTERM", "Ctrl-C"],
+)
+def test_sigterm_or_ctrl_c_stops_the_scenarios_banks_and_removes_its_folder(
+    scenario: tuple[subprocess.Popen[str], Path, list[int]], signum: int, said: str, status: int
 ) -> None:
     process, folder, banks = scenario
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, error = process.communicate(timeout=WAIT_S)
-    assert process.returncode == EXIT_TERMINATED, error
-    assert "stopped by SIGTERM" in error and "Traceback" not in error, error
+    assert process.returncode == status, error
+    # One line, not a traceback.
+    assert said in error and "the banks it started were stopped" in error and "Traceback" not in error, error
     assert all(gone(pid) for pid in banks)
     assert not folder.exists()
 
