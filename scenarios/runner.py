@@ -67,7 +67,12 @@ def _parse_sizes(text: str | None) -> tuple[int, ...]:
 
 
 def options_for(scenario: Scenario, args: argparse.Namespace) -> RunOptions:
-    """The run's options: what the command line gave, else the scenario's defaults."""
+    """The run's options: what the command line gave, else the scenario's defaults. An
+    option the run would not use is refused rather than ignored."""
+    if args.attach and args.banks is not None:
+        raise ScenarioError("--banks sizes a ring the scenario starts; with --attach it uses the running ring of -c")
+    if args.sizes is not None and scenario.name != "scale":
+        raise ScenarioError(f"--sizes is for the scale scenario only, not {scenario.name}")
     banks = args.banks if args.banks is not None else scenario.banks
     if not scenario.banks_min <= banks <= BANKS_MAX:
         raise ScenarioError(

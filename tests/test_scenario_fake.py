@@ -213,10 +213,15 @@ def test_a_run_with_no_load_time_still_judges_the_audit_of_the_settled_money(tmp
         (["--plot", "{tmp}/no-such-folder/p.png"], "does not exist"),
         (["--plot", "{tmp}/p.xyz"], ".png"),
         (["--duration-s", "nan"], "between 0 and 3600"),
+        (["--banks", "5"], "with --attach it uses the running ring"),
+        (["--sizes", "3,5"], "scale scenario only"),
     ],
-    ids=["json-folder-missing", "json-is-a-folder", "plot-folder-missing", "plot-format", "duration-nan"],
+    ids=[
+        "json-folder-missing", "json-is-a-folder", "plot-folder-missing", "plot-format", "duration-nan",
+        "banks-with-attach", "sizes-not-scale",
+    ],
 )
-def test_an_output_that_cannot_be_written_or_a_bad_duration_is_refused_before_the_run(
+def test_an_output_that_cannot_be_written_or_an_option_the_run_cannot_use_is_refused_before_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
 ) -> None:
     """Refused in one line (exit 2) before any load, not with a traceback after the whole
