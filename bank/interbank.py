@@ -147,12 +147,12 @@ _CLAIMING: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("withdrawals_claimi
 not stored yet, and not lost; each one's event is set once it is stored, or will never be
 (see :func:`_withdrawal_status_here`)."""
 
-# A refusal a participant voted, as the client API's error code.
 class _NotMade(ApiError):
     """A cross-bank withdrawal aborted for a reason that is no fault of its request (a bank
     did not answer in time): no cash was paid, and its key may go to a new attempt."""
 
 
+# A refusal a participant voted, as the client API's error code.
 _REASON_CODES = {
     "insufficient_funds": "insufficient_funds",
     "forbidden": "forbidden",

@@ -29,9 +29,9 @@ from bank.transfers.protocol import MESSAGE_BYTES_MAX
 from bank.transfers.store import stored_fence
 from tokenring import jsonio
 from tokenring.config import RingConfig
-from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.ring import KEEPALIVE_TIMEOUT_S as RING_KEEPALIVE_TIMEOUT_S
 from tokenring.ring import Ring
+from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.signing import SIGNED_PREFIXES
 
 __all__ = [

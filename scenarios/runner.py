@@ -12,8 +12,8 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import attrs

@@ -62,9 +62,9 @@ from aiohttp import web
 from tokenring import core, jsonio
 from tokenring.agreement import ConfigAgreement
 from tokenring.config import RingConfig
-from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.metrics import RingMetrics
 from tokenring.peers import IDLE_S_MAX, PeerClient
+from tokenring.serving import answer_unreadable_requests_in_json, bind
 from tokenring.signing import (
     HEADER_NONCE,
     SIGNED_SENDER,
@@ -487,7 +487,7 @@ class Ring:
         self._runner = runner
 
     def _check_fresh(self) -> None:
-        if self._runner is not None or self._transport is not None or self._left or self._closed:
+        if self._transport is not None or self._left or self._closed:
             raise RingClosed(f"{self.member_id}: a Ring takes part once (it started or left before): make a new Ring")
 
     async def stop(self) -> None:
@@ -541,8 +541,7 @@ class Ring:
             await self._close()
 
     async def _open(self) -> None:
-        if self._transport is not None or self._left or self._closed:
-            self._check_fresh()
+        self._check_fresh()  # mounted on a second application, or started after a leave
         # Keep-alive connections to the other members, at most connections_max to each.
         self._peers = PeerClient(connections_per_peer_max=self._connections_max)
         self._client = SignedClient(

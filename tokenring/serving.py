@@ -35,7 +35,7 @@ UNREADABLE_MESSAGE_CHARS_MAX = 300
 """How much of aiohttp's account of an unreadable request an answer and its log line quote
 (it may echo the request's own bytes: aiohttp cuts those at 100 already)."""
 
-_CODE_BY_STATUS = {
+_CODE_BY_STATUS: dict[int, str] = {
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "payload_too_large",
     HTTPStatus.INTERNAL_SERVER_ERROR: "internal_error",
     HTTPStatus.NOT_IMPLEMENTED: "not_implemented",
@@ -48,16 +48,23 @@ def unreadable_answer(status: int, message: str | None) -> web.Response:
     """The answer to a request that failed before any handler: ``status`` with a code the
     contract names (``invalid_request`` for any other 4xx), and aiohttp's ``message``, cut
     short, after what a client should know. The connection closes after it."""
-    code = _CODE_BY_STATUS.get(HTTPStatus(status), "invalid_request" if status < 500 else "internal_error")
+    code = _CODE_BY_STATUS.get(status, "invalid_request" if status < 500 else "internal_error")
     if code == "internal_error":
         # A 500 from outside the handlers (they answer their own): no details to a client.
         text = "internal error"
     else:
-        detail = " ".join((message or HTTPStatus(status).phrase).split())[:UNREADABLE_MESSAGE_CHARS_MAX]
+        detail = " ".join((message or _phrase(status)).split())[:UNREADABLE_MESSAGE_CHARS_MAX]
         text = f"the request could not be read as HTTP: {detail}" if status < 500 else detail
     response = jsonio.response({"error": {"code": code, "message": text}}, status=status)
     response.force_close()
     return response
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"status {status}"
 
 
 class _JsonErrors(web.RequestHandler):
