@@ -78,6 +78,9 @@ class Scenario:
     """Concurrent clients, unless ``--clients`` says otherwise."""
     banks_min: int = 1
     """The smallest ring it makes sense on."""
+    load_fixed: str | None = None
+    """Why ``--clients`` and ``--duration-s`` do not apply (its load is written out); ``None``
+    when they do."""
 
     def estimate_s(self, options: RunOptions) -> float:
         """Roughly how long a run takes (for the progress bar)."""
@@ -572,6 +575,7 @@ SCENARIOS: dict[str, Scenario] = {
             "two people at three banks (one joint account): simultaneous deposits and a "
             "withdrawal, then ten simultaneous transfers asking for more than exists",
             _seed_replay, banks_min=3, duration_s=0.0, clients=2,
+            load_fixed="its two people and their operations are written out",
         ),
         Scenario(
             "bank-workload",

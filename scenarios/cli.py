@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``consortium scenario`` to ``parser``."""
     parser.add_argument("name", nargs="?", help="the scenario to run (--list names them)")
     parser.add_argument("--list", action="store_true", help="name the scenarios and stop")
-    parser.add_argument("--seed", type=int, default=1, help="makes the workload reproducible")
+    parser.add_argument("--seed", type=int, default=1, help="makes the workload reproducible (default: 1)")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw throughput, latency and audited total (matplotlib)"
@@ -32,13 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="ring.toml",
         help="the ring file for --attach (default: ring.toml)",
     )
-    parser.add_argument("--banks", type=int, default=None, help="banks in the ring it starts")
     parser.add_argument(
-        "--duration-s", type=float, default=None, help="how long the load runs, in seconds"
+        "--banks", type=int, default=None, help="banks in the ring it starts (default: the scenario's, see --list)"
     )
-    parser.add_argument("--clients", type=int, default=None, help="concurrent clients")
     parser.add_argument(
-        "--sizes", default=None, help="scale: ring sizes to measure, comma-separated (3,5,9,16)"
+        "--duration-s",
+        type=float,
+        default=None,
+        help="how long the load runs, in seconds (default: the scenario's, see --list)",
+    )
+    parser.add_argument(
+        "--clients", type=int, default=None, help="concurrent clients (default: the scenario's, see --list)"
+    )
+    parser.add_argument(
+        "--sizes", default=None, help="scale only: ring sizes to measure, comma-separated (default: 3,5,9,16)"
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar (the report is still printed)"

@@ -73,6 +73,8 @@ def options_for(scenario: Scenario, args: argparse.Namespace) -> RunOptions:
         raise ScenarioError("--banks sizes a ring the scenario starts; with --attach it uses the running ring of -c")
     if args.sizes is not None and scenario.name != "scale":
         raise ScenarioError(f"--sizes is for the scale scenario only, not {scenario.name}")
+    if scenario.load_fixed and (args.clients is not None or args.duration_s is not None):
+        raise ScenarioError(f"{scenario.name} takes no --clients or --duration-s: {scenario.load_fixed}")
     banks = args.banks if args.banks is not None else scenario.banks
     if not scenario.banks_min <= banks <= BANKS_MAX:
         raise ScenarioError(
@@ -194,8 +196,15 @@ def _list(console: Console) -> None:
     table.add_column("name", style="bold")
     table.add_column("what it does")
     table.add_column("--attach")
+    table.add_column("defaults")
     for scenario in SCENARIOS.values():
-        table.add_row(scenario.name, scenario.summary, "no" if scenario.refuses_attach else "yes")
+        if scenario.load_fixed:
+            defaults = f"{scenario.banks} banks; a fixed load"
+        elif scenario.name == "scale":
+            defaults = f"sizes {','.join(map(str, SCALE_SIZES))}, {scenario.duration_s:g} s, {scenario.clients} clients"
+        else:
+            defaults = f"{scenario.banks} banks, {scenario.duration_s:g} s, {scenario.clients} clients"
+        table.add_row(scenario.name, scenario.summary, "no" if scenario.refuses_attach else "yes", defaults)
     console.print(table)
 
 

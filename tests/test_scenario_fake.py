@@ -252,3 +252,14 @@ def test_runs_again_with_one_seed_on_one_ring_each_find_new_customers(tmp_path: 
                 ring, tmp_path / f"r{run}.json", "bank-workload", "--seed", "7", "--duration-s", "0", "--clients", "2"
             )
             assert status == 0, (run, report.get("error"))
+
+
+def test_a_scenario_whose_load_is_written_out_refuses_load_options_and_the_list_shows_defaults(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the table's cells on one line each
+    assert main(["scenario", "seed-replay", "--clients", "3"]) == 2
+    assert "seed-replay takes no --clients or --duration-s" in capsys.readouterr().err
+    assert main(["scenario", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "3 banks, 8 s, 6 clients" in listed and "a fixed load" in listed  # bank-workload, seed-replay
