@@ -114,7 +114,8 @@ async def _with_progress(
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=quiet,
+        # Off a terminal a bar cannot redraw: it would only leave blank lines on stderr.
+        disable=quiet or not console.is_terminal,
     ) as progress:
         task = progress.add_task(title, total=max(estimate_s, 1.0))
         started = time.monotonic()
@@ -131,7 +132,9 @@ async def _with_progress(
 
         ticker = asyncio.create_task(tick())
         try:
-            return await run(phase)
+            result = await run(phase)
+            progress.update(task, completed=max(estimate_s, 1.0))  # done, however long it took
+            return result
         finally:
             ticker.cancel()
             try:
