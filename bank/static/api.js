@@ -43,6 +43,9 @@ export function whenSessionLost(callback) {
 }
 
 // request("POST", "/api/v1/deposits", body, {idempotencyKey}) -> parsed JSON, or throws ApiError.
+// Set on an answer the bank replayed for a request already made (same Idempotency-Key).
+export const REPLAYED = Symbol("replayed");
+
 export async function request(method, path, body = undefined, { idempotencyKey = null } = {}) {
   const headers = { Accept: "application/json" };
   const current = session();
@@ -77,6 +80,10 @@ export async function request(method, path, body = undefined, { idempotencyKey =
       onSessionLost(code);
     }
     throw new ApiError(response.status, code, error.message || response.statusText);
+  }
+  if (document && typeof document === "object" && response.headers.get("Idempotent-Replayed") === "true") {
+    // The first answer again: the bank did not do it twice, and what it says may be old.
+    document[REPLAYED] = true;
   }
   return document;
 }

@@ -8,7 +8,7 @@
 import * as api from "./api.js";
 import { digitsOnly, documentKind, formatDocument } from "./documents.js";
 import { applyTo, errorKnown, errorText, initialLang, lang, setLang, t } from "./i18n.js";
-import { formatMoney, parseMoney } from "./money.js";
+import { AMOUNT_CENTS_MAX, formatMoney, parseMoney } from "./money.js";
 import { RingView } from "./ring.js";
 
 export const SOURCES_MAX = 8; // rows in the transfer builder; the bank enforces its own maximum
@@ -107,6 +107,20 @@ function describe(error) {
     return errorText(error.code, error.message);
   }
   return t("error_unknown", { code: "client", message: String(error) });
+}
+
+// A typed amount's problem, in words (the largest amount named).
+function moneyError(key) {
+  return t(key, { max: formatMoney(AMOUNT_CENTS_MAX, lang()) });
+}
+
+// The error of a write: one the bank may not have answered (no answer in time, or it was
+// unavailable) says so, and that confirming again, unchanged, learns the outcome.
+function writeError(error) {
+  const unanswered =
+    error instanceof api.ApiError &&
+    (error.status === 0 || error.status === 503 || error.status === 504 || error.code === "timeout");
+  return unanswered ? t("outcome_unknown") : error;
 }
 
 function showError(root, textOrError) {
@@ -481,7 +495,7 @@ async function moveMoney(form) {
   const amount = parseMoney(form.amount.value, lang());
   if (amount.error) {
     form.amount.setAttribute("aria-invalid", "true");
-    return showError(form, t(amount.error));
+    return showError(form, moneyError(amount.error));
   }
   form.amount.removeAttribute("aria-invalid");
   const operation = new FormData(form).get("operation");
@@ -498,11 +512,14 @@ async function moveMoney(form) {
     // stays, so that confirming again is the same withdrawal.
     const pending = answer?.status === "pending";
     if (!pending) delete form.dataset.fingerprint;
+    const replayed = Boolean(answer?.[api.REPLAYED]);
     const balance = answer?.balance_cents;
     setText(
       $("[data-success]", form),
       pending
         ? t("withdrawal_pending")
+        : replayed
+        ? t("already_done") // its balance is the first answer's, maybe old: the list is read again
         : balance === undefined
         ? t("done")
         : t(operation === "withdraw" ? "withdrawn" : "deposited", {
@@ -517,7 +534,7 @@ async function moveMoney(form) {
   } catch (error) {
     // A refusal is final for this content; only an unanswered request keeps its key.
     if (error instanceof api.ApiError && error.status && error.status < 500) delete form.dataset.fingerprint;
-    showError(form, error);
+    showError(form, writeError(error));
   }
 }
 
@@ -563,7 +580,7 @@ function collectTransfer(form) {
     const picked = pickedAccount($("select", row), null, null);
     if (!picked) return { error: t("source_missing") };
     const amount = parseMoney($("input", row).value, lang());
-    if (amount.error) return { error: t(amount.error), field: $("input", row) };
+    if (amount.error) return { error: moneyError(amount.error), field: $("input", row) };
     sources.push({ bank: picked.bank, account: picked.account, amount_cents: amount.cents });
   }
   const seen = new Set(sources.map((s) => JSON.stringify([s.bank, s.account])));
@@ -596,7 +613,7 @@ function updateTotal() {
       input.setAttribute("aria-invalid", "true");
       left.push(index + 1);
     } else input.removeAttribute("aria-invalid");
-    $("[data-amount-error]", row).textContent = invalid ? t(amount.error) : "";
+    $("[data-amount-error]", row).textContent = invalid ? moneyError(amount.error) : "";
   });
   out.textContent = formatMoney(total, lang());
   $("[data-total-note]").textContent = left.length
@@ -665,7 +682,7 @@ async function confirmTransfer(button) {
     confirm.hidden = true;
     follow(answer.id, answer.status, pending);
   } catch (error) {
-    showError(confirm, error);
+    showError(confirm, writeError(error)); // the review keeps its key: confirming again is the same transfer
   }
 }
 
@@ -865,7 +882,7 @@ function forgetPayee(form) {
   form.destination_account.value = "";
 }
 
-function resetTransfer() {
+function resetTransfer({ focus = true } = {}) {
   state.followToken += 1;
   state.review = null;
   state.followed = null;
@@ -881,7 +898,26 @@ function resetTransfer() {
   renderPayee(form);
   $("[data-payee-error]", form).textContent = "";
   form.payee_document.removeAttribute("aria-invalid");
-  $("select", form).focus();
+  if (focus) $("select", form).focus();
+}
+
+// Nothing of one customer's may show to the next at this terminal: every form (and its
+// idempotency key), message, transfer review and statement goes with the session.
+function forgetCustomer() {
+  state.listing = null;
+  state.statement = null;
+  const statement = $('[data-view="statement"]');
+  $("[data-statement] tbody", statement).replaceChildren();
+  setText($("[data-statement-account]", statement), "");
+  $("[data-banks]").replaceChildren(); // the accounts at every bank
+  for (const form of $$("form[data-form]")) {
+    if (form.dataset.form === "login" || form.dataset.form === "register") continue;
+    form.reset();
+    delete form.dataset.fingerprint;
+    delete form.dataset.key;
+    clearMessages(form);
+  }
+  resetTransfer({ focus: false });
 }
 
 // ---- sign in, register, sign out ---------------------------------------------------------
@@ -927,7 +963,7 @@ async function signOut() {
   } catch {
     // The session is forgotten here whatever the bank answered.
   }
-  state.listing = null;
+  forgetCustomer();
   location.hash = "#/login";
   route("navigate");
   notice(t("logged_out"));
@@ -1022,7 +1058,7 @@ function wire() {
   });
   window.addEventListener("hashchange", route);
   api.whenSessionLost(() => {
-    state.listing = null;
+    forgetCustomer();
     location.hash = "#/login";
     notice(t("error_session"), "error");
   });

@@ -103,6 +103,10 @@ export const MESSAGES = {
     deposited: "Depósito feito. Novo saldo da conta {account} em {bank}: {balance}.",
     withdrawn: "Saque feito. Novo saldo da conta {account} em {bank}: {balance}.",
     done: "Feito.",
+    already_done:
+      "Isso já tinha sido feito: o banco deu a mesma resposta de antes, sem repetir a operação. Os saldos abaixo estão atualizados.",
+    outcome_unknown:
+      "O banco não respondeu a tempo: não sabemos se a operação foi feita, e ela ainda pode acontecer. Confirme de novo sem mudar nada para saber o resultado (recomeçar poderia fazê-la duas vezes).",
     withdrawal_pending:
       "Saque em andamento: aguarda o token. O extrato da conta mostra quando o dinheiro sair; confirmar de novo não saca outra vez.",
     account_missing: "Escolha a conta ou informe o número dela (somente dígitos).",
@@ -111,7 +115,7 @@ export const MESSAGES = {
     money_invalid: "Valor inválido. Escreva como 1.234,56.",
     money_fraction: "Use no máximo dois dígitos de centavos, depois da vírgula.",
     money_zero: "O valor precisa ser maior que zero.",
-    money_too_large: "Valor grande demais.",
+    money_too_large: "Valor grande demais: o máximo é {max}.",
     // Transfer
     transfer_title: "Transferir",
     transfer_intro: "De uma ou várias contas, em vários bancos, para uma conta de destino. Tudo ou nada.",
@@ -274,6 +278,10 @@ export const MESSAGES = {
     deposited: "Deposited. New balance of account {account} at {bank}: {balance}.",
     withdrawn: "Withdrawn. New balance of account {account} at {bank}: {balance}.",
     done: "Done.",
+    already_done:
+      "This had already been done: the bank gave its first answer again and did not repeat it. The balances below are up to date.",
+    outcome_unknown:
+      "The bank did not answer in time: we do not know whether it was done, and it may still happen. Confirm again without changing anything to learn the outcome (starting over could do it twice).",
     withdrawal_pending:
       "Withdrawal in progress: waiting for the token. The account's statement shows when the cash is paid; confirming again does not withdraw twice.",
     account_missing: "Choose the account or enter its number (digits only).",
@@ -281,7 +289,7 @@ export const MESSAGES = {
     money_invalid: "Invalid amount. Write it as 1,234.56.",
     money_fraction: "Use at most two digits of cents, after the point.",
     money_zero: "The amount must be more than zero.",
-    money_too_large: "The amount is too large.",
+    money_too_large: "The amount is too large: at most {max}.",
     transfer_title: "Transfer",
     transfer_intro: "From one or several accounts, at several banks, to one destination. All or nothing.",
     sources: "From",

@@ -4,7 +4,8 @@
 // cents are built with BigInt, so "0,10" is exactly 10 cents and "1.234,56" exactly 123456.
 // Portuguese writes R$ 1.234,56 (dot groups, comma decimals); English writes 1,234.56.
 
-export const AMOUNT_CENTS_MAX = Number.MAX_SAFE_INTEGER; // the API refuses far less; JSON must stay exact
+// The most one amount may be: the API's bound (bank.ledger.AMOUNT_CENTS_MAX), R$ 1.000.000.000,00.
+export const AMOUNT_CENTS_MAX = 100_000_000_000;
 
 const SEPARATORS = {
   pt: { group: ".", decimal: "," },

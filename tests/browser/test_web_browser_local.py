@@ -205,6 +205,14 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
     await expect(bad.locator("[data-error]")).to_have_text(
         "Valor inválido. Escreva como 1.234,56."
     )
+    # Above the bank's bound: said before sending, with the bound, not the bank's field name.
+    big = await move_money(page, "deposit", "alfa", individual, "2.000.000.000,00")
+    await expect(big.locator("[data-error]")).to_have_text(
+        "Valor grande demais: o máximo é R$ 1.000.000.000,00."
+    )
+    await move_money(page, "deposit", "alfa", individual, "0,01")
+    await move_money(page, "withdraw", "alfa", individual, "0,01")
+    await expect(withdraw.locator("[data-success]")).to_contain_text("R$ 1.200,00")
 
     # A transfer to the joint account: built, reviewed, confirmed, followed to committed.
     await page.goto("/#/transfer")
@@ -276,10 +284,33 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
         "Corporate accounts belong to companies (CNPJ)."
     )
 
+    # A request made again with its Idempotency-Key gets the first answer, marked as such
+    # (the terminal then says it had been done, and reads the balances again).
+    replayed = await page.evaluate(
+        """async (account) => {
+            const api = await import('/static/api.js');
+            const first = await api.deposit('alfa', account, 5, 'the-same-deposit');
+            const again = await api.deposit('alfa', account, 5, 'the-same-deposit');
+            return [Boolean(first[api.REPLAYED]), Boolean(again[api.REPLAYED]), again.balance_cents];
+        }""",
+        int(individual),
+    )
+    assert replayed == [False, True, 100005], replayed
+
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.locator('section[data-view="login"]')).to_be_visible()
     await page.goto("/#/accounts")  # signed out, the dashboard is not shown
     await expect(page.locator('section[data-view="login"]')).to_be_visible()
+
+    # The next customer at this terminal sees nothing of Ana's: no message of her last
+    # withdrawal, no account of hers in a form.
+    await page.get_by_role("button", name="switch the language to Portuguese").click()
+    await sign_in(page, BRUNO, PASSWORD)
+    await page.goto("/#/money")
+    money = page.locator('form[data-form="money"]')
+    await expect(money.locator("[data-success]")).to_have_text("")
+    await expect(money.get_by_label("Número da conta")).to_have_value("")
+    await expect(money.get_by_label("Valor (R$)")).to_have_value("")
     assert page.script_errors == []
 
 
