@@ -146,6 +146,9 @@ async function busy(button, work) {
   } finally {
     button.disabled = false;
     button.removeAttribute("aria-busy");
+    // Disabled, the button lost the focus to the page: it gets it back (when nothing else
+    // took it), so that the keyboard and a screen reader stay where the customer was.
+    if (document.activeElement === document.body && button.isConnected && button.offsetParent !== null) button.focus();
   }
 }
 
@@ -983,6 +986,10 @@ function wire() {
   for (const form of $$("form[data-form]")) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
+      // Enter pressed again just after a deposit or withdrawal (its amount cleared): nothing
+      // new is asked, and the message of the one made stays, rather than "enter an amount".
+      const repeated = form.dataset.form === "money" && !form.amount.value.trim() && $("[data-success]", form).textContent;
+      if (repeated) return;
       clearMessages(form);
       clearNotice(); // a new action starts: an older notice would be read as its outcome
       const button = $("button[type=submit]", form);

@@ -195,6 +195,10 @@ async def test_a_customer_registers_opens_accounts_moves_money_and_signs_out(
 
     deposit = await move_money(page, "deposit", "alfa", individual, "1.234,56")
     await expect(deposit.locator("[data-success]")).to_contain_text("R$ 1.234,56")
+    # Enter pressed again (the amount is cleared): nothing new, and the message stays.
+    await deposit.get_by_label("Valor (R$)").press("Enter")
+    await expect(deposit.locator("[data-success]")).to_contain_text("R$ 1.234,56")
+    await expect(deposit.locator("[data-error]")).to_have_text("")
     assert await unlabelled_controls(page) == []
     await screenshot(page, "deposit-withdraw")
     withdraw = await move_money(page, "withdraw", "alfa", individual, "5.000,00")
@@ -352,6 +356,14 @@ async def test_the_terminal_is_usable_by_keyboard_alone(browser: Any, bank_url: 
     await page.get_by_role("link", name="Accounts", exact=True).focus()
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name=ACCOUNTS_HEADING_EN)).to_be_focused()
+    # A form the bank answered keeps the focus at its button, not the top of the page (the
+    # button is disabled while the request runs, which drops the focus).
+    open_form = page.locator('form[data-form="open"]')
+    submit = open_form.get_by_role("button", name="Open account")
+    await submit.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("[data-notice]")).to_contain_text("opened")
+    await expect(submit).to_be_focused()
     assert page.script_errors == []
 
 
