@@ -35,7 +35,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from bank import auth
 from bank.documents import document_kind
-from bank.errors import STATUS_BY_CODE, ApiError, error_response
+from bank.errors import STATUS_BY_CODE, ApiError, error_body, error_response
 from bank.keys import BANK_ID, CONFIG, LEDGER, RING, TRANSFERS
 from bank.ledger import (
     AMOUNT_CENTS_MAX,
@@ -342,8 +342,7 @@ def _http_error(error: web.HTTPException) -> tuple[str, web.Response]:
     of every error, keeping the ``Allow`` header of a 405: its code, and the response."""
     code = _CODE_BY_HTTP_STATUS.get(error.status, "internal_error")
     headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
-    body = {"error": {"code": code, "message": error.reason}}
-    return code, jsonio.response(body, status=error.status, headers=headers)
+    return code, jsonio.response(error_body(code, error.reason), status=error.status, headers=headers)
 
 
 def _refuse_float(text: str) -> Any:

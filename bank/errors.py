@@ -14,6 +14,7 @@ import attrs
 from aiohttp import web
 
 from tokenring import jsonio
+from tokenring.signing import error_body  # the contract's error document, one shape everywhere
 
 __all__ = [
     "STATUS_BY_CODE",
@@ -75,11 +76,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.refusal = Refusal(code, message)
         self.headers = headers or {}
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The contract's error document."""
-    return {"error": {"code": code, "message": message}}
 
 
 def error_response(

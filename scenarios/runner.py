@@ -41,11 +41,12 @@ __all__ = [
 EXIT_VIOLATED = 1
 EXIT_CANNOT_RUN = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-"""What ``--plot`` draws: the file's suffix names the format."""
 """Stopped by SIGTERM, once its ring was stopped and its folder removed (the shell's code for
 a command that SIGTERM ended)."""
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+"""Stopped by Ctrl-C (SIGINT), the same way."""
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+"""What ``--plot`` draws: the file's suffix names the format."""
 PROGRESS_TICK_MS = 100
 PROGRESS_TICKS_MAX = 100_000
 """The progress bar stops updating after this many ticks (hours), whatever happens."""

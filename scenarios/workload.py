@@ -394,8 +394,8 @@ class Teller:
         A document some earlier run already registered (a ring used again under --attach)
         is replaced by a new one, so that the customer is always a new person. The new ones
         are drawn from the system's randomness, not from the run's seeded generator: a run
-        again with the same seed would try the same ones, which the earlier run took too (a fresh ring never
-        needs one, so its run stays what its seed makes it)."""
+        again with the same seed would try the same ones, which the earlier run took too (a
+        fresh ring never needs one, so its run stays what its seed makes it)."""
         fresh = random.SystemRandom()
         for _ in range(ENROL_ATTEMPTS_MAX):
             if await self._register(customer, banks):

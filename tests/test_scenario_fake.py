@@ -234,11 +234,25 @@ def test_an_output_that_cannot_be_written_or_an_option_the_run_cannot_use_is_ref
     assert not list(tmp_path.glob("**/*.json"))
 
 
-def test_the_json_report_appears_whole(tmp_path: Path) -> None:
+def test_the_json_report_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Written beside its file, then renamed: a write that fails leaves the file as it was
+    (a reader never sees half a report) and says so in a line."""
+    out = tmp_path / "r.json"
+    out.write_text('{"earlier": true}', encoding="utf-8")
+
+    def refused(self: Path, target: Any) -> Path:
+        raise OSError(28, "No space left on device")
+
     with fake_ring(tmp_path, double_credit=False) as ring:
-        status, report = run_scenario(ring, tmp_path / "r.json", "bank-workload", "--duration-s", "0.5", "--clients", "1")
-    assert status == 0 and report["verdicts"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+        monkeypatch.setattr(Path, "replace", refused)
+        status = main(["scenario", "bank-workload", "--attach", "-c", str(ring), "--json", str(out), "--quiet",
+                       "--duration-s", "0.5", "--clients", "1"])  # fmt: skip
+    assert status == 2
+    assert json.loads(out.read_text(encoding="utf-8")) == {"earlier": True}
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("consortium scenario: the report was not written:") and "No space" in error, error
 
 
 def test_runs_again_with_one_seed_on_one_ring_each_find_new_customers(tmp_path: Path) -> None:

@@ -351,13 +351,14 @@ class Ring:
         try:
             async with self._token_within(timeout_s):
                 while True:
-                    if self._left or self._closed:
-                        raise RingClosed(f"{self.member_id} has left the ring")
+                    self._check_not_left()
                     await self._granted.wait()
                     await self._lock.acquire()
-                    if self._left or self._closed:
-                        self._lock.release()  # it left while this block waited for the one before
-                        raise RingClosed(f"{self.member_id} has left the ring")
+                    try:
+                        self._check_not_left()  # it may have left while this waited for a block
+                    except RingClosed:
+                        self._lock.release()
+                        raise
                     if self._grant is not None and self._clock_ms() + min_remaining_ms < self._grant_until_ms:
                         break
                     # The visit ended (or its time ran out) while this block waited for the
@@ -386,6 +387,10 @@ class Ring:
                 )
             self._maybe_release()
 
+    def _check_not_left(self) -> None:
+        if self._left or self._closed:
+            raise RingClosed(f"{self.member_id} has left the ring")
+
     @contextlib.asynccontextmanager
     async def _token_within(self, timeout_s: float | None) -> AsyncIterator[None]:
         """``asyncio.timeout(timeout_s)``, whose TimeoutError says what this member knows of
@@ -394,7 +399,8 @@ class Ring:
             async with asyncio.timeout(timeout_s):
                 yield
         except TimeoutError:
-            down = [] if self._member is None else [m for m, state in self._member.status.members.items() if state != "up"]
+            members = {} if self._member is None else self._member.status.members
+            down = [member for member, state in members.items() if state != "up"]
             seen = self.fence_seen()
             raise TimeoutError(
                 f"{self.member_id}: the token did not come within {timeout_s} s"

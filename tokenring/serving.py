@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 
 from tokenring import jsonio
+from tokenring.signing import error_body
 
 __all__ = ["UNREADABLE_MESSAGE_CHARS_MAX", "answer_unreadable_requests_in_json", "bind", "unreadable_answer"]
 
@@ -55,7 +56,7 @@ def unreadable_answer(status: int, message: str | None) -> web.Response:
     else:
         detail = " ".join((message or _phrase(status)).split())[:UNREADABLE_MESSAGE_CHARS_MAX]
         text = f"the request could not be read as HTTP: {detail}" if status < 500 else detail
-    response = jsonio.response({"error": {"code": code, "message": text}}, status=status)
+    response = jsonio.response(error_body(code, text), status=status)
     response.force_close()
     return response
 

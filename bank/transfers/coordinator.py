@@ -356,18 +356,16 @@ class Coordinator:
         room: dict[str, int] = {}  # what each bank's prepare takes so far
         for transfer in itertools.islice(self.pending.values(), self.batch_transfers_max):
             # This bank's own legs move with the decision: a prepare for each other bank.
-            prepared = [
-                (bank, PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank)))
-                for bank in transfer.banks
-                if bank != self.bank
-            ]
-            if batch and any(
-                room.get(bank, 0) + item_bytes_max(len(item.legs)) > PREPARE_ITEMS_BYTES_MAX for bank, item in prepared
-            ):
+            prepared: list[tuple[str, PrepareItem, int]] = []  # (bank, its item, what that bank's prepare takes with it)
+            for bank in transfer.banks:
+                if bank != self.bank:
+                    item = PrepareItem(transfer.id, transfer.owner_document, transfer.legs_at(bank))
+                    prepared.append((bank, item, room.get(bank, 0) + item_bytes_max(len(item.legs))))
+            if batch and any(taken > PREPARE_ITEMS_BYTES_MAX for _, _, taken in prepared):
                 break  # it waits for the next visit, and so do the later ones: arrival order
             batch[transfer.id] = transfer
-            for bank, item in prepared:
-                room[bank] = room.get(bank, 0) + item_bytes_max(len(item.legs))
+            for bank, item, taken in prepared:
+                room[bank] = taken
                 by_bank.setdefault(bank, []).append(item)
         for transfer_id in batch:
             del self.pending[transfer_id]

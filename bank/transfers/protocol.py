@@ -80,6 +80,7 @@ def item_bytes_max(legs: int) -> int:
     """The most bytes a prepare's item or a decision with ``legs`` legs takes in JSON."""
     return ITEM_BYTES_MAX + legs * LEG_BYTES_MAX
 
+
 PENDING: Literal["pending"] = "pending"
 COMMITTED: Literal["committed"] = "committed"
 ABORTED: Literal["aborted"] = "aborted"
